@@ -1,0 +1,67 @@
+"""Options and error handling shared by the CLI commands."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from harness.errors import HarnessError, PluginError, UsageError
+
+PluginOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--plugin",
+        metavar="PATH_OR_MODULE",
+        help="Load a plugin from a .py file or an importable module for this command (repeatable).",
+    ),
+]
+
+DbOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--db",
+        metavar="PATH",
+        help="Leaderboard database. Default: $HARNESS_DB, else ./leaderboard.db.",
+        show_default=False,
+    ),
+]
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON to stdout (rich output stays on stderr).")
+]
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def resolve_db(db: Path | None) -> Path:
+    if db is not None:
+        return db
+    return Path(os.environ.get("HARNESS_DB", "leaderboard.db"))
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn the harness's own errors into a message on stderr and exit code 2."""
+    try:
+        yield
+    except (UsageError, PluginError) as exc:
+        stderr_console().print(f"[bold red]Error:[/] {_escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except HarnessError as exc:
+        stderr_console().print(f"[bold red]Error:[/] {_escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

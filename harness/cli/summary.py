@@ -1,0 +1,48 @@
+"""The table printed at the end of ``harness run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def print_summary(console, run_id: str, config, result, db_path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {run_id}", caption="win rate vs the testbed's reference outputs (ties ½); "
+                  "± is the standard error within this run", title_justify="left")
+    for header in ("iter", "labels", "prompts", "win rate", "gold", "KL", "rank acc", "β·Δ med",
+                   "DPO w", "noise", "steps", "seconds"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in result.iterations:
+        seconds = sum(v for k, v in row.items() if k.startswith("time_"))
+        table.add_row(
+            str(row["iteration"]),
+            _fmt(row.get("labels")),
+            _fmt(row.get("prompts")),
+            f"{row['win_rate']:.3f} ± {row.get('win_rate_se', 0.0):.3f}",
+            _fmt(row.get("gold_reward")),
+            _fmt(row.get("kl"), ".2f"),
+            _fmt(row.get("sel_ranking_accuracy")),
+            _fmt(row.get("sel_beta_margin_q50"), ".2f"),
+            _fmt(row.get("sel_mean_dpo_weight"), ".2f"),
+            _fmt(row.get("sel_label_noise"), ".2f"),
+            _fmt(row.get("train_steps")),
+            _fmt(seconds if row["iteration"] else None, ".1f"),
+        )
+    console.print(table)
+    final = result.final
+    console.print(
+        f"final win rate [bold]{final['final_win_rate']:.3f}[/] (pi_0 {final['initial_win_rate']:.3f}), "
+        f"{final['labels_used']} of {config.budget} labels, {final['wall_seconds']:.1f} s "
+        f"({final['overhead_share']:.1%} outside model compute)"
+    )
+    console.print(f"recorded as run [bold]{run_id}[/] in {db_path}; compare with [bold]harness leaderboard[/]")

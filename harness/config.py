@@ -1,0 +1,275 @@
+"""The validated configuration of one run.
+
+:func:`build_config` turns what a user typed (component names, ``-o`` options,
+numbers) into a :class:`RunConfig` with every option resolved to its value, or
+raises :class:`~harness.errors.UsageError` naming the problem and the fix. A
+config is validated completely before anything is built or written.
+
+The config serialises to JSON with every setting, defaults included, and hashes
+without its seeds, so runs of one strategy on different seeds share a hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.budget import plan_pool
+from harness.errors import UnknownNameError, UsageError
+from harness.interfaces import Allocator, Component, Selector, Testbed, Trainer
+from harness.plugins import Registry
+
+# The roles a run fills, the kind of component each takes, and the prefix a
+# user writes in ``-o PREFIX.option=value``.
+ROLES: dict[str, str] = {
+    "testbed": "testbed",
+    "instance_selector": "selector",
+    "corpus_selector": "selector",
+    "allocator": "allocator",
+    "trainer": "trainer",
+}
+PREFIX_ALIASES: dict[str, tuple[str, ...]] = {
+    "selector": ("instance_selector", "corpus_selector"),
+    "instance": ("instance_selector",),
+    "corpus": ("corpus_selector",),
+}
+
+REFERENCE_CHOICES = ("fixed",)
+
+
+@dataclass(frozen=True)
+class ComponentChoice:
+    """A component's name and all of its settings (defaults included)."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers."""
+
+    testbed: ComponentChoice
+    instance_selector: ComponentChoice
+    corpus_selector: ComponentChoice
+    allocator: ComponentChoice
+    trainer: ComponentChoice
+    iterations: int = 3
+    budget: int = 3000
+    keep: float = 0.5
+    n_responses: int = 8
+    seed: int = 0
+    world_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, default=_jsonable)
+
+    def strategy_hash(self) -> str:
+        """sha256 (16 hex) of the config without its seeds: same strategy, any seed."""
+        data = self.to_dict()
+        data.pop("seed")
+        data.pop("world_seed")
+        blob = json.dumps(data, sort_keys=True, default=_jsonable)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        values = dict(data)
+        for role in ROLES:
+            choice = values[role]
+            values[role] = ComponentChoice(choice["name"], dict(choice.get("settings", {})))
+        return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+@dataclass
+class Components:
+    """The component instances a run uses, built from a :class:`RunConfig`."""
+
+    testbed: Testbed
+    instance_selector: Selector
+    corpus_selector: Selector
+    allocator: Allocator
+    trainer: Trainer
+    scorers: dict[str, Component]
+
+    @property
+    def score_columns(self) -> tuple[str, ...]:
+        """Score columns the two selectors need, in a stable order."""
+        columns: list[str] = []
+        for selector in (self.instance_selector, self.corpus_selector):
+            for column in selector.requires:
+                if column not in columns:
+                    columns.append(column)
+        return tuple(columns)
+
+
+def parse_option_assignments(assignments: Sequence[str]) -> list[tuple[str, str]]:
+    """``["trainer.beta=0.5", "tau=0"]`` -> ``[("trainer.beta", "0.5"), ("tau", "0")]``."""
+    parsed = []
+    for text in assignments:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(
+                f"option {text!r} is not KEY=VALUE; write e.g. -o trainer.beta=0.5 or -o tau=0"
+            )
+        parsed.append((key.strip(), value.strip()))
+    return parsed
+
+
+def route_options(
+    assignments: Sequence[tuple[str, str]], classes: Mapping[str, type[Component]]
+) -> dict[str, dict[str, str]]:
+    """Send each ``KEY=VALUE`` to the roles it belongs to.
+
+    ``role.key`` (``trainer.beta``; ``selector.x`` means both selector levels)
+    targets one role; a bare ``key`` goes to every role whose component
+    declares it. A key no component declares is an error listing close matches.
+    """
+    routed: dict[str, dict[str, str]] = {role: {} for role in classes}
+    declared = {role: {o.name for o in cls.options} for role, cls in classes.items()}
+    qualified = sorted(f"{role}.{name}" for role, names in declared.items() for name in names)
+    for key, value in assignments:
+        prefix, dot, name = key.rpartition(".")
+        if dot:
+            roles = PREFIX_ALIASES.get(prefix, (prefix,))
+            unknown_roles = [r for r in roles if r not in classes]
+            if unknown_roles:
+                raise UnknownNameError(
+                    "option prefix", prefix, sorted(set(classes) | set(PREFIX_ALIASES))
+                )
+            targets = [r for r in roles if name in declared[r]]
+            if not targets:
+                raise UnknownNameError("option", key, qualified)
+        else:
+            targets = [r for r in classes if key in declared[r]]
+            if not targets:
+                bare = {n for names in declared.values() for n in names}
+                raise UnknownNameError("option", key, qualified, suggest_from=bare | set(qualified))
+            name = key
+        for role in targets:
+            routed[role][name] = value
+    return routed
+
+
+def build_config(
+    registry: Registry,
+    *,
+    testbed: str = "synthetic",
+    selector: str = "random",
+    instance_selector: str | None = None,
+    corpus_selector: str | None = None,
+    allocator: str = "constant",
+    trainer: str = "native",
+    options: Sequence[str] = (),
+    iterations: int = 3,
+    budget: int = 3000,
+    keep: float = 0.5,
+    n_responses: int = 8,
+    seed: int = 0,
+    world_seed: int | None = None,
+) -> RunConfig:
+    """Validate user input into a RunConfig; UsageError (exit 2) on anything wrong."""
+    if iterations < 1:
+        raise UsageError(f"--iterations must be >= 1; got {iterations}")
+    if budget <= 0:
+        raise UsageError(f"--budget must be a positive number of gold labels; got {budget}")
+    if not 0 < keep <= 1:
+        raise UsageError(f"--keep must be in (0, 1] (the share of instance pairs kept); got {keep}")
+    if n_responses < 2:
+        raise UsageError(f"--responses must be >= 2 (a pair needs two responses); got {n_responses}")
+    if seed < 0 or (world_seed is not None and world_seed < 0):
+        raise UsageError("seeds must be >= 0")
+
+    names = {
+        "testbed": testbed,
+        "instance_selector": instance_selector or selector,
+        "corpus_selector": corpus_selector or selector,
+        "allocator": allocator,
+        "trainer": trainer,
+    }
+    classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
+    routed = route_options(parse_option_assignments(options), classes)
+    choices = {
+        role: ComponentChoice(names[role], registry.create(ROLES[role], names[role], routed[role]).settings)
+        for role in ROLES
+    }
+    config = RunConfig(
+        **choices,
+        iterations=iterations,
+        budget=budget,
+        keep=keep,
+        n_responses=n_responses,
+        seed=seed,
+        world_seed=seed if world_seed is None else world_seed,
+    )
+    check_budget_plan(config, instantiate(registry, config))
+    return config
+
+
+def instantiate(registry: Registry, config: RunConfig) -> Components:
+    """Component instances for ``config`` (settings were validated when it was built)."""
+    made = {role: registry.create(ROLES[role], getattr(config, role).name, getattr(config, role).settings) for role in ROLES}
+    components = Components(scorers={}, **made)
+    for column in components.score_columns:
+        components.scorers[column] = registry.create("scorer", column)
+    return components
+
+
+def _feasible(config: RunConfig, components: Components, budget: int) -> list[int] | None:
+    """The plan for ``budget`` if every iteration can buy at least one pair, else None."""
+    plan = components.allocator.allocate(
+        total_labels=budget, iterations=config.iterations, history=()
+    )
+    per_prompt = components.instance_selector.labels_per_prompt
+    if all(plan_pool(labels, config.keep, per_prompt).pairs >= 1 for labels in plan):
+        return plan
+    return None
+
+
+def check_budget_plan(config: RunConfig, components: Components) -> list[int]:
+    """The initial label plan; UsageError if any iteration could not buy one pair."""
+    plan = components.allocator.allocate(
+        total_labels=config.budget, iterations=config.iterations, history=()
+    )
+    if len(plan) != config.iterations or sum(plan) > config.budget or min(plan) < 0:
+        raise UsageError(
+            f"allocator {config.allocator.name!r} returned an invalid plan {plan} for "
+            f"{config.iterations} iterations and {config.budget} labels"
+        )
+    if _feasible(config, components, config.budget) is None:
+        raise UsageError(
+            f"budget too small: {config.budget} labels split by {config.allocator.name!r} over "
+            f"{config.iterations} iterations ({plan}) leaves an iteration without one pair at "
+            f"--keep {config.keep}. Raise --budget to at least {_min_budget(config, components)}, "
+            "or lower --iterations."
+        )
+    return plan
+
+
+def _min_budget(config: RunConfig, components: Components) -> int:
+    """The smallest budget that buys one pair in every iteration (doubling, then bisection)."""
+    high = max(1, config.budget)
+    while _feasible(config, components, high) is None:
+        if high > 10**12:
+            raise UsageError(f"allocator {config.allocator.name!r} never gives every iteration a pair")
+        high *= 2
+    low = high // 2 + 1 if high > 1 else 1
+    while low < high:
+        mid = (low + high) // 2
+        if _feasible(config, components, mid) is None:
+            low = mid + 1
+        else:
+            high = mid
+    return high

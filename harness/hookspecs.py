@@ -1,0 +1,105 @@
+"""The hooks a plugin can implement.
+
+Every hook is called with keyword arguments only, once per command, in no
+guaranteed order between plugins. A hook implementation must accept exactly the
+argument names below (it may accept fewer) and must not rely on default values:
+pluggy never passes them.
+
+The ``register_*`` hooks follow one pattern: the host passes a ``register``
+callable and the plugin calls it once per component class it provides::
+
+    from harness import hookimpl
+
+    @hookimpl
+    def register_selectors(register):
+        register(MySelector)
+
+The host checks every registration: the class must subclass the matching base
+in :mod:`harness.interfaces`, have a non-empty ``name`` and ``description``, and
+declare valid options. Two plugins registering the same name is an error that
+names both.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "pairsel_harness"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_scorers(register):
+    """Register scorers: components that compute one score column for every response.
+
+    Called when the host builds its registry, before any command runs.
+
+    :param register: call ``register(cls)`` with a subclass of
+        :class:`harness.interfaces.Scorer`; ``cls.name`` is the column name
+        that selectors list in ``requires``.
+    :return: ignored.
+    """
+
+
+@hookspec
+def register_selectors(register):
+    """Register selectors: strategies that choose which pairs to annotate.
+
+    Called when the host builds its registry, before any command runs.
+
+    :param register: call ``register(cls)`` with a subclass of
+        :class:`harness.interfaces.Selector`. The same class serves
+        ``--selector``, ``--instance-selector`` and ``--corpus-selector``.
+    :return: ignored.
+    """
+
+
+@hookspec
+def register_allocators(register):
+    """Register allocators: schedules that spread the label budget over iterations.
+
+    Called when the host builds its registry, before any command runs.
+
+    :param register: call ``register(cls)`` with a subclass of
+        :class:`harness.interfaces.Allocator`.
+    :return: ignored.
+    """
+
+
+@hookspec
+def register_trainers(register):
+    """Register trainers: preference optimisers that turn pi_{i-1} into pi_i.
+
+    Called when the host builds its registry, before any command runs.
+
+    :param register: call ``register(cls)`` with a subclass of
+        :class:`harness.interfaces.Trainer`.
+    :return: ignored.
+    """
+
+
+@hookspec
+def register_testbeds(register):
+    """Register testbeds: worlds with models, prompts, an annotator and an evaluator.
+
+    Called when the host builds its registry, before any command runs.
+
+    :param register: call ``register(cls)`` with a subclass of
+        :class:`harness.interfaces.Testbed`.
+    :return: ignored.
+    """
+
+
+@hookspec
+def register_commands(app):
+    """Add commands to the ``harness`` command line.
+
+    Called once when the CLI is assembled, after the built-in commands exist.
+
+    :param app: the root ``typer.Typer`` application. Add a command with
+        ``@app.command()`` or a group with ``app.add_typer(sub_app, name=...)``.
+        (Typer vendors Click; the host never hands out a Click group.)
+    :return: ignored.
+    """

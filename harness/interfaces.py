@@ -1,0 +1,414 @@
+"""The contracts between the loop and its plugins.
+
+Everything a strategy sees or returns is defined here. Data between steps is
+columnar: one numpy array per column, shaped ``(M, N)`` for M prompts with N
+responses each, never lists of dicts. Third-party plugins may check
+:data:`API_VERSION` and refuse to run against an incompatible host.
+
+Kinds of component, each registered through its own hook (see
+:mod:`harness.hookspecs`):
+
+* :class:`Scorer` computes one score column from the log-probs of a batch.
+* :class:`Selector` picks one pair per prompt (instance level) and a share of
+  those pairs across the pool (corpus level).
+* :class:`Allocator` spreads the label budget over the iterations.
+* :class:`Trainer` turns pi_{i-1} and annotated pairs into pi_i.
+* :class:`Testbed` builds a :class:`World`: models, prompts, annotator, evaluation.
+
+Every component class carries ``name``, a one-line ``description`` and a tuple
+of :class:`~harness.options.Option`; it is constructed with a mapping of option
+values, validated by the host before the component sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+from harness.errors import UsageError
+from harness.options import Option, resolve_options
+
+if TYPE_CHECKING:  # torch is imported only where a model runs
+    import torch
+
+API_VERSION = 1
+"""Bumped whenever a signature or a data class in this module changes incompatibly."""
+
+
+class Component:
+    """Base of every pluggable component: a name, a description and options."""
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, settings: Mapping[str, Any] | None = None):
+        self.settings: dict[str, Any] = resolve_options(
+            self.options, settings, owner=f"{self.kind} {self.name!r}"
+        )
+
+    def __repr__(self) -> str:
+        changed = {
+            o.name: self.settings[o.name] for o in self.options if self.settings[o.name] != o.default
+        }
+        return f"<{self.kind} {self.name} {changed}>"
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Responses:
+    """N sampled responses for each of M prompts.
+
+    ``tokens`` is ``(M, N, L)`` int64, padded after the response's end with
+    ``pad_id``; the EOS token is part of the response. ``lengths`` is ``(M, N)``
+    int64: the number of scored tokens of each response, EOS included.
+    """
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def n_responses(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def distinct_mask(self) -> np.ndarray:
+        """``(M, N)`` bool: False where a response repeats an earlier one of its prompt.
+
+        Identical responses give DPO no gradient, so selectors never pair them.
+        """
+        m, n, length = self.tokens.shape
+        # Compare token rows (and lengths) pairwise within each prompt: O(M N^2 L),
+        # vectorised; N is small (8 in the paper).
+        same = (self.tokens[:, :, None, :] == self.tokens[:, None, :, :]).all(axis=-1)
+        same &= self.lengths[:, :, None] == self.lengths[:, None, :]
+        earlier = np.tril(np.ones((n, n), dtype=bool), k=-1)  # [j, k] with k < j
+        return ~(same & earlier[None]).any(axis=2)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Pairs of responses: ``(prompt[k], a[k], b[k])`` indexes responses ``[prompt, a]`` and ``[prompt, b]``.
+
+    All three are int64 arrays of the same length; ``a`` and ``b`` index the N
+    responses of the prompt (0 <= a, b < N, a != b).
+    """
+
+    prompt: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "a", "b"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(-1))
+
+    def __len__(self) -> int:
+        return int(self.prompt.shape[0])
+
+    def take(self, index: np.ndarray) -> Pairs:
+        """The pairs at positions ``index`` (an int array or a bool mask)."""
+        return Pairs(self.prompt[index], self.a[index], self.b[index])
+
+    @classmethod
+    def empty(cls) -> Pairs:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+@dataclass(frozen=True)
+class SelectionBatch:
+    """What a selector sees of one iteration's pool.
+
+    ``scores`` holds exactly the ``(M, N)`` float64 columns the selector (and
+    the other level's selector) declared in ``requires``; ``tokens`` is set only
+    for a selector with ``needs_tokens = True``. ``beta`` is the trainer's DPO
+    beta, for selectors that reason in units of the DPO loss.
+    """
+
+    lengths: np.ndarray
+    distinct: np.ndarray
+    scores: Mapping[str, np.ndarray]
+    beta: float = 1.0
+    tokens: np.ndarray | None = None
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def n_responses(self) -> int:
+        return int(self.lengths.shape[1])
+
+    def score(self, column: str) -> np.ndarray:
+        """The score column ``column``; a clear error if the selector did not declare it."""
+        try:
+            return self.scores[column]
+        except KeyError:
+            raise KeyError(
+                f"score column {column!r} was not computed; add it to the selector's `requires` "
+                f"(computed: {sorted(self.scores)})"
+            ) from None
+
+
+@dataclass(frozen=True)
+class PreferenceData:
+    """Annotated pairs, ready for DPO: chosen and rejected responses of each prompt.
+
+    ``prompts`` is ``(K, P)`` int64; ``chosen``/``rejected`` are ``(K, L)``
+    int64 padded responses with ``(K,)`` lengths (EOS included). The reference
+    log-probs were computed once at scoring time (sum over response tokens, EOS
+    included), so a trainer never needs a second reference pass.
+    """
+
+    prompts: np.ndarray
+    chosen: np.ndarray
+    chosen_lengths: np.ndarray
+    rejected: np.ndarray
+    rejected_lengths: np.ndarray
+    ref_chosen_logps: np.ndarray
+    ref_rejected_logps: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.prompts.shape[0])
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The annotator's verdict on each pair: ``prefer_a[k]`` is True when ``a`` won.
+
+    ``gold_agrees`` (optional) says, for each label, whether it agrees with the
+    world's exact gold ordering; a testbed with a known gold reward sets it so
+    the loop can report the share of label noise.
+    """
+
+    prefer_a: np.ndarray
+    gold_agrees: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """What an allocator may read about a finished iteration."""
+
+    iteration: int
+    labels: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained policy and what the training did."""
+
+    policy: Any
+    steps: int
+    epochs: float
+    loss_first: float
+    loss_last: float
+
+
+# --------------------------------------------------------------------- protocols
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A language model the loop can sample from, score and train.
+
+    Policies are owned by their testbed; the loop treats them as opaque and a
+    trainer uses only this protocol.
+    """
+
+    def clone(self) -> Policy:
+        """An independent copy (parameters copied, not shared)."""
+
+    def parameters(self):
+        """The torch parameters a trainer optimises."""
+
+    def sequence_logprobs(
+        self, prompts: torch.Tensor, responses: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum of log pi(y_t | x, y_<t) over each response's tokens, EOS included.
+
+        ``prompts`` ``(B, P)``, ``responses`` ``(B, L)``, ``lengths`` ``(B,)``;
+        returns ``(B,)``, differentiable when grad is enabled. Tokens whose
+        probability sampling fixed (a forced EOS) contribute 0 and banned tokens
+        are renormalised away, exactly as in sampling.
+        """
+
+
+class Reporter(Protocol):
+    """Progress sink the loop and testbeds report to (rich in the CLI, silent in tests)."""
+
+    def stage(self, description: str, total: int | None = None):
+        """Context manager for one stage; yields ``advance(n=1)``."""
+
+
+class World(Protocol):
+    """One testbed instance: fixed models, prompt source, annotator and evaluator.
+
+    A world is a pure function of its testbed options and its world seed.
+    """
+
+    reference_policy: Policy
+    initial_policy: Policy
+
+    def draw_prompts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` fresh training prompts, ``(n, P)`` int64."""
+
+    def sample(
+        self, policy: Policy, prompts: np.ndarray, n_responses: int, rng: np.random.Generator
+    ) -> Responses:
+        """``n_responses`` samples per prompt from ``policy``."""
+
+    def logprobs(self, policy: Policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        """``(M, N)`` float64 sum of response-token log-probs under ``policy`` (no grad)."""
+
+    def annotate(
+        self, prompts: np.ndarray, responses: Responses, pairs: Pairs, rng: np.random.Generator
+    ) -> Labels:
+        """The gold annotator's preference on each pair. Each call costs one label per pair."""
+
+    def evaluate(self, policy: Policy, rng: np.random.Generator) -> dict[str, float]:
+        """Metrics of ``policy``: at least ``win_rate``, ``win_rate_se``, ``gold_reward``, ``kl``."""
+
+
+# ------------------------------------------------------------------- components
+
+
+class Scorer(Component):
+    """Computes one ``(M, N)`` score column; ``name`` is the column's name."""
+
+    kind = "scorer"
+
+    def score(
+        self, *, logp_policy: np.ndarray, logp_ref: np.ndarray, lengths: np.ndarray
+    ) -> np.ndarray:
+        """The column for every response, from the policy's and the reference's summed log-probs."""
+        raise NotImplementedError
+
+
+class Selector(Component):
+    """Chooses which pairs to annotate, at two levels.
+
+    ``select_instances`` returns at most one pair per prompt (never two
+    identical responses); ``select_corpus`` keeps ``n_keep`` of those pairs
+    (all of them when fewer are offered). Both are pure functions of their
+    arguments and the Generator: no global RNG, no state between calls.
+
+    ``requires`` names the score columns the selector reads (see ``harness
+    list scorers``); the loop computes exactly the columns some selector
+    requires. ``labels_per_prompt`` is what the selector spends on gold calls
+    for every prompt in the pool before selecting (0 for margin selectors);
+    each kept pair then costs one pairwise label.
+    """
+
+    kind = "selector"
+    requires: tuple[str, ...] = ()
+    needs_tokens: bool = False
+    labels_per_prompt: int = 0
+
+    def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
+        raise NotImplementedError
+
+    def select_corpus(
+        self, batch: SelectionBatch, pairs: Pairs, n_keep: int, rng: np.random.Generator
+    ) -> Pairs:
+        raise NotImplementedError
+
+
+class Allocator(Component):
+    """Spreads a total label budget over the iterations.
+
+    ``allocate`` is called before every iteration with the history of the
+    iterations already run, and returns labels for *every* iteration (entries
+    for past iterations are ignored); fixed schedules ignore the history,
+    adaptive ones may re-plan. The sum never exceeds ``total_labels``.
+    """
+
+    kind = "allocator"
+
+    def allocate(
+        self, *, total_labels: int, iterations: int, history: Sequence[IterationRecord]
+    ) -> list[int]:
+        raise NotImplementedError
+
+
+class Trainer(Component):
+    """Trains pi_i from pi_{i-1} on annotated pairs against a fixed reference.
+
+    ``train`` must not modify ``policy``: it trains a clone and returns it.
+    ``beta`` is read by the loop for diagnostics (beta times the margin).
+    """
+
+    kind = "trainer"
+
+    @property
+    def beta(self) -> float:
+        return float(self.settings.get("beta", 1.0))
+
+    def train(
+        self, *, policy: Policy, data: PreferenceData, rng: np.random.Generator
+    ) -> TrainResult:
+        raise NotImplementedError
+
+
+class Testbed(Component):
+    """Builds a :class:`World` from a world seed."""
+
+    kind = "testbed"
+
+    def build_world(self, *, seed: int, reporter: Reporter) -> World:
+        raise NotImplementedError
+
+
+COMPONENT_KINDS: dict[str, type[Component]] = {
+    "scorer": Scorer,
+    "selector": Selector,
+    "allocator": Allocator,
+    "trainer": Trainer,
+    "testbed": Testbed,
+}
+
+
+def check_component_class(kind: str, cls: Any) -> None:
+    """Validate a class handed to a `register_*` hook; raise TypeError saying what is wrong."""
+    base = COMPONENT_KINDS[kind]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"a registered {kind} must be a subclass of harness.interfaces.{base.__name__}")
+    if not cls.name or not isinstance(cls.name, str) or not cls.name.replace("_", "").replace("-", "").isalnum():
+        raise TypeError(f"{cls.__qualname__}.name must be a non-empty identifier, got {cls.name!r}")
+    if not cls.description:
+        raise TypeError(f"{kind} {cls.name!r} has no description")
+    for option in cls.options:
+        if not isinstance(option, Option):
+            raise TypeError(f"{kind} {cls.name!r}: options must be harness.options.Option instances")
+        option.coerce(option.default, owner=f"{kind} {cls.name!r}")
+
+
+__all__ = [
+    "API_VERSION",
+    "Allocator",
+    "Component",
+    "IterationRecord",
+    "Labels",
+    "Option",
+    "Pairs",
+    "Policy",
+    "PreferenceData",
+    "Reporter",
+    "Responses",
+    "Scorer",
+    "SelectionBatch",
+    "Selector",
+    "Testbed",
+    "TrainResult",
+    "Trainer",
+    "UsageError",
+    "World",
+]

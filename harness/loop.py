@@ -1,0 +1,225 @@
+"""The iterative DPO loop: the only module that knows the order of the steps.
+
+One iteration (DESIGN.md section 1): draw prompts, sample N responses from
+pi_{i-1}, score them, select one pair per prompt and a share of those pairs
+across the pool, charge the ledger and annotate the kept pairs, train pi_i with
+DPO against the fixed reference, evaluate. Every stage draws from its own
+random stream (:mod:`harness.rng`), so runs with one seed share their worlds,
+prompts and first samples whatever their strategies.
+
+Model stages (world building, sampling, log-prob forwards, training,
+evaluation) are timed separately from the harness's own work, so the overhead
+benchmark can report the share of wall time spent outside model compute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness import rng as streams
+from harness.budget import Ledger, plan_pool
+from harness.config import Components, RunConfig
+from harness.diagnostics import selected_pair_diagnostics
+from harness.interfaces import IterationRecord, Pairs, PreferenceData, Reporter, Responses, SelectionBatch
+from harness.progress import NullReporter
+from harness.validation import check_corpus_pairs, check_instance_pairs
+
+MODEL_STAGES = ("setup", "sample", "logprobs", "train", "evaluate")
+"""Stages whose time is model compute; everything else counts as harness overhead."""
+
+
+@dataclass
+class StageTimer:
+    """Accumulates wall seconds per stage."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def model_seconds(self) -> float:
+        return sum(self.seconds.get(stage, 0.0) for stage in MODEL_STAGES)
+
+
+@dataclass
+class RunResult:
+    """What a finished run returns: one row per evaluated policy and the final summary."""
+
+    iterations: list[dict[str, Any]]
+    final: dict[str, Any]
+
+
+def _pairs_as_responses(responses: Responses, pairs: Pairs) -> Responses:
+    """The two responses of each pair as a ``(K, 2, L)`` batch, so a world can score just them."""
+    tokens = np.stack([responses.tokens[pairs.prompt, pairs.a], responses.tokens[pairs.prompt, pairs.b]], axis=1)
+    lengths = np.stack([responses.lengths[pairs.prompt, pairs.a], responses.lengths[pairs.prompt, pairs.b]], axis=1)
+    return Responses(tokens=tokens, lengths=lengths)
+
+
+def run_experiment(
+    config: RunConfig,
+    components: Components,
+    *,
+    reporter: Reporter | None = None,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run ``config`` end to end and return per-iteration rows and final metrics.
+
+    ``on_iteration`` receives each row as soon as it is complete (iteration 0
+    is the initial policy pi_0), e.g. to record it in the leaderboard.
+    """
+    reporter = reporter or NullReporter()
+    timer = StageTimer()
+    wall_start = time.perf_counter()
+    seed = config.seed
+    emit = on_iteration or (lambda row: None)
+    instance, corpus = components.instance_selector, components.corpus_selector
+    trainer, allocator = components.trainer, components.allocator
+
+    with timer("setup"):
+        world = components.testbed.build_world(seed=config.world_seed, reporter=reporter)
+    policy, reference = world.initial_policy, world.reference_policy
+
+    with reporter.stage("evaluate pi_0", total=None), timer("evaluate"):
+        initial = world.evaluate(policy, streams.stream(seed, 0, "evaluate"))
+    rows = [{"iteration": 0, **initial}]
+    emit(rows[0])
+
+    ledger = Ledger(config.budget)
+    history: list[IterationRecord] = []
+    for iteration in range(1, config.iterations + 1):
+        before = dict(timer.seconds)
+        plan = allocator.allocate(total_labels=config.budget, iterations=config.iterations, history=tuple(history))
+        labels = min(int(plan[iteration - 1]), ledger.remaining)
+        pool = plan_pool(labels, config.keep, instance.labels_per_prompt)
+        label = f"iteration {iteration}/{config.iterations}"
+
+        with timer("prompts"):
+            prompts = world.draw_prompts(pool.prompts, streams.stream(seed, iteration, "prompts"))
+        with reporter.stage(f"{label}: sample {pool.prompts}×{config.n_responses}"), timer("sample"):
+            responses = world.sample(policy, prompts, config.n_responses, streams.stream(seed, iteration, "sample"))
+
+        columns = components.score_columns
+        logp_policy = logp_ref = None
+        if columns:
+            with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
+                logp_policy = world.logprobs(policy, prompts, responses)
+                logp_ref = world.logprobs(reference, prompts, responses)
+        with timer("select"):
+            distinct = responses.distinct_mask()
+            scores = {
+                column: np.asarray(
+                    components.scorers[column].score(
+                        logp_policy=logp_policy, logp_ref=logp_ref, lengths=responses.lengths
+                    ),
+                    dtype=np.float64,
+                )
+                for column in columns
+            }
+            batch = SelectionBatch(
+                lengths=responses.lengths,
+                distinct=distinct,
+                scores=scores,
+                beta=trainer.beta,
+                tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
+            )
+            offered = instance.select_instances(batch, streams.stream(seed, iteration, "instance"))
+            check_instance_pairs(offered, batch, f"instance selector {instance.name!r}")
+            n_keep = min(pool.pairs, len(offered))
+            kept = corpus.select_corpus(batch, offered, n_keep, streams.stream(seed, iteration, "corpus"))
+            check_corpus_pairs(kept, offered, n_keep, f"corpus selector {corpus.name!r}")
+
+        with timer("annotate"):
+            ledger.charge(iteration, pool.prompt_labels + len(kept))
+            verdict = world.annotate(prompts, responses, kept, streams.stream(seed, iteration, "annotate"))
+        prefer_a = np.asarray(verdict.prefer_a, dtype=bool)
+
+        # Log-probs of the kept responses: reused from scoring, or computed for just them.
+        if logp_policy is not None:
+            pol_pair = np.stack([logp_policy[kept.prompt, kept.a], logp_policy[kept.prompt, kept.b]], axis=1)
+            ref_pair = np.stack([logp_ref[kept.prompt, kept.a], logp_ref[kept.prompt, kept.b]], axis=1)
+        else:
+            with timer("logprobs"):
+                pair_batch = _pairs_as_responses(responses, kept)
+                pol_pair = world.logprobs(policy, prompts[kept.prompt], pair_batch)
+                ref_pair = world.logprobs(reference, prompts[kept.prompt], pair_batch)
+
+        with timer("select"):
+            chosen_idx = np.where(prefer_a, kept.a, kept.b)
+            rejected_idx = np.where(prefer_a, kept.b, kept.a)
+            won = np.where(prefer_a, 0, 1)
+            rows_k = np.arange(len(kept))
+            data = PreferenceData(
+                prompts=prompts[kept.prompt],
+                chosen=responses.tokens[kept.prompt, chosen_idx],
+                chosen_lengths=responses.lengths[kept.prompt, chosen_idx],
+                rejected=responses.tokens[kept.prompt, rejected_idx],
+                rejected_lengths=responses.lengths[kept.prompt, rejected_idx],
+                ref_chosen_logps=ref_pair[rows_k, won],
+                ref_rejected_logps=ref_pair[rows_k, 1 - won],
+            )
+            reward = pol_pair - ref_pair
+            diagnostics = selected_pair_diagnostics(
+                reward_chosen=reward[rows_k, won],
+                reward_rejected=reward[rows_k, 1 - won],
+                beta=trainer.beta,
+                gold_agrees=None if verdict.gold_agrees is None else np.asarray(verdict.gold_agrees),
+            )
+
+        with reporter.stage(f"{label}: train on {len(kept)} pairs"), timer("train"):
+            trained = trainer.train(policy=policy, data=data, rng=streams.stream(seed, iteration, "train"))
+        policy = trained.policy
+
+        with reporter.stage(f"{label}: evaluate"), timer("evaluate"):
+            metrics = world.evaluate(policy, streams.stream(seed, iteration, "evaluate"))
+
+        spent = {stage: timer.seconds.get(stage, 0.0) - before.get(stage, 0.0) for stage in timer.seconds}
+        row = {
+            "iteration": iteration,
+            **metrics,
+            "labels": ledger.charged.get(iteration, 0),
+            "labels_planned": labels,
+            "prompts": pool.prompts,
+            "instance_pairs": len(offered),
+            "duplicate_share": float(1.0 - distinct.mean()),
+            **_prefixed(diagnostics, "sel_"),
+            "train_steps": trained.steps,
+            "train_epochs": trained.epochs,
+            "loss_first": trained.loss_first,
+            "loss_last": trained.loss_last,
+            **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(spent.items())},
+        }
+        rows.append(row)
+        emit(row)
+        history.append(IterationRecord(iteration=iteration, labels=row["labels"], metrics=metrics))
+
+    wall = time.perf_counter() - wall_start
+    last = rows[-1]
+    final = {
+        "final_win_rate": last["win_rate"],
+        "final_win_rate_se": last.get("win_rate_se"),
+        "final_gold_reward": last.get("gold_reward"),
+        "final_kl": last.get("kl"),
+        "initial_win_rate": rows[0]["win_rate"],
+        "labels_used": ledger.spent,
+        "wall_seconds": round(wall, 3),
+        "model_seconds": round(timer.model_seconds(), 3),
+        "overhead_share": round(max(0.0, wall - timer.model_seconds()) / wall, 5) if wall > 0 else 0.0,
+        **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(timer.seconds.items())},
+    }
+    return RunResult(iterations=rows, final=final)
+
+
+def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {f"{prefix}{key}": value for key, value in values.items()}

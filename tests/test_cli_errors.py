@@ -1,0 +1,60 @@
+"""Bad input exits 2 with a message that names the fix, and writes nothing."""
+
+import pytest
+
+from tests.conftest import TINY_RUN
+
+
+def assert_rejected(result, db_path, *fragments):
+    assert result.exit_code == 2, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+    assert not db_path.exists(), "a rejected run must not touch the leaderboard"
+
+
+def test_unknown_selector_suggests_the_close_match(cli, db_path):
+    result = cli("run", "--selector", "smalest")
+    assert_rejected(result, db_path, "did you mean 'smallest'?", "available selectors:")
+
+
+def test_unknown_allocator_lists_available(cli, db_path):
+    result = cli("run", "--allocator", "decreasing")
+    assert_rejected(result, db_path, "did you mean 'decrease'?", "constant")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--budget", "0"], "--budget must be a positive"),
+        (["--keep", "1.5"], "--keep must be in (0, 1]"),
+        (["--keep", "0"], "--keep must be in (0, 1]"),
+        (["--responses", "1"], "--responses must be >= 2"),
+        (["--iterations", "0"], "--iterations must be >= 1"),
+        (["--budget", "2", "--iterations", "3"], "Raise --budget to at least 3"),
+        (["-o", "bta=1"], "did you mean 'beta'"),
+        (["-o", "trainer.bta=1"], "did you mean 'trainer.beta'"),
+        (["-o", "trainer.beta=-1"], "must be in (0, inf)"),
+        (["-o", "nobody.beta=1"], "unknown option prefix 'nobody'"),
+        (["-o", "beta"], "is not KEY=VALUE"),
+        (["--allocator", "custom", "-o", "weights=1,2"], "weights"),
+    ],
+)
+def test_bad_numbers_and_options(cli, db_path, args, fragment):
+    assert_rejected(cli("run", *args), db_path, fragment)
+
+
+def test_min_budget_suggestion_is_feasible(cli, db_path):
+    result = cli("run", "--budget", "2", "--iterations", "3", "--allocator", "increase")
+    assert_rejected(result, db_path, "Raise --budget to at least")
+    suggested = int(result.output.split("at least")[1].split(",")[0].split()[0])
+    ok = cli("run", "--budget", suggested, "--iterations", "3", "--allocator", "increase", "--dry-run")
+    assert ok.exit_code == 0, ok.output
+    too_few = cli("run", "--budget", suggested - 1, "--iterations", "3", "--allocator", "increase", "--dry-run")
+    assert too_few.exit_code == 2
+
+
+def test_dry_run_validates_and_writes_nothing(cli, db_path):
+    result = cli("run", "--selector", "smallest", "--allocator", "decrease", "--dry-run", *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    assert "it1 53 labels / 106 prompts" in result.output
+    assert not db_path.exists()
