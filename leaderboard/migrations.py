@@ -1,0 +1,123 @@
+"""Schema of the leaderboard database, as ``sqlite_utils.Migrations``.
+
+Each migration runs once per database and is recorded in the
+``_sqlite_migrations`` table. Never edit a migration that has shipped: add a
+new one below it. This file imports nothing from the harness, so the
+sqlite-utils command line can apply it on its own::
+
+    sqlite-utils migrate leaderboard.db leaderboard/migrations.py
+
+The tables are plain SQLite tables with JSON stored as text, so
+``datasette leaderboard.db`` browses them as they are.
+
+``runs``
+    One row per run, keyed by ``id``. Written with status ``running`` when a
+    run starts; ``finished`` rows get their final metrics in the same
+    transaction that sets the status, ``failed``/``interrupted`` rows get the
+    error text and never any final metric. Columns for metrics that are not
+    declared here are added on demand when a run first reports them.
+``iterations``
+    One row per (``run_id``, ``iteration``); iteration 0 is the initial policy
+    pi_0. Metric columns are added on demand.
+``ranked_runs`` (view)
+    Finished runs, best final win rate first: the table ``harness
+    leaderboard`` shows.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from sqlite_utils import Migrations
+
+# leaderboard/store.py names this set and its migrations (MIGRATION_SET,
+# MIGRATION_NAMES) so that it can open an up-to-date database without
+# importing sqlite-utils: add a new migration's name there too.
+migrations = Migrations("pairsel_harness.leaderboard")
+
+#: Columns of ``runs`` written by ``start_run`` (the run's identity and setup).
+RUN_COLUMNS: dict[str, type] = {
+    "id": str,
+    "status": str,
+    "started_at": str,
+    "finished_at": str,
+    "testbed": str,
+    "instance_selector": str,
+    "corpus_selector": str,
+    "allocator": str,
+    "trainer": str,
+    "scorer_columns": str,
+    "seed": int,
+    "world_seed": int,
+    "iterations": int,
+    "budget": int,
+    "keep": float,
+    "n_responses": int,
+    "config_hash": str,
+    "config_json": str,
+    "plugins_json": str,
+    "versions_json": str,
+    "git_commit": str,
+    "command": str,
+    "harness_version": str,
+    "error": str,
+}
+
+#: Final metrics written by ``finish_run``; declared so that they have a type,
+#: can be indexed and appear in datasette before the first run finishes.
+FINAL_COLUMNS: dict[str, type] = {
+    "initial_win_rate": float,
+    "final_win_rate": float,
+    "final_win_rate_se": float,
+    "final_gold_reward": float,
+    "final_kl": float,
+    "labels_used": int,
+    "wall_seconds": float,
+}
+
+
+@migrations(name="m001_create_runs")
+def m001_create_runs(db):
+    db["runs"].create(
+        {**RUN_COLUMNS, **FINAL_COLUMNS},
+        pk="id",
+        not_null={"status", "started_at"},
+    )
+
+
+@migrations(name="m002_create_iterations")
+def m002_create_iterations(db):
+    db["iterations"].create(
+        {"run_id": str, "iteration": int, "recorded_at": str},
+        pk=("run_id", "iteration"),
+        foreign_keys=[("run_id", "runs", "id")],
+        not_null={"run_id", "iteration"},
+    )
+
+
+@migrations(name="m003_indexes_and_ranked_view")
+def m003_indexes_and_ranked_view(db):
+    runs = db["runs"]
+    runs.create_index(["status"])
+    runs.create_index(["testbed"])
+    runs.create_index(["final_win_rate"])
+    runs.create_index(["started_at"])
+    # Runs with the same config hash differ only by seed: group them.
+    runs.create_index(["config_hash"])
+    db.create_view(
+        "ranked_runs",
+        textwrap.dedent(
+            """
+            select
+              id, testbed, instance_selector, corpus_selector, allocator, trainer,
+              seed, world_seed, iterations, budget, labels_used,
+              final_win_rate, final_win_rate_se,
+              final_win_rate - initial_win_rate as delta_win_rate,
+              final_gold_reward, final_kl, wall_seconds, started_at, finished_at,
+              config_hash
+            from runs
+            where status = 'finished'
+            order by final_win_rate is null, final_win_rate desc, started_at, rowid
+            """
+        ).strip(),
+    )
