@@ -1,0 +1,119 @@
+"""The ``native`` trainer: plain PyTorch DPO with the sigmoid loss.
+
+    loss = -log sigmoid(beta * ((log pi(y_w) - ref_w) - (log pi(y_l) - ref_l)))
+
+The reference log-probs come only from ``data.ref_chosen_logps`` /
+``data.ref_rejected_logps`` (computed once at scoring time); no reference
+model is ever run. Works with any :class:`harness.interfaces.Policy`: it uses
+only ``clone``, ``parameters`` and ``sequence_logprobs``.
+
+Training budget: ``steps`` > 0 runs exactly that many optimiser steps (cycling
+through reshuffled epochs); ``steps`` = 0 runs ``epochs`` full passes
+(``ceil(K / batch_size)`` steps each, the last batch of an epoch may be smaller).
+Every call starts a fresh Adam optimiser on a clone of the input policy.
+
+``loss_first`` is the loss of the first minibatch before any update and
+``loss_last`` the loss of the last minibatch just before its update. When no
+step runs (no pairs, or ``epochs`` = 0 with ``steps`` = 0) the clone is returned
+untouched with ``steps = 0``, ``epochs = 0.0`` and both losses reported as 0.0
+(not NaN), so records stay numeric.
+
+torch is imported inside :meth:`NativeDPOTrainer.train` only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness import hookimpl
+from harness.interfaces import PreferenceData, Trainer, TrainResult
+from harness.options import Option
+from harness.rng import torch_seed
+
+
+class NativeDPOTrainer(Trainer):
+    name = "native"
+    description = "Plain PyTorch DPO (sigmoid loss) on precomputed reference log-probs, fresh Adam each call"
+    options = (
+        Option("beta", float, 1.0, "DPO inverse temperature beta", min=0.0, min_inclusive=False),
+        Option("lr", float, 3e-3, "Adam learning rate (constant)", min=0.0, min_inclusive=False),
+        Option("epochs", int, 8, "passes over the pairs per call (used when steps is 0)", min=0),
+        Option("steps", int, 0, "exact number of optimiser steps per call; 0 = use epochs", min=0),
+        Option("batch_size", int, 64, "pairs per optimiser step", min=1),
+    )
+
+    def train(self, *, policy, data: PreferenceData, rng: np.random.Generator) -> TrainResult:
+        import torch
+
+        settings = self.settings
+        beta = float(settings["beta"])
+        batch_size = int(settings["batch_size"])
+        steps_setting = int(settings["steps"])
+        epochs_setting = int(settings["epochs"])
+
+        model = policy.clone()
+        n = len(data)
+        generator = torch.Generator().manual_seed(torch_seed(rng))
+        if steps_setting > 0:
+            total_steps = steps_setting if n > 0 else 0
+        else:
+            total_steps = epochs_setting * math.ceil(n / batch_size) if n > 0 else 0
+        if total_steps == 0:
+            return TrainResult(policy=model, steps=0, epochs=0.0, loss_first=0.0, loss_last=0.0)
+
+        def tensor(array, dtype):
+            return torch.as_tensor(np.ascontiguousarray(array)).to(dtype)
+
+        prompts = tensor(data.prompts, torch.long)
+        chosen = tensor(data.chosen, torch.long)
+        rejected = tensor(data.rejected, torch.long)
+        chosen_lengths = tensor(data.chosen_lengths, torch.long)
+        rejected_lengths = tensor(data.rejected_lengths, torch.long)
+        ref_margin = tensor(data.ref_chosen_logps, torch.float64) - tensor(data.ref_rejected_logps, torch.float64)
+        same_width = chosen.shape[1] == rejected.shape[1]
+
+        optimizer = torch.optim.Adam(list(model.parameters()), lr=float(settings["lr"]))
+
+        def batch_loss(index):
+            k = index.shape[0]
+            if same_width:  # one forward over chosen and rejected together
+                logps = model.sequence_logprobs(
+                    torch.cat([prompts[index], prompts[index]]),
+                    torch.cat([chosen[index], rejected[index]]),
+                    torch.cat([chosen_lengths[index], rejected_lengths[index]]),
+                )
+                logp_chosen, logp_rejected = logps[:k], logps[k:]
+            else:
+                logp_chosen = model.sequence_logprobs(prompts[index], chosen[index], chosen_lengths[index])
+                logp_rejected = model.sequence_logprobs(prompts[index], rejected[index], rejected_lengths[index])
+            margin = (logp_chosen.double() - logp_rejected.double()) - ref_margin[index]
+            return -torch.nn.functional.logsigmoid(beta * margin).mean()
+
+        steps = 0
+        seen = 0
+        loss_first = loss_last = 0.0
+        while steps < total_steps:
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch_size):
+                index = order[start : start + batch_size]
+                loss = batch_loss(index)
+                value = float(loss.detach())
+                if steps == 0:
+                    loss_first = value
+                loss_last = value
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                seen += int(index.shape[0])
+                if steps >= total_steps:
+                    break
+        epochs = float(epochs_setting) if steps_setting == 0 else seen / n
+        return TrainResult(policy=model, steps=steps, epochs=epochs, loss_first=loss_first, loss_last=loss_last)
+
+
+@hookimpl
+def register_trainers(register):
+    register(NativeDPOTrainer)
