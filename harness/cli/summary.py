@@ -15,27 +15,33 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def print_summary(console, run_id: str, config, result, db_path: Path) -> None:
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"run {run_id}", caption="win rate vs the testbed's reference outputs (ties ½); "
-                  "± is the standard error within this run", title_justify="left")
-    for header in ("iter", "labels", "prompts", "win rate", "gold", "KL", "rank acc", "β·Δ med",
-                   "DPO w", "noise", "steps", "seconds"):
+    table = Table(
+        title=f"run {run_id}",
+        caption="win: vs the testbed's reference outputs (ties ½), ± standard error within this run; "
+        "acc, β·Δ (median), w (mean DPO weight), noise: the selected pairs before training",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for header in ("it", "labels", "win ± se", "gold", "KL", "acc", "β·Δ", "w", "noise", "s"):
         table.add_column(header, justify="right", no_wrap=True)
     for row in result.iterations:
         seconds = sum(v for k, v in row.items() if k.startswith("time_"))
         table.add_row(
             str(row["iteration"]),
             _fmt(row.get("labels")),
-            _fmt(row.get("prompts")),
-            f"{row['win_rate']:.3f} ± {row.get('win_rate_se', 0.0):.3f}",
+            f"{row['win_rate']:.3f}±{row.get('win_rate_se', 0.0):.3f}",
             _fmt(row.get("gold_reward")),
             _fmt(row.get("kl"), ".2f"),
             _fmt(row.get("sel_ranking_accuracy")),
             _fmt(row.get("sel_beta_margin_q50"), ".2f"),
             _fmt(row.get("sel_mean_dpo_weight"), ".2f"),
             _fmt(row.get("sel_label_noise"), ".2f"),
-            _fmt(row.get("train_steps")),
             _fmt(seconds if row["iteration"] else None, ".1f"),
         )
     console.print(table)

@@ -10,8 +10,6 @@ from harness import hookimpl
 from harness.interfaces import Pairs, Selector
 from harness.options import Option
 
-__version__ = "0.1.0"
-
 
 class LengthGapSelector(Selector):
     name = "lengthgap"
