@@ -88,16 +88,8 @@ def main() -> None:
         labels = world.annotate(prompts, responses, pairs, rng)
         times["annotate"].append(time.perf_counter() - start)
 
-        winner = np.where(labels.prefer_a, pairs.a, pairs.b)
-        loser = np.where(labels.prefer_a, pairs.b, pairs.a)
-        data = PreferenceData(
-            prompts=prompts[pairs.prompt],
-            chosen=responses.tokens[pairs.prompt, winner],
-            chosen_lengths=responses.lengths[pairs.prompt, winner],
-            rejected=responses.tokens[pairs.prompt, loser],
-            rejected_lengths=responses.lengths[pairs.prompt, loser],
-            ref_chosen_logps=logp_ref[pairs.prompt, winner],
-            ref_rejected_logps=logp_ref[pairs.prompt, loser],
+        data = PreferenceData.from_labels(
+            prompts=prompts, responses=responses, pairs=pairs, prefer_a=labels.prefer_a, ref_logps=logp_ref
         )
         start = time.perf_counter()
         result = trainer.train(policy=policy, data=data, rng=rng)

@@ -179,6 +179,41 @@ class PreferenceData:
     def __len__(self) -> int:
         return int(self.prompts.shape[0])
 
+    @classmethod
+    def from_labels(
+        cls,
+        *,
+        prompts: np.ndarray,
+        responses: Responses,
+        pairs: Pairs,
+        prefer_a: np.ndarray,
+        ref_logps: np.ndarray,
+    ) -> PreferenceData:
+        """Chosen and rejected response of every labelled pair.
+
+        ``prompts`` ``(M, P)`` and ``responses`` are the whole pool, ``pairs``
+        index into it, ``prefer_a[k]`` says whether ``a`` won pair ``k`` and
+        ``ref_logps`` ``(M, N)`` holds the reference log-probs of (at least)
+        the paired responses.
+        """
+        chosen, rejected = winners_and_losers(pairs, prefer_a)
+        p = pairs.prompt
+        return cls(
+            prompts=prompts[p],
+            chosen=responses.tokens[p, chosen],
+            chosen_lengths=responses.lengths[p, chosen],
+            rejected=responses.tokens[p, rejected],
+            rejected_lengths=responses.lengths[p, rejected],
+            ref_chosen_logps=ref_logps[p, chosen],
+            ref_rejected_logps=ref_logps[p, rejected],
+        )
+
+
+def winners_and_losers(pairs: Pairs, prefer_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Response indices of the labelled winner and loser of each pair."""
+    prefer_a = np.asarray(prefer_a, dtype=bool)
+    return np.where(prefer_a, pairs.a, pairs.b), np.where(prefer_a, pairs.b, pairs.a)
+
 
 @dataclass(frozen=True)
 class Labels:

@@ -26,7 +26,15 @@ from harness import rng as streams
 from harness.budget import Ledger, plan_pool
 from harness.config import Components, RunConfig
 from harness.diagnostics import selected_pair_diagnostics
-from harness.interfaces import IterationRecord, Pairs, PreferenceData, Reporter, Responses, SelectionBatch
+from harness.interfaces import (
+    IterationRecord,
+    Pairs,
+    PreferenceData,
+    Reporter,
+    Responses,
+    SelectionBatch,
+    winners_and_losers,
+)
 from harness.progress import NullReporter
 from harness.validation import check_corpus_pairs, check_instance_pairs
 
@@ -60,11 +68,22 @@ class RunResult:
     final: dict[str, Any]
 
 
-def _pairs_as_responses(responses: Responses, pairs: Pairs) -> Responses:
-    """The two responses of each pair as a ``(K, 2, L)`` batch, so a world can score just them."""
+def _logprobs_of_pairs(world, policies, prompts, responses: Responses, pairs: Pairs) -> list[np.ndarray]:
+    """``(M, N)`` log-probs under each policy, computed for the paired responses only (NaN elsewhere)."""
     tokens = np.stack([responses.tokens[pairs.prompt, pairs.a], responses.tokens[pairs.prompt, pairs.b]], axis=1)
     lengths = np.stack([responses.lengths[pairs.prompt, pairs.a], responses.lengths[pairs.prompt, pairs.b]], axis=1)
-    return Responses(tokens=tokens, lengths=lengths)
+    both = Responses(tokens=tokens, lengths=lengths)
+    filled = []
+    for policy in policies:
+        full = np.full(responses.lengths.shape, np.nan)
+        if len(pairs) == 0:
+            filled.append(full)
+            continue
+        pair_logps = world.logprobs(policy, prompts[pairs.prompt], both)
+        full[pairs.prompt, pairs.a] = pair_logps[:, 0]
+        full[pairs.prompt, pairs.b] = pair_logps[:, 1]
+        filled.append(full)
+    return filled
 
 
 def run_experiment(
@@ -146,33 +165,19 @@ def run_experiment(
         prefer_a = np.asarray(verdict.prefer_a, dtype=bool)
 
         # Log-probs of the kept responses: reused from scoring, or computed for just them.
-        if logp_policy is not None:
-            pol_pair = np.stack([logp_policy[kept.prompt, kept.a], logp_policy[kept.prompt, kept.b]], axis=1)
-            ref_pair = np.stack([logp_ref[kept.prompt, kept.a], logp_ref[kept.prompt, kept.b]], axis=1)
-        else:
+        if logp_policy is None:
             with timer("logprobs"):
-                pair_batch = _pairs_as_responses(responses, kept)
-                pol_pair = world.logprobs(policy, prompts[kept.prompt], pair_batch)
-                ref_pair = world.logprobs(reference, prompts[kept.prompt], pair_batch)
+                logp_policy, logp_ref = _logprobs_of_pairs(world, (policy, reference), prompts, responses, kept)
 
         with timer("select"):
-            chosen_idx = np.where(prefer_a, kept.a, kept.b)
-            rejected_idx = np.where(prefer_a, kept.b, kept.a)
-            won = np.where(prefer_a, 0, 1)
-            rows_k = np.arange(len(kept))
-            data = PreferenceData(
-                prompts=prompts[kept.prompt],
-                chosen=responses.tokens[kept.prompt, chosen_idx],
-                chosen_lengths=responses.lengths[kept.prompt, chosen_idx],
-                rejected=responses.tokens[kept.prompt, rejected_idx],
-                rejected_lengths=responses.lengths[kept.prompt, rejected_idx],
-                ref_chosen_logps=ref_pair[rows_k, won],
-                ref_rejected_logps=ref_pair[rows_k, 1 - won],
+            data = PreferenceData.from_labels(
+                prompts=prompts, responses=responses, pairs=kept, prefer_a=prefer_a, ref_logps=logp_ref
             )
-            reward = pol_pair - ref_pair
+            winner, loser = winners_and_losers(kept, prefer_a)
+            reward = logp_policy - logp_ref
             diagnostics = selected_pair_diagnostics(
-                reward_chosen=reward[rows_k, won],
-                reward_rejected=reward[rows_k, 1 - won],
+                reward_chosen=reward[kept.prompt, winner],
+                reward_rejected=reward[kept.prompt, loser],
                 beta=trainer.beta,
                 gold_agrees=None if verdict.gold_agrees is None else np.asarray(verdict.gold_agrees),
             )

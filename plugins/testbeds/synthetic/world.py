@@ -421,16 +421,12 @@ def _build_fresh(
         pairs = Pairs(keep, np.zeros_like(keep), np.ones_like(keep))
         labels = partial.annotate(seed_prompts, seed_responses, pairs, world_stream(seed, "seed-annotate"))
         ref_logps = partial.logprobs(reference, seed_prompts, seed_responses)
-        chosen_idx = np.where(labels.prefer_a, 0, 1)
-        rejected_idx = 1 - chosen_idx
-        data = PreferenceData(
-            prompts=seed_prompts[keep],
-            chosen=seed_responses.tokens[keep, chosen_idx],
-            chosen_lengths=seed_responses.lengths[keep, chosen_idx],
-            rejected=seed_responses.tokens[keep, rejected_idx],
-            rejected_lengths=seed_responses.lengths[keep, rejected_idx],
-            ref_chosen_logps=ref_logps[keep, chosen_idx],
-            ref_rejected_logps=ref_logps[keep, rejected_idx],
+        data = PreferenceData.from_labels(
+            prompts=seed_prompts,
+            responses=seed_responses,
+            pairs=pairs,
+            prefer_a=labels.prefer_a,
+            ref_logps=ref_logps,
         )
         trainer = NativeDPOTrainer(
             {
