@@ -37,9 +37,6 @@ PREFIX_ALIASES: dict[str, tuple[str, ...]] = {
     "corpus": ("corpus_selector",),
 }
 
-REFERENCE_CHOICES = ("fixed",)
-
-
 @dataclass(frozen=True)
 class ComponentChoice:
     """A component's name and all of its settings (defaults included)."""

@@ -397,6 +397,7 @@ class Testbed(Component):
     """Builds a :class:`World` from a world seed."""
 
     kind = "testbed"
+    __test__ = False  # not a pytest test class, though its name starts with "Test"
 
     def build_world(self, *, seed: int, reporter: Reporter) -> World:
         raise NotImplementedError

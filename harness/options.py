@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UnknownNameError, UsageError
@@ -65,7 +65,6 @@ class Option:
     max: float | None = None
     min_inclusive: bool = True
     max_inclusive: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def type_name(self) -> str:

@@ -12,9 +12,6 @@ import zlib
 
 import numpy as np
 
-STAGES = ("prompts", "sample", "instance", "corpus", "annotate", "train", "evaluate")
-
-
 def stage_key(stage: str) -> int:
     """A stable integer for a stage name (crc32, so new stages never renumber old ones)."""
     return zlib.crc32(stage.encode("utf-8"))

@@ -38,6 +38,7 @@ def build_app() -> typer.Typer:
     app = typer.Typer(
         help=HELP,
         no_args_is_help=True,
+        add_completion=False,
         pretty_exceptions_enable=False,
         rich_markup_mode="rich",
         context_settings={"help_option_names": ["-h", "--help"]},

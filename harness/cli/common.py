@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,8 +24,10 @@ DbOption = Annotated[
     Optional[Path],
     typer.Option(
         "--db",
+        envvar="HARNESS_DB",
         metavar="PATH",
-        help="Leaderboard database. Default: $HARNESS_DB, else ./leaderboard.db.",
+        dir_okay=False,
+        help="Leaderboard database file. Default: $HARNESS_DB if set, else leaderboard.db in the working directory.",
         show_default=False,
     ),
 ]
@@ -43,9 +44,12 @@ def stderr_console():
 
 
 def resolve_db(db: Path | None) -> Path:
+    """``--db`` if given, else the leaderboard's default (``$HARNESS_DB`` or ./leaderboard.db)."""
     if db is not None:
         return db
-    return Path(os.environ.get("HARNESS_DB", "leaderboard.db"))
+    from leaderboard.store import default_db_path
+
+    return default_db_path()
 
 
 @contextlib.contextmanager

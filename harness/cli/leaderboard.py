@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from harness.cli.common import DbOption, resolve_db, stderr_console
+
 NO_RUNS_MESSAGE = "no runs yet: run `harness run` first"
 
 LEADERBOARD_HELP = """\
@@ -56,17 +58,6 @@ leaderboard_app = typer.Typer(
     add_completion=False,
 )
 
-DbOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        envvar="HARNESS_DB",
-        metavar="PATH",
-        dir_okay=False,
-        help="Leaderboard database file. Default: $HARNESS_DB if set, else leaderboard.db in the working directory.",
-        show_default=False,
-    ),
-]
 JsonOption = Annotated[
     bool,
     typer.Option("--json", help="Print a JSON list on stdout instead of the table."),
@@ -100,7 +91,7 @@ def leaderboard(
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
-    path = _resolve(db)
+    path = resolve_db(db)
     if not path.exists():
         _no_database(path, json_output)
         return
@@ -114,7 +105,7 @@ def leaderboard(
     if json_output:
         typer.echo(to_json(runs))
         return
-    console = _console()
+    console = stderr_console()
     if not runs:
         where = f" on testbed {testbed!r}" if testbed else ""
         console.print(f"no finished runs{where} in {path}")
@@ -142,7 +133,7 @@ def show(
 ) -> None:
     if db is None and ctx.parent is not None:
         db = ctx.parent.params.get("db")
-    path = _resolve(db)
+    path = resolve_db(db)
     if not path.exists():
         _error(f"no database at {path}; {NO_RUNS_MESSAGE}", code=1)
     with _open(path) as lb:
@@ -158,24 +149,10 @@ def show(
     if json_output:
         typer.echo(json.dumps({**run, "iteration_rows": iterations}, indent=2, ensure_ascii=False))
         return
-    _print_run(run, iterations, _console())
+    _print_run(run, iterations, stderr_console())
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def _resolve(db: Path | None) -> Path:
-    if db is not None:
-        return db
-    from leaderboard.store import default_db_path
-
-    return default_db_path()
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _no_database(path: Path, json_output: bool) -> None:
