@@ -129,23 +129,14 @@ def run_experiment(
         with reporter.stage(f"{label}: sample {pool.prompts}×{config.n_responses}"), timer("sample"):
             responses = world.sample(policy, prompts, config.n_responses, streams.stream(seed, iteration, "sample"))
 
-        columns = components.score_columns
         logp_policy = logp_ref = None
-        if columns:
+        if components.score_columns:
             with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
                 logp_policy = world.logprobs(policy, prompts, responses)
                 logp_ref = world.logprobs(reference, prompts, responses)
         with timer("select"):
             distinct = responses.distinct_mask()
-            scores = {
-                column: np.asarray(
-                    components.scorers[column].score(
-                        logp_policy=logp_policy, logp_ref=logp_ref, lengths=responses.lengths
-                    ),
-                    dtype=np.float64,
-                )
-                for column in columns
-            }
+            scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
             batch = SelectionBatch(
                 lengths=responses.lengths,
                 distinct=distinct,
@@ -153,11 +144,7 @@ def run_experiment(
                 beta=trainer.beta,
                 tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
             )
-            offered = instance.select_instances(batch, streams.stream(seed, iteration, "instance"))
-            check_instance_pairs(offered, batch, f"instance selector {instance.name!r}")
-            n_keep = min(pool.pairs, len(offered))
-            kept = corpus.select_corpus(batch, offered, n_keep, streams.stream(seed, iteration, "corpus"))
-            check_corpus_pairs(kept, offered, n_keep, f"corpus selector {corpus.name!r}")
+            offered, kept = _select_pairs(components, batch, pool.pairs, seed, iteration)
 
         with timer("annotate"):
             ledger.charge(iteration, pool.prompt_labels + len(kept))
@@ -209,9 +196,38 @@ def run_experiment(
         emit(row)
         history.append(IterationRecord(iteration=iteration, labels=row["labels"], metrics=metrics))
 
-    wall = time.perf_counter() - wall_start
+    return RunResult(iterations=rows, final=_final_metrics(rows, ledger, timer, time.perf_counter() - wall_start))
+
+
+def _score_columns(components: Components, logp_policy, logp_ref, lengths) -> dict[str, np.ndarray]:
+    """Every score column a selector declared, as ``(M, N)`` float64."""
+    return {
+        column: np.asarray(
+            components.scorers[column].score(logp_policy=logp_policy, logp_ref=logp_ref, lengths=lengths),
+            dtype=np.float64,
+        )
+        for column in components.score_columns
+    }
+
+
+def _select_pairs(
+    components: Components, batch: SelectionBatch, n_pairs: int, seed: int, iteration: int
+) -> tuple[Pairs, Pairs]:
+    """Instance level, then corpus level, each checked against the selector contract."""
+    instance, corpus = components.instance_selector, components.corpus_selector
+    offered = instance.select_instances(batch, streams.stream(seed, iteration, "instance"))
+    check_instance_pairs(offered, batch, f"instance selector {instance.name!r}")
+    n_keep = min(n_pairs, len(offered))
+    kept = corpus.select_corpus(batch, offered, n_keep, streams.stream(seed, iteration, "corpus"))
+    check_corpus_pairs(kept, offered, n_keep, f"corpus selector {corpus.name!r}")
+    return offered, kept
+
+
+def _final_metrics(rows: list[dict[str, Any]], ledger: Ledger, timer: StageTimer, wall: float) -> dict[str, Any]:
+    """The run's summary: the last policy's metrics, labels spent and where the time went."""
     last = rows[-1]
-    final = {
+    model = timer.model_seconds()
+    return {
         "final_win_rate": last["win_rate"],
         "final_win_rate_se": last.get("win_rate_se"),
         "final_gold_reward": last.get("gold_reward"),
@@ -219,11 +235,10 @@ def run_experiment(
         "initial_win_rate": rows[0]["win_rate"],
         "labels_used": ledger.spent,
         "wall_seconds": round(wall, 3),
-        "model_seconds": round(timer.model_seconds(), 3),
-        "overhead_share": round(max(0.0, wall - timer.model_seconds()) / wall, 5) if wall > 0 else 0.0,
+        "model_seconds": round(model, 3),
+        "overhead_share": round(max(0.0, wall - model) / wall, 5) if wall > 0 else 0.0,
         **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(timer.seconds.items())},
     }
-    return RunResult(iterations=rows, final=final)
 
 
 def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
