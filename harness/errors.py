@@ -38,6 +38,10 @@ class SelectionError(HarnessError):
     """A selector returned something that breaks the selector contract."""
 
 
+class CheckpointError(HarnessError):
+    """A checkpoint to resume from is missing, truncated or does not match its run."""
+
+
 class BudgetExceededError(HarnessError):
     """An annotation would take the ledger past its budget; nothing was charged."""
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -311,6 +312,16 @@ class World(Protocol):
 
     def evaluate(self, policy: Policy, rng: np.random.Generator) -> dict[str, float]:
         """Metrics of ``policy``: at least ``win_rate``, ``win_rate_se``, ``gold_reward``, ``kl``."""
+
+    def save_policy(self, policy: Policy, path: Path) -> None:
+        """Write ``policy`` to ``path`` (one file) so ``load_policy`` restores it exactly."""
+
+    def load_policy(self, path: Path) -> Policy:
+        """The policy saved at ``path``; raise harness.errors.CheckpointError if unusable.
+
+        Used by ``harness run --resume``; a world without these two methods
+        runs normally but cannot be resumed.
+        """
 
 
 # ------------------------------------------------------------------- components

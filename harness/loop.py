@@ -68,6 +68,21 @@ class RunResult:
     final: dict[str, Any]
 
 
+@dataclass
+class LoopState:
+    """Where a run stands after an iteration: enough to continue it exactly.
+
+    ``iteration`` is the last completed one (0: only pi_0 evaluated);
+    ``rows`` holds one row per evaluated policy; ``charged`` is the ledger.
+    """
+
+    iteration: int
+    policy: Any
+    rows: list[dict[str, Any]]
+    charged: dict[int, int]
+    history: list[IterationRecord]
+
+
 def _logprobs_of_pairs(world, policies, prompts, responses: Responses, pairs: Pairs) -> list[np.ndarray]:
     """``(M, N)`` log-probs under each policy, computed for the paired responses only (NaN elsewhere)."""
     tokens = np.stack([responses.tokens[pairs.prompt, pairs.a], responses.tokens[pairs.prompt, pairs.b]], axis=1)
@@ -92,11 +107,16 @@ def run_experiment(
     *,
     reporter: Reporter | None = None,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint: Callable[[Any, LoopState], None] | None = None,
+    restore: Callable[[Any], LoopState] | None = None,
 ) -> RunResult:
     """Run ``config`` end to end and return per-iteration rows and final metrics.
 
     ``on_iteration`` receives each row as soon as it is complete (iteration 0
     is the initial policy pi_0), e.g. to record it in the leaderboard.
+    ``checkpoint(world, state)`` is called after every completed iteration,
+    before its row is emitted; ``restore(world)`` returns the state to continue
+    from instead of starting at pi_0 (``harness run --resume``).
     """
     reporter = reporter or NullReporter()
     timer = StageTimer()
@@ -108,16 +128,19 @@ def run_experiment(
 
     with timer("setup"):
         world = components.testbed.build_world(seed=config.world_seed, reporter=reporter)
-    policy, reference = world.initial_policy, world.reference_policy
+    reference = world.reference_policy
 
-    with reporter.stage("evaluate pi_0", total=None), timer("evaluate"):
-        initial = world.evaluate(policy, streams.stream(seed, 0, "evaluate"))
-    rows = [{"iteration": 0, **initial}]
-    emit(rows[0])
+    if restore is not None:
+        state = restore(world)
+    else:
+        with reporter.stage("evaluate pi_0", total=None), timer("evaluate"):
+            initial = world.evaluate(world.initial_policy, streams.stream(seed, 0, "evaluate"))
+        state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial}], {}, [])
+        _save_then_emit(checkpoint, emit, world, state, timer)
+    policy, rows, history = state.policy, list(state.rows), list(state.history)
+    ledger = Ledger(config.budget, charged=dict(state.charged))
 
-    ledger = Ledger(config.budget)
-    history: list[IterationRecord] = []
-    for iteration in range(1, config.iterations + 1):
+    for iteration in range(state.iteration + 1, config.iterations + 1):
         before = dict(timer.seconds)
         plan = allocator.allocate(total_labels=config.budget, iterations=config.iterations, history=tuple(history))
         labels = min(int(plan[iteration - 1]), ledger.remaining)
@@ -193,10 +216,19 @@ def run_experiment(
             **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(spent.items())},
         }
         rows.append(row)
-        emit(row)
         history.append(IterationRecord(iteration=iteration, labels=row["labels"], metrics=metrics))
+        state = LoopState(iteration, policy, list(rows), dict(ledger.charged), list(history))
+        _save_then_emit(checkpoint, emit, world, state, timer)
 
     return RunResult(iterations=rows, final=_final_metrics(rows, ledger, timer, time.perf_counter() - wall_start))
+
+
+def _save_then_emit(checkpoint, emit, world, state: LoopState, timer: StageTimer) -> None:
+    """Checkpoint first, then report the row: a recorded row always has a checkpoint to resume from."""
+    if checkpoint is not None:
+        with timer("checkpoint"):
+            checkpoint(world, state)
+    emit(state.rows[-1])
 
 
 def _score_columns(components: Components, logp_policy, logp_ref, lengths) -> dict[str, np.ndarray]:

@@ -352,6 +352,27 @@ class Leaderboard:
                 run_id, {"status": status, "error": error, "finished_at": _now()}
             )
 
+    def reopen_run(self, run_id: str, *, keep_through: int) -> None:
+        """Set an unfinished run back to ``running`` to resume it after iteration ``keep_through``.
+
+        Iteration rows after ``keep_through`` (recorded after the last
+        checkpoint) are deleted, in the same transaction, so the resumed run
+        records them again. A ``running`` run qualifies too: a process killed
+        with SIGKILL never got to mark its run. A finished run is never reopened.
+        """
+        with self._writing():
+            status = self._status(run_id)
+            if status is None:
+                raise KeyError(f"no run with id {run_id!r} in {self.path}")
+            if status == "finished":
+                raise ValueError(f"run {run_id} is finished; there is nothing to resume")
+            self.conn.execute(
+                "DELETE FROM iterations WHERE run_id = ? AND iteration > ?", (run_id, int(keep_through))
+            )
+            self.conn.execute(
+                "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?", (run_id,)
+            )
+
     # -- reading -------------------------------------------------------------
 
     def runs(

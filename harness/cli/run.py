@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import traceback
 from typing import Annotated, Any, Optional
 
 import typer
@@ -76,6 +75,15 @@ def run_command(
         ),
     ] = 1,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the plan; run nothing.")] = False,
+    resume: Annotated[
+        Optional[str],
+        typer.Option(
+            "--resume",
+            metavar="RUN_ID",
+            help="Continue an interrupted, failed or killed run from its last checkpoint, with its stored "
+            "config (the other run options are ignored). It ends with the numbers of an uninterrupted run.",
+        ),
+    ] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
@@ -84,6 +92,15 @@ def run_command(
     from harness.plugins import load_registry
 
     console = stderr_console()
+    db_path = resolve_db(db)
+    if resume:
+        with cli_errors():
+            registry = load_registry(plugin or ())
+        _set_threads(threads)
+        outcome = _with_progress(console, None, lambda reporter, on_row: _resume(resume, registry, db_path, reporter, on_row))
+        _report(console, outcome, db_path, as_json)
+        return
+
     with cli_errors():
         registry = load_registry(plugin or ())
         config = build_config(
@@ -111,32 +128,56 @@ def run_command(
             typer.echo(json.dumps({"config": config.to_dict(), "plan": plan}, default=list))
         return
 
+    from harness import runner
+
     _set_threads(threads)
-    record = _run_record(config, components, registry)
+    outcome = _with_progress(
+        console,
+        config.iterations + 1,
+        lambda reporter, on_row: runner.execute(config, registry, db_path=db_path, reporter=reporter, on_row=on_row),
+    )
+    _report(console, outcome, db_path, as_json)
+
+
+def _resume(run_id, registry, db_path, reporter, on_row):
+    from harness import runner
+
+    with cli_errors():
+        return runner.resume(run_id, registry, db_path=db_path, reporter=reporter, on_row=on_row)
+
+
+def _with_progress(console, steps, start):
+    """Run ``start(reporter, on_row)`` under a live progress display; Ctrl-C exits 130."""
+    from harness.progress import RichReporter
+
+    try:
+        with RichReporter(console, total_steps=steps, title="run") as reporter:
+            return start(reporter, lambda run_id, row: reporter.step(_iteration_line(row)))
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/] The run is marked interrupted; continue it with "
+                      "[bold]harness run --resume RUN_ID[/] (ids: harness leaderboard --all).")
+        raise typer.Exit(130) from None
+
+
+def _report(console, outcome, db_path, as_json: bool) -> None:
+    """Summary table on stderr, JSON on stdout if asked; exit 1 if the run failed."""
+    from harness.config import RunConfig
     from leaderboard.store import Leaderboard
 
-    db_path = resolve_db(db)
-    board = Leaderboard(db_path)
-    run_id = board.start_run(record)
-    try:
-        result = _execute(config, components, board, run_id, console)
-    except KeyboardInterrupt:
-        board.fail_run(run_id, "interrupted", "interrupted by the user (KeyboardInterrupt)")
-        console.print(f"[yellow]Interrupted.[/] Run {run_id} is marked interrupted in {db_path}.")
-        raise typer.Exit(130) from None
-    except Exception as exc:
-        board.fail_run(run_id, "failed", traceback.format_exc())
-        console.print(f"[bold red]Run {run_id} failed:[/] {type(exc).__name__}: {exc}")
-        console.print(f"The traceback is stored with the run in {db_path}.")
-        raise typer.Exit(1) from None
-
-    board.finish_run(run_id, result.final)
+    if outcome.status != "finished":
+        last_line = (outcome.error or "").strip().splitlines()[-1:] or ["unknown error"]
+        console.print(f"[bold red]Run {outcome.run_id} failed:[/] {last_line[0]}")
+        console.print(f"The traceback is stored with the run: harness leaderboard show {outcome.run_id} --db {db_path}")
+        raise typer.Exit(1)
     from harness.cli.summary import print_summary
 
-    print_summary(console, run_id, config, result, db_path)
+    run = Leaderboard(db_path, create=False).get_run(outcome.run_id)
+    config = RunConfig.from_dict(run["config"])
+    rows = Leaderboard(db_path, create=False).iterations(outcome.run_id)
+    print_summary(console, outcome.run_id, config, rows, outcome.final, db_path)
     if as_json:
-        typer.echo(json.dumps({"run_id": run_id, "config": config.to_dict(), **result.final,
-                               "iterations": result.iterations}, default=list))
+        typer.echo(json.dumps({"run_id": outcome.run_id, "config": config.to_dict(), **outcome.final,
+                               "iterations": rows}, default=list))
 
 
 def _set_threads(threads: int) -> None:
@@ -144,19 +185,6 @@ def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def _execute(config, components, board, run_id, console):
-    from harness.loop import run_experiment
-    from harness.progress import RichReporter
-
-    with RichReporter(console, total_steps=config.iterations + 1, title=f"run {run_id}") as reporter:
-
-        def on_iteration(row: dict[str, Any]) -> None:
-            board.record_iteration(run_id, row)
-            reporter.step(_iteration_line(row))
-
-        return run_experiment(config, components, reporter=reporter, on_iteration=on_iteration)
 
 
 def _iteration_line(row: dict[str, Any]) -> str:
@@ -190,40 +218,3 @@ def _print_plan(console, config, components, plan) -> None:
         "plan: " + ", ".join(f"it{i + 1} {p.pairs} labels / {p.prompts} prompts" for i, p in enumerate(pools))
         + f" · budget {config.budget}"
     )
-
-
-def _run_record(config, components, registry) -> dict[str, Any]:
-    from harness import __version__
-    from harness.config import ROLES
-    from harness.provenance import command_line, git_commit, library_versions
-
-    plugins = {}
-    for role, kind in ROLES.items():
-        registered = registry.get(kind, getattr(config, role).name)
-        plugins[role] = {"name": registered.name, "plugin": registered.plugin.name,
-                         "version": registered.plugin.version}
-    for column in components.score_columns:
-        registered = registry.get("scorer", column)
-        plugins[f"scorer:{column}"] = {"name": column, "plugin": registered.plugin.name,
-                                       "version": registered.plugin.version}
-    return {
-        "config": config.to_dict(),
-        "config_hash": config.strategy_hash(),
-        "seed": config.seed,
-        "world_seed": config.world_seed,
-        "testbed": config.testbed.name,
-        "instance_selector": config.instance_selector.name,
-        "corpus_selector": config.corpus_selector.name,
-        "allocator": config.allocator.name,
-        "trainer": config.trainer.name,
-        "scorer_columns": ",".join(components.score_columns),
-        "plugins": plugins,
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "command": command_line(),
-        "iterations": config.iterations,
-        "budget": config.budget,
-        "keep": config.keep,
-        "n_responses": config.n_responses,
-        "harness_version": __version__,
-    }

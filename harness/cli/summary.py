@@ -14,7 +14,8 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return str(value)
 
 
-def print_summary(console, run_id: str, config, result, db_path: Path) -> None:
+def print_summary(console, run_id: str, config, rows: list[dict[str, Any]], final: dict[str, Any], db_path: Path) -> None:
+    """The per-iteration table of a finished run and where it was recorded."""
     from rich import box
     from rich.table import Table
 
@@ -30,12 +31,12 @@ def print_summary(console, run_id: str, config, result, db_path: Path) -> None:
     )
     for header in ("it", "labels", "win ± se", "gold", "KL", "acc", "β·Δ", "w", "noise", "s"):
         table.add_column(header, justify="right", no_wrap=True)
-    for row in result.iterations:
-        seconds = sum(v for k, v in row.items() if k.startswith("time_"))
+    for row in rows:
+        seconds = sum(v or 0.0 for k, v in row.items() if k.startswith("time_"))
         table.add_row(
             str(row["iteration"]),
             _fmt(row.get("labels")),
-            f"{row['win_rate']:.3f}±{row.get('win_rate_se', 0.0):.3f}",
+            f"{row['win_rate']:.3f}±{row.get('win_rate_se') or 0.0:.3f}",
             _fmt(row.get("gold_reward")),
             _fmt(row.get("kl"), ".2f"),
             _fmt(row.get("sel_ranking_accuracy")),
@@ -45,7 +46,6 @@ def print_summary(console, run_id: str, config, result, db_path: Path) -> None:
             _fmt(seconds if row["iteration"] else None, ".1f"),
         )
     console.print(table)
-    final = result.final
     console.print(
         f"final win rate [bold]{final['final_win_rate']:.3f}[/] (pi_0 {final['initial_win_rate']:.3f}), "
         f"{final['labels_used']} of {config.budget} labels, {final['wall_seconds']:.1f} s "

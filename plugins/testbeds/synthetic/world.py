@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from harness.errors import CheckpointError
 from harness.interfaces import Labels, Pairs, PreferenceData, Responses
 from harness.progress import NullReporter
 from harness.rng import stage_key, torch_seed
@@ -127,6 +129,25 @@ class SyntheticWorld:
             tokens=tokens.numpy().reshape(m, n, width).astype(np.int64, copy=False),
             lengths=lengths.numpy().reshape(m, n).astype(np.int64, copy=False),
         )
+
+    def save_policy(self, policy, path: Path) -> None:
+        """Write ``policy``'s weights to ``path`` as safetensors (for checkpoints)."""
+        from safetensors.torch import save_file
+
+        save_file(self._check_policy(policy).state_dict(), str(path), metadata={"format": "gru-policy-1"})
+
+    def load_policy(self, path: Path) -> GRUPolicy:
+        """The policy saved at ``path``; CheckpointError naming the file if it is unusable."""
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+            policy = GRUPolicy.from_state_dict(self.reference_policy.config, state)
+        except Exception as exc:  # truncated, corrupt or from another world shape
+            raise CheckpointError(f"policy checkpoint {path} is unusable: {type(exc).__name__}: {exc}") from None
+        if not all(bool(torch.isfinite(p).all()) for p in policy.parameters()):
+            raise CheckpointError(f"policy checkpoint {path} holds non-finite weights")
+        return policy
 
     def logprobs(self, policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
         """``(M, N)`` float64 summed response log-probs (EOS included) under ``policy``, no grad.

@@ -1,0 +1,187 @@
+"""Run one configuration end to end and keep its record.
+
+:func:`execute` is what ``harness run`` and every sweep worker call. It:
+
+- inserts the run in the leaderboard with status ``running``;
+- records each iteration's row as it completes;
+- checkpoints after every iteration under the run's directory;
+- finally marks the row ``finished`` (with its final metrics, atomically), ``failed`` (with the
+  traceback) or ``interrupted``.
+
+:func:`resume` continues an unfinished run from its last checkpoint, under the
+same run id, and ends with exactly the numbers an uninterrupted run would have had.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import checkpoints
+from harness.config import ROLES, Components, RunConfig, instantiate
+from harness.errors import UnknownNameError, UsageError
+from harness.plugins import Registry
+
+RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
+
+
+@dataclass
+class RunOutcome:
+    """How one run ended: ``finished``, ``failed`` or ``interrupted``."""
+
+    run_id: str
+    status: str
+    final: dict[str, Any] | None = None
+    iterations: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def runs_root(db_path: Path) -> Path:
+    """Where run directories live: ``$HARNESS_RUNS_DIR``, else ``runs/`` beside the database."""
+    configured = os.environ.get(RUNS_DIR_ENV, "").strip()
+    return Path(configured) if configured else Path(db_path).resolve().parent / "runs"
+
+
+def run_record(config: RunConfig, components: Components, registry: Registry) -> dict[str, Any]:
+    """The leaderboard row of a new run: config, seeds, components with plugin versions, provenance."""
+    from harness import __version__
+    from harness.provenance import command_line, git_commit, library_versions
+
+    plugins = {}
+    for role, kind in ROLES.items():
+        registered = registry.get(kind, getattr(config, role).name)
+        plugins[role] = {"name": registered.name, "plugin": registered.plugin.name,
+                         "version": registered.plugin.version}
+    for column in components.score_columns:
+        registered = registry.get("scorer", column)
+        plugins[f"scorer:{column}"] = {"name": column, "plugin": registered.plugin.name,
+                                       "version": registered.plugin.version}
+    return {
+        "config": config.to_dict(),
+        "config_hash": config.strategy_hash(),
+        "seed": config.seed,
+        "world_seed": config.world_seed,
+        "testbed": config.testbed.name,
+        "instance_selector": config.instance_selector.name,
+        "corpus_selector": config.corpus_selector.name,
+        "allocator": config.allocator.name,
+        "trainer": config.trainer.name,
+        "scorer_columns": ",".join(components.score_columns),
+        "plugins": plugins,
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "command": command_line(),
+        "iterations": config.iterations,
+        "budget": config.budget,
+        "keep": config.keep,
+        "n_responses": config.n_responses,
+        "harness_version": __version__,
+    }
+
+
+def execute(
+    config: RunConfig,
+    registry: Registry,
+    *,
+    db_path: Path,
+    reporter: Any = None,
+    on_row: Callable[[str, dict[str, Any]], None] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Run ``config`` as a new leaderboard run; see the module docstring.
+
+    ``tags`` are extra scalar columns of the run row (e.g. ``sweep_id``);
+    ``on_start(run_id)`` is called once the row exists; ``on_row(run_id, row)``
+    after each iteration is recorded. KeyboardInterrupt marks the run
+    ``interrupted`` and propagates; any other exception marks it ``failed``.
+    """
+    from leaderboard.store import Leaderboard
+
+    components = instantiate(registry, config)
+    root = runs_root(db_path)
+    record = {**run_record(config, components, registry), "runs_root": str(root), **dict(tags or {})}
+    board = Leaderboard(db_path)
+    run_id = board.start_run(record)
+    if on_start is not None:
+        on_start(run_id)
+    return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None)
+
+
+def resume(
+    run_id: str,
+    registry: Registry,
+    *,
+    db_path: Path,
+    reporter: Any = None,
+    on_row: Callable[[str, dict[str, Any]], None] | None = None,
+) -> RunOutcome:
+    """Continue the unfinished run ``run_id`` from its last checkpoint.
+
+    UsageError (exit 2) for an unknown or finished run, or one whose
+    components are no longer installed; CheckpointError for a missing or
+    damaged checkpoint.
+    """
+    from leaderboard.store import Leaderboard
+
+    if not Path(db_path).exists():
+        raise UsageError(f"no leaderboard database at {db_path}; pass the --db the run was recorded in")
+    board = Leaderboard(db_path, create=False)
+    run = board.get_run(run_id)
+    if run is None:
+        known = [r["id"] for r in board.runs(status=None)]
+        raise UnknownNameError("run", run_id, known)
+    if run["status"] == "finished":
+        raise UsageError(f"run {run_id} is already finished; nothing to resume")
+    config = RunConfig.from_dict(run["config"])
+    components = instantiate(registry, config)
+    run_dir = Path(run.get("runs_root") or runs_root(db_path)) / run_id
+    directory = checkpoints.latest(run_dir)
+    if directory is None:
+        raise UsageError(
+            f"run {run_id} has no checkpoint under {run_dir} (it stopped before pi_0 was evaluated); "
+            "start it again with harness run"
+        )
+    keep_through = int(directory.name.rsplit("-", 1)[1])
+    board.reopen_run(run_id, keep_through=keep_through)
+
+    def restore(world: Any):
+        state = checkpoints.load(run_dir, world)
+        recorded = {row["iteration"] for row in board.iterations(run_id)}
+        for row in state.rows:  # rows checkpointed but killed before they were recorded
+            if row["iteration"] not in recorded:
+                board.record_iteration(run_id, row)
+        return state
+
+    return _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore)
+
+
+def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore) -> RunOutcome:
+    from harness.loop import run_experiment
+
+    def record(row: dict[str, Any]) -> None:
+        board.record_iteration(run_id, row)
+        if on_row is not None:
+            on_row(run_id, row)
+
+    def checkpoint(world: Any, state: Any) -> None:
+        if hasattr(world, "save_policy") and hasattr(world, "load_policy"):
+            checkpoints.save(run_dir, world, state)
+
+    try:
+        result = run_experiment(
+            config, components, reporter=reporter, on_iteration=record, checkpoint=checkpoint, restore=restore
+        )
+    except KeyboardInterrupt:
+        board.fail_run(run_id, "interrupted", "interrupted (KeyboardInterrupt); resume with harness run --resume")
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        board.fail_run(run_id, "failed", error)
+        return RunOutcome(run_id, "failed", error=error)
+    board.finish_run(run_id, result.final)
+    return RunOutcome(run_id, "finished", result.final, result.iterations)
