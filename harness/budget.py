@@ -1,10 +1,11 @@
 """The annotation ledger and the arithmetic that sizes each iteration's pool.
 
 The budget unit is one *gold label*: one pairwise preference from the gold
-annotator costs 1 label. A selector may also spend labels on every prompt of
-the pool before it selects (``Selector.labels_per_prompt``, 0 for the margin
-selectors). The ledger refuses any charge that would take it past the budget,
-so a run can never exceed what the user paid for.
+annotator costs 1 label, and so does one pointwise gold score of one response
+(a selector reading gold explicit scores pays N labels per prompt before it
+selects). Proxy reward-model calls are counted separately and never charged.
+The ledger refuses any charge that would take it past the budget, so a run
+can never exceed what the user paid for.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from harness.errors import BudgetExceededError
 
 @dataclass
 class Ledger:
-    """Gold labels charged per iteration against a fixed total."""
+    """Gold labels charged per iteration against a fixed total, and proxy calls beside them."""
 
     budget: int
     charged: dict[int, int] = field(default_factory=dict)
+    proxy_calls: dict[int, int] = field(default_factory=dict)
+
+    def count_proxy(self, iteration: int, calls: int) -> None:
+        """Record ``calls`` proxy scorer calls: reported with the run, not charged."""
+        self.proxy_calls[iteration] = self.proxy_calls.get(iteration, 0) + int(calls)
 
     @property
     def spent(self) -> int:
@@ -56,21 +62,28 @@ class PoolPlan:
         return self.labels - self.pairs
 
 
-def plan_pool(labels: int, keep: float, labels_per_prompt: int = 0) -> PoolPlan:
+def plan_pool(labels: int, keep: float, labels_per_prompt: int = 0, labels_per_pair: int = 1) -> PoolPlan:
     """Size one iteration's pool.
 
-    Each prompt costs ``labels_per_prompt`` labels up front and a share ``keep``
-    of the prompts becomes a kept pair at one label each, so
-    ``prompts = floor(labels / (labels_per_prompt + keep))`` and the pairs kept
-    are the labels left: ``labels - prompts * labels_per_prompt``. For the
-    margin selectors (0 labels per prompt) that is ``prompts = labels / keep``
-    and ``pairs = labels``, as in DESIGN.md.
+    Every prompt in the pool costs ``labels_per_prompt`` labels up front
+    (pointwise gold scores of its responses) and a share ``keep`` of the
+    prompts becomes a kept pair at ``labels_per_pair`` each (1 for a pairwise
+    gold label; 0 when the pair is labelled by the gold scores already bought).
+    So ``prompts = floor(labels / (labels_per_prompt + keep * labels_per_pair))``.
+
+    For the margin selectors (0 per prompt, 1 per pair) that is
+    ``prompts = labels / keep`` and ``pairs = labels``, as in DESIGN.md.
     """
     if labels < 0:
         raise ValueError("labels must be >= 0")
     if not 0 < keep <= 1:
         raise ValueError("keep must be in (0, 1]")
-    prompts = math.floor(labels / (labels_per_prompt + keep) + 1e-9)
-    pairs = labels - prompts * labels_per_prompt
+    if labels_per_prompt < 0 or labels_per_pair < 0 or labels_per_prompt + labels_per_pair == 0:
+        raise ValueError("a pool must cost something: labels_per_prompt + labels_per_pair > 0")
+    prompts = math.floor(labels / (labels_per_prompt + keep * labels_per_pair) + 1e-9)
+    if labels_per_pair:
+        pairs = (labels - prompts * labels_per_prompt) // labels_per_pair
+    else:
+        pairs = math.floor(keep * prompts + 1e-9)
     pairs = max(0, min(pairs, prompts))
-    return PoolPlan(labels=prompts * labels_per_prompt + pairs, prompts=prompts, pairs=pairs)
+    return PoolPlan(labels=prompts * labels_per_prompt + pairs * labels_per_pair, prompts=prompts, pairs=pairs)

@@ -55,6 +55,7 @@ def save(run_dir: Path, world: Any, state: Any) -> Path:
             "iteration": state.iteration,
             "rows": state.rows,
             "charged": {str(k): v for k, v in state.charged.items()},
+            "proxy_calls": {str(k): v for k, v in state.proxy_calls.items()},
             "history": [
                 {"iteration": r.iteration, "labels": r.labels, "metrics": dict(r.metrics)} for r in state.history
             ],
@@ -109,6 +110,7 @@ def load(run_dir: Path, world: Any):
         iteration = int(document["iteration"])
         rows = list(document["rows"])
         charged = {int(k): int(v) for k, v in document["charged"].items()}
+        proxy_calls = {int(k): int(v) for k, v in document.get("proxy_calls", {}).items()}
         history = [IterationRecord(h["iteration"], h["labels"], h["metrics"]) for h in document["history"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint state {state_file} is unusable: {type(exc).__name__}: {exc}") from None
@@ -120,5 +122,10 @@ def load(run_dir: Path, world: Any):
     if len(rows) != iteration + 1 or [row.get("iteration") for row in rows] != list(range(iteration + 1)):
         raise CheckpointError(f"checkpoint state {state_file} has rows that do not match iteration {iteration}")
     return LoopState(
-        iteration=iteration, policy=world.load_policy(policy_file), rows=rows, charged=charged, history=history
+        iteration=iteration,
+        policy=world.load_policy(policy_file),
+        rows=rows,
+        charged=charged,
+        history=history,
+        proxy_calls=proxy_calls,
     )

@@ -19,7 +19,16 @@ from typing import Any
 
 from harness.budget import plan_pool
 from harness.errors import UnknownNameError, UsageError
-from harness.interfaces import Allocator, Component, Selector, Testbed, Trainer
+from harness.interfaces import (
+    EXPLICIT_REWARD,
+    EXPLICIT_SOURCES,
+    Allocator,
+    Component,
+    Judge,
+    Selector,
+    Testbed,
+    Trainer,
+)
 from harness.plugins import Registry
 
 # The roles a run fills, the kind of component each takes, and the prefix a
@@ -30,11 +39,16 @@ ROLES: dict[str, str] = {
     "corpus_selector": "selector",
     "allocator": "allocator",
     "trainer": "trainer",
+    "gold_judge": "judge",
+    "proxy_judge": "judge",
 }
+OPTIONAL_ROLES = ("gold_judge", "proxy_judge")
 PREFIX_ALIASES: dict[str, tuple[str, ...]] = {
     "selector": ("instance_selector", "corpus_selector"),
     "instance": ("instance_selector",),
     "corpus": ("corpus_selector",),
+    "gold": ("gold_judge",),
+    "proxy": ("proxy_judge",),
 }
 
 @dataclass(frozen=True)
@@ -54,6 +68,8 @@ class RunConfig:
     corpus_selector: ComponentChoice
     allocator: ComponentChoice
     trainer: ComponentChoice
+    gold_judge: ComponentChoice | None = None
+    proxy_judge: ComponentChoice | None = None
     iterations: int = 3
     budget: int = 3000
     keep: float = 0.5
@@ -79,9 +95,13 @@ class RunConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         values = dict(data)
         for role in ROLES:
-            choice = values[role]
-            values[role] = ComponentChoice(choice["name"], dict(choice.get("settings", {})))
+            choice = values.get(role)
+            values[role] = None if choice is None else ComponentChoice(choice["name"], dict(choice.get("settings", {})))
         return cls(**values)
+
+    def choices(self) -> dict[str, ComponentChoice]:
+        """The component of every role this run fills (unused optional roles left out)."""
+        return {role: getattr(self, role) for role in ROLES if getattr(self, role) is not None}
 
 
 def _jsonable(value: Any) -> Any:
@@ -100,6 +120,8 @@ class Components:
     allocator: Allocator
     trainer: Trainer
     scorers: dict[str, Component]
+    gold_judge: Judge | None = None
+    proxy_judge: Judge | None = None
 
     @property
     def score_columns(self) -> tuple[str, ...]:
@@ -110,6 +132,25 @@ class Components:
                 if column not in columns:
                     columns.append(column)
         return tuple(columns)
+
+    @property
+    def explicit_source(self) -> str | None:
+        """``"gold"`` or ``"proxy"`` when a selector reads explicit scores, else None."""
+        sources = sorted({
+            str(s.explicit_source) for s in (self.instance_selector, self.corpus_selector)
+            if EXPLICIT_REWARD in s.requires
+        })
+        return sources[0] if sources else None
+
+    def explicit_judge(self) -> Judge | None:
+        """The judge that fills ``explicit_reward`` in this run, if any."""
+        return {"gold": self.gold_judge, "proxy": self.proxy_judge, None: None}[self.explicit_source]
+
+    def pool_costs(self, n_responses: int) -> tuple[int, int]:
+        """Gold labels per prompt of the pool and per kept pair (see harness.budget.plan_pool)."""
+        if self.explicit_source == "gold":
+            return n_responses, 0  # N pointwise gold scores; pairs labelled by them
+        return 0, 1
 
 
 def parse_option_assignments(assignments: Sequence[str]) -> list[tuple[str, str]]:
@@ -169,6 +210,8 @@ def build_config(
     corpus_selector: str | None = None,
     allocator: str = "constant",
     trainer: str = "native",
+    gold_judge: str | None = None,
+    proxy_judge: str | None = None,
     options: Sequence[str] = (),
     iterations: int = 3,
     budget: int = 3000,
@@ -196,11 +239,15 @@ def build_config(
         "allocator": allocator,
         "trainer": trainer,
     }
+    defaults = registry.get("testbed", testbed).cls.default_judges
+    for role, given, key in (("gold_judge", gold_judge, "gold"), ("proxy_judge", proxy_judge, "proxy")):
+        if given or defaults.get(key):
+            names[role] = given or defaults[key]
     classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
     routed = route_options(parse_option_assignments(options), classes)
     choices = {
-        role: ComponentChoice(names[role], registry.create(ROLES[role], names[role], routed[role]).settings)
-        for role in ROLES
+        role: ComponentChoice(name, registry.create(ROLES[role], name, routed[role]).settings)
+        for role, name in names.items()
     }
     config = RunConfig(
         **choices,
@@ -217,11 +264,37 @@ def build_config(
 
 def instantiate(registry: Registry, config: RunConfig) -> Components:
     """Component instances for ``config`` (settings were validated when it was built)."""
-    made = {role: registry.create(ROLES[role], getattr(config, role).name, getattr(config, role).settings) for role in ROLES}
+    made = {
+        role: registry.create(ROLES[role], choice.name, choice.settings) for role, choice in config.choices().items()
+    }
     components = Components(scorers={}, **made)
     for column in components.score_columns:
-        components.scorers[column] = registry.create("scorer", column)
+        if column != EXPLICIT_REWARD:
+            components.scorers[column] = registry.create("scorer", column)
+    check_explicit_scores(components, config)
     return components
+
+
+def check_explicit_scores(components: Components, config: RunConfig) -> None:
+    """UsageError unless every selector that reads explicit scores has a judge for its source."""
+    readers = [s for s in (components.instance_selector, components.corpus_selector) if EXPLICIT_REWARD in s.requires]
+    sources = {s.explicit_source for s in readers}
+    if not readers:
+        return
+    if not sources <= set(EXPLICIT_SOURCES):
+        raise UsageError(f"selector explicit_source must be one of {', '.join(EXPLICIT_SOURCES)}; got {sorted(map(str, sources))}")
+    if len(sources) > 1:
+        raise UsageError(
+            "the instance and corpus selectors read explicit scores from different sources "
+            f"({' and '.join(sorted(sources))}); set one explicit_source for both levels"
+        )
+    (source,) = sources
+    if components.explicit_judge() is None:
+        raise UsageError(
+            f"selector {readers[0].name!r} reads explicit scores from the {source} judge, but testbed "
+            f"{config.testbed.name!r} names no default {source} judge; pass --{source}-judge NAME "
+            "(harness list judges)"
+        )
 
 
 def _feasible(config: RunConfig, components: Components, budget: int) -> list[int] | None:
@@ -229,8 +302,8 @@ def _feasible(config: RunConfig, components: Components, budget: int) -> list[in
     plan = components.allocator.allocate(
         total_labels=budget, iterations=config.iterations, history=()
     )
-    per_prompt = components.instance_selector.labels_per_prompt
-    if all(plan_pool(labels, config.keep, per_prompt).pairs >= 1 for labels in plan):
+    per_prompt, per_pair = components.pool_costs(config.n_responses)
+    if all(plan_pool(labels, config.keep, per_prompt, per_pair).pairs >= 1 for labels in plan):
         return plan
     return None
 

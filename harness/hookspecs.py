@@ -93,6 +93,22 @@ def register_testbeds(register):
 
 
 @hookspec
+def register_judges(register):
+    """Register judges: explicit reward models, gold or proxy, that score responses.
+
+    Called when the host builds its registry, before any command runs. A run
+    uses one judge as its gold scorer (``--gold-judge``, charged one label per
+    response scored) and one as its proxy (``--proxy-judge``, counted but not
+    charged); selectors that declare ``explicit_reward`` in ``requires`` read
+    the scores of the source they name.
+
+    :param register: call ``register(cls)`` with a subclass of
+        :class:`harness.interfaces.Judge`.
+    :return: ignored.
+    """
+
+
+@hookspec
 def register_commands(app):
     """Add commands to the ``harness`` command line.
 

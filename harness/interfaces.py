@@ -339,6 +339,12 @@ class Scorer(Component):
         raise NotImplementedError
 
 
+EXPLICIT_REWARD = "explicit_reward"
+"""The score column filled by a judge's explicit (reward-model) score, not by a scorer."""
+
+EXPLICIT_SOURCES = ("proxy", "gold")
+
+
 class Selector(Component):
     """Chooses which pairs to annotate, at two levels.
 
@@ -349,15 +355,24 @@ class Selector(Component):
 
     ``requires`` names the score columns the selector reads (see ``harness
     list scorers``); the loop computes exactly the columns some selector
-    requires. ``labels_per_prompt`` is what the selector spends on gold calls
-    for every prompt in the pool before selecting (0 for margin selectors);
-    each kept pair then costs one pairwise label.
+    requires. The column ``explicit_reward`` is special: a judge fills it with
+    an explicit reward for every response, from the source the selector names
+    in ``explicit_source``:
+
+    * ``"proxy"``: the run's proxy judge (a cheap reward model). Its calls are
+      counted and reported, never charged to the label budget; kept pairs are
+      then labelled by the gold annotator at one label each.
+    * ``"gold"``: the run's gold judge, pointwise. Every response scored costs
+      one gold label (N per prompt, before selection), and kept pairs are
+      labelled by those scores (chosen = higher), at no further cost.
+
+    The allocator's pool size follows from these costs (``harness.budget``).
     """
 
     kind = "selector"
     requires: tuple[str, ...] = ()
     needs_tokens: bool = False
-    labels_per_prompt: int = 0
+    explicit_source: str | None = None
 
     def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
         raise NotImplementedError
@@ -404,11 +419,35 @@ class Trainer(Component):
         raise NotImplementedError
 
 
+class Judge(Component):
+    """Scores responses with an explicit reward: a gold annotator or a cheap proxy reward model.
+
+    ``score`` returns one float per response. Judges know the worlds they can
+    score (e.g. the synthetic gold needs the synthetic world's gold reward) and
+    raise UsageError for others. Whether a call costs gold labels is decided by
+    the role the judge plays in a run (``--gold-judge`` or ``--proxy-judge``),
+    not by the judge.
+    """
+
+    kind = "judge"
+
+    def score(
+        self, *, world: World, prompts: np.ndarray, responses: Responses, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``(M, N)`` float64 explicit reward of every response."""
+        raise NotImplementedError
+
+
 class Testbed(Component):
-    """Builds a :class:`World` from a world seed."""
+    """Builds a :class:`World` from a world seed.
+
+    ``default_judges`` names the judges a run uses when the user names none:
+    ``{"gold": ..., "proxy": ...}``.
+    """
 
     kind = "testbed"
-    __test__ = False  # not a pytest test class, though its name starts with "Test"
+    __test__ = False
+    default_judges: ClassVar[dict[str, str]] = {}  # not a pytest test class, though its name starts with "Test"
 
     def build_world(self, *, seed: int, reporter: Reporter) -> World:
         raise NotImplementedError
@@ -420,6 +459,7 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "allocator": Allocator,
     "trainer": Trainer,
     "testbed": Testbed,
+    "judge": Judge,
 }
 
 
@@ -442,7 +482,9 @@ __all__ = [
     "API_VERSION",
     "Allocator",
     "Component",
+    "EXPLICIT_REWARD",
     "IterationRecord",
+    "Judge",
     "Labels",
     "Option",
     "Pairs",

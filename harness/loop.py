@@ -27,7 +27,9 @@ from harness.budget import Ledger, plan_pool
 from harness.config import Components, RunConfig
 from harness.diagnostics import selected_pair_diagnostics
 from harness.interfaces import (
+    EXPLICIT_REWARD,
     IterationRecord,
+    Labels,
     Pairs,
     PreferenceData,
     Reporter,
@@ -38,7 +40,7 @@ from harness.interfaces import (
 from harness.progress import NullReporter
 from harness.validation import check_corpus_pairs, check_instance_pairs
 
-MODEL_STAGES = ("setup", "sample", "logprobs", "train", "evaluate")
+MODEL_STAGES = ("setup", "sample", "logprobs", "judge", "train", "evaluate")
 """Stages whose time is model compute; everything else counts as harness overhead."""
 
 
@@ -81,6 +83,7 @@ class LoopState:
     rows: list[dict[str, Any]]
     charged: dict[int, int]
     history: list[IterationRecord]
+    proxy_calls: dict[int, int] = field(default_factory=dict)
 
 
 def _logprobs_of_pairs(world, policies, prompts, responses: Responses, pairs: Pairs) -> list[np.ndarray]:
@@ -138,13 +141,13 @@ def run_experiment(
         state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial}], {}, [])
         _save_then_emit(checkpoint, emit, world, state, timer)
     policy, rows, history = state.policy, list(state.rows), list(state.history)
-    ledger = Ledger(config.budget, charged=dict(state.charged))
+    ledger = Ledger(config.budget, charged=dict(state.charged), proxy_calls=dict(state.proxy_calls))
 
     for iteration in range(state.iteration + 1, config.iterations + 1):
         before = dict(timer.seconds)
         plan = allocator.allocate(total_labels=config.budget, iterations=config.iterations, history=tuple(history))
         labels = min(int(plan[iteration - 1]), ledger.remaining)
-        pool = plan_pool(labels, config.keep, instance.labels_per_prompt)
+        pool = plan_pool(labels, config.keep, *components.pool_costs(config.n_responses))
         label = f"iteration {iteration}/{config.iterations}"
 
         with timer("prompts"):
@@ -157,9 +160,12 @@ def run_experiment(
             with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
                 logp_policy = world.logprobs(policy, prompts, responses)
                 logp_ref = world.logprobs(reference, prompts, responses)
+        explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer)
         with timer("select"):
             distinct = responses.distinct_mask()
             scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
+            if explicit is not None:
+                scores[EXPLICIT_REWARD] = explicit
             batch = SelectionBatch(
                 lengths=responses.lengths,
                 distinct=distinct,
@@ -170,8 +176,11 @@ def run_experiment(
             offered, kept = _select_pairs(components, batch, pool.pairs, seed, iteration)
 
         with timer("annotate"):
-            ledger.charge(iteration, pool.prompt_labels + len(kept))
-            verdict = world.annotate(prompts, responses, kept, streams.stream(seed, iteration, "annotate"))
+            if components.explicit_source == "gold":
+                verdict = _labels_from_scores(world, prompts, responses, kept, explicit)
+            else:
+                ledger.charge(iteration, len(kept))
+                verdict = world.annotate(prompts, responses, kept, streams.stream(seed, iteration, "annotate"))
         prefer_a = np.asarray(verdict.prefer_a, dtype=bool)
 
         # Log-probs of the kept responses: reused from scoring, or computed for just them.
@@ -205,6 +214,8 @@ def run_experiment(
             **metrics,
             "labels": ledger.charged.get(iteration, 0),
             "labels_planned": labels,
+            "labels_pool": pool.prompt_labels if components.explicit_source == "gold" else 0,
+            "proxy_calls": ledger.proxy_calls.get(iteration, 0),
             "prompts": pool.prompts,
             "instance_pairs": len(offered),
             "duplicate_share": float(1.0 - distinct.mean()),
@@ -217,7 +228,7 @@ def run_experiment(
         }
         rows.append(row)
         history.append(IterationRecord(iteration=iteration, labels=row["labels"], metrics=metrics))
-        state = LoopState(iteration, policy, list(rows), dict(ledger.charged), list(history))
+        state = LoopState(iteration, policy, list(rows), dict(ledger.charged), list(history), dict(ledger.proxy_calls))
         _save_then_emit(checkpoint, emit, world, state, timer)
 
     return RunResult(iterations=rows, final=_final_metrics(rows, ledger, timer, time.perf_counter() - wall_start))
@@ -232,14 +243,38 @@ def _save_then_emit(checkpoint, emit, world, state: LoopState, timer: StageTimer
 
 
 def _score_columns(components: Components, logp_policy, logp_ref, lengths) -> dict[str, np.ndarray]:
-    """Every score column a selector declared, as ``(M, N)`` float64."""
+    """Every scorer column a selector declared, as ``(M, N)`` float64 (explicit scores come from judges)."""
     return {
-        column: np.asarray(
-            components.scorers[column].score(logp_policy=logp_policy, logp_ref=logp_ref, lengths=lengths),
-            dtype=np.float64,
-        )
-        for column in components.score_columns
+        column: np.asarray(scorer.score(logp_policy=logp_policy, logp_ref=logp_ref, lengths=lengths), dtype=np.float64)
+        for column, scorer in components.scorers.items()
     }
+
+
+def _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer) -> np.ndarray | None:
+    """The judge's explicit reward of every response, charged (gold) or counted (proxy); None if unused."""
+    judge = components.explicit_judge()
+    if judge is None:
+        return None
+    calls = int(responses.lengths.size)
+    if components.explicit_source == "gold":
+        ledger.charge(iteration, calls)  # one label per response scored, before anything is selected
+    else:
+        ledger.count_proxy(iteration, calls)
+    with timer("judge"):
+        scores = judge.score(world=world, prompts=prompts, responses=responses,
+                             rng=streams.stream(seed, iteration, "judge"))
+    return np.asarray(scores, dtype=np.float64)
+
+
+def _labels_from_scores(world, prompts, responses: Responses, pairs: Pairs, explicit: np.ndarray) -> Labels:
+    """Labels of pairs whose responses were already scored by the gold judge: the higher score wins."""
+    prefer_a = explicit[pairs.prompt, pairs.a] >= explicit[pairs.prompt, pairs.b]
+    agrees = None
+    if hasattr(world, "gold_rewards"):  # a testbed with a known gold reward: report label noise
+        gold = world.gold_rewards(prompts, responses)
+        exact_a = gold[pairs.prompt, pairs.a] >= gold[pairs.prompt, pairs.b]
+        agrees = exact_a == prefer_a
+    return Labels(prefer_a=prefer_a, gold_agrees=agrees)
 
 
 def _select_pairs(
@@ -266,6 +301,7 @@ def _final_metrics(rows: list[dict[str, Any]], ledger: Ledger, timer: StageTimer
         "final_kl": last.get("kl"),
         "initial_win_rate": rows[0]["win_rate"],
         "labels_used": ledger.spent,
+        "proxy_calls": sum(ledger.proxy_calls.values()),
         "wall_seconds": round(wall, 3),
         "model_seconds": round(model, 3),
         "overhead_share": round(max(0.0, wall - model) / wall, 5) if wall > 0 else 0.0,

@@ -42,6 +42,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.allocators.schedules",
     "plugins.trainers.native",
     "plugins.testbeds.synthetic",
+    "plugins.judges.synthetic",
 )
 
 REGISTER_HOOKS: dict[str, str] = {
@@ -50,6 +51,7 @@ REGISTER_HOOKS: dict[str, str] = {
     "allocator": "register_allocators",
     "trainer": "register_trainers",
     "testbed": "register_testbeds",
+    "judge": "register_judges",
 }
 
 

@@ -52,8 +52,8 @@ def run_record(config: RunConfig, components: Components, registry: Registry) ->
     from harness.provenance import command_line, git_commit, library_versions
 
     plugins = {}
-    for role, kind in ROLES.items():
-        registered = registry.get(kind, getattr(config, role).name)
+    for role, choice in config.choices().items():
+        registered = registry.get(ROLES[role], choice.name)
         plugins[role] = {"name": registered.name, "plugin": registered.plugin.name,
                          "version": registered.plugin.version}
     for column in components.score_columns:
@@ -71,6 +71,8 @@ def run_record(config: RunConfig, components: Components, registry: Registry) ->
         "allocator": config.allocator.name,
         "trainer": config.trainer.name,
         "scorer_columns": ",".join(components.score_columns),
+        "explicit_source": components.explicit_source or "none",
+        "explicit_judge": components.explicit_judge().name if components.explicit_judge() else "none",
         "plugins": plugins,
         "versions": library_versions(),
         "git_commit": git_commit(),

@@ -43,13 +43,14 @@ def test_builtins_register_every_kind():
     assert {"implicit_reward", "implicit_reward_normalized"} <= set(registry.names("scorer"))
     assert "native" in registry.names("trainer")
     assert "synthetic" in registry.names("testbed")
+    assert {"synthetic_gold", "synthetic_proxy"} <= set(registry.names("judge"))
     assert set(registry.plugins) >= set(DEFAULT_PLUGINS)
     assert all(registry.plugins[name].source == "builtin" for name in DEFAULT_PLUGINS)
 
 
 def test_every_hookspec_has_a_docstring_with_its_arguments():
     for name in ("register_scorers", "register_selectors", "register_allocators",
-                 "register_trainers", "register_testbeds", "register_commands"):
+                 "register_trainers", "register_testbeds", "register_judges", "register_commands"):
         hook = getattr(hookspecs, name)
         doc = hook.__doc__ or ""
         assert len(doc.strip()) > 60, name

@@ -17,6 +17,7 @@ class Kind(str, Enum):
     scorers = "scorers"
     trainers = "trainers"
     testbeds = "testbeds"
+    judges = "judges"
 
 
 def register(app: typer.Typer) -> None:

@@ -53,6 +53,14 @@ def run_command(
         str, typer.Option("--allocator", "-a", help="Budget schedule over iterations.")
     ] = "constant",
     trainer: Annotated[str, typer.Option(help="Preference optimiser.")] = "native",
+    gold_judge: Annotated[
+        Optional[str],
+        typer.Option(help="Judge giving gold explicit scores (1 label per response). Default: the testbed's."),
+    ] = None,
+    proxy_judge: Annotated[
+        Optional[str],
+        typer.Option(help="Cheap proxy reward model (calls counted, not charged). Default: the testbed's."),
+    ] = None,
     testbed: Annotated[str, typer.Option(help="World to run in.")] = "synthetic",
     iterations: Annotated[int, typer.Option("--iterations", "-k", help="DPO iterations (>= 1).")] = 3,
     budget: Annotated[int, typer.Option(help="Total gold labels over all iterations (> 0).")] = 3000,
@@ -111,6 +119,8 @@ def run_command(
             corpus_selector=corpus_selector,
             allocator=allocator,
             trainer=trainer,
+            gold_judge=gold_judge,
+            proxy_judge=proxy_judge,
             options=option or (),
             iterations=iterations,
             budget=budget,
@@ -205,8 +215,8 @@ def _iteration_line(row: dict[str, Any]) -> str:
 def _print_plan(console, config, components, plan) -> None:
     from harness.budget import plan_pool
 
-    per_prompt = components.instance_selector.labels_per_prompt
-    pools = [plan_pool(labels, config.keep, per_prompt) for labels in plan]
+    costs = components.pool_costs(config.n_responses)
+    pools = [plan_pool(labels, config.keep, *costs) for labels in plan]
     levels = config.instance_selector.name
     if config.corpus_selector.name != levels:
         levels += f" / {config.corpus_selector.name}"
@@ -215,6 +225,11 @@ def _print_plan(console, config, components, plan) -> None:
         f"trainer {config.trainer.name} · seed {config.seed} (world {config.world_seed})"
     )
     console.print(
-        "plan: " + ", ".join(f"it{i + 1} {p.pairs} labels / {p.prompts} prompts" for i, p in enumerate(pools))
+        "plan: " + ", ".join(f"it{i + 1} {p.labels} labels / {p.prompts} prompts" for i, p in enumerate(pools))
         + f" · budget {config.budget}"
     )
+    if components.explicit_source == "gold":
+        console.print(f"explicit scores: gold judge {config.gold_judge.name!r}, {costs[0]} labels per prompt; "
+                      "kept pairs are labelled by those scores")
+    elif components.explicit_source == "proxy":
+        console.print(f"explicit scores: proxy judge {config.proxy_judge.name!r} (counted, not charged)")

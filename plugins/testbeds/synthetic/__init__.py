@@ -25,6 +25,7 @@ _POSITIVE = {"min": 0.0, "min_inclusive": False}
 class SyntheticTestbed(Testbed):
     name = "synthetic"
     description = "Tiny bigram world with a known gold reward and a GRU policy; seconds on one CPU thread"
+    default_judges = {"gold": "synthetic_gold", "proxy": "synthetic_proxy"}
     options = (
         # the world
         Option("vocab_size", int, 32, "number of content tokens (EOS, BOS, SEP, PAD come after them)", min=2, max=4096),

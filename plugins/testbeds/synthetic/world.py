@@ -186,13 +186,17 @@ class SyntheticWorld:
 
     # ------------------------------------------------------------------ gold
 
-    def gold_rewards(self, prompts: np.ndarray, responses: Responses) -> np.ndarray:
-        """``(M, N)`` float64 exact gold reward of every response."""
+    def gold_rewards(self, prompts: np.ndarray, responses: Responses, tables: Tables | None = None) -> np.ndarray:
+        """``(M, N)`` float64 exact gold reward of every response.
+
+        ``tables`` computes the same reward form with other tables (the proxy
+        judge's misspecified reward model); default: this world's gold tables.
+        """
         m, n, width = responses.tokens.shape
         _check_rows(prompts, responses)
         prompts = np.asarray(prompts, dtype=np.int64)
         flat = gold_rewards(
-            self.tables,
+            self.tables if tables is None else tables,
             np.repeat(prompts, n, axis=0),
             responses.tokens.reshape(m * n, width),
             responses.lengths.reshape(m * n),
