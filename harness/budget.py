@@ -55,11 +55,12 @@ class PoolPlan:
     labels: int
     prompts: int
     pairs: int
+    labels_per_pair: int = 1
 
     @property
     def prompt_labels(self) -> int:
         """Labels spent on the pool before selection."""
-        return self.labels - self.pairs
+        return self.labels - self.pairs * self.labels_per_pair
 
 
 def plan_pool(labels: int, keep: float, labels_per_prompt: int = 0, labels_per_pair: int = 1) -> PoolPlan:
@@ -86,4 +87,9 @@ def plan_pool(labels: int, keep: float, labels_per_prompt: int = 0, labels_per_p
     else:
         pairs = math.floor(keep * prompts + 1e-9)
     pairs = max(0, min(pairs, prompts))
-    return PoolPlan(labels=prompts * labels_per_prompt + pairs * labels_per_pair, prompts=prompts, pairs=pairs)
+    return PoolPlan(
+        labels=prompts * labels_per_prompt + pairs * labels_per_pair,
+        prompts=prompts,
+        pairs=pairs,
+        labels_per_pair=labels_per_pair,
+    )

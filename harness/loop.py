@@ -156,7 +156,7 @@ def run_experiment(
             responses = world.sample(policy, prompts, config.n_responses, streams.stream(seed, iteration, "sample"))
 
         logp_policy = logp_ref = None
-        if components.score_columns:
+        if components.scorers:  # log-probs only when a scorer column needs them
             with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
                 logp_policy = world.logprobs(policy, prompts, responses)
                 logp_ref = world.logprobs(reference, prompts, responses)

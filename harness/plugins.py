@@ -39,6 +39,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.scorers.implicit",
     "plugins.selectors.random",
     "plugins.selectors.margin",
+    "plugins.selectors.explicit",
+    "plugins.selectors.uncertainty",
     "plugins.allocators.schedules",
     "plugins.trainers.native",
     "plugins.testbeds.synthetic",

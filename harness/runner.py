@@ -56,7 +56,7 @@ def run_record(config: RunConfig, components: Components, registry: Registry) ->
         registered = registry.get(ROLES[role], choice.name)
         plugins[role] = {"name": registered.name, "plugin": registered.plugin.name,
                          "version": registered.plugin.version}
-    for column in components.score_columns:
+    for column in components.scorers:  # explicit_reward comes from a judge, recorded with the judges
         registered = registry.get("scorer", column)
         plugins[f"scorer:{column}"] = {"name": column, "plugin": registered.plugin.name,
                                        "version": registered.plugin.version}

@@ -59,5 +59,5 @@ def test_registered_under_their_column_names():
     pm.add_hookspecs(hookspecs)
     pm.register(implicit, name=implicit.__name__)
     registry = build_registry(pm, {implicit.__name__: PluginInfo(implicit.__name__, "t", "builtin")})
-    assert registry.names("scorer") == ["implicit_reward", "implicit_reward_normalized"]
+    assert registry.names("scorer") == ["implicit_reward", "implicit_reward_normalized", "policy_logprob_mean"]
     assert registry.get("scorer", "implicit_reward").cls is ImplicitReward

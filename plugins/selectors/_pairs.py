@@ -11,10 +11,17 @@ earlier response of its prompt) and its score is finite. NaN (and +-inf)
 scores are treated as invalid: such a response is never put in a pair by the
 instance-level margin selectors, and a prompt with fewer than two usable
 responses gives no pair.
+
+For selectors that read explicit scores or prompt-level scores:
+:func:`extreme_score_pairs` (the max-min pair of each prompt),
+:func:`zscore` (ddof 0, NaN-aware, 0 for a constant column),
+:func:`keep_uniform` (the ``random`` selector's corpus draw) and
+:func:`prompt_means` (a per-prompt mean of finite scores).
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -111,3 +118,85 @@ def keep_by_margin(margins: np.ndarray, n_keep: int, *, largest: bool) -> np.nda
     key = -margins if largest else margins  # argsort puts NaN last in both cases
     order = np.argsort(key, kind="stable")[:n_keep]
     return np.sort(order)
+
+
+# ------------------------------------------------------------ explicit scores
+
+
+def extreme_score_pairs(scores: np.ndarray, usable: np.ndarray) -> Pairs:
+    """One pair per prompt: ``a`` = the highest-scored usable response, ``b`` = the lowest.
+
+    This is the best-worst (max-min) pair of an explicit reward: ``a`` is the
+    response an explicit judge would choose. ``usable`` (``(M, N)`` bool) marks
+    the responses that may be paired; a response with a NaN or infinite score
+    is never usable. Ties go to the first response (``argmax``/``argmin``). A
+    prompt whose usable responses all score the same (zero explicit range)
+    still gives a pair, its first two usable responses, with explicit margin
+    0: the authors' max-min code forms a pair there too, and two *distinct*
+    responses are never identical. A prompt with fewer than two usable
+    responses gives no pair. Returned pairs are ordered by prompt; ``a`` may be
+    greater than ``b``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n_prompts, n_responses = scores.shape
+    if n_prompts == 0 or n_responses < 2:
+        return Pairs.empty()
+    usable = usable_responses(usable, scores)
+    seen = np.cumsum(usable, axis=1)
+    prompts = np.flatnonzero(seen[:, -1] >= 2)
+    usable, seen, scores = usable[prompts], seen[prompts], scores[prompts]
+    high = np.where(usable, scores, -np.inf).argmax(axis=1)
+    low = np.where(usable, scores, np.inf).argmin(axis=1)
+    # With >= 2 usable finite scores, argmax == argmin exactly when they all tie.
+    flat = high == low
+    first = usable.argmax(axis=1)
+    second = (seen == 2).argmax(axis=1)
+    return Pairs(prompts, np.where(flat, first, high), np.where(flat, second, low))
+
+
+def zscore(values: np.ndarray) -> np.ndarray:
+    """``(x - mean) / sd`` over the finite entries, sd with ddof 0 (population sd).
+
+    Non-finite entries stay NaN and take no part in the mean and sd. A
+    constant column (including a single finite value) gives 0 everywhere, never
+    a division by zero. Values are divided by their largest magnitude first
+    (z-scores do not change), so huge values cannot overflow the squares.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full(values.shape, np.nan)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return out
+    kept = values[finite]
+    if kept.max() == kept.min():
+        out[finite] = 0.0
+        return out
+    kept = kept / np.abs(kept).max()
+    centred = kept - kept.mean()
+    sd = math.sqrt(float(np.mean(centred * centred)))
+    out[finite] = centred / sd if sd > 0 else 0.0
+    return out
+
+
+def keep_uniform(n_pairs: int, n_keep: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of a uniform random ``min(n_keep, n_pairs)`` of ``n_pairs`` pairs, in given order.
+
+    Draws exactly as the ``random`` selector's corpus level does, so a
+    selector whose corpus level is "a uniform random share" keeps the same
+    pairs as ``random`` for the same Generator.
+    """
+    n_keep = min(check_n_keep(n_keep), int(n_pairs))
+    if n_keep == 0:
+        return np.empty(0, dtype=np.int64)
+    keep = rng.choice(int(n_pairs), size=n_keep, replace=False, shuffle=False)
+    return np.sort(keep).astype(np.int64)
+
+
+def prompt_means(scores: np.ndarray) -> np.ndarray:
+    """``(M,)`` mean of each prompt's finite scores (NaN for a prompt with none)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    count = finite.sum(axis=1)
+    total = np.where(finite, scores, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
