@@ -1,5 +1,10 @@
 """The leaderboard: a SQLite database of runs (store), its schema (migrations), its table (render).
 
+Browsing and comparing: ``query`` (filters, sort, grouping by strategy),
+``compare`` (paired differences to a baseline), ``stats`` (Student t, no
+scipy), ``plots`` (matplotlib figures), ``export`` (CSV/JSON files) and
+``schema_doc`` (the README's schema section, generated).
+
 Importing this package is free: ``Leaderboard`` and ``default_db_path`` load
 ``leaderboard.store`` (and sqlite-utils) on first use.
 """

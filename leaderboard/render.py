@@ -94,7 +94,7 @@ def ranked(runs: Iterable[Mapping[str, Any]]) -> list[tuple[int | None, Mapping[
 
 # Columns that may move into the line above the table when every row shares
 # their value and the table is too wide for the terminal, in this order.
-_HOISTABLE = ("testbed", "trainer", "iter", "labels", "allocator")
+_HOISTABLE = ("testbed", "trainer", "iter", "labels", "allocator", "seeds", "runs")
 
 
 def _columns(
@@ -187,24 +187,80 @@ def _fit(
             for h, k, cells in columns
         ]
         columns = [("finished" if h == "finished (UTC)" else h, k, c) for h, k, c in columns]
+    if total() > width:
+        columns = _cut_text_columns(columns, width, total)
     return columns, hoisted
 
 
+def _cut(cell: Any, size: int) -> Any:
+    text = cell.plain if isinstance(cell, Text) else str(cell)
+    if len(text) <= size:
+        return cell
+    return text[: max(0, size - 1)] + "…"
+
+
+def _cut_text_columns(
+    columns: list[tuple[str, str, list[Any]]], width: int, total: Any
+) -> list[tuple[str, str, list[Any]]]:
+    """Shorten the cells of the "text" columns (with …) until the table fits, widest first.
+
+    A text column is never cut below its header or 8 characters; a ``settings``
+    column that would have to be is dropped instead (``--json`` has it whole).
+    """
+    excess = total() - width
+    text = [i for i, (_, kind, _) in enumerate(columns) if kind == "text"]
+    for index in sorted(text, key=lambda i: -_width(columns[i][0], columns[i][2])):
+        if excess <= 0:
+            break
+        header, kind, cells = columns[index]
+        current = _width(header, cells)
+        floor = max(len(header), 8)
+        size = max(floor, current - excess)
+        excess -= current - size
+        columns[index] = (header, kind, [_cut(cell, size) for cell in cells])
+    if excess > 0:
+        for index in text:
+            if columns[index][0] == "settings":
+                return [c for i, c in enumerate(columns) if i != index]
+    return columns
+
+
 def build_table(
-    runs: Sequence[Mapping[str, Any]], *, show_status: bool = False, width: int | None = None
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    show_status: bool = False,
+    width: int | None = None,
+    caption: str | None = None,
 ) -> Table:
     """The leaderboard as a rich Table, one row per run in the given order.
 
     With ``width`` (the console's), columns whose value every row shares are
     moved into the table's title when the full table would not fit.
     """
-    columns, hoisted = _fit(_columns(runs, show_status), width)
+    return _table(_columns(runs, show_status), width, caption or CAPTION)
+
+
+# Columns of kind "num" (never cut) that read better left-aligned.
+_LEFT = ("run", "status", "finished", "finished (UTC)", "config")
+
+
+def _table(
+    columns: list[tuple[str, str, list[Any]]],
+    width: int | None,
+    caption: str | None,
+    sections: Sequence[int] = (),
+) -> Table:
+    """A table of (header, kind, cells) columns fitted to ``width`` (see :func:`_fit`).
+
+    ``sections``: row indexes before which a separator line is drawn.
+    """
+    columns, hoisted = _fit(columns, width)
     table = Table(
         title=" · ".join(hoisted) or None,
         title_justify="left",
         title_style="",
         box=box.SIMPLE_HEAD,
-        caption=CAPTION,
+        caption=caption,
         caption_justify="left",
         pad_edge=False,
         # The box draws one space between columns; one more of padding when it fits.
@@ -214,11 +270,16 @@ def build_table(
     )
     for header, kind, cells in columns:
         if kind == "num":
-            justify = "left" if header in ("run", "status", "finished", "finished (UTC)") else "right"
+            justify = "left" if header in _LEFT else "right"
             table.add_column(header, justify=justify, no_wrap=True, min_width=_width(header, cells))
+        elif kind == "key":  # names that identify a row: left-aligned, never cut
+            table.add_column(header, no_wrap=True, min_width=_width(header, cells))
         else:
             table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=min(6, _width(header, cells)))
-    for row in zip(*(cells for _, _, cells in columns)):
+    breaks = set(sections)
+    for index, row in enumerate(zip(*(cells for _, _, cells in columns))):
+        if index in breaks and index > 0:
+            table.add_section()
         table.add_row(*row)
     return table
 
@@ -248,11 +309,12 @@ def print_leaderboard(
     *,
     show_status: bool = False,
     title: str | None = None,
+    caption: str | None = None,
 ) -> None:
     """Print the table (and its notes) on ``console``."""
     if title:
         console.print(title, style="bold")
-    console.print(build_table(runs, show_status=show_status, width=console.width))
+    console.print(build_table(runs, show_status=show_status, width=console.width, caption=caption))
     for line in notes(runs):
         console.print(f"note: {line}", style="dim", soft_wrap=False)
 
@@ -270,3 +332,417 @@ def to_json_list(runs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def to_json(runs: Iterable[Mapping[str, Any]], *, indent: int | None = 2) -> str:
     """``to_json_list`` as JSON text."""
     return json.dumps(to_json_list(runs), indent=indent, ensure_ascii=False)
+
+
+# -- strategy groups ------------------------------------------------------------
+
+GROUP_CAPTION = (
+    "one row per strategy, ranked by mean final win rate; ± is the std over seeds "
+    "(seed-to-seed spread, about 0.05 win rate on the synthetic testbed, as large as most effects): "
+    "compare strategies with paired differences, `harness leaderboard compare --baseline random`"
+)
+
+
+def group_caption(
+    by: Sequence[str], sort: str | None = None, descending: bool = True, numeric: bool = True
+) -> str:
+    """The grouped table's caption: what a row is, its order, what ± means."""
+    from leaderboard.query import STRATEGY_FIELDS
+
+    what = "strategy" if tuple(by) == STRATEGY_FIELDS else f"group of runs ({', '.join(by)})"
+    if sort is None and descending:
+        order = "ranked by mean final win rate"
+    elif numeric:
+        order = f"sorted by {sort or 'final_win_rate'}, {'high' if descending else 'low'} first"
+    else:
+        order = f"sorted by {sort}, {'Z-A' if descending else 'A-Z'}"
+    return GROUP_CAPTION.replace("one row per strategy, ranked by mean final win rate",
+                                 f"one row per {what}, {order}")
+
+#: Digits shown per metric (default 3).
+METRIC_DIGITS = {"final_kl": 2, "kl": 2, "labels_used": 0, "wall_seconds": 1}
+#: Short headers for metrics.
+METRIC_HEADERS = {
+    "final_win_rate": "win rate",
+    "final_gold_reward": "gold",
+    "final_kl": "KL",
+    "labels_used": "labels",
+    "initial_win_rate": "π₀ win rate",
+    "delta_win_rate": "Δ vs π₀",
+    "wall_seconds": "wall s",
+}
+
+
+def _mean_pm_std(mean: float | None, std: float | None, digits: int, bold: bool = False) -> Text:
+    if mean is None:
+        return Text(_MISSING)
+    cell = Text(f"{mean:.{digits}f}", style="bold" if bold else "")
+    cell.append(f" ± {std:.{digits}f}" if std is not None else " ± —", style="dim")
+    return cell
+
+
+def key_columns(
+    rows: Sequence[Mapping[str, Any]], by: Sequence[str]
+) -> list[tuple[str, str, list[Any]]]:
+    """The columns that name a group (or a strategy): selector, allocator, ..., config, settings."""
+    columns: list[tuple[str, str, list[Any]]] = []
+    if "instance_selector" in by and "corpus_selector" in by:
+        columns.append(("selector", "key", [selector_label(r) for r in rows]))
+    for field in by:
+        if field in ("instance_selector", "corpus_selector") and "selector" in [c[0] for c in columns]:
+            continue
+        if field == "config_hash":
+            columns.append(("config", "num", [str(r.get(field) or _MISSING)[:8] for r in rows]))
+            continue
+        kind = "key" if all(isinstance(r.get(field), (str, type(None))) for r in rows) else "num"
+        columns.append((field, kind, ["—" if r.get(field) is None else str(r.get(field)) for r in rows]))
+    if any(r.get("settings") for r in rows):
+        columns.append(("settings", "text", [r.get("settings") or "" for r in rows]))
+    return columns
+
+
+def group_table_columns(
+    groups: Sequence[Mapping[str, Any]], by: Sequence[str]
+) -> list[tuple[str, str, list[Any]]]:
+    columns: list[tuple[str, str, list[Any]]] = [
+        ("#", "num", [str(rank) for rank in range(1, len(groups) + 1)])
+    ]
+    columns += key_columns(groups, by)
+    columns.append(("seeds", "num", [str(g["seeds"]) for g in groups]))
+    if any(g["runs"] != g["seeds"] for g in groups):
+        columns.append(("runs", "num", [str(g["runs"]) for g in groups]))
+    for metric, header in (
+        ("final_win_rate", "win rate ± std"),
+        ("final_gold_reward", "gold ± std"),
+        ("final_kl", "KL ± std"),
+    ):
+        digits = METRIC_DIGITS.get(metric, 3)
+        columns.append((header, "num", [
+            _mean_pm_std(g.get(f"{metric}_mean"), g.get(f"{metric}_std"), digits,
+                         bold=(metric == "final_win_rate" and i == 0))
+            for i, g in enumerate(groups)
+        ]))
+    columns.append(("labels", "num", [
+        _MISSING if g.get("labels_used_mean") is None else f"{g['labels_used_mean']:,.0f}"
+        for g in groups
+    ]))
+    return columns
+
+
+def build_group_table(
+    groups: Sequence[Mapping[str, Any]],
+    by: Sequence[str],
+    *,
+    width: int | None = None,
+    caption: str | None = None,
+) -> Table:
+    """The grouped leaderboard as a rich Table, one row per group in the given order."""
+    return _table(group_table_columns(groups, by), width, caption or group_caption(by))
+
+
+def group_notes(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Warnings for the grouped table: mixed testbeds, allocators, single seeds, reruns."""
+    out = notes([{"status": "finished", **g} for g in groups if g.get("testbed") is not None])
+    single = sum(1 for g in groups if g["seeds"] < 2)
+    if single:
+        out.append(
+            f"{single} group(s) ran on a single seed: no spread to show; run more seeds "
+            "(README claims use >= 10)"
+        )
+    reruns = sum(1 for g in groups if g["runs"] > g["seeds"])
+    if reruns:
+        out.append(f"{reruns} group(s) ran a (seed, world_seed) more than once: runs > seeds")
+    return out
+
+
+def print_groups(
+    groups: Sequence[Mapping[str, Any]],
+    by: Sequence[str],
+    console: Console,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    extra_notes: Sequence[str] = (),
+) -> None:
+    if title:
+        console.print(title, style="bold")
+    console.print(build_group_table(groups, by, width=console.width, caption=caption))
+    for line in [*group_notes(groups), *extra_notes]:
+        console.print(f"note: {line}", style="dim")
+
+
+def groups_to_json_list(groups: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Groups as plain dicts for ``--json``/``--csv``: ``rank`` first, private keys dropped."""
+    return [
+        {"rank": rank, **{k: v for k, v in g.items() if not k.startswith("_")}}
+        for rank, g in enumerate(groups, start=1)
+    ]
+
+
+# -- compare ------------------------------------------------------------------
+
+
+def compare_columns(result: Mapping[str, Any]) -> list[tuple[str, str, list[Any]]]:
+    rows = result["rows"]
+    metric = result["metric"]
+    digits = METRIC_DIGITS.get(metric, 3)
+    level = f"{round(result['confidence'] * 100, 1):g}% CI"
+    from leaderboard.query import STRATEGY_FIELDS
+
+    columns = key_columns(rows, STRATEGY_FIELDS)
+    columns.append(("runs", "num", [str(r["runs"]) for r in rows]))
+    columns.append((f"{METRIC_HEADERS.get(metric, metric)} ± std", "num", [
+        _mean_pm_std(r.get("group_mean"), r.get("group_std"), digits) for r in rows
+    ]))
+    pairs, deltas, intervals, verdicts = [], [], [], []
+    for r in rows:
+        if r["is_baseline"]:
+            pairs.append("")
+            deltas.append(Text("baseline", style="bold"))
+            intervals.append("")
+            verdicts.append("")
+            continue
+        pairs.append(str(r["n"]) if r["n"] else _MISSING)
+        if r["mean"] is None:
+            deltas.append(Text(_MISSING))
+        else:
+            cell = Text(f"{r['mean']:+.{digits}f}")
+            cell.append(f" ± {r['std']:.{digits}f}" if r["std"] is not None else " ± —", style="dim")
+            deltas.append(cell)
+        if r["ci_low"] is None:
+            intervals.append(_MISSING)
+            verdicts.append(Text(_MISSING))
+        else:
+            intervals.append(f"[{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}]")
+            if r["excludes_zero"]:
+                verdicts.append(Text("yes", style="green" if r["mean"] > 0 else "red"))
+            else:
+                verdicts.append(Text("no", style="dim"))
+    columns += [
+        ("pairs", "num", pairs),
+        ("Δ mean ± std", "num", deltas),
+        (level, "num", intervals),
+        ("excludes 0", "num", verdicts),
+    ]
+    return columns
+
+
+def compare_caption(result: Mapping[str, Any]) -> str:
+    return (
+        f"Δ = {result['metric']} minus the baseline's on the same (seed, world_seed), "
+        "mean ± std over the pairs, with a t-interval of the mean; each block is one baseline "
+        "group (the row marked baseline) and the groups compared with it"
+    )
+
+
+def print_compare(result: Mapping[str, Any], console: Console, *, title: str | None = None) -> None:
+    rows = result["rows"]
+    if title:
+        console.print(title, style="bold")
+    sections = [i for i, r in enumerate(rows) if r["is_baseline"] or (
+        i > 0 and r["baseline_config_hash"] is None and rows[i - 1]["baseline_config_hash"] is not None
+    )]
+    console.print(_table(compare_columns(result), console.width, compare_caption(result), sections))
+    for line in result.get("notes", ()):
+        console.print(f"note: {line}", style="dim")
+
+
+# -- one run ----------------------------------------------------------------------
+
+_SETUP_KEYS = (
+    "status", "testbed", "instance_selector", "corpus_selector", "allocator", "trainer",
+    "scorer_columns", "seed", "world_seed", "iterations", "budget", "keep", "n_responses",
+    "config_hash", "started_at", "finished_at",
+)
+_PROVENANCE_KEYS = ("git_commit", "harness_version", "command")
+_FINAL_KEYS = (
+    "initial_win_rate", "final_win_rate", "final_win_rate_se", "final_gold_reward", "final_kl",
+    "labels_used", "wall_seconds", "model_seconds", "overhead_share",
+)
+_HIDDEN_KEYS = {"id", "config", "plugins", "versions", "error"}
+
+#: Per-iteration metrics in sections, with what each means (shown beside the numbers).
+ITERATION_SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("evaluation", (
+        ("win_rate", "win rate vs the reference outputs (ties ½)"),
+        ("win_rate_se", "its standard error"),
+        ("gold_reward", "mean gold reward of the policy's samples"),
+        ("kl", "KL(π_i ‖ π_ref) of the trained policy"),
+        ("kl_se", "its standard error"),
+        ("mean_length", "mean response length (tokens)"),
+        ("greedy_win_rate", "win rate of greedy decoding"),
+        ("reference_gold_reward", "gold reward of the reference outputs"),
+    )),
+    ("budget", (
+        ("labels", "gold labels bought"),
+        ("labels_planned", "labels the allocator planned"),
+        ("prompts", "prompts drawn"),
+        ("instance_pairs", "pairs after instance-level selection"),
+        ("duplicate_share", "share of duplicate responses"),
+    )),
+    ("selected pairs", (
+        ("sel_pairs", "pairs kept and labelled"),
+        ("sel_mean_abs_margin", "mean |implicit margin|"),
+        ("sel_beta_margin_q10", "β·Δ of the labelled pairs, 10% quantile"),
+        ("sel_beta_margin_q50", "β·Δ median (≈0: DPO far from saturation)"),
+        ("sel_beta_margin_q90", "β·Δ, 90% quantile"),
+        ("sel_mean_dpo_weight", "mean DPO weight σ(−β·Δ)"),
+        ("sel_ranking_accuracy", "π_{i-1} already agreed with the label"),
+        ("sel_label_noise", "labels against the exact gold order"),
+        ("sel_selected_kl", "selected-data KL: log π_{i-1} − log π_ref"),
+    )),
+    ("training", (
+        ("train_steps", "optimiser steps"),
+        ("train_epochs", "epochs"),
+        ("loss_first", "DPO loss, first batch"),
+        ("loss_last", "DPO loss, last batch"),
+    )),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return _MISSING
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def config_lines(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The config in ``-o`` style, one (name, settings) per component, seeds left out.
+
+    ``("trainer native", "beta=1.0 lr=0.003 ...")``; the plain keys come last
+    as ``("run", "iterations=3 budget=3000 ...")``.
+    """
+    from leaderboard.query import _format_setting
+
+    lines, plain = [], []
+    for key, value in config.items():
+        if isinstance(value, Mapping) and "name" in value and isinstance(value.get("settings"), Mapping):
+            role = {"instance_selector": "instance", "corpus_selector": "corpus"}.get(key, key)
+            settings = " ".join(f"{k}={_format_setting(v)}" for k, v in value["settings"].items())
+            lines.append((f"{role} {value['name']}", settings))
+        elif key not in ("seed", "world_seed"):
+            plain.append(f"{key}={_format_setting(value)}")
+    if plain:
+        lines.append(("run", " ".join(plain)))
+    return lines
+
+
+def print_run(run: Mapping[str, Any], iterations: Sequence[Mapping[str, Any]], console: Console) -> None:
+    """One run: setup, final metrics, provenance, config, then one column per iteration."""
+
+    def facts_table(title: str) -> Table:
+        table = Table(box=None, show_header=False, pad_edge=False, title=title,
+                      title_justify="left", title_style="bold")
+        table.add_column(style="dim", no_wrap=True, min_width=18)
+        table.add_column(overflow="fold")
+        return table
+
+    status = run.get("status") or "?"
+    head = Text(f"run {run['id']}", style="bold")
+    head.append(f"  {selector_label(run)} · {run.get('allocator')} · {run.get('testbed')} · "
+                f"{run.get('trainer')} · seed {run.get('seed')} (world {run.get('world_seed')}) · ")
+    head.append(status, style=_STATUS_STYLE.get(status, ""))
+    console.print(head)
+
+    setup = facts_table("setup")
+    for key in _SETUP_KEYS:
+        if run.get(key) is not None:
+            setup.add_row(key, str(run[key]))
+    console.print(setup)
+
+    final = facts_table("final metrics")
+    shown = set(_SETUP_KEYS) | set(_PROVENANCE_KEYS) | _HIDDEN_KEYS
+    later = [k for k in run if k not in shown and k not in _FINAL_KEYS and run[k] is not None]
+    for key in (*_FINAL_KEYS, *later):
+        value = run.get(key)
+        if value is None:
+            continue
+        if key == "wall_seconds":
+            final.add_row(key, format_wall(value))
+        elif key == "final_win_rate" and run.get("initial_win_rate") is not None:
+            final.add_row(key, f"{_cell(value)}  (Δ vs π₀ {delta_win_rate(run):+.3f})")
+        else:
+            final.add_row(key, _cell(value))
+    if final.row_count:
+        console.print(final)
+
+    provenance = facts_table("provenance")
+    for key in _PROVENANCE_KEYS:
+        if run.get(key) is not None:
+            provenance.add_row(key, str(run[key]))
+    for role, info in (run.get("plugins") or {}).items():
+        if isinstance(info, Mapping):
+            where = " ".join(str(info[k]) for k in ("plugin", "version") if info.get(k))
+            provenance.add_row(f"plugin {role}", f"{info.get('name', '')}  ← {where}".strip())
+        else:
+            provenance.add_row(f"plugin {role}", _cell(info))
+    if run.get("versions"):
+        provenance.add_row(
+            "versions", " · ".join(f"{k} {v}" for k, v in sorted(run["versions"].items()))
+        )
+    if provenance.row_count:
+        console.print(provenance)
+
+    if run.get("config"):
+        config = facts_table("config (-o style; seeds under setup)")
+        for name, settings in config_lines(run["config"]):
+            config.add_row(name, settings)
+        console.print(config)
+
+    if run.get("error"):
+        console.print("error:", style="bold red")
+        console.print(run["error"], markup=False, highlight=False)
+    if not iterations:
+        console.print("no iterations recorded", style="dim")
+        return
+    print_iterations(iterations, console)
+
+
+def print_iterations(iterations: Sequence[Mapping[str, Any]], console: Console) -> None:
+    """One row per metric (in sections), one column per iteration, and what each metric means."""
+    present = [
+        key for key in iterations[0]
+        if key not in ("run_id", "recorded_at", "iteration")
+        and any(row.get(key) is not None for row in iterations)
+    ]
+    for row in iterations[1:]:
+        present += [k for k in row if k not in present and k not in ("run_id", "recorded_at", "iteration")
+                    and row.get(k) is not None]
+    sections: list[tuple[str, list[tuple[str, str]]]] = []
+    placed: set[str] = set()
+    for name, metrics in ITERATION_SECTIONS:
+        found = [(key, meaning) for key, meaning in metrics if key in present]
+        placed |= {key for key, _ in found}
+        if found:
+            sections.append((name, found))
+    times = [(key, "seconds in this stage") for key in present if key.startswith("time_")]
+    placed |= {key for key, _ in times}
+    other = [(key, "") for key in present if key not in placed]
+    if other:
+        sections.append(("other", other))
+    if times:
+        sections.append(("time (s)", times))
+    # The numbers and names are never cut; the meanings get what room is left.
+    def build(room: int) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                      title="per iteration (0 = π₀)", title_justify="left", title_style="bold")
+        table.add_column("metric", no_wrap=True)
+        for row in iterations:
+            table.add_column(str(row["iteration"]), justify="right", no_wrap=True)
+        if room:
+            table.add_column("meaning", style="dim", no_wrap=True)
+        for index, (name, metrics) in enumerate(sections):
+            if index:
+                table.add_section()
+            table.add_row(Text(name, style="italic cyan"), *("" for _ in iterations), *([""] if room else []))
+            for key, meaning in metrics:
+                cells = [_cell(row.get(key)) for row in iterations]
+                table.add_row(f"  {key}", *cells, *([_cut(meaning, room)] if room else []))
+        return table
+
+    room = console.width - console.measure(build(0)).maximum - 3
+    console.print(build(room if room >= 16 else 0))

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import sqlite_utils
 
-__all__ = ["DB_ENV_VAR", "DEFAULT_DB_NAME", "Leaderboard", "default_db_path"]
+__all__ = ["DB_ENV_VAR", "DEFAULT_DB_NAME", "Leaderboard", "NewerSchemaError", "default_db_path"]
 
 DB_ENV_VAR = "HARNESS_DB"
 DEFAULT_DB_NAME = "leaderboard.db"
@@ -87,6 +87,10 @@ MIGRATION_NAMES = (
 _SCALARS = (str, int, float, type(None))
 
 
+class NewerSchemaError(ValueError):
+    """The database has schema migrations that this version of the harness does not know."""
+
+
 def default_db_path() -> pathlib.Path:
     """``$HARNESS_DB`` if set (and not empty), else ``./leaderboard.db``."""
     value = os.environ.get(DB_ENV_VAR, "").strip()
@@ -125,6 +129,10 @@ class Leaderboard:
         self._db: sqlite_utils.Database | None = None
         try:
             self.conn.execute("PRAGMA foreign_keys = ON")
+            # Reads only, before anything (even the journal mode) is written: a
+            # file that is not a database, or a database from a newer schema,
+            # is refused and left exactly as it was.
+            self._check_schema_version()
             if not memory:
                 self._enable_wal()
             self._migrate()
@@ -187,6 +195,17 @@ class Leaderboard:
         query = "select 1 from sqlite_master where type = 'table' and name = ?"
         return self.conn.execute(query, [name]).fetchone() is not None
 
+    def _check_schema_version(self) -> None:
+        """Refuse (NewerSchemaError) a database with migrations this version does not know."""
+        unknown = sorted(self._applied_migrations() - set(MIGRATION_NAMES))
+        if unknown:
+            raise NewerSchemaError(
+                f"{self.path} was written by a newer pairsel-harness: its schema has migration(s) "
+                f"{', '.join(unknown)} that this version does not know. Upgrade pairsel-harness "
+                "(pip install -U pairsel-harness) to read or write it, or pass another --db; "
+                "the file was not modified"
+            )
+
     def _migrate(self) -> None:
         if self._applied_migrations() >= set(MIGRATION_NAMES):
             return
@@ -195,6 +214,7 @@ class Leaderboard:
         with self._writing():
             # Re-read inside the write lock: a parallel process may have
             # migrated between our check and the lock.
+            self._check_schema_version()
             applied = self._applied_migrations()
             if not applied and self._has_table("runs"):
                 raise ValueError(

@@ -580,7 +580,7 @@ def test_cli_missing_database_is_friendly_and_creates_nothing(tmp_path):
 
 def test_cli_table_goes_to_stderr_ranked(populated):
     path, ids = populated
-    result = invoke(["--db", str(path)])
+    result = invoke(["--db", str(path), "--by", "run"])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     err = result.stderr
@@ -592,7 +592,7 @@ def test_cli_table_goes_to_stderr_ranked(populated):
 
 def test_cli_json_is_the_only_stdout(populated):
     path, ids = populated
-    result = invoke(["--db", str(path), "--json"])
+    result = invoke(["--db", str(path), "--json", "--by", "run"])
     assert result.exit_code == 0
     payload = json.loads(result.stdout)
     assert [item["id"] for item in payload] == [ids["best"], ids["hf"], ids["worst"]]
@@ -602,21 +602,21 @@ def test_cli_json_is_the_only_stdout(populated):
 
 def test_cli_all_limit_and_testbed(populated):
     path, ids = populated
-    payload = json.loads(invoke(["--db", str(path), "--json", "--all"]).stdout)
+    payload = json.loads(invoke(["--db", str(path), "--json", "--all", "--by", "run"]).stdout)
     assert [item["id"] for item in payload][-1] == ids["failed"]
     assert payload[-1]["status"] == "failed" and payload[-1]["rank"] is None
-    text = invoke(["--db", str(path), "--all"]).stderr
+    text = invoke(["--db", str(path), "--all", "--by", "run"]).stderr
     assert ids["failed"] in text and "failed" in text
-    payload = json.loads(invoke(["--db", str(path), "--json", "--limit", "1"]).stdout)
+    payload = json.loads(invoke(["--db", str(path), "--json", "--limit", "1", "--by", "run"]).stdout)
     assert [item["id"] for item in payload] == [ids["best"]]
-    payload = json.loads(invoke(["--db", str(path), "--json", "--testbed", "hf"]).stdout)
+    payload = json.loads(invoke(["--db", str(path), "--json", "--testbed", "hf", "--by", "run"]).stdout)
     assert [item["id"] for item in payload] == [ids["hf"]]
     assert invoke(["--db", str(path), "--limit", "0"]).exit_code == 2
 
 
 def test_cli_reads_harness_db_and_defaults_to_the_working_directory(populated, tmp_path, monkeypatch):
     path, ids = populated
-    result = invoke(["--json"], env={"HARNESS_DB": str(path)})
+    result = invoke(["--json", "--by", "run"], env={"HARNESS_DB": str(path)})
     assert len(json.loads(result.stdout)) == 3
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -662,8 +662,8 @@ def test_cli_help_teaches_the_ranking():
     result = invoke(["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    assert "Rank finished runs by their final win rate" in text
-    assert "not the spread over seeds" in text
+    assert "Rank strategies (or single runs) by their final win rate" in text
+    assert "the spread over seeds" in text and "paired differences" in text
     for option in ("--db", "--json", "--all", "--limit", "--testbed", "HARNESS_DB"):
         assert option in text
 

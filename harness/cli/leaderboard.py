@@ -1,9 +1,13 @@
-"""``harness leaderboard``: browse the runs stored in the leaderboard database.
+"""``harness leaderboard``: browse, compare, plot and export the runs in the leaderboard database.
 
 Mounted by the core CLI with ``app.add_typer(leaderboard_app, name="leaderboard")``.
-Importing this module stays cheap (typer only): sqlite-utils, rich and the
-store are imported inside the commands (DESIGN D6). Tables go to stderr;
-stdout carries only ``--json``.
+Importing this module stays cheap (typer only): the store, rich, and for
+``plot`` matplotlib and numpy, are imported inside the commands (DESIGN D6).
+Tables and messages go to stderr; stdout carries only ``--json`` and ``--csv``.
+
+Every column a user names (``--by``, ``--sort``, ``--metric``) is checked
+against the database's own schema before it reaches SQL; every value is a SQL
+parameter (see ``leaderboard/query.py``).
 """
 
 from __future__ import annotations
@@ -11,57 +15,161 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
-from harness.cli.common import DbOption, resolve_db, stderr_console
+from harness.cli.common import DbOption, cli_errors, resolve_db, stderr_console
 
 NO_RUNS_MESSAGE = "no runs yet: run `harness run` first"
 
 LEADERBOARD_HELP = """\
-Rank finished runs by their final win rate.
+Rank strategies (or single runs) by their final win rate.
 
-Each row is one run: its selectors (instance/corpus level; one name when both
-levels use the same), budget allocator, testbed, trainer, seed, iterations
-and gold labels used; then the final policy's win rate against the testbed's
-fixed reference outputs with its standard error, the change (Δ) from the
-initial policy pi_0's win rate, mean gold reward, KL(pi || pi_ref), wall time
-and when the run finished.
+By default each row is one strategy: the runs that share instance and corpus
+selector, allocator, testbed, trainer and every other option (the stored
+config_hash: the config without its seeds), so they differ only by their
+seeds. A row shows how many seeds ran, the mean ± std over those seeds of the
+final win rate against the testbed's fixed reference outputs, of the gold
+reward and of KL(pi || pi_ref), and the mean gold labels used. The config
+column is the hash's start (accepted by `compare --baseline`); settings lists
+the options that differ between the rows shown.
 
-Ranking is by final win rate alone, best first. The ± is one run's
-evaluation error, not the spread over seeds (about 0.05 on the synthetic
-testbed), so to compare two strategies run both on the same seeds and compare
-paired differences; read win rate beside KL, since a strategy that moves the
-policy further can look better on win rate alone.
+The ± here is the spread over seeds (about 0.05 win rate on the synthetic
+testbed, as large as most effects), so two strategies whose rows overlap may
+still differ reliably: `harness leaderboard compare --baseline random` gives
+paired differences over common seeds. Read win rate beside KL: a strategy that
+moves the policy further can look better on win rate alone.
 
-Only finished runs are ranked: --all also lists running, failed and
-interrupted runs with their status. --json prints the runs (config included)
-as a JSON list on stdout, for scripts. The database is plain SQLite: open it
-with `datasette leaderboard.db` or sqlite-utils to browse every column and
-the per-iteration table.
+--by FIELDS groups by other columns instead (e.g. --by instance_selector,allocator;
+`selector` means both selector levels); --by run shows one row per run, with
+its own evaluation standard error. --sort orders by any shown column (numbers
+high first, text A-Z; --reverse flips). Filters: --testbed, --sweep,
+--selector (either level), --allocator, --status (default finished; --all =
+--status all). --json / --csv print the rows on stdout for scripts.
+
+Subcommands: show RUN_ID, compare, plot, export. The database is plain SQLite:
+`datasette leaderboard.db` browses every column and the per-iteration table.
 """
 
 SHOW_HELP = """\
-Show one run: its setup, final metrics, plugins, config and one row per iteration.
+Show one run: setup, final metrics, provenance, config, and one column per iteration.
 
-Iteration 0 is the initial policy pi_0. RUN_ID may be a unique prefix of an id
-from the table; a failed run shows its traceback.
+Provenance is the git commit, harness version, command line, the plugin and
+version behind every component, and the library versions. The per-iteration
+table (iteration 0 is the initial policy pi_0) groups the evaluation (win
+rate, gold reward, KL), the budget, the selected-pair diagnostics (mean
+|margin|, beta·margin quantiles, mean DPO weight, ranking accuracy, label
+noise, selected-data KL), training and the time per stage. RUN_ID may be a
+unique prefix of an id; a failed run shows its traceback.
+"""
+
+COMPARE_HELP = """\
+Paired differences of each strategy against a baseline, over common seeds.
+
+Why paired: the seed-to-seed spread of a strategy's final win rate (about
+0.05 on the synthetic testbed) is as large as most effects, so means ± std of
+two strategies overlap even when one beats the other on every seed. Runs with
+the same seed and world seed share the world, pi_0 and the iteration-1 prompts
+and samples (common random numbers), so their difference cancels most of that
+spread. For each strategy this shows the mean and std of the per-seed
+differences over the (seed, world_seed) pairs both have, n, a t-interval of
+the mean (Student t, --confidence, default 95%) and whether the interval
+excludes 0. Claims need >= 10 seeds.
+
+Baseline rule: --baseline NAME (a selector) compares each strategy with the
+strategy that uses NAME at both selection levels and whose config is
+otherwise equal (testbed, allocator, trainer and all their options,
+iterations, budget, keep, responses); strategies without one are listed as
+unmatched. --baseline HASH (a prefix of a config hash, the config column of
+`harness leaderboard`) compares every strategy on that strategy's testbed
+with it, whatever their other options.
+"""
+
+PLOT_HELP = """\
+Write PNG figures of the strategies (matplotlib, no display needed).
+
+win_rate_vs_labels.png: win rate against cumulative gold labels, one line per
+strategy (mean over seeds) with a ± std band; curves.png: win rate, gold reward
+and KL(pi || pi_ref) per iteration, one panel each; frontier.png: gold reward
+against KL, each run a point coloured by strategy, with the strategy's mean
+path over iterations (compare strategies on gold reward against KL, not on win
+rate alone). Takes the filters and --by of `harness leaderboard`; --limit keeps
+the best N strategies (default 10).
+"""
+
+EXPORT_HELP = """\
+Write the runs and their iterations to files, for pandas, R or a spreadsheet.
+
+--format csv writes two files, <stem>-runs.csv and <stem>-iterations.csv
+(JSON columns such as config_json as text); --format json writes one file
+{"runs": [...], "iterations": [...]} with the JSON columns parsed. The format
+defaults to --out's suffix. Unlike the tables, export takes every status
+unless --status says otherwise; the other filters are those of
+`harness leaderboard`.
 """
 
 leaderboard_app = typer.Typer(
     name="leaderboard",
     help=LEADERBOARD_HELP,
-    short_help="Rank finished runs by final win rate (see also: show RUN_ID).",
+    short_help="Rank strategies by final win rate (also: show, compare, plot, export).",
     invoke_without_command=True,
     no_args_is_help=False,
     add_completion=False,
 )
 
+# -- shared options ------------------------------------------------------------------
+
 JsonOption = Annotated[
-    bool,
-    typer.Option("--json", help="Print a JSON list on stdout instead of the table."),
+    bool, typer.Option("--json", help="Print JSON on stdout instead of the table.")
 ]
+CsvOption = Annotated[
+    bool, typer.Option("--csv", help="Print CSV on stdout instead of the table.")
+]
+TestbedOption = Annotated[
+    Optional[str],
+    typer.Option("--testbed", metavar="NAME",
+                 help="Only runs on this testbed (win rates are comparable within one testbed only)."),
+]
+SweepOption = Annotated[
+    Optional[str],
+    typer.Option("--sweep", metavar="SWEEP_ID", help="Only runs recorded by this sweep (column sweep_id)."),
+]
+SelectorOption = Annotated[
+    Optional[str],
+    typer.Option("--selector", metavar="NAME",
+                 help="Only runs that use this selector at the instance or the corpus level."),
+]
+AllocatorOption = Annotated[
+    Optional[str], typer.Option("--allocator", metavar="NAME", help="Only runs with this allocator.")
+]
+StatusOption = Annotated[
+    Optional[str],
+    typer.Option("--status", metavar="STATUS",
+                 help="finished (default), running, failed, interrupted or all.", show_default=False),
+]
+ByOption = Annotated[
+    Optional[str],
+    typer.Option("--by", metavar="FIELDS",
+                 help="Group by these comma-separated run columns instead of by strategy; `run`: one row per run."),
+]
+
+
+def _merged(ctx: typer.Context, name: str, value: Any) -> Any:
+    """A subcommand option, else the same option given before the subcommand."""
+    if value not in (None, False) or ctx.parent is None:
+        return value
+    return ctx.parent.params.get(name, value)
+
+
+def _filters(status: str | None, testbed, sweep, selector, allocator, *, default_status: str = "finished"):
+    from harness.errors import UnknownNameError
+    from leaderboard.query import STATUS_CHOICES, Filters
+
+    status = default_status if status is None else status
+    if status not in STATUS_CHOICES:
+        raise UnknownNameError("status", status, STATUS_CHOICES)
+    return Filters(None if status == "all" else status, testbed, sweep, selector, allocator)
 
 
 @leaderboard_app.callback()
@@ -69,57 +177,193 @@ def leaderboard(
     ctx: typer.Context,
     db: DbOption = None,
     json_output: JsonOption = False,
-    show_all: Annotated[
-        bool,
-        typer.Option(
-            "--all",
-            help="Also list running, failed and interrupted runs (unranked, after the ranked ones).",
-        ),
+    csv_output: CsvOption = False,
+    by: ByOption = None,
+    sort: Annotated[
+        Optional[str],
+        typer.Option("--sort", metavar="COLUMN",
+                     help="Order by this column (a shown column, or any run column with --by run)."),
+    ] = None,
+    reverse: Annotated[
+        bool, typer.Option("--reverse", help="Reverse the order (numbers low first, text Z-A).")
     ] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list running, failed and interrupted runs (= --status all).")
+    ] = False,
+    status: StatusOption = None,
     limit: Annotated[
-        int | None,
-        typer.Option("--limit", metavar="N", min=1, help="Show at most N runs (the best N)."),
+        Optional[int],
+        typer.Option("--limit", metavar="N", min=1, help="Show at most N rows (the first N in the order shown)."),
     ] = None,
-    testbed: Annotated[
-        str | None,
-        typer.Option(
-            "--testbed",
-            metavar="NAME",
-            help="Only runs on this testbed (win rates are comparable within one testbed only).",
-        ),
-    ] = None,
+    testbed: TestbedOption = None,
+    sweep: SweepOption = None,
+    selector: SelectorOption = None,
+    allocator: AllocatorOption = None,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
+    if json_output and csv_output:
+        _error("--json and --csv both print on stdout: pick one", code=2)
     path = resolve_db(db)
     if not path.exists():
-        _no_database(path, json_output)
+        _no_database(path, json_output, csv_output)
         return
-    from leaderboard.render import print_leaderboard, to_json
+    with cli_errors():
+        if show_all:
+            if status not in (None, "all"):
+                _error(f"--all means --status all; it conflicts with --status {status}", code=2)
+            status = "all"
+        filters = _filters(status, testbed, sweep, selector, allocator)
+        with _open(path) as lb:
+            from leaderboard.query import parse_by, table_columns
 
-    with _open(path) as lb:
-        runs = lb.runs(status=None if show_all else "finished", testbed=testbed, limit=limit)
-        unfinished = 0 if show_all else len(lb.runs(status=None, testbed=testbed)) - len(
-            lb.runs(status="finished", testbed=testbed)
-        )
+            fields = parse_by(by, table_columns(lb.conn, "runs"))
+            if fields is None:
+                _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output)
+            else:
+                _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, csv_output)
+
+
+def _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output) -> None:
+    from leaderboard.query import check_name, is_numeric, select_runs, table_columns
+    from leaderboard.render import print_leaderboard, to_json
+    from leaderboard.store import _decode
+
+    columns = table_columns(lb.conn, "runs")
+    if sort is not None:
+        check_name(sort, columns, "sort column")
+    descending = is_numeric(columns.get(sort or "final_win_rate", "REAL"))
+    rows, notes = select_runs(lb.conn, filters, sort=sort, descending=descending != reverse, limit=limit)
+    if csv_output:
+        from leaderboard.export import csv_text
+
+        typer.echo(csv_text(rows), nl=False)
+        return
+    runs = [_decode(row) for row in rows]
     if json_output:
         typer.echo(to_json(runs))
         return
     console = stderr_console()
     if not runs:
-        where = f" on testbed {testbed!r}" if testbed else ""
-        console.print(f"no finished runs{where} in {path}")
-        if unfinished:
-            console.print(f"--all lists {unfinished} running, failed or interrupted run(s)")
-        else:
-            console.print(NO_RUNS_MESSAGE)
+        _nothing(lb, path, filters, console, notes)
         return
-    print_leaderboard(runs, console, show_status=show_all, title=f"leaderboard: {path}")
+    caption = None
+    if sort is not None or reverse:
+        order = f"{'high' if descending != reverse else 'low'} first" if is_numeric(
+            columns.get(sort or "final_win_rate", "")) else ("Z-A" if reverse else "A-Z")
+        caption = (f"sorted by {sort or 'final_win_rate'}, {order}; ± is the standard error of one "
+                   "run's win rate, not seed-to-seed spread")
+    print_leaderboard(runs, console, show_status=filters.status is None, title=f"leaderboard: {path}",
+                      caption=caption)
+    for line in notes:
+        console.print(f"note: {line}", style="dim")
+    _unfinished_hint(lb, filters, console)
+
+
+def _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, csv_output) -> None:
+    from harness.errors import UnknownNameError
+    from leaderboard.query import (
+        GROUP_METRICS, STRATEGY_FIELDS, config_settings, configs_for, group_runs,
+        group_sort_keys, select_runs, sort_groups,
+    )
+    from leaderboard.render import group_caption, groups_to_json_list, print_groups
+
+    sort_keys = group_sort_keys(fields)
+    if sort is not None and sort not in sort_keys:
+        raise UnknownNameError("sort column", sort, sort_keys)
+    wanted = list(dict.fromkeys(["id", "seed", "world_seed", *fields, *GROUP_METRICS]))
+    rows, notes = select_runs(lb.conn, filters, wanted)
+    groups = group_runs(rows, fields)
+    if tuple(fields) == STRATEGY_FIELDS and groups:
+        configs = configs_for(lb.conn, [g["run_ids"][0] for g in groups])
+        settings = config_settings([configs.get(g["run_ids"][0]) for g in groups])
+        for group, setting in zip(groups, settings):
+            group["settings"] = setting
+    key = sort_keys[sort or "final_win_rate"]
+    numeric = _numeric_key(groups, key)
+    descending = numeric != reverse
+    groups = sort_groups(groups, key, descending=descending)
+    if limit is not None:
+        groups = groups[:limit]
+    payload = groups_to_json_list(groups)
+    if json_output:
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
+        return
+    if csv_output:
+        from leaderboard.export import csv_text
+
+        typer.echo(csv_text(payload), nl=False)
+        return
+    console = stderr_console()
+    if not groups:
+        _nothing(lb, path, filters, console, notes)
+        return
+    what = "strategies" if tuple(fields) == STRATEGY_FIELDS else f"groups by {', '.join(fields)}"
+    caption = group_caption(fields, sort, descending, numeric)
+    print_groups(groups, fields, console, title=f"leaderboard: {path} · {what}", caption=caption,
+                 extra_notes=notes)
+    _unfinished_hint(lb, filters, console)
+
+
+def _numeric_key(groups: list[dict[str, Any]], key: str) -> bool:
+    return all(isinstance(g.get(key), (int, float)) for g in groups if g.get(key) is not None)
+
+
+def _unfinished_hint(lb, filters, console) -> None:
+    from leaderboard.query import count_runs
+
+    if filters.status != "finished":
+        return
+    counts = count_runs(lb.conn, filters)
+    unfinished = sum(n for status, n in counts.items() if status != "finished")
     if unfinished:
         console.print(
             f"{unfinished} unfinished run(s) not shown (running, failed or interrupted): --all",
             style="dim",
         )
+
+
+def _nothing(lb, path, filters, console, notes) -> None:
+    """Say why nothing matched: no runs at all, only unfinished ones, or a filter value no run has."""
+    from harness.errors import close_matches
+    from leaderboard.query import count_runs, distinct_values
+
+    described = filters.describe()
+    where = f" matching {described}" if described else ""
+    status = "" if filters.status is None else f"{filters.status} "
+    console.print(f"no {status}runs{where} in {path}")
+    for line in notes:
+        console.print(f"note: {line}", style="dim")
+    for value, columns, kind in (
+        (filters.testbed, ("testbed",), "testbed"),
+        (filters.selector, ("instance_selector", "corpus_selector"), "selector"),
+        (filters.allocator, ("allocator",), "allocator"),
+    ):
+        if value is None:
+            continue
+        known = distinct_values(lb.conn, *columns)
+        if value not in known:
+            hint = f"no run uses {kind} {value!r}"
+            matches = close_matches(value, known)
+            if matches:
+                hint += f"; did you mean {' or '.join(repr(m) for m in matches)}?"
+            if known:
+                hint += f" ({kind}s in this database: {', '.join(known)})"
+            console.print(hint)
+    counts = count_runs(lb.conn, filters)
+    if not sum(counts.values()):
+        if not described:
+            console.print(NO_RUNS_MESSAGE)
+        return
+    if filters.status == "finished":
+        unfinished = sum(n for s, n in counts.items() if s != "finished")
+        if unfinished:
+            console.print(f"--all lists {unfinished} running, failed or interrupted run(s)")
+        else:
+            console.print(NO_RUNS_MESSAGE)
+
+
+# -- show ----------------------------------------------------------------------------
 
 
 @leaderboard_app.command("show", help=SHOW_HELP)
@@ -131,33 +375,199 @@ def show(
         bool, typer.Option("--json", help="Print the run and its iterations as one JSON object on stdout.")
     ] = False,
 ) -> None:
-    if db is None and ctx.parent is not None:
-        db = ctx.parent.params.get("db")
+    db = _merged(ctx, "db", db)
     path = resolve_db(db)
     if not path.exists():
         _error(f"no database at {path}; {NO_RUNS_MESSAGE}", code=1)
     with _open(path) as lb:
         run = lb.get_run(run_id)
         if run is None:
-            ids = [r["id"] for r in lb.runs(status=None)]
+            ids = [r for (r,) in lb.conn.execute("select id from runs")]
             matches = [i for i in ids if i.startswith(run_id)]
             if len(matches) == 1:
                 run = lb.get_run(matches[0])
             else:
                 _error(_unknown_run(run_id, ids, matches, path), code=1)
         iterations = lb.iterations(run["id"])
-    if json_output:
+    if _merged(ctx, "json_output", json_output):
         typer.echo(json.dumps({**run, "iteration_rows": iterations}, indent=2, ensure_ascii=False))
         return
-    _print_run(run, iterations, stderr_console())
+    from leaderboard.render import print_run
+
+    print_run(run, iterations, stderr_console())
 
 
-# -- helpers -------------------------------------------------------------------
+# -- compare --------------------------------------------------------------------------
 
 
-def _no_database(path: Path, json_output: bool) -> None:
+@leaderboard_app.command("compare", help=COMPARE_HELP)
+def compare(
+    ctx: typer.Context,
+    baseline: Annotated[
+        str,
+        typer.Option("--baseline", metavar="SELECTOR_OR_HASH",
+                     help="A selector name (used at both levels) or a config hash prefix."),
+    ] = "random",
+    metric: Annotated[
+        str,
+        typer.Option("--metric", metavar="COLUMN",
+                     help="A numeric run column: final_win_rate, final_gold_reward, final_kl, delta_win_rate, ..."),
+    ] = "final_win_rate",
+    confidence: Annotated[
+        float, typer.Option("--confidence", metavar="LEVEL", help="Level of the t-interval.")
+    ] = 0.95,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+    testbed: TestbedOption = None,
+    sweep: SweepOption = None,
+    selector: Annotated[
+        Optional[str],
+        typer.Option("--selector", metavar="NAME",
+                     help="Only show strategies that use this selector at either level (baselines are always read)."),
+    ] = None,
+    allocator: AllocatorOption = None,
+) -> None:
+    path = resolve_db(_merged(ctx, "db", db))
+    json_output = _merged(ctx, "json_output", json_output)
+    if not path.exists():
+        _no_database(path, json_output, False, empty="{}")
+        return
+    with cli_errors():
+        from leaderboard.compare import compare as run_compare
+        from leaderboard.query import Filters
+
+        filters = Filters(
+            "finished",
+            _merged(ctx, "testbed", testbed), _merged(ctx, "sweep", sweep),
+            _merged(ctx, "selector", selector), _merged(ctx, "allocator", allocator),
+        )
+        with _open(path) as lb:
+            result = run_compare(lb.conn, filters, baseline=baseline, metric=metric, confidence=confidence)
+            if json_output:
+                typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
+                return
+            console = stderr_console()
+            if not result["rows"]:
+                _nothing(lb, path, filters, console, result["notes"])
+                return
+    from leaderboard.render import print_compare
+
+    title = f"paired differences of {metric} vs baseline {baseline!r} ({result['baseline_kind']}): {path}"
+    print_compare(result, console, title=title)
+
+
+# -- plot -----------------------------------------------------------------------------
+
+
+@leaderboard_app.command("plot", help=PLOT_HELP)
+def plot(
+    ctx: typer.Context,
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", file_okay=False, help="Directory for the PNG files.")
+    ] = Path("leaderboard-plots"),
+    db: DbOption = None,
+    by: ByOption = None,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, help="Plot the best N groups by mean final win rate.")
+    ] = 10,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the written paths as a JSON list on stdout.")
+    ] = False,
+    testbed: TestbedOption = None,
+    sweep: SweepOption = None,
+    selector: SelectorOption = None,
+    allocator: AllocatorOption = None,
+    status: StatusOption = None,
+) -> None:
+    path = resolve_db(_merged(ctx, "db", db))
+    if not path.exists():
+        _error(f"no database at {path}; {NO_RUNS_MESSAGE}", code=1)
+    with cli_errors():
+        from leaderboard.query import parse_by, table_columns
+
+        filters = _filters(
+            _merged(ctx, "status", status), _merged(ctx, "testbed", testbed),
+            _merged(ctx, "sweep", sweep), _merged(ctx, "selector", selector),
+            _merged(ctx, "allocator", allocator),
+        )
+        with _open(path) as lb:
+            from leaderboard.plots import collect
+
+            fields = parse_by(_merged(ctx, "by", by), table_columns(lb.conn, "runs"))
+            if fields is None:
+                _error("plot draws groups of runs: use --by FIELDS or the default (by strategy), not --by run", code=2)
+            data = collect(lb.conn, filters, fields, limit=limit)
+        console = stderr_console()
+        if not data.groups:
+            with _open(path) as lb:
+                _nothing(lb, path, filters, console, data.notes)
+            raise typer.Exit(1)
+        from leaderboard.plots import write_figures
+
+        paths = write_figures(data, out)
     if json_output:
-        typer.echo("[]")
+        typer.echo(json.dumps([str(p) for p in paths]))
+    for line in data.notes:
+        console.print(f"note: {line}", style="dim")
+    console.print(f"{len(data.groups)} group(s), {data.n_runs} run(s):")
+    for written in paths:
+        console.print(f"  {written}", highlight=False)
+
+
+# -- export ---------------------------------------------------------------------------
+
+
+@leaderboard_app.command("export", help=EXPORT_HELP)
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", metavar="PATH", dir_okay=False, help="File to write (CSV: the stem of two files).")],
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", metavar="csv|json", help="csv or json; default: --out's suffix.")
+    ] = None,
+    db: DbOption = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the written paths as a JSON list on stdout.")
+    ] = False,
+    testbed: TestbedOption = None,
+    sweep: SweepOption = None,
+    selector: SelectorOption = None,
+    allocator: AllocatorOption = None,
+    status: Annotated[
+        Optional[str],
+        typer.Option("--status", metavar="STATUS", help="all (default), finished, running, failed or interrupted."),
+    ] = None,
+) -> None:
+    path = resolve_db(_merged(ctx, "db", db))
+    if not path.exists():
+        _error(f"no database at {path}; {NO_RUNS_MESSAGE}", code=1)
+    with cli_errors():
+        from leaderboard.export import export_runs, infer_format
+
+        fmt = infer_format(fmt, out)
+        filters = _filters(
+            _merged(ctx, "status", status),
+            _merged(ctx, "testbed", testbed), _merged(ctx, "sweep", sweep),
+            _merged(ctx, "selector", selector), _merged(ctx, "allocator", allocator),
+            default_status="all",
+        )
+        with _open(path) as lb:
+            written, n_runs, n_iterations, notes = export_runs(lb.conn, filters, fmt, out)
+    if json_output:
+        typer.echo(json.dumps([str(p) for p in written]))
+    console = stderr_console()
+    for line in notes:
+        console.print(f"note: {line}", style="dim")
+    console.print(f"exported {n_runs} run(s) and {n_iterations} iteration row(s):")
+    for item in written:
+        console.print(f"  {item}", highlight=False)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _no_database(path: Path, json_output: bool, csv_output: bool, empty: str = "[]") -> None:
+    if json_output:
+        typer.echo(empty)
     typer.echo(f"{NO_RUNS_MESSAGE} (no database at {path})", err=True)
 
 
@@ -184,64 +594,3 @@ def _unknown_run(run_id: str, ids: list[str], matches: list[str], path: Path) ->
     if close:
         message += f"; did you mean {' or '.join(close)}?"
     return message
-
-
-_SETUP_KEYS = (
-    "status", "testbed", "instance_selector", "corpus_selector", "allocator", "trainer",
-    "scorer_columns", "seed", "world_seed", "iterations", "budget", "keep", "n_responses",
-    "config_hash", "git_commit", "harness_version", "command", "started_at", "finished_at",
-)
-_HIDDEN_KEYS = {"id", "config", "plugins", "versions", "error"}
-
-
-def _print_run(run: dict[str, Any], iterations: list[dict[str, Any]], console: Any) -> None:
-    from rich import box
-    from rich.table import Table
-
-    from leaderboard.render import format_wall
-
-    console.print(f"run {run['id']}", style="bold")
-    facts = Table(box=None, show_header=False, pad_edge=False)
-    facts.add_column(style="dim", no_wrap=True)
-    facts.add_column(overflow="fold")
-    for key in _SETUP_KEYS:
-        if run.get(key) is not None:
-            facts.add_row(key, str(run[key]))
-    for key, value in run.items():  # final metrics and any later columns
-        if key not in _SETUP_KEYS and key not in _HIDDEN_KEYS and value is not None:
-            shown = format_wall(value) if key == "wall_seconds" else _cell(value)
-            facts.add_row(key, shown)
-    for key in ("plugins", "versions", "config"):
-        if run.get(key):
-            facts.add_row(key, json.dumps(run[key], sort_keys=True))
-    console.print(facts)
-    if run.get("error"):
-        console.print("error:", style="bold red")
-        console.print(run["error"], markup=False, highlight=False)
-    if not iterations:
-        console.print("no iterations recorded", style="dim")
-        return
-    # Few iterations, many metrics: one row per metric, one column per iteration.
-    metrics = [
-        key
-        for key in iterations[0]
-        if key not in ("run_id", "recorded_at", "iteration")
-        and any(row.get(key) is not None for row in iterations)
-    ]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="per iteration (0 = pi_0)", title_justify="left")
-    table.add_column("metric", no_wrap=True, overflow="ellipsis")
-    for row in iterations:
-        table.add_column(str(row["iteration"]), justify="right", no_wrap=True)
-    for key in metrics:
-        table.add_row(key, *(_cell(row.get(key)) for row in iterations))
-    console.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
