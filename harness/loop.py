@@ -294,6 +294,7 @@ def _final_metrics(rows: list[dict[str, Any]], ledger: Ledger, timer: StageTimer
     """The run's summary: the last policy's metrics, labels spent and where the time went."""
     last = rows[-1]
     model = timer.model_seconds()
+    gain = last["win_rate"] - rows[0]["win_rate"]
     return {
         "final_win_rate": last["win_rate"],
         "final_win_rate_se": last.get("win_rate_se"),
@@ -302,6 +303,8 @@ def _final_metrics(rows: list[dict[str, Any]], ledger: Ledger, timer: StageTimer
         "initial_win_rate": rows[0]["win_rate"],
         "labels_used": ledger.spent,
         "proxy_calls": sum(ledger.proxy_calls.values()),
+        # win-rate gain over pi_0 per 1,000 gold labels: what a label bought, comparable across budgets
+        "win_gain_per_1k_labels": round(1000.0 * gain / ledger.spent, 6) if ledger.spent else None,
         "wall_seconds": round(wall, 3),
         "model_seconds": round(model, 3),
         "overhead_share": round(max(0.0, wall - model) / wall, 5) if wall > 0 else 0.0,

@@ -52,7 +52,9 @@ BY_ALIASES: dict[str, tuple[str, ...]] = {
     "selector": ("instance_selector", "corpus_selector"),
 }
 #: Final metrics summarised per group (mean, std, n).
-GROUP_METRICS = ("final_win_rate", "final_gold_reward", "final_kl", "labels_used")
+GROUP_METRICS = (
+    "final_win_rate", "final_gold_reward", "final_kl", "labels_used", "proxy_calls", "win_gain_per_1k_labels",
+)
 #: Per-group counts that ``--sort`` accepts besides the metrics and the group's own columns.
 GROUP_COUNTS = ("runs", "seeds")
 

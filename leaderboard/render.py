@@ -136,6 +136,8 @@ def _columns(
         ("seed", "num", [_count(run.get("seed")) for run in runs_]),
         ("iter", "num", [_count(run.get("iterations")) for run in runs_]),
         ("labels", "num", [_count(run.get("labels_used")) for run in runs_]),
+        *([("proxy calls", "num", [_count(run.get("proxy_calls")) for run in runs_])]
+          if any(run.get("proxy_calls") for run in runs_) else []),
         ("win rate ± se", "num", win_cells),
         ("Δ vs π₀", "num", delta_cells),
         ("gold", "num", [_number(run.get("final_gold_reward"), 3) for run in runs_]),
@@ -426,6 +428,13 @@ def group_table_columns(
         _MISSING if g.get("labels_used_mean") is None else f"{g['labels_used_mean']:,.0f}"
         for g in groups
     ]))
+    if any(g.get("proxy_calls_mean") for g in groups):
+        columns.append(("proxy calls", "num", [
+            _MISSING if g.get("proxy_calls_mean") is None else f"{g['proxy_calls_mean']:,.0f}" for g in groups
+        ]))
+    columns.append(("gain/1k labels", "num", [
+        _number(g.get("win_gain_per_1k_labels_mean"), 3) for g in groups
+    ]))
     return columns
 
 
@@ -557,7 +566,7 @@ _SETUP_KEYS = (
 _PROVENANCE_KEYS = ("git_commit", "harness_version", "command")
 _FINAL_KEYS = (
     "initial_win_rate", "final_win_rate", "final_win_rate_se", "final_gold_reward", "final_kl",
-    "labels_used", "wall_seconds", "model_seconds", "overhead_share",
+    "labels_used", "proxy_calls", "win_gain_per_1k_labels", "wall_seconds", "model_seconds", "overhead_share",
 )
 _HIDDEN_KEYS = {"id", "config", "plugins", "versions", "error"}
 

@@ -117,3 +117,20 @@ def register_selectors(register):
     # pi_0's row was complete when the crash came, so it stays; nothing later was written.
     assert [row["iteration"] for row in Leaderboard(db_path).iterations(run["id"])] == [0]
     assert Leaderboard(db_path).runs() == []  # finished runs only: none
+
+
+def test_leaderboard_shows_labels_proxy_calls_and_gain_per_1k_labels(cli, db_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    run_ok(cli, "--selector", "map", "--seed", "2")
+    run = only_run(db_path)
+    assert run["labels_used"] == 80
+    assert run["proxy_calls"] == 2 * 80 * 8  # every response of both pools scored by the proxy, not charged
+    expected = 1000 * (run["final_win_rate"] - run["initial_win_rate"]) / run["labels_used"]
+    assert run["win_gain_per_1k_labels"] == pytest.approx(expected, abs=1e-6)
+    table = cli("leaderboard", "--db", db_path)
+    assert table.exit_code == 0
+    assert "proxy calls" in table.output and "gain/1k labels" in table.output
+    assert "1,280" in table.output
+    ranked = cli("leaderboard", "--db", db_path, "--sort", "win_gain_per_1k_labels", "--json")
+    assert ranked.exit_code == 0 and json.loads(ranked.stdout)[0]["win_gain_per_1k_labels_mean"] == pytest.approx(
+        run["win_gain_per_1k_labels"])
