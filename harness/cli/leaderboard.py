@@ -264,14 +264,16 @@ def _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, c
     from harness.errors import UnknownNameError
     from leaderboard.query import (
         GROUP_METRICS, STRATEGY_FIELDS, config_settings, configs_for, group_runs,
-        group_sort_keys, select_runs, sort_groups,
+        group_sort_keys, select_runs, sort_groups, table_columns,
     )
     from leaderboard.render import group_caption, groups_to_json_list, print_groups
 
     sort_keys = group_sort_keys(fields)
     if sort is not None and sort not in sort_keys:
         raise UnknownNameError("sort column", sort, sort_keys)
-    wanted = list(dict.fromkeys(["id", "seed", "world_seed", *fields, *GROUP_METRICS]))
+    present = table_columns(lb.conn, "runs")  # metrics added by later versions may be absent in an old database
+    metrics = [metric for metric in GROUP_METRICS if metric in present]
+    wanted = list(dict.fromkeys(["id", "seed", "world_seed", *fields, *metrics]))
     rows, notes = select_runs(lb.conn, filters, wanted)
     groups = group_runs(rows, fields)
     if tuple(fields) == STRATEGY_FIELDS and groups:
