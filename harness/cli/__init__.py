@@ -31,7 +31,7 @@ def _version_callback(value: bool) -> None:
 
 def build_app() -> typer.Typer:
     """The CLI with built-in commands and every plugin's ``register_commands``."""
-    from harness.cli import leaderboard, listing, plugins, run
+    from harness.cli import leaderboard, listing, plugins, run, sweep
     from harness.cli.common import cli_errors
     from harness.plugins import build_plugin_manager
 
@@ -53,6 +53,7 @@ def build_app() -> typer.Typer:
         """Benchmark which preference pairs to annotate in iterative DPO."""
 
     run.register(app)
+    sweep.register(app)
     plugins.register(app)
     listing.register(app)
     app.add_typer(leaderboard.leaderboard_app, name="leaderboard")

@@ -1,0 +1,379 @@
+"""``harness sweep``: a grid of strategies × seeds, each cell × seed one leaderboard run, in parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from harness.cli.common import DbOption, JsonOption, PluginOption, cli_errors, resolve_db, stderr_console
+
+SWEEP_HELP = """\
+Run a grid of strategies over several seeds; every cell × seed is one leaderboard run.
+
+Comma lists make the grid: --selector, --instance-selector, --corpus-selector,
+--allocator, --trainer, --testbed, --gold-judge, --proxy-judge and every
+-o KEY=V1,V2 are axes, and the grid is every combination of their values,
+each run on every seed of --seeds (0-4, 0,2,5 or 0-2,7). The world seed is
+the run seed unless --world-seed fixes one world for all. For a list-valued
+option the commas belong to the value, so separate its grid values with |
+(or ;):  -o "weights=1,1,2|2,1,1".
+
+[bold]Examples[/]
+
+  harness sweep --selector smallest,random,largest --seeds 0-9
+  harness sweep --instance-selector smallest,random --corpus-selector random --seeds 0-4
+  harness sweep --selector smallest -o trainer.beta=0.5,1,2 --seeds 0-4 --jobs 2
+  harness sweep --allocator custom -o "weights=1,1,2|2,1,1" --seeds 0-29
+  harness sweep --selector smallest,random --seeds 0-9 --dry-run   # the plan only
+
+Every cell is validated (names, options, budget plan) before anything starts:
+a bad cell exits 2, naming it, and nothing is written. Runs are tagged with
+the sweep's id, a hash of the normalised grid (the cells' full configs, not
+the seed list), so the same command always gets the same id, and widening
+--seeds adds runs to the same sweep.
+
+[bold]Re-running a sweep[/] runs only what is missing. Per cell × seed it looks at
+the runs of this sweep id with the same config hash, seed and world seed
+(runs made by harness run or by another sweep do not count):
+
+  finished                                 skipped
+  running, its recording process alive     left alone (each run stores its pid, hostname)
+  interrupted, or running with its process gone
+                                           resumed from its last checkpoint, same run id
+  failed                                   redone as a new run (the failed row stays)
+
+--force redoes everything as new runs. The plan is printed before anything
+starts; --dry-run prints all of it and exits.
+
+--jobs J runs J worker processes (default: the number of cores), one torch
+thread each. Ctrl-C stops cleanly: finished runs stay, running ones are
+marked interrupted, exit code 130; run the same command again to resume.
+A run that fails does not stop the sweep; the exit code is 1 if any did.
+--executor ray runs on Ray instead (pip install 'pairsel-harness\\[ray]';
+$RAY_ADDRESS, else a local Ray).
+
+Note: on the synthetic testbed the budget schedules (constant / increase /
+decrease) are not distinguishable; an --allocator grid there measures noise.
+See the README section on budget schedules before reading anything into one.
+"""
+
+_STATUS_STYLE = {
+    "finished": "green", "failed": "red", "crashed": "red", "interrupted": "yellow",
+    "skipped": "dim", "cancelled": "dim",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="sweep", help=SWEEP_HELP)(sweep_command)
+
+
+def sweep_command(
+    selector: Annotated[
+        str, typer.Option("--selector", "-s", help="Selector(s) for both levels, comma-separated.")
+    ] = "random",
+    instance_selector: Annotated[
+        Optional[str], typer.Option(help="Instance-level selector(s), comma-separated (override --selector).")
+    ] = None,
+    corpus_selector: Annotated[
+        Optional[str], typer.Option(help="Corpus-level selector(s), comma-separated (override --selector).")
+    ] = None,
+    allocator: Annotated[str, typer.Option("--allocator", "-a", help="Budget schedule(s), comma-separated.")] = "constant",
+    trainer: Annotated[str, typer.Option(help="Preference optimiser(s), comma-separated.")] = "native",
+    gold_judge: Annotated[
+        Optional[str], typer.Option(help="Gold judge(s) for explicit scores, comma-separated. Default: the testbed's.")
+    ] = None,
+    proxy_judge: Annotated[
+        Optional[str], typer.Option(help="Proxy judge(s), comma-separated. Default: the testbed's.")
+    ] = None,
+    testbed: Annotated[str, typer.Option(help="World(s) to run in, comma-separated.")] = "synthetic",
+    option: Annotated[
+        Optional[list[str]],
+        typer.Option("--option", "-o", metavar="KEY=V1,V2",
+                     help="A component option and its grid values (repeatable; | separates values of list options)."),
+    ] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Run seeds: 0-4, 0,2,5 or 0-2,7.")] = "0",
+    world_seed: Annotated[
+        Optional[int], typer.Option(help="One world seed for every run. Default: each run's seed.")
+    ] = None,
+    iterations: Annotated[int, typer.Option("--iterations", "-k", help="DPO iterations (>= 1).")] = 3,
+    budget: Annotated[int, typer.Option(help="Total gold labels per run (> 0).")] = 3000,
+    keep: Annotated[float, typer.Option(help="Share of instance pairs kept at corpus level, in (0, 1].")] = 0.5,
+    responses: Annotated[int, typer.Option("--responses", "-n", help="Responses sampled per prompt (>= 2).")] = 8,
+    jobs: Annotated[
+        Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs in parallel. Default: the number of cores.")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="Where runs execute: local (processes) or ray.")] = "local",
+    force: Annotated[bool, typer.Option("--force", help="Redo every cell × seed as a new run.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, print the plan, run nothing.")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    plugin: PluginOption = None,
+) -> None:
+    from harness import sweep as sw
+    from harness.executors import executor_class
+    from harness.plugins import load_registry
+
+    console = stderr_console()
+    db_path = resolve_db(db)
+    jobs = jobs or os.cpu_count() or 1
+    # Workers load the same plugins; a plugin file is passed to them by its absolute path.
+    plugin = [str(Path(spec).resolve()) if spec.endswith(".py") or Path(spec).exists() else spec
+              for spec in plugin or ()]
+    with cli_errors():
+        registry = load_registry(plugin)
+        seed_list = sw.parse_seeds(seeds)
+        spec = sw.GridSpec.from_cli(
+            registry, testbed=testbed, selector=selector, instance_selector=instance_selector,
+            corpus_selector=corpus_selector, allocator=allocator, trainer=trainer, gold_judge=gold_judge,
+            proxy_judge=proxy_judge, options=option or (),
+            iterations=iterations, budget=budget, keep=keep, n_responses=responses, world_seed=world_seed,
+        )
+        cells = sw.expand_grid(registry, spec, first_seed=seed_list[0])
+        executor_class(executor)
+        sweep = sw.sweep_id(cells, world_seed)
+        plan = sw.make_plan(cells, seed_list, sweep=sweep, db_path=db_path, world_seed=world_seed, force=force)
+
+    _print_plan(console, sweep, cells, seed_list, plan, db_path, executor, jobs, full=dry_run)
+    if dry_run:
+        if as_json:
+            typer.echo(json.dumps({"sweep_id": sweep, "plan": [_plan_json(item) for item in plan]}))
+        return
+
+    tasks = sw.tasks_from_plan(plan, sweep=sweep, db_path=db_path.resolve())
+    results: list[tuple[Any, Any]] = []
+    interrupted = False
+    if tasks:
+        results, interrupted = _execute(console, executor, min(jobs, len(tasks)), plugin, tasks, plan)
+
+    runs = sw.sweep_runs(db_path, sweep)
+    summary = sw.summarise(cells, seed_list, world_seed, runs)
+    _print_summary(console, sweep, summary, results, db_path)
+    failed = [r for _, r in results if r.status in ("failed", "crashed") or (r.status == "interrupted" and not interrupted)]
+    code = 130 if interrupted else 1 if failed else 0
+    if interrupted or failed:
+        console.print("Run the same command again to resume interrupted runs and redo failed ones "
+                      "(finished runs are skipped).")
+    if as_json:
+        typer.echo(json.dumps({
+            "sweep_id": sweep,
+            "db": str(db_path),
+            "seeds": seed_list,
+            "cells": summary,
+            "plan": _counts(plan),
+            "results": [_result_json(item, result) for item, result in results],
+            "exit_code": code,
+        }))
+    if code:
+        raise typer.Exit(code)
+
+
+# -- running --------------------------------------------------------------------
+
+
+def _execute(console, executor_name, jobs, plugins, tasks, plan):
+    """Run ``tasks`` under a live progress display; returns ([(planned, result)], interrupted)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from harness.executors import WorkerStartError, create_executor
+
+    progress = Progress(
+        SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+        MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False,
+    )
+    lines: dict[int, Any] = {}
+    iterations = {task.index: plan[task.index].config.iterations for task in tasks}
+
+    def on_event(event) -> None:
+        item = plan[event.index]
+        text = f"{item.cell.key} · seed {item.seed}"
+        if event.index not in lines:
+            lines[event.index] = progress.add_task(text, total=iterations[event.index] + 1)
+        if event.kind == "iteration":
+            progress.update(lines[event.index], completed=(event.iteration or 0) + 1)
+
+    def finish(result) -> None:
+        item = plan[result.index]
+        if result.index in lines:
+            progress.remove_task(lines.pop(result.index))
+        progress.advance(overall)
+        progress.console.print(_result_line(item, result))
+
+    results: list[tuple[Any, Any]] = []
+    interrupted = False
+    previous_term = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # a SIGTERM stops the sweep like Ctrl-C
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous_term = None
+    try:
+        with progress:
+            overall = progress.add_task(f"[bold]sweep[/] ({jobs} {'job' if jobs == 1 else 'jobs'})", total=len(tasks))
+            with cli_errors():
+                pool = create_executor(executor_name, jobs=jobs, plugins=plugins, on_event=on_event)
+            try:
+                try:
+                    for task in tasks:
+                        pool.submit(task)
+                    for result in pool.as_completed():
+                        results.append((plan[result.index], result))
+                        finish(result)
+                except KeyboardInterrupt:
+                    interrupted = True
+                    progress.console.print(
+                        "[yellow]Stopping:[/] interrupting the running runs "
+                        "(each marks itself interrupted); waiting for them. Ctrl-C again kills them "
+                        "(a re-run still resumes them)."
+                    )
+                    for result in pool.cancel():
+                        if result.status == "cancelled":  # never started
+                            continue
+                        results.append((plan[result.index], result))
+                        finish(result)
+            except WorkerStartError as exc:
+                progress.console.print(f"[bold red]Error:[/] {exc}")
+                raise typer.Exit(1) from None
+            finally:
+                pool.close()
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+    return results, interrupted
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# -- printing ---------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _result_line(item, result) -> str:
+    style = _STATUS_STYLE.get(result.status, "")
+    status = result.status
+    if result.status == "interrupted" and result.run_id is None:
+        status = "not started"
+    text = f"[{style}]{status:>11}[/]  {item.cell.key} · seed {item.seed}"
+    if result.final:
+        text += f" · win [bold]{result.final['final_win_rate']:.3f}[/]"
+    text += f" · {result.seconds:.1f} s"
+    if result.run_id:
+        text += f" · {result.run_id}"
+    if item.action == "resume":
+        text += " (resumed)"
+    elif item.action == "redo":
+        text += f" (redo of {item.run_id})"
+    if result.error and result.status in ("failed", "crashed", "skipped"):
+        last = result.error.strip().splitlines()[-1:] or [""]
+        text += f"\n             [dim]{_escape(last[0])}[/]"
+    return text
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _counts(plan) -> dict[str, int]:
+    counts = {action: 0 for action in ("new", "resume", "redo", "skip", "busy")}
+    for item in plan:
+        counts[item.action] += 1
+    return counts
+
+
+def _plan_line(item) -> str:
+    text = f"{item.action:>6}  {item.cell.key} · seed {item.seed}"
+    if item.world_seed != item.seed:
+        text += f" (world {item.world_seed})"
+    if item.run_id:
+        text += f" · {item.run_id}"
+    if item.reason:
+        text += f" ({item.reason})"
+    return text
+
+
+def _print_plan(console, sweep, cells, seeds, plan, db_path: Path, executor: str, jobs: int, full: bool) -> None:
+    from harness.sweep import format_seeds
+
+    console.print(
+        f"[bold]sweep {sweep}[/] · {len(cells)} cell{'s' if len(cells) != 1 else ''} × {len(seeds)} "
+        f"seed{'s' if len(seeds) != 1 else ''} ({format_seeds(seeds)}) = {len(plan)} runs · "
+        f"executor {executor}, {jobs} job{'s' if jobs != 1 else ''} · {db_path}"
+    )
+    for number, cell in enumerate(cells, 1):
+        console.print(f"  cell {number}: {cell.key}  [dim](config {cell.config_hash})[/]")
+    counts = _counts(plan)
+    console.print(
+        f"plan: {counts['new']} new, {counts['resume']} to resume, {counts['redo']} to redo, "
+        f"{counts['skip']} finished (skip), {counts['busy']} running elsewhere (left alone)"
+    )
+    shown = plan if full else [item for item in plan if item.action != "new"]
+    limit = len(shown) if full else 20
+    for item in shown[:limit]:
+        console.print("  " + _escape(_plan_line(item)))
+    if len(shown) > limit:
+        console.print(f"  … and {len(shown) - limit} more (--dry-run lists them all)")
+
+
+def _print_summary(console, sweep, summary, results, db_path: Path) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=f"sweep {sweep}",
+        caption="finished runs of this grid's seeds; win: final win rate, mean ± std over seeds "
+        "(compare strategies paired by seed: harness leaderboard compare)",
+        title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    )
+    for header, justify in (("cell", "left"), ("n", "right"), ("win ± std", "right"), ("KL", "right"),
+                            ("labels", "right"), ("not finished", "left")):
+        table.add_column(header, justify=justify)
+    for row in summary:
+        others = ", ".join(f"{n} {status}" for status, n in sorted(row["not_finished"].items()))
+        win = "–" if row["win_mean"] is None else f"{row['win_mean']:.3f} ± {_fmt(row['win_std'])}"
+        table.add_row(row["cell"], f"{row['n']}/{row['seeds']}", win, _fmt(row["kl_mean"], ".2f"),
+                      _fmt(row["labels_mean"], ".0f"), others)
+    console.print(table)
+    if results:
+        tally: dict[str, int] = {}
+        for _, result in results:
+            tally[result.status] = tally.get(result.status, 0) + 1
+        console.print("this time: " + ", ".join(f"{n} {status}" for status, n in sorted(tally.items())))
+    db_flag = "" if _default_db(db_path) else f" --db {db_path}"
+    console.print(
+        f"sweep id [bold]{sweep}[/]; browse it with [bold]harness leaderboard --sweep {sweep}{db_flag}[/] "
+        f"or [bold]harness leaderboard compare --baseline random --sweep {sweep}{db_flag}[/]"
+    )
+
+
+def _default_db(db_path: Path) -> bool:
+    from leaderboard.store import default_db_path
+
+    try:
+        return Path(db_path).resolve() == default_db_path().resolve()
+    except OSError:
+        return False
+
+
+def _plan_json(item) -> dict[str, Any]:
+    return {"cell": item.cell.key, "config_hash": item.cell.config_hash, "seed": item.seed,
+            "world_seed": item.world_seed, "action": item.action, "run_id": item.run_id, "reason": item.reason}
+
+
+def _result_json(item, result) -> dict[str, Any]:
+    return {
+        "cell": item.cell.key, "seed": item.seed, "world_seed": item.world_seed, "action": item.action,
+        "status": result.status, "run_id": result.run_id, "seconds": result.seconds,
+        "final_win_rate": (result.final or {}).get("final_win_rate"),
+        "final_kl": (result.final or {}).get("final_kl"),
+        "error": (result.error.strip().splitlines()[-1] if result.error else None),
+    }

@@ -1,0 +1,760 @@
+"""Sweeps: a grid of run configurations times a list of seeds, each cell × seed one leaderboard run.
+
+This module holds what ``harness sweep`` decides before anything runs, and
+what a worker does for one run; it imports neither torch nor an executor:
+
+- :func:`parse_seeds` and :func:`parse_names` read ``--seeds 0-4`` and
+  ``--selector smallest,random``;
+- :func:`expand_grid` turns a :class:`GridSpec` into validated :class:`Cell`
+  objects (every cell goes through ``build_config``, which checks the budget
+  plan, before anything starts; a bad cell is a UsageError naming it);
+- :func:`sweep_id` is a hash of the normalised grid, so the same command (or
+  one that means the same) always gets the same id;
+- :func:`make_plan` reads the leaderboard and decides, for every cell × seed,
+  whether to skip, resume, redo or start it (the rule is in its docstring);
+- :func:`run_task` is what a worker process calls for one planned run: it goes
+  through :func:`harness.runner.execute` or :func:`harness.runner.resume`,
+  the one way runs are recorded.
+
+Grid values: ``--selector``, ``--instance-selector``, ``--corpus-selector``,
+``--allocator``, ``--trainer``, ``--testbed``, ``--gold-judge`` and ``--proxy-judge`` take comma lists; so does
+``-o KEY=V1,V2``. For a list-valued option (``-o weights=1,1,2``) the commas
+belong to the value, so its grid values are separated with ``|`` (or ``;``):
+``-o "weights=1,1,2|2,1,1"``. ``|`` or ``;`` in any ``-o`` value always
+separates grid values (``-o "beta=0.5|1"`` works too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import re
+import socket
+import sqlite3
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import PREFIX_ALIASES, ROLES, RunConfig, build_config, parse_option_assignments
+from harness.errors import UnknownNameError, UsageError
+from harness.plugins import Registry
+
+#: Actions of a planned run. The first three start work; the last two do not.
+RUN_ACTIONS = ("new", "resume", "redo")
+IDLE_ACTIONS = ("skip", "busy")
+
+GRID_SEPARATORS = re.compile(r"[|;]")
+SEEDS_HELP = "write e.g. --seeds 0-4, --seeds 0,2,5 or --seeds 0-2,7 (non-negative integers)"
+
+# Short labels of a config's fields in cell keys.
+_ROLE_LABELS = {
+    "testbed": "testbed",
+    "instance_selector": "instance",
+    "corpus_selector": "corpus",
+    "allocator": "allocator",
+    "trainer": "trainer",
+    "gold_judge": "gold",
+    "proxy_judge": "proxy",
+}
+_SCALARS = ("iterations", "budget", "keep", "n_responses")
+
+
+# -- parsing ------------------------------------------------------------------
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0..4]; ``"0,2,5"``; ``"0-2,7"``. Sorted, without repeats; UsageError on bad input."""
+    if text is None or not str(text).strip():
+        raise UsageError(f"--seeds is empty; {SEEDS_HELP}")
+    seeds: set[int] = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
+        if not match:
+            raise UsageError(f"--seeds {text!r}: cannot read {part!r}; {SEEDS_HELP}")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        if high < low:
+            raise UsageError(
+                f"--seeds {text!r}: range {part!r} runs backwards; write it low-high, e.g. {high}-{low}"
+            )
+        if high - low >= 100_000:
+            raise UsageError(f"--seeds {text!r}: range {part!r} has {high - low + 1} seeds; that is surely a typo")
+        seeds.update(range(low, high + 1))
+    return sorted(seeds)
+
+
+def format_seeds(seeds: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> ``"0-2,5"`` (the inverse of :func:`parse_seeds`)."""
+    parts: list[str] = []
+    ordered = sorted(set(seeds))
+    for _, group in itertools.groupby(enumerate(ordered), key=lambda pair: pair[1] - pair[0]):
+        run = [value for _, value in group]
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(parts)
+
+
+def parse_names(text: str, flag: str) -> tuple[str, ...]:
+    """``"smallest, random"`` -> ("smallest", "random"); UsageError for an empty or repeated name."""
+    names = [name.strip() for name in str(text).split(",")]
+    if not names or any(not name for name in names):
+        raise UsageError(f"{flag} {text!r} has an empty name; write a comma list such as {flag} smallest,random")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"{flag} {text!r} lists {', '.join(repeated)} twice; list each name once")
+    return tuple(names)
+
+
+def split_grid_values(key: str, value: str, *, list_valued: bool) -> tuple[str, ...]:
+    """The grid values of ``-o key=value`` (see the module docstring for the rule)."""
+    if GRID_SEPARATORS.search(value):
+        values = [v.strip() for v in GRID_SEPARATORS.split(value)]
+    elif list_valued:
+        values = [value.strip()]
+    else:
+        values = [v.strip() for v in value.split(",")]
+    if any(not v for v in values):
+        sep = "|" if list_valued else ","
+        raise UsageError(
+            f"-o {key}={value}: a grid value is empty; separate values with {sep!r}"
+            + (" (list-valued option: its own commas belong to one value)" if list_valued else "")
+        )
+    if len(set(values)) != len(values):
+        raise UsageError(f"-o {key}={value}: a value is listed twice; list each value once")
+    return tuple(values)
+
+
+def _option_is_list_valued(registry: Registry, key: str, names: Mapping[str, Sequence[str]]) -> bool:
+    """Whether any component of the grid that ``key`` may reach declares it as a list (tuple) option."""
+    prefix, dot, name = key.rpartition(".")
+    roles: Sequence[str] = PREFIX_ALIASES.get(prefix, (prefix,)) if dot else tuple(ROLES)
+    for role in roles:
+        kind = ROLES.get(role)
+        if kind is None:
+            continue  # an unknown prefix: build_config reports it
+        for component in names.get(role, ()):
+            try:
+                cls = registry.get(kind, component).cls
+            except UnknownNameError:
+                continue
+            if any(option.name == name and option.type is tuple for option in cls.options):
+                return True
+    return False
+
+
+# -- the grid -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """What a sweep command asked for: the values of every axis, and the fixed run options."""
+
+    testbed: tuple[str, ...] = ("synthetic",)
+    selector: tuple[str, ...] = ("random",)
+    instance_selector: tuple[str, ...] | None = None
+    corpus_selector: tuple[str, ...] | None = None
+    allocator: tuple[str, ...] = ("constant",)
+    trainer: tuple[str, ...] = ("native",)
+    gold_judge: tuple[str, ...] | None = None
+    proxy_judge: tuple[str, ...] | None = None
+    options: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    iterations: int = 3
+    budget: int = 3000
+    keep: float = 0.5
+    n_responses: int = 8
+    world_seed: int | None = None
+
+    @classmethod
+    def from_cli(
+        cls,
+        registry: Registry,
+        *,
+        testbed: str = "synthetic",
+        selector: str = "random",
+        instance_selector: str | None = None,
+        corpus_selector: str | None = None,
+        allocator: str = "constant",
+        trainer: str = "native",
+        gold_judge: str | None = None,
+        proxy_judge: str | None = None,
+        options: Sequence[str] = (),
+        iterations: int = 3,
+        budget: int = 3000,
+        keep: float = 0.5,
+        n_responses: int = 8,
+        world_seed: int | None = None,
+    ) -> GridSpec:
+        """Parse the comma lists of a command line; UsageError on malformed input."""
+        spec = cls(
+            testbed=parse_names(testbed, "--testbed"),
+            selector=parse_names(selector, "--selector"),
+            instance_selector=None if instance_selector is None else parse_names(instance_selector, "--instance-selector"),
+            corpus_selector=None if corpus_selector is None else parse_names(corpus_selector, "--corpus-selector"),
+            allocator=parse_names(allocator, "--allocator"),
+            trainer=parse_names(trainer, "--trainer"),
+            gold_judge=None if gold_judge is None else parse_names(gold_judge, "--gold-judge"),
+            proxy_judge=None if proxy_judge is None else parse_names(proxy_judge, "--proxy-judge"),
+            iterations=iterations,
+            budget=budget,
+            keep=keep,
+            n_responses=n_responses,
+            world_seed=world_seed,
+        )
+        if world_seed is not None and world_seed < 0:
+            raise UsageError("--world-seed must be >= 0")
+        names = spec.names_by_role(registry)
+        axes: list[tuple[str, tuple[str, ...]]] = []
+        seen: set[str] = set()
+        for key, value in parse_option_assignments(options):
+            if key in seen:
+                raise UsageError(
+                    f"-o {key} is given twice; give one -o per key, with its grid values in one list "
+                    f"(e.g. -o {key}=V1,V2)"
+                )
+            seen.add(key)
+            list_valued = _option_is_list_valued(registry, key, names)
+            axes.append((key, split_grid_values(key, value, list_valued=list_valued)))
+        return dataclasses.replace(spec, options=tuple(axes))
+
+    def names_by_role(self, registry: Registry | None = None) -> dict[str, tuple[str, ...]]:
+        """Every component name each role can take in this grid (judges: as given, else the testbeds' defaults)."""
+        names = {
+            "testbed": self.testbed,
+            "instance_selector": self.instance_selector or self.selector,
+            "corpus_selector": self.corpus_selector or self.selector,
+            "allocator": self.allocator,
+            "trainer": self.trainer,
+        }
+        for role, given, key in (("gold_judge", self.gold_judge, "gold"), ("proxy_judge", self.proxy_judge, "proxy")):
+            if given is not None:
+                names[role] = given
+            elif registry is not None:
+                defaults = []
+                for testbed in self.testbed:
+                    try:
+                        default = getattr(registry.get("testbed", testbed).cls, "default_judges", {}).get(key)
+                    except UnknownNameError:
+                        continue
+                    if default and default not in defaults:
+                        defaults.append(default)
+                names[role] = tuple(defaults)
+        return names
+
+    def axes(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The grid's axes in expansion order, as (command-line flag, values)."""
+        axes: list[tuple[str, tuple[str, ...]]] = [("--testbed", self.testbed)]
+        if self.instance_selector is None or self.corpus_selector is None:
+            axes.append(("--selector", self.selector))
+        if self.instance_selector is not None:
+            axes.append(("--instance-selector", self.instance_selector))
+        if self.corpus_selector is not None:
+            axes.append(("--corpus-selector", self.corpus_selector))
+        axes += [("--allocator", self.allocator), ("--trainer", self.trainer)]
+        if self.gold_judge is not None:
+            axes.append(("--gold-judge", self.gold_judge))
+        if self.proxy_judge is not None:
+            axes.append(("--proxy-judge", self.proxy_judge))
+        axes += [(f"-o {key}", values) for key, values in self.options]
+        return axes
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: a validated config (its seeds are placeholders)."""
+
+    key: str  # normalised label of what varies, e.g. "selector=smallest allocator=decrease"
+    label: str  # the command-line flags that make this cell, for messages
+    config: RunConfig
+
+    @property
+    def config_hash(self) -> str:
+        return self.config.strategy_hash()
+
+    def for_seed(self, seed: int, world_seed: int | None) -> RunConfig:
+        return dataclasses.replace(self.config, seed=seed, world_seed=seed if world_seed is None else world_seed)
+
+
+def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> list[Cell]:
+    """Every cell of the grid, validated; UsageError naming the first bad cell.
+
+    Each cell goes through :func:`harness.config.build_config` (names, option
+    values, ranges) and :func:`harness.config.check_budget_plan`, so nothing
+    starts unless every cell could.
+    """
+    axes = spec.axes()
+    flags = [flag for flag, _ in axes]
+    combos = list(itertools.product(*(values for _, values in axes)))
+    cells: list[tuple[str, RunConfig]] = []
+    for number, combo in enumerate(combos, 1):
+        chosen = dict(zip(flags, combo))
+        label = " ".join(f"{flag}{'=' if flag.startswith('-o ') else ' '}{value}"
+                         for (flag, values), value in zip(axes, combo) if len(values) > 1)
+        selector = chosen.get("--selector", spec.selector[0])
+        options = [f"{flag[3:]}={chosen[flag]}" for flag in flags if flag.startswith("-o ")]
+        try:
+            config = build_config(
+                registry,
+                testbed=chosen["--testbed"],
+                selector=selector,
+                instance_selector=chosen.get("--instance-selector"),
+                corpus_selector=chosen.get("--corpus-selector"),
+                allocator=chosen["--allocator"],
+                trainer=chosen["--trainer"],
+                gold_judge=chosen.get("--gold-judge"),
+                proxy_judge=chosen.get("--proxy-judge"),
+                options=options,
+                iterations=spec.iterations,
+                budget=spec.budget,
+                keep=spec.keep,
+                n_responses=spec.n_responses,
+                seed=first_seed,
+                world_seed=spec.world_seed,
+            )  # build_config ends with check_budget_plan
+        except UsageError as exc:
+            where = f"cell {number} of {len(combos)}" + (f" ({label})" if label else "")
+            raise UsageError(f"{where}: {exc}\nNothing was run; fix or drop that value and run the sweep again.") from None
+        cells.append((label, config))
+    by_hash: dict[str, str] = {}
+    for label, config in cells:
+        digest = config.strategy_hash()
+        if digest in by_hash:
+            raise UsageError(
+                f"cells ({by_hash[digest] or 'the only cell'}) and ({label}) are the same configuration "
+                "(a value given twice, or a default spelled out); list each value once"
+            )
+        by_hash[digest] = label
+    keys = cell_keys([config for _, config in cells])
+    return [Cell(key, label, config) for key, (label, config) in zip(keys, cells)]
+
+
+def _flatten(config: RunConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    flat: dict[str, Any] = {}
+    for role in ROLES:
+        if data.get(role) is None:
+            continue  # an optional role (a judge) this cell does not fill
+        flat[role] = data[role]["name"]
+        for name, value in sorted(data[role]["settings"].items()):
+            flat[f"{role}.{name}"] = value
+    for name in _SCALARS:
+        flat[name] = data[name]
+    return flat
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format(value, "g")
+    if isinstance(value, (list, tuple)):
+        return ":".join(_fmt_value(v) for v in value)
+    return str(value)
+
+
+def cell_keys(configs: Sequence[RunConfig]) -> list[str]:
+    """A short key per config naming only what varies across them (normalised values).
+
+    ``instance``/``corpus`` merge into ``selector`` where both levels are the
+    same in every cell. A grid of one cell is keyed by its selector(s) and
+    allocator.
+    """
+    flats = [_flatten(config) for config in configs]
+    paths: list[str] = []
+    for flat in flats:
+        paths += [path for path in flat if path not in paths]
+    # A setting that only some cells have (their component declares it) varies only if it
+    # takes different values among those cells; the component's name already tells the rest.
+    varying = [path for path in paths
+               if len({json.dumps(f[path], default=list) for f in flats if path in f}) > 1]
+    if not varying:
+        varying = ["instance_selector", "corpus_selector", "allocator"]
+
+    def label(path: str) -> str:
+        role, _, rest = path.partition(".")
+        short = _ROLE_LABELS.get(role, role)
+        return f"{short}.{rest}" if rest else short
+
+    def merges(instance_path: str) -> bool:
+        twin = "corpus_selector" + instance_path[len("instance_selector"):]
+        return all((instance_path in f) == (twin in f) and f.get(instance_path) == f.get(twin) for f in flats)
+
+    merged: list[tuple[str, str]] = []
+    for path in varying:
+        if path.startswith("corpus_selector"):
+            instance_path = "instance_selector" + path[len("corpus_selector"):]
+            if instance_path in varying and merges(instance_path):
+                continue
+        if path.startswith("instance_selector") and merges(path):
+            merged.append(("selector" + path[len("instance_selector"):], path))
+            continue
+        merged.append((label(path), path))
+    keys = []
+    for flat in flats:
+        parts = [f"{name}={_fmt_value(flat[path])}" for name, path in merged if path in flat]
+        keys.append(" ".join(parts))
+    return keys
+
+
+def sweep_id(cells: Sequence[Cell], world_seed: int | None) -> str:
+    """``s`` + 10 hex digits: a hash of the normalised grid.
+
+    It covers the set of cells (each a complete config, defaults included, so
+    order and spelling do not matter) and the world-seed rule; not the seed
+    list, so extending ``--seeds`` adds runs to the same sweep.
+    """
+    blob = json.dumps(
+        {"v": 1, "cells": sorted(cell.config_hash for cell in cells),
+         "world_seed": "seed" if world_seed is None else int(world_seed)},
+        sort_keys=True,
+    )
+    return "s" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# -- who recorded a run, and is it still alive ----------------------------------
+
+
+def _process_start(pid: int) -> int:
+    """The start time of ``pid`` in clock ticks since boot (Linux), else 0 (unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+        return int(text.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def recorder_tags() -> dict[str, Any]:
+    """Tags naming the process that records a run: ``pid``, ``hostname``, ``pid_start``."""
+    pid = os.getpid()
+    return {"pid": pid, "hostname": socket.gethostname(), "pid_start": _process_start(pid)}
+
+
+def recorder_alive(run: Mapping[str, Any]) -> bool | None:
+    """Whether the process that recorded ``run`` still exists: True, False, or None (another host)."""
+    pid, host = run.get("pid"), run.get("hostname")
+    if pid is None or host is None:
+        return False  # not recorded by a sweep worker: nothing can be alive for it
+    if host != socket.gethostname():
+        return None
+    pid = int(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    recorded = int(run.get("pid_start") or 0)
+    return not (recorded and _process_start(pid) not in (0, recorded))  # a reused pid is not the recorder
+
+
+# -- the plan -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """What the sweep does for one cell × seed; ``run_id`` is the existing run concerned, if any."""
+
+    cell: Cell
+    seed: int
+    world_seed: int
+    action: str  # new | resume | redo | skip | busy
+    run_id: str | None = None
+    reason: str = ""
+    claim: tuple[Any, Any, Any] | None = None  # (pid, hostname, pid_start) on the row when planned
+
+    @property
+    def config(self) -> RunConfig:
+        return dataclasses.replace(self.cell.config, seed=self.seed, world_seed=self.world_seed)
+
+    @property
+    def runs_something(self) -> bool:
+        return self.action in RUN_ACTIONS
+
+
+def sweep_runs(db_path: Path, sweep: str) -> list[dict[str, Any]]:
+    """Every run of the sweep in the leaderboard (any status), oldest first; [] without a database."""
+    if not Path(db_path).exists():
+        return []
+    from leaderboard.store import Leaderboard
+
+    with Leaderboard(db_path, create=False) as board:
+        runs = [run for run in board.runs(status=None) if run.get("sweep_id") == sweep]
+    return sorted(runs, key=lambda run: (run.get("started_at") or "", run["id"]))
+
+
+def _has_checkpoint(run: Mapping[str, Any], db_path: Path) -> bool:
+    from harness import checkpoints
+    from harness.errors import CheckpointError
+    from harness.runner import runs_root
+
+    run_dir = Path(run.get("runs_root") or runs_root(db_path)) / run["id"]
+    try:
+        return checkpoints.latest(run_dir) is not None
+    except CheckpointError:
+        return False
+
+
+def make_plan(
+    cells: Sequence[Cell],
+    seeds: Sequence[int],
+    *,
+    sweep: str,
+    db_path: Path,
+    world_seed: int | None = None,
+    force: bool = False,
+    alive: Callable[[Mapping[str, Any]], bool | None] = recorder_alive,
+) -> list[PlannedRun]:
+    """For every cell × seed, what to do. A run matches when it is tagged with this
+    ``sweep`` id and has the cell's ``config_hash``, the ``seed`` and the ``world_seed``.
+
+    - a **finished** match: skip it (runs of the same config made outside this
+      sweep, by ``harness run`` or another sweep, do not count: the sweep id
+      must select the complete grid);
+    - else a **running** match whose recording process is alive (same host,
+      pid alive): leave it to that process (``busy``); on another host the
+      sweep cannot tell, and also leaves it;
+    - else an **interrupted** match, or a ``running`` one whose process is
+      gone, with a checkpoint: **resume** it (same run id, through
+      :func:`harness.runner.resume`); without a checkpoint, redo it;
+    - else a **failed** match: **redo** it as a new run (the failed row stays);
+    - else: a **new** run.
+
+    ``force`` starts a new run for every cell × seed whatever exists.
+    """
+    existing = [] if force else sweep_runs(db_path, sweep)
+    index: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for run in existing:
+        index.setdefault((run["config_hash"], run["seed"], run["world_seed"]), []).append(run)
+    plan = []
+    for cell in cells:
+        for seed in seeds:
+            world = seed if world_seed is None else world_seed
+            matches = index.get((cell.config_hash, seed, world), [])
+            plan.append(_decide(cell, seed, world, matches, db_path, alive, force))
+    return plan
+
+
+def _decide(cell, seed, world, matches, db_path, alive, force) -> PlannedRun:
+    make = lambda action, run=None, reason="", claim=None: PlannedRun(  # noqa: E731
+        cell, seed, world, action, None if run is None else run["id"], reason, claim
+    )
+    if force:
+        return make("new", reason="--force")
+    finished = [run for run in matches if run["status"] == "finished"]
+    if finished:
+        return make("skip", finished[-1], "finished")
+    unfinished = []
+    for run in reversed(matches):  # newest first
+        if run["status"] == "running":
+            state = alive(run)
+            if state is True:
+                return make("busy", run, f"running in pid {run.get('pid')}")
+            if state is None:
+                return make("busy", run, f"running on host {run.get('hostname')} (cannot check it from here)")
+            unfinished.append((run, "its process is gone"))
+        elif run["status"] == "interrupted":
+            unfinished.append((run, "interrupted"))
+    for run, why in unfinished:
+        if _has_checkpoint(run, db_path):
+            claim = (run.get("pid"), run.get("hostname"), run.get("pid_start"))
+            return make("resume", run, why, claim)
+    if unfinished:
+        run, why = unfinished[0]
+        return make("redo", run, f"{why} before its first checkpoint")
+    failed = [run for run in matches if run["status"] == "failed"]
+    if failed:
+        return make("redo", failed[-1], "failed")
+    return make("new")
+
+
+# -- one run, in a worker ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """A planned run as sent to a worker (picklable; no registry, no config objects)."""
+
+    index: int
+    cell_key: str
+    seed: int
+    action: str  # "new", "redo" (both start a new run) or "resume"
+    db_path: str
+    config: dict[str, Any] | None = None
+    run_id: str | None = None
+    claim: tuple[Any, Any, Any] | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskResult:
+    """How one task ended: finished, failed or interrupted (as the runner says), ``skipped``
+    (claimed by another process before this one), ``crashed`` (the worker died) or ``cancelled``
+    (never started: the sweep was stopped first)."""
+
+    index: int
+    status: str
+    run_id: str | None = None
+    final: dict[str, Any] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def tasks_from_plan(plan: Sequence[PlannedRun], *, sweep: str, db_path: Path) -> list[RunTask]:
+    """The tasks for every planned run that runs something, in plan order."""
+    tasks = []
+    for index, item in enumerate(plan):
+        if not item.runs_something:
+            continue
+        tasks.append(
+            RunTask(
+                index=index,
+                cell_key=item.cell.key,
+                seed=item.seed,
+                action=item.action,
+                db_path=str(db_path),
+                config=item.config.to_dict() if item.action != "resume" else None,
+                run_id=item.run_id if item.action == "resume" else None,
+                claim=item.claim,
+                tags={"sweep_id": sweep, "sweep_cell": item.cell.key},
+            )
+        )
+    return tasks
+
+
+def claim_run(db_path: str | Path, run_id: str, expected: tuple[Any, Any, Any] | None) -> bool:
+    """Retag an unfinished run with this process before resuming it; False if another took it.
+
+    A compare-and-swap on the run's (pid, hostname, pid_start) tags as the plan
+    saw them, in one write transaction, so two sweeps never resume one run.
+    """
+    tags = recorder_tags()
+    conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("select status, pid, hostname, pid_start from runs where id = ?", [run_id]).fetchone()
+        if row is None or row[0] == "finished" or (expected is not None and tuple(row[1:]) != tuple(expected)):
+            conn.execute("ROLLBACK")
+            return False
+        conn.execute(
+            "update runs set pid = ?, hostname = ?, pid_start = ? where id = ?",
+            [tags["pid"], tags["hostname"], tags["pid_start"], run_id],
+        )
+        conn.execute("COMMIT")
+        return True
+    finally:
+        conn.close()
+
+
+FINAL_KEYS = ("final_win_rate", "final_win_rate_se", "final_kl", "final_gold_reward", "labels_used", "wall_seconds")
+
+
+def run_task(task: RunTask, registry: Registry, emit: Callable[..., None] | None = None) -> TaskResult:
+    """Run one task in this process through :mod:`harness.runner`; never raises for a run's error.
+
+    ``emit(kind, **data)`` reports ``started`` (run_id) and ``iteration``
+    (iteration, win_rate). A KeyboardInterrupt ends the task as
+    ``interrupted`` (the runner has marked the row; if the interrupt landed
+    outside the runner's own handling, the row is marked here).
+    """
+    from harness import runner
+
+    emit = emit or (lambda kind, **data: None)
+    started = time.monotonic()
+    current: dict[str, str | None] = {"run_id": task.run_id}
+
+    def on_start(run_id: str) -> None:
+        current["run_id"] = run_id
+        emit("started", run_id=run_id)
+
+    def on_row(run_id: str, row: Mapping[str, Any]) -> None:
+        emit("iteration", run_id=run_id, iteration=row.get("iteration"), win_rate=row.get("win_rate"))
+
+    def result(status: str, **more: Any) -> TaskResult:
+        return TaskResult(task.index, status, seconds=round(time.monotonic() - started, 3), **more)
+
+    try:
+        if task.action == "resume":
+            assert task.run_id is not None
+            if not claim_run(task.db_path, task.run_id, task.claim):
+                return result("skipped", run_id=task.run_id, error="another process took this run over first")
+            emit("started", run_id=task.run_id)
+            outcome = runner.resume(task.run_id, registry, db_path=Path(task.db_path), on_row=on_row)
+        else:
+            config = RunConfig.from_dict(task.config or {})
+            tags = {**task.tags, **recorder_tags()}
+            outcome = runner.execute(
+                config, registry, db_path=Path(task.db_path), tags=tags, on_start=on_start, on_row=on_row
+            )
+    except KeyboardInterrupt:
+        _mark_interrupted(task.db_path, current["run_id"])
+        return result("interrupted", run_id=current["run_id"])
+    except Exception:  # before the runner owned the row (e.g. a resume with a damaged checkpoint)
+        return result("failed", run_id=current["run_id"], error=traceback.format_exc())
+    final = {key: outcome.final.get(key) for key in FINAL_KEYS} if outcome.final else None
+    return result(outcome.status, run_id=outcome.run_id, final=final, error=outcome.error)
+
+
+def _mark_interrupted(db_path: str, run_id: str | None) -> None:
+    """Mark ``run_id`` interrupted if it is still ``running`` (an interrupt outside the runner's handler)."""
+    if run_id is None:
+        return
+    from leaderboard.store import Leaderboard
+
+    try:
+        with Leaderboard(db_path, create=False) as board:
+            run = board.get_run(run_id)
+            if run is not None and run["status"] == "running":
+                board.fail_run(run_id, "interrupted", "interrupted (sweep stopped); re-run the sweep to resume it")
+    except Exception:  # the row stays running; a re-run sees its process gone and resumes it
+        pass
+
+
+# -- summaries ------------------------------------------------------------------
+
+
+def summarise(cells: Sequence[Cell], seeds: Sequence[int], world_seed: int | None, runs: Sequence[Mapping[str, Any]]):
+    """Per cell, over this grid's seeds: the finished runs' n, mean ± std win rate, mean KL and labels.
+
+    A cell × seed with several finished runs (``--force``) counts its newest.
+    """
+    import statistics
+
+    wanted = {(seed, seed if world_seed is None else world_seed) for seed in seeds}
+    rows = []
+    for cell in cells:
+        newest: dict[int, Mapping[str, Any]] = {}
+        latest: dict[int, Mapping[str, Any]] = {}
+        for run in runs:  # oldest first
+            if run["config_hash"] != cell.config_hash or (run["seed"], run["world_seed"]) not in wanted:
+                continue
+            latest[run["seed"]] = run
+            if run["status"] == "finished":
+                newest[run["seed"]] = run
+        statuses: dict[str, int] = {}  # cell × seeds without a finished run: the state of their latest run
+        for seed, run in latest.items():
+            if seed not in newest:
+                statuses[run["status"]] = statuses.get(run["status"], 0) + 1
+        finished = [newest[seed] for seed in sorted(newest)]
+        wins = [run["final_win_rate"] for run in finished]
+        kls = [run["final_kl"] for run in finished if run.get("final_kl") is not None]
+        labels = [run["labels_used"] for run in finished if run.get("labels_used") is not None]
+        rows.append({
+            "cell": cell.key,
+            "config_hash": cell.config_hash,
+            "n": len(finished),
+            "seeds": len(seeds),
+            "win_mean": statistics.fmean(wins) if wins else None,
+            "win_std": statistics.stdev(wins) if len(wins) > 1 else None,
+            "kl_mean": statistics.fmean(kls) if kls else None,
+            "labels_mean": statistics.fmean(labels) if labels else None,
+            "not_finished": statuses,
+            "runs": [{"seed": run["seed"], "run_id": run["id"], "final_win_rate": run["final_win_rate"]}
+                     for run in finished],
+        })
+    return rows
