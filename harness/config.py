@@ -167,14 +167,19 @@ def parse_option_assignments(assignments: Sequence[str]) -> list[tuple[str, str]
 
 
 def route_options(
-    assignments: Sequence[tuple[str, str]], classes: Mapping[str, type[Component]]
+    assignments: Sequence[tuple[str, str]],
+    classes: Mapping[str, type[Component]],
+    unused: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
     """Send each ``KEY=VALUE`` to the roles it belongs to.
 
     ``role.key`` (``trainer.beta``; ``selector.x`` means both selector levels)
     targets one role; a bare ``key`` goes to every role whose component
     declares it. A key no component declares is an error listing close matches.
+    ``unused`` maps roles this run leaves out (a judge no selector reads) to
+    the reason, so an option aimed only at one of them is an error that says why.
     """
+    unused = dict(unused or {})
     routed: dict[str, dict[str, str]] = {role: {} for role in classes}
     declared = {role: {o.name for o in cls.options} for role, cls in classes.items()}
     qualified = sorted(f"{role}.{name}" for role, names in declared.items() for name in names)
@@ -182,17 +187,23 @@ def route_options(
         prefix, dot, name = key.rpartition(".")
         if dot:
             roles = PREFIX_ALIASES.get(prefix, (prefix,))
-            unknown_roles = [r for r in roles if r not in classes]
+            skipped = [r for r in roles if r in unused]
+            if skipped and len(skipped) == len(roles):
+                raise UsageError(f"option {key!r} is for the {skipped[0].replace('_', ' ')}, {unused[skipped[0]]}")
+            unknown_roles = [r for r in roles if r not in classes and r not in unused]
             if unknown_roles:
                 raise UnknownNameError(
                     "option prefix", prefix, sorted(set(classes) | set(PREFIX_ALIASES))
                 )
+            roles = [r for r in roles if r in classes]
             targets = [r for r in roles if name in declared[r]]
             if not targets:
                 raise UnknownNameError("option", key, qualified)
         else:
             targets = [r for r in classes if key in declared[r]]
             if not targets:
+                if key in unused:  # pragma: no cover - role names are not option names
+                    raise UsageError(f"option {key!r}: {unused[key]}")
                 bare = {n for names in declared.values() for n in names}
                 raise UnknownNameError("option", key, qualified, suggest_from=bare | set(qualified))
             name = key
@@ -244,7 +255,14 @@ def build_config(
         if given or defaults.get(key):
             names[role] = given or defaults[key]
     classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
-    routed = route_options(parse_option_assignments(options), classes)
+    assignments = parse_option_assignments(options)
+    routed = route_options(assignments, classes)
+    unused = _unused_judges(registry, names, routed)
+    if unused:  # a run records only the judges its selectors read; route again without the others
+        for role in unused:
+            names.pop(role)
+            classes.pop(role)
+        routed = route_options(assignments, classes, unused)
     choices = {
         role: ComponentChoice(name, registry.create(ROLES[role], name, routed[role]).settings)
         for role, name in names.items()
@@ -260,6 +278,23 @@ def build_config(
     )
     check_budget_plan(config, instantiate(registry, config))
     return config
+
+
+def _unused_judges(registry: Registry, names: Mapping[str, str], routed: Mapping[str, dict]) -> dict[str, str]:
+    """Judge roles no selector of this run reads, each with the reason, for error messages."""
+    sources = set()
+    for role in ("instance_selector", "corpus_selector"):
+        selector = registry.create("selector", names[role], routed[role])
+        if EXPLICIT_REWARD in selector.requires:
+            sources.add(selector.explicit_source)
+    unused = {}
+    for role, source in (("gold_judge", "gold"), ("proxy_judge", "proxy")):
+        if role in names and source not in sources:
+            unused[role] = (
+                f"which this run does not use: selectors {names['instance_selector']!r}/"
+                f"{names['corpus_selector']!r} read no {source} explicit scores"
+            )
+    return unused
 
 
 def instantiate(registry: Registry, config: RunConfig) -> Components:

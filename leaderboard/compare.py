@@ -64,10 +64,15 @@ def metric_names(columns: Mapping[str, str]) -> list[str]:
 
 
 def _context(config: Mapping[str, Any] | None, group: Mapping[str, Any]) -> str:
-    """What must be equal for two groups to be compared: the config without seeds and selectors."""
+    """What must be equal for two groups to be compared: the config without seeds, selectors and judges.
+
+    Judges belong with the selectors: which explicit scores a strategy reads is
+    part of the strategy, so `map` at any proxy fidelity pairs with `random`.
+    """
     if config:
         rest = {k: v for k, v in config.items()
-                if k not in ("seed", "world_seed", "instance_selector", "corpus_selector")}
+                if k not in ("seed", "world_seed", "instance_selector", "corpus_selector",
+                             "gold_judge", "proxy_judge")}
         return json.dumps(rest, sort_keys=True, default=str)
     # A run without a stored config: fall back on the columns.
     return json.dumps([group.get(k) for k in ("testbed", "allocator", "trainer")])

@@ -1,5 +1,7 @@
 """Bad input exits 2 with a message that names the fix, and writes nothing."""
 
+import json
+
 import pytest
 
 from tests.conftest import TINY_RUN
@@ -58,3 +60,16 @@ def test_dry_run_validates_and_writes_nothing(cli, db_path):
     assert result.exit_code == 0, result.output
     assert "it1 53 labels / 106 prompts" in result.output
     assert not db_path.exists()
+
+
+def test_an_option_for_a_judge_the_run_does_not_use_says_why(cli, db_path):
+    result = cli("run", "--selector", "random", "-o", "proxy.fidelity=0.5", "--dry-run")
+    assert_rejected(result, db_path, "option 'proxy.fidelity' is for the proxy judge",
+                    "read no proxy explicit scores")
+    ok = cli("run", "--selector", "map", "-o", "proxy.fidelity=0.5", "--dry-run", "--json")
+    assert ok.exit_code == 0, ok.output
+    config = json.loads(ok.stdout)["config"]
+    assert config["proxy_judge"]["settings"]["fidelity"] == 0.5
+    assert config["gold_judge"] is None  # map with the proxy source records no gold judge
+    plain = json.loads(cli("run", "--selector", "random", "--dry-run", "--json").stdout)["config"]
+    assert plain["gold_judge"] is None and plain["proxy_judge"] is None

@@ -134,3 +134,15 @@ def test_leaderboard_shows_labels_proxy_calls_and_gain_per_1k_labels(cli, db_pat
     ranked = cli("leaderboard", "--db", db_path, "--sort", "win_gain_per_1k_labels", "--json")
     assert ranked.exit_code == 0 and json.loads(ranked.stdout)[0]["win_gain_per_1k_labels_mean"] == pytest.approx(
         run["win_gain_per_1k_labels"])
+
+
+def test_compare_pairs_an_explicit_score_strategy_with_its_random_baseline(cli, db_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    for seed in ("0", "1"):
+        run_ok(cli, "--selector", "random", "--seed", seed)
+        run_ok(cli, "--selector", "map", "-o", "proxy.fidelity=0.9", "--seed", seed)
+    result = cli("leaderboard", "compare", "--db", db_path, "--baseline", "random", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    rows = {row["instance_selector"]: row for row in payload["rows"] if not row["is_baseline"]}
+    assert rows["map"]["n"] == 2  # judges belong to the strategy; the rest of the config matches random's

@@ -504,6 +504,10 @@ def plot(
             with _open(path) as lb:
                 _nothing(lb, path, filters, console, data.notes)
             raise typer.Exit(1)
+        try:
+            import matplotlib  # noqa: F401  (a core dependency; a broken install gets a clear message)
+        except ImportError as exc:
+            _error(f"plot needs matplotlib ({exc}); install it with: pip install 'matplotlib>=3.11.2,<4'", code=1)
         from leaderboard.plots import write_figures
 
         paths = write_figures(data, out)
