@@ -32,6 +32,12 @@ DbOption = Annotated[
     ),
 ]
 
+# The shape of one run, shared by `harness run` and `harness sweep` (validated in harness.config).
+IterationsOption = Annotated[int, typer.Option("--iterations", "-k", help="DPO iterations (>= 1).")]
+BudgetOption = Annotated[int, typer.Option("--budget", help="Total gold labels of a run, over all its iterations (> 0).")]
+KeepOption = Annotated[float, typer.Option("--keep", help="Share of instance pairs kept at corpus level, in (0, 1].")]
+ResponsesOption = Annotated[int, typer.Option("--responses", "-n", help="Responses sampled per prompt (>= 2).")]
+
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON to stdout (rich output stays on stderr).")
 ]

@@ -8,7 +8,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from harness.cli.common import DbOption, JsonOption, PluginOption, cli_errors, resolve_db, stderr_console
+from harness.cli.common import (
+    BudgetOption,
+    DbOption,
+    IterationsOption,
+    JsonOption,
+    KeepOption,
+    PluginOption,
+    ResponsesOption,
+    cli_errors,
+    resolve_db,
+    stderr_console,
+)
 
 RUN_HELP = """\
 Run one selection experiment and record it in the leaderboard.
@@ -62,10 +73,10 @@ def run_command(
         typer.Option(help="Cheap proxy reward model (calls counted, not charged). Default: the testbed's."),
     ] = None,
     testbed: Annotated[str, typer.Option(help="World to run in.")] = "synthetic",
-    iterations: Annotated[int, typer.Option("--iterations", "-k", help="DPO iterations (>= 1).")] = 3,
-    budget: Annotated[int, typer.Option(help="Total gold labels over all iterations (> 0).")] = 3000,
-    keep: Annotated[float, typer.Option(help="Share of instance pairs kept at corpus level, in (0, 1].")] = 0.5,
-    responses: Annotated[int, typer.Option("--responses", "-n", help="Responses sampled per prompt (>= 2).")] = 8,
+    iterations: IterationsOption = 3,
+    budget: BudgetOption = 3000,
+    keep: KeepOption = 0.5,
+    responses: ResponsesOption = 8,
     seed: Annotated[int, typer.Option(help="Run seed: fixes every random stream of the run.")] = 0,
     world_seed: Annotated[
         Optional[int], typer.Option(help="World seed (world, pi_ref, pi_0, eval set). Default: --seed.")

@@ -10,7 +10,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from harness.cli.common import DbOption, JsonOption, PluginOption, cli_errors, resolve_db, stderr_console
+from harness.cli.common import (
+    BudgetOption,
+    DbOption,
+    IterationsOption,
+    JsonOption,
+    KeepOption,
+    PluginOption,
+    ResponsesOption,
+    cli_errors,
+    resolve_db,
+    stderr_console,
+)
 
 SWEEP_HELP = """\
 Run a grid of strategies over several seeds; every cell × seed is one leaderboard run.
@@ -100,10 +111,10 @@ def sweep_command(
     world_seed: Annotated[
         Optional[int], typer.Option(help="One world seed for every run. Default: each run's seed.")
     ] = None,
-    iterations: Annotated[int, typer.Option("--iterations", "-k", help="DPO iterations (>= 1).")] = 3,
-    budget: Annotated[int, typer.Option(help="Total gold labels per run (> 0).")] = 3000,
-    keep: Annotated[float, typer.Option(help="Share of instance pairs kept at corpus level, in (0, 1].")] = 0.5,
-    responses: Annotated[int, typer.Option("--responses", "-n", help="Responses sampled per prompt (>= 2).")] = 8,
+    iterations: IterationsOption = 3,
+    budget: BudgetOption = 3000,
+    keep: KeepOption = 0.5,
+    responses: ResponsesOption = 8,
     jobs: Annotated[
         Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs in parallel. Default: the number of cores.")
     ] = None,
