@@ -23,27 +23,15 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import load_average, time_once
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_average() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "unavailable"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min, {os.cpu_count()} CPUs)"
-
-
-def time_once(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    start = time.perf_counter()
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-    return time.perf_counter() - start, done.returncode, done.stderr.strip()
 
 
 def make_populated_db(path: Path, n_runs: int = 10) -> None:

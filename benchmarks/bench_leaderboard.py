@@ -26,11 +26,12 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import load_average, time_once
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -60,13 +61,6 @@ TIMES = ("time_annotate", "time_evaluate", "time_logprobs", "time_prompts", "tim
          "time_select", "time_setup", "time_train")
 EFFECT = {"smallest": 0.12, "normalized": 0.1, "random": 0.0, "largest": -0.06}
 
-
-def load_average() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "unavailable"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min, {os.cpu_count()} CPUs)"
 
 
 def strategies() -> list[dict]:
@@ -186,11 +180,6 @@ def build(path: Path, n_runs: int) -> float:
         assert lb.conn.execute("select count(*) from runs").fetchone()[0] == n_runs
     return time.perf_counter() - start
 
-
-def time_once(argv: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    start = time.perf_counter()
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-    return time.perf_counter() - start, done.returncode, done.stderr
 
 
 def main() -> int:
