@@ -33,7 +33,6 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -627,28 +626,24 @@ def tasks_from_plan(plan: Sequence[PlannedRun], *, sweep: str, db_path: Path) ->
     return tasks
 
 
+RECORDER_TAGS = ("pid", "hostname", "pid_start")
+
+
 def claim_run(db_path: str | Path, run_id: str, expected: tuple[Any, Any, Any] | None) -> bool:
     """Retag an unfinished run with this process before resuming it; False if another took it.
 
-    A compare-and-swap on the run's (pid, hostname, pid_start) tags as the plan
-    saw them, in one write transaction, so two sweeps never resume one run.
+    The run's (pid, hostname, pid_start) tags must still be those the plan
+    saw (:meth:`leaderboard.store.Leaderboard.claim_run`), so two sweeps never resume one run.
     """
+    from leaderboard.store import Leaderboard
+
     tags = recorder_tags()
-    conn = sqlite3.connect(str(db_path), timeout=30.0, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute("select status, pid, hostname, pid_start from runs where id = ?", [run_id]).fetchone()
-        if row is None or row[0] == "finished" or (expected is not None and tuple(row[1:]) != tuple(expected)):
-            conn.execute("ROLLBACK")
-            return False
-        conn.execute(
-            "update runs set pid = ?, hostname = ?, pid_start = ? where id = ?",
-            [tags["pid"], tags["hostname"], tags["pid_start"], run_id],
+    with Leaderboard(db_path, create=False) as board:
+        return board.claim_run(
+            run_id,
+            {name: tags[name] for name in RECORDER_TAGS},
+            None if expected is None else dict(zip(RECORDER_TAGS, expected)),
         )
-        conn.execute("COMMIT")
-        return True
-    finally:
-        conn.close()
 
 
 FINAL_KEYS = ("final_win_rate", "final_win_rate_se", "final_kl", "final_gold_reward", "labels_used", "wall_seconds")

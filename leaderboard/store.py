@@ -393,6 +393,35 @@ class Leaderboard:
                 "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?", (run_id,)
             )
 
+    def claim_run(
+        self, run_id: str, tags: Mapping[str, Any], expected: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Set ``tags`` on an unfinished run if its tags still hold ``expected``; False otherwise.
+
+        A compare-and-swap in one write transaction: a sweep that is about to
+        resume a run re-tags it with its own process, and two sweeps never
+        resume the same run. ``tags`` and ``expected`` name existing columns
+        of ``runs`` (set by the code, never by users); a finished run is never claimed.
+        """
+        known = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+        unknown = sorted((set(tags) | set(expected or {})) - known)
+        if unknown:
+            raise ValueError(f"not columns of runs: {', '.join(unknown)}")
+        with self._writing():
+            status = self._status(run_id)
+            if status is None or status == "finished":
+                return False
+            if expected is not None:
+                names = list(expected)
+                current = self.conn.execute(
+                    f"SELECT {', '.join(_quote(n) for n in names)} FROM runs WHERE id = ?", (run_id,)
+                ).fetchone()
+                if tuple(current) != tuple(expected[n] for n in names):
+                    return False
+            assignments = ", ".join(f"{_quote(n)} = ?" for n in tags)
+            self.conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*tags.values(), run_id))
+            return True
+
     # -- reading -------------------------------------------------------------
 
     def runs(
@@ -582,3 +611,8 @@ def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def _quote(identifier: str) -> str:
+    """A column name as a quoted SQL identifier (names are checked against the schema first)."""
+    return '"' + identifier.replace('"', '""') + '"'

@@ -711,3 +711,17 @@ def test_store_knows_every_migration():
 
     assert migrations.name == store.MIGRATION_SET
     assert tuple(m.name for m in migrations._migrations) == store.MIGRATION_NAMES
+
+
+def test_claim_run_is_a_compare_and_swap_on_unfinished_runs(tmp_path):
+    with Leaderboard(tmp_path / "lb.db") as board:
+        run_id = board.start_run({**make_run(), "pid": 11, "hostname": "a"})
+        assert not board.claim_run(run_id, {"pid": 22, "hostname": "b"}, {"pid": 99, "hostname": "a"})
+        assert board.get_run(run_id)["pid"] == 11  # a stale expectation changes nothing
+        assert board.claim_run(run_id, {"pid": 22, "hostname": "b"}, {"pid": 11, "hostname": "a"})
+        assert (board.get_run(run_id)["pid"], board.get_run(run_id)["hostname"]) == (22, "b")
+        with pytest.raises(ValueError, match="not columns of runs: nope"):
+            board.claim_run(run_id, {"nope": 1})
+        board.finish_run(run_id, {"final_win_rate": 0.5})
+        assert not board.claim_run(run_id, {"pid": 33})
+        assert not board.claim_run("r-unknown", {"pid": 33})
