@@ -50,6 +50,8 @@ def save(run_dir: Path, world: Any, state: Any) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=run_dir))
     try:
         world.save_policy(state.policy, staging / "policy.safetensors")
+        if state.reference is not None:  # --reference previous: the policy's own DPO reference
+            world.save_policy(state.reference, staging / "reference.safetensors")
         document = {
             "format": FORMAT,
             "iteration": state.iteration,
@@ -60,6 +62,9 @@ def save(run_dir: Path, world: Any, state: Any) -> Path:
                 {"iteration": r.iteration, "labels": r.labels, "metrics": dict(r.metrics)} for r in state.history
             ],
             "policy_sha256": _sha256(staging / "policy.safetensors"),
+            "reference_sha256": (
+                _sha256(staging / "reference.safetensors") if state.reference is not None else None
+            ),
         }
         (staging / "state.json").write_text(json.dumps(document, allow_nan=True))
         final = run_dir / name
@@ -114,11 +119,16 @@ def load(run_dir: Path, world: Any):
         history = [IterationRecord(h["iteration"], h["labels"], h["metrics"]) for h in document["history"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint state {state_file} is unusable: {type(exc).__name__}: {exc}") from None
-    if not policy_file.exists() or _sha256(policy_file) != expected_sha:
-        raise CheckpointError(
-            f"policy checkpoint {policy_file} is missing or does not match its recorded sha256; "
-            "it was truncated or altered, so resuming from it would not reproduce the run"
-        )
+    reference_file = directory / "reference.safetensors"
+    checks = [(policy_file, expected_sha)]
+    if document.get("reference_sha256"):
+        checks.append((reference_file, document["reference_sha256"]))
+    for path, sha in checks:
+        if not path.exists() or _sha256(path) != sha:
+            raise CheckpointError(
+                f"policy checkpoint {path} is missing or does not match its recorded sha256; "
+                "it was truncated or altered, so resuming from it would not reproduce the run"
+            )
     if len(rows) != iteration + 1 or [row.get("iteration") for row in rows] != list(range(iteration + 1)):
         raise CheckpointError(f"checkpoint state {state_file} has rows that do not match iteration {iteration}")
     return LoopState(
@@ -128,4 +138,5 @@ def load(run_dir: Path, world: Any):
         charged=charged,
         history=history,
         proxy_calls=proxy_calls,
+        reference=world.load_policy(reference_file) if document.get("reference_sha256") else None,
     )

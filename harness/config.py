@@ -43,6 +43,8 @@ ROLES: dict[str, str] = {
     "proxy_judge": "judge",
 }
 OPTIONAL_ROLES = ("gold_judge", "proxy_judge")
+REFERENCES = ("fixed", "previous")
+"""DPO reference per iteration: pi_ref (the SFT model) throughout, or the previous policy pi_{i-1}."""
 PREFIX_ALIASES: dict[str, tuple[str, ...]] = {
     "selector": ("instance_selector", "corpus_selector"),
     "instance": ("instance_selector",),
@@ -76,6 +78,7 @@ class RunConfig:
     n_responses: int = 8
     seed: int = 0
     world_seed: int = 0
+    reference: str = "fixed"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,6 +233,7 @@ def build_config(
     n_responses: int = 8,
     seed: int = 0,
     world_seed: int | None = None,
+    reference: str = "fixed",
 ) -> RunConfig:
     """Validate user input into a RunConfig; UsageError (exit 2) on anything wrong."""
     if iterations < 1:
@@ -242,6 +246,8 @@ def build_config(
         raise UsageError(f"--responses must be >= 2 (a pair needs two responses); got {n_responses}")
     if seed < 0 or (world_seed is not None and world_seed < 0):
         raise UsageError("seeds must be >= 0")
+    if reference not in REFERENCES:
+        raise UsageError(f"--reference must be one of {', '.join(REFERENCES)}; got {reference!r}")
 
     names = {
         "testbed": testbed,
@@ -275,6 +281,7 @@ def build_config(
         n_responses=n_responses,
         seed=seed,
         world_seed=seed if world_seed is None else world_seed,
+        reference=reference,
     )
     check_budget_plan(config, instantiate(registry, config))
     return config

@@ -3,7 +3,7 @@
 One iteration (DESIGN.md section 1): draw prompts, sample N responses from
 pi_{i-1}, score them, select one pair per prompt and a share of those pairs
 across the pool, charge the ledger and annotate the kept pairs, train pi_i with
-DPO against the fixed reference, evaluate. Every stage draws from its own
+DPO against the reference (pi_ref, or pi_{i-1} with ``--reference previous``), evaluate. Every stage draws from its own
 random stream (:mod:`harness.rng`), so runs with one seed share their worlds,
 prompts and first samples whatever their strategies.
 
@@ -84,6 +84,7 @@ class LoopState:
     charged: dict[int, int]
     history: list[IterationRecord]
     proxy_calls: dict[int, int] = field(default_factory=dict)
+    reference: Any = None  # the policy's DPO reference when it is not the world's pi_ref (--reference previous)
 
 
 def _logprobs_of_pairs(world, policies, prompts, responses: Responses, pairs: Pairs) -> list[np.ndarray]:
@@ -131,8 +132,6 @@ def run_experiment(
 
     with timer("setup"):
         world = components.testbed.build_world(seed=config.world_seed, reporter=reporter)
-    reference = world.reference_policy
-
     if restore is not None:
         state = restore(world)
     else:
@@ -141,6 +140,9 @@ def run_experiment(
         state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial}], {}, [])
         _save_then_emit(checkpoint, emit, world, state, timer)
     policy, rows, history = state.policy, list(state.rows), list(state.history)
+    # The reference the current policy was trained against: implicit rewards for
+    # selection are computed against it (DESIGN section 3).
+    reference = state.reference if state.reference is not None else world.reference_policy
     ledger = Ledger(config.budget, charged=dict(state.charged), proxy_calls=dict(state.proxy_calls))
 
     for iteration in range(state.iteration + 1, config.iterations + 1):
@@ -189,8 +191,10 @@ def run_experiment(
                 logp_policy, logp_ref = _logprobs_of_pairs(world, (policy, reference), prompts, responses, kept)
 
         with timer("select"):
+            # fixed: train against pi_ref; previous: against pi_{i-1} itself, whose log-probs are at hand.
+            train_ref = logp_ref if config.reference == "fixed" else logp_policy
             data = PreferenceData.from_labels(
-                prompts=prompts, responses=responses, pairs=kept, prefer_a=prefer_a, ref_logps=logp_ref
+                prompts=prompts, responses=responses, pairs=kept, prefer_a=prefer_a, ref_logps=train_ref
             )
             winner, loser = winners_and_losers(kept, prefer_a)
             reward = logp_policy - logp_ref
@@ -203,6 +207,8 @@ def run_experiment(
 
         with reporter.stage(f"{label}: train on {len(kept)} pairs"), timer("train"):
             trained = trainer.train(policy=policy, data=data, rng=streams.stream(seed, iteration, "train"))
+        if config.reference == "previous":
+            reference = policy  # pi_i was trained against pi_{i-1}
         policy = trained.policy
 
         with reporter.stage(f"{label}: evaluate"), timer("evaluate"):
@@ -228,7 +234,15 @@ def run_experiment(
         }
         rows.append(row)
         history.append(IterationRecord(iteration=iteration, labels=row["labels"], metrics=metrics))
-        state = LoopState(iteration, policy, list(rows), dict(ledger.charged), list(history), dict(ledger.proxy_calls))
+        state = LoopState(
+            iteration,
+            policy,
+            list(rows),
+            dict(ledger.charged),
+            list(history),
+            dict(ledger.proxy_calls),
+            None if reference is world.reference_policy else reference,
+        )
         _save_then_emit(checkpoint, emit, world, state, timer)
 
     return RunResult(iterations=rows, final=_final_metrics(rows, ledger, timer, time.perf_counter() - wall_start))

@@ -61,7 +61,7 @@ _ROLE_LABELS = {
     "gold_judge": "gold",
     "proxy_judge": "proxy",
 }
-_SCALARS = ("iterations", "budget", "keep", "n_responses")
+_SCALARS = ("iterations", "budget", "keep", "n_responses", "reference")
 
 
 # -- parsing ------------------------------------------------------------------
@@ -162,6 +162,7 @@ class GridSpec:
     trainer: tuple[str, ...] = ("native",)
     gold_judge: tuple[str, ...] | None = None
     proxy_judge: tuple[str, ...] | None = None
+    reference: tuple[str, ...] = ("fixed",)
     options: tuple[tuple[str, tuple[str, ...]], ...] = ()
     iterations: int = 3
     budget: int = 3000
@@ -182,6 +183,7 @@ class GridSpec:
         trainer: str = "native",
         gold_judge: str | None = None,
         proxy_judge: str | None = None,
+        reference: str = "fixed",
         options: Sequence[str] = (),
         iterations: int = 3,
         budget: int = 3000,
@@ -199,6 +201,7 @@ class GridSpec:
             trainer=parse_names(trainer, "--trainer"),
             gold_judge=None if gold_judge is None else parse_names(gold_judge, "--gold-judge"),
             proxy_judge=None if proxy_judge is None else parse_names(proxy_judge, "--proxy-judge"),
+            reference=parse_names(reference, "--reference"),
             iterations=iterations,
             budget=budget,
             keep=keep,
@@ -259,6 +262,7 @@ class GridSpec:
             axes.append(("--gold-judge", self.gold_judge))
         if self.proxy_judge is not None:
             axes.append(("--proxy-judge", self.proxy_judge))
+        axes.append(("--reference", self.reference))
         axes += [(f"-o {key}", values) for key, values in self.options]
         return axes
 
@@ -307,6 +311,7 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
                 trainer=chosen["--trainer"],
                 gold_judge=chosen.get("--gold-judge"),
                 proxy_judge=chosen.get("--proxy-judge"),
+                reference=chosen["--reference"],
                 options=options,
                 iterations=spec.iterations,
                 budget=spec.budget,

@@ -39,6 +39,7 @@ def test_unknown_allocator_lists_available(cli, db_path):
         (["-o", "nobody.beta=1"], "unknown option prefix 'nobody'"),
         (["-o", "beta"], "is not KEY=VALUE"),
         (["--allocator", "custom", "-o", "weights=1,2"], "weights"),
+        (["--reference", "moving"], "--reference must be one of fixed, previous"),
     ],
 )
 def test_bad_numbers_and_options(cli, db_path, args, fragment):

@@ -128,3 +128,37 @@ def test_a_selector_breaking_the_contract_fails_by_name():
     config, components = make(PairsDuplicates, budget=100, iterations=1)
     with pytest.raises(SelectionError, match="instance selector 'dupes': paired a response with itself"):
         run_experiment(config, components)
+
+
+class RecordingTrainer(FakeTrainer):
+    name = "recording"
+    description = "FakeTrainer that keeps the data it was given"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.seen = []
+
+    def train(self, *, policy, data, rng):
+        self.seen.append((policy.scale, data))
+        return super().train(policy=policy, data=data, rng=rng)
+
+
+def test_previous_reference_trains_against_the_policy_itself_and_selects_against_its_reference():
+    from dataclasses import replace
+
+    from plugins.selectors.margin import LargestMargin
+
+    config, components = make(LargestMargin, budget=200, iterations=2)
+    components.trainer = RecordingTrainer()
+    rows = run_experiment(replace(config, reference="previous"), components).iterations
+    (scale_1, data_1), (scale_2, data_2) = components.trainer.seen
+    # FakeWorld: logp = -scale * sum(tokens); the training reference is pi_{i-1}'s own log-prob
+    for scale, data in ((scale_1, data_1), (scale_2, data_2)):
+        assert np.allclose(data.ref_chosen_logps, -scale * data.chosen.sum(axis=1))
+        assert np.allclose(data.ref_rejected_logps, -scale * data.rejected.sum(axis=1))
+    fixed = run_experiment(*make(LargestMargin, budget=200, iterations=2)).iterations
+    # Iteration 1 scores pi_0 against pi_ref in both modes. Iteration 2 scores pi_1 against the
+    # reference pi_1 was trained with: pi_0 (scale 1) under previous, pi_ref (scale 0) under fixed,
+    # so the same pairs have margins smaller by exactly (scale_2 - 1) / scale_2.
+    assert rows[1]["sel_mean_abs_margin"] == pytest.approx(fixed[1]["sel_mean_abs_margin"])
+    assert rows[2]["sel_mean_abs_margin"] == pytest.approx(fixed[2]["sel_mean_abs_margin"] * (scale_2 - 1) / scale_2)

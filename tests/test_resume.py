@@ -60,9 +60,11 @@ def strip(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time_") and k not in ("recorded_at",)} for r in rows]
 
 
-def test_sigkill_in_iteration_2_then_resume_matches_an_uninterrupted_run(killer, tmp_path):
+@pytest.mark.parametrize("reference", ["fixed", "previous"])
+def test_sigkill_in_iteration_2_then_resume_matches_an_uninterrupted_run(killer, tmp_path, reference):
     db = tmp_path / "board.db"
-    killed = harness("run", *RUN, "--plugin", killer, db=db, kill_at=2)
+    args = [*RUN, "--reference", reference]
+    killed = harness("run", *args, "--plugin", killer, db=db, kill_at=2)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     board = Leaderboard(db)
     (run,) = board.runs(status=None)
@@ -73,9 +75,9 @@ def test_sigkill_in_iteration_2_then_resume_matches_an_uninterrupted_run(killer,
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["run_id"] == run["id"]
 
-    reference = harness("run", *RUN, "--plugin", killer, "--json", db=db)
-    assert reference.returncode == 0, reference.stderr
-    reference_id = json.loads(reference.stdout.strip().splitlines()[-1])["run_id"]
+    uninterrupted = harness("run", *args, "--plugin", killer, "--json", db=db)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    reference_id = json.loads(uninterrupted.stdout.strip().splitlines()[-1])["run_id"]
 
     board = Leaderboard(db)
     after, uninterrupted = board.get_run(run["id"]), board.get_run(reference_id)

@@ -38,6 +38,15 @@ BudgetOption = Annotated[int, typer.Option("--budget", help="Total gold labels o
 KeepOption = Annotated[float, typer.Option("--keep", help="Share of instance pairs kept at corpus level, in (0, 1].")]
 ResponsesOption = Annotated[int, typer.Option("--responses", "-n", help="Responses sampled per prompt (>= 2).")]
 
+ReferenceOption = Annotated[
+    str,
+    typer.Option(
+        "--reference",
+        help="DPO reference each iteration trains against: fixed (pi_ref, the SFT model; the paper's "
+        "default) or previous (pi_{i-1}). Selection scores use the reference the policy was trained with.",
+    ),
+]
+
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON to stdout (rich output stays on stderr).")
 ]

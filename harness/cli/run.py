@@ -11,6 +11,7 @@ import typer
 from harness.cli.common import (
     BudgetOption,
     DbOption,
+    ReferenceOption,
     IterationsOption,
     JsonOption,
     KeepOption,
@@ -81,6 +82,7 @@ def run_command(
     world_seed: Annotated[
         Optional[int], typer.Option(help="World seed (world, pi_ref, pi_0, eval set). Default: --seed.")
     ] = None,
+    reference: ReferenceOption = "fixed",
     option: Annotated[
         Optional[list[str]],
         typer.Option("--option", "-o", metavar="KEY=VALUE", help="Set a component option (repeatable)."),
@@ -139,6 +141,7 @@ def run_command(
             n_responses=responses,
             seed=seed,
             world_seed=world_seed,
+            reference=reference,
         )
         components = instantiate(registry, config)
         plan = check_budget_plan(config, components)
@@ -234,6 +237,7 @@ def _print_plan(console, config, components, plan) -> None:
     console.print(
         f"[bold]{levels}[/] · allocator [bold]{config.allocator.name}[/] · testbed {config.testbed.name} · "
         f"trainer {config.trainer.name} · seed {config.seed} (world {config.world_seed})"
+        + ("" if config.reference == "fixed" else f" · DPO reference {config.reference}")
     )
     console.print(
         "plan: " + ", ".join(f"it{i + 1} {p.labels} labels / {p.prompts} prompts" for i, p in enumerate(pools))
