@@ -109,6 +109,24 @@ def register_judges(register):
 
 
 @hookspec
+def register_studies(register):
+    """Register studies: plan files that run a grid and give each of their claims a verdict.
+
+    Called when the host builds its registry, before any command runs (so
+    ``harness study list`` and ``harness study run NAME`` see every study).
+    Unlike the other ``register_*`` hooks this one registers a *file*, not a
+    component class: a study is data (a TOML plan, schema in the README section
+    *Studies: claims with verdicts*), validated when it is loaded.
+
+    :param register: call ``register(path)`` with the path (``str`` or
+        ``pathlib.Path``) of a plan file ending in ``.toml``; the study's name is
+        the file name without ``.toml`` (``yang2024.toml`` -> ``yang2024``). A name
+        registered by two plugins is an error that names both.
+    :return: ignored.
+    """
+
+
+@hookspec
 def register_commands(app):
     """Add commands to the ``harness`` command line.
 

@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.trainers.native",
     "plugins.testbeds.synthetic",
     "plugins.judges.synthetic",
+    "plugins.studies.builtin",
 )
 
 REGISTER_HOOKS: dict[str, str] = {
@@ -93,6 +94,27 @@ class Registry:
         default_factory=lambda: {kind: {} for kind in COMPONENT_KINDS}
     )
     hooks: dict[str, list[str]] = field(default_factory=dict)
+    #: Study plan files by name: ``{name: (path, plugin)}`` (the ``register_studies`` hook).
+    studies: dict[str, tuple[Path, PluginInfo]] = field(default_factory=dict)
+
+    def add_study(self, path: Any, plugin: PluginInfo) -> None:
+        """Register the study plan file ``path`` (named after its file, without ``.toml``)."""
+        if not isinstance(path, (str, os.PathLike)) or not str(path).endswith(".toml"):
+            raise PluginError(
+                f"plugin {plugin.name!r} registered an invalid study {path!r}: register(path) takes "
+                "the path of a .toml plan file"
+            )
+        path = Path(path)
+        if not path.is_file():
+            raise PluginError(f"plugin {plugin.name!r} registered study file {str(path)!r}, which does not exist")
+        name = path.stem
+        existing = self.studies.get(name)
+        if existing is not None and existing[0].resolve() != path.resolve():
+            raise PluginError(
+                f"study name {name!r} is registered by two plugins: {existing[1].name!r} and "
+                f"{plugin.name!r}. Uninstall one, or rename the plan file in the plugin you control."
+            )
+        self.studies[name] = (path, plugin)
 
     def add(self, kind: str, cls: Any, plugin: PluginInfo) -> None:
         try:
@@ -128,6 +150,9 @@ class Registry:
             names = sorted(n for n, r in items.items() if r.plugin.name == plugin_name)
             if names:
                 found[kind] = names
+        studies = sorted(name for name, (_, info) in self.studies.items() if info.name == plugin_name)
+        if studies:
+            found["study"] = studies
         return found
 
 
@@ -213,7 +238,7 @@ def build_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(
             f"plugin {pm.get_name(exc.plugin)!r} implements a hook that does not exist ({exc}). "
-            f"Known hooks: {', '.join(sorted(REGISTER_HOOKS.values()) + ['register_commands'])}"
+            f"Known hooks: {', '.join(sorted([*REGISTER_HOOKS.values(), 'register_studies']) + ['register_commands'])}"
         ) from None
     return pm, infos
 
@@ -235,6 +260,14 @@ def build_registry(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo]) ->
 
             kwargs = {"register": register}
             impl.function(**{name: kwargs[name] for name in impl.argnames})
+    for impl in pm.hook.register_studies.get_hookimpls():
+        info = infos[impl.plugin_name]
+
+        def register_study(path: Any, _info: PluginInfo = info) -> None:
+            registry.add_study(path, _info)
+
+        kwargs = {"register": register_study}
+        impl.function(**{name: kwargs[name] for name in impl.argnames})
     return registry
 
 

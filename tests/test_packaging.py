@@ -21,6 +21,7 @@ def test_wheel_contains_exactly_harness_plugins_leaderboard(tmp_path):
     assert top == {"harness", "plugins", "leaderboard"}
     assert not any(name.startswith("tests/") for name in names)
     assert "plugins/testbeds/synthetic/world.py" in names  # subpackages are included
+    assert "plugins/studies/yang2024.toml" in names  # and the built-in study plans
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "harness = harness.cli:main" in text

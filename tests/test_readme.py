@@ -29,7 +29,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 def test_every_hook_is_documented_with_its_arguments():
     hooks = [name for name in dir(hookspecs) if name.startswith("register_")]
-    assert len(hooks) == 7
+    assert len(hooks) == 8
     for name in hooks:
         function = getattr(hookspecs, name)
         arguments = ", ".join(function.__code__.co_varnames[: function.__code__.co_argcount])

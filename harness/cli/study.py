@@ -1,0 +1,274 @@
+"""``harness study``: run a study plan as leaderboard runs and report a verdict per claim."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from harness.cli.common import DbOption, JsonOption, PluginOption, cli_errors, resolve_db, stderr_console
+
+STUDY_HELP = """\
+Studies: "does A beat B, by how much, and is that real?" as a plan file.
+
+A plan (TOML) names grids (each exactly the arguments of harness sweep, plus
+seeds) and claims (a metric, a contrast A − B paired by seed, the direction the
+source reports). harness study run runs the grids as ordinary leaderboard runs
+and writes a report with a verdict per claim: reproduced, reversed or not
+separable, from the 95% interval of the paired difference.
+
+[bold]Examples[/]
+
+  harness study list
+  harness study run yang2024 --quick            # 3 seeds, small pools: the mechanics
+  harness study run yang2024 --jobs 2           # the real thing
+  harness study run yang2024 --seeds 0-29       # more seeds: only the new runs run
+  harness study report yang2024                 # rebuild the report, run nothing
+  harness study run ./my_study.toml --dry-run   # validate a plan, print its plan
+"""
+
+RUN_HELP = """\
+Run a study (a name from harness study list, or a plan file) and write its report.
+
+Every grid is a sweep (same grid expansion, same skip / resume / redo rule, same
+executors as harness sweep): a re-run after a crash, or with more --seeds, runs
+only what is missing. Every run is tagged study, study_grid and study_variant
+(besides sweep_id and sweep_cell). The report (REPORT_DIR/report.md and PNG
+figures) is written from the database at the end, and the verdict table is
+printed on stderr.
+"""
+
+QuickOption = Annotated[
+    bool, typer.Option("--quick", help="The plan's quick variant ([quick]: few seeds, small pools). Checks mechanics.")
+]
+SeedsOption = Annotated[
+    Optional[str], typer.Option("--seeds", help="Run seeds for every grid, as in harness sweep: 0-9, 0,2,5. "
+                                                 "Default: the plan's.")
+]
+ReportDirOption = Annotated[
+    Optional[Path], typer.Option("--report-dir", metavar="DIR", file_okay=False,
+                                 help="Where report.md and the figures go. Default: study-reports/NAME[-quick].")
+]
+PlanArgument = Annotated[str, typer.Argument(metavar="PLAN", help="A study name (harness study list) or a .toml plan file.")]
+
+study_app = typer.Typer(help=STUDY_HELP, no_args_is_help=True, rich_markup_mode="rich")
+
+
+def _plugins(plugin: list[str] | None) -> list[str]:
+    return [str(Path(spec).resolve()) if spec.endswith(".py") or Path(spec).exists() else spec
+            for spec in plugin or ()]
+
+
+def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None):
+    from harness import study as st
+    from harness.plugins import load_registry
+    from harness.sweep import parse_seeds
+
+    registry = load_registry(plugin)
+    if seeds is not None:
+        parse_seeds(seeds)  # a bad --seeds is the command line's error, not a grid's
+    plan_obj = st.find_plan(plan, registry)
+    return registry, st.expand(plan_obj, registry, quick=quick, seeds=seeds)
+
+
+def _report_dir(report_dir: Path | None, study: Any) -> Path:
+    if report_dir is not None:
+        return report_dir
+    return Path("study-reports") / (study.plan.name + ("-quick" if study.quick else ""))
+
+
+def _command(verb: str, plan: str, *, quick: bool, seeds: str | None, jobs: int | None = None,
+             report_dir: Path | None = None, db: Path | None = None, plugin: list[str] | None = None) -> str:
+    parts = ["harness", "study", verb, plan]
+    if quick:
+        parts.append("--quick")
+    if seeds is not None:
+        parts += ["--seeds", seeds]
+    if jobs is not None:
+        parts += ["--jobs", str(jobs)]
+    if report_dir is not None:
+        parts += ["--report-dir", str(report_dir)]
+    if db is not None:
+        parts += ["--db", str(db)]
+    for spec in plugin or ():
+        parts += ["--plugin", spec]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+@study_app.command("run", help=RUN_HELP)
+def run_command(
+    plan: PlanArgument,
+    quick: QuickOption = False,
+    seeds: SeedsOption = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1,
+                                                help="Runs in parallel. Default: the number of cores.")] = None,
+    executor: Annotated[str, typer.Option(help="Where runs execute: local (processes) or ray.")] = "local",
+    force: Annotated[bool, typer.Option("--force", help="Redo every run of the study as a new run.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, print the plan, run nothing.")] = False,
+    report_dir: ReportDirOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    plugin: PluginOption = None,
+) -> None:
+    import time
+
+    from harness import study as st
+    from harness.cli.sweep import _counts, _execute, _escape, _plan_line
+    from harness.executors import executor_class
+
+    console = stderr_console()
+    db_path = resolve_db(db)
+    plugin = _plugins(plugin)
+    started = time.monotonic()
+    with cli_errors():
+        _, study = _load(plan, plugin, quick, seeds)
+        executor_class(executor)
+        planned = st.make_plan(study, db_path, force=force)
+    jobs = jobs or os.cpu_count() or 1
+    display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
+               for p in planned]
+    counts = _counts(display)
+    console.print(
+        f"[bold]study {study.plan.name}[/] ({study.variant}) · {len(study.grids)} grids, {len(study.claims)} claims, "
+        f"{len(display)} runs · {db_path}\n"
+        f"plan: {counts['new']} new, {counts['resume']} to resume, {counts['redo']} to redo, "
+        f"{counts['skip']} finished (skip), {counts['busy']} running elsewhere (left alone)"
+    )
+    for grid in study.grids:
+        console.print(f"  grid {grid.plan.name}: {len(grid.cells)} cells × {len(grid.seeds)} seeds · "
+                      f"sweep {grid.sweep_id}")
+    if dry_run:
+        for item in display:
+            console.print("  " + _escape(_plan_line(item)))
+        if as_json:
+            typer.echo(json.dumps({"study": study.plan.name, "variant": study.variant, "plan": [
+                {"grid": p.grid, "cell": p.item.cell.key, "seed": p.item.seed, "action": p.item.action,
+                 "run_id": p.item.run_id} for p in planned]}))
+        return
+
+    tasks = st.tasks(study, planned, db_path.resolve())
+    results: list[tuple[Any, Any]] = []
+    interrupted = False
+    if tasks:
+        results, interrupted = _execute(console, executor, min(jobs, len(tasks)), plugin, tasks, display)
+    command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin)
+    outcome = _report(console, study, db_path, _report_dir(report_dir, study), command)
+    failed = [r for _, r in results if r.status in ("failed", "crashed") or (r.status == "interrupted" and not interrupted)]
+    code = 130 if interrupted else 1 if failed else 0
+    if interrupted or failed:
+        console.print("Run the same command again to resume interrupted runs and redo failed ones "
+                      "(finished runs are skipped).")
+    seconds = time.monotonic() - started
+    console.print(f"ran {len(tasks)} of {len(display)} runs in {seconds:.1f} s")
+    if as_json:
+        typer.echo(json.dumps({**outcome, "ran": len(tasks), "seconds": round(seconds, 2), "exit_code": code,
+                               "results": [{"grid": planned[r.index].grid, "cell": planned[r.index].item.cell.key,
+                                            "seed": planned[r.index].item.seed, "status": r.status,
+                                            "run_id": r.run_id} for _, r in results]}))
+    if code:
+        raise typer.Exit(code)
+
+
+@study_app.command("report")
+def report_command(
+    plan: PlanArgument,
+    quick: QuickOption = False,
+    seeds: SeedsOption = None,
+    report_dir: ReportDirOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    plugin: PluginOption = None,
+) -> None:
+    """Rebuild a study's report from the leaderboard, running nothing."""
+    console = stderr_console()
+    db_path = resolve_db(db)
+    plugin = _plugins(plugin)
+    with cli_errors():
+        _, study = _load(plan, plugin, quick, seeds)
+    command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin)
+    outcome = _report(console, study, db_path, _report_dir(report_dir, study), command)
+    if as_json:
+        typer.echo(json.dumps(outcome))
+
+
+@study_app.command("list")
+def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> None:
+    """The studies every plugin registered (built-ins included), with their claims."""
+    from harness import study as st
+    from harness.plugins import load_registry
+
+    console = stderr_console()
+    with cli_errors():
+        registry = load_registry(_plugins(plugin))
+    rows = []
+    for name, (path, info) in sorted(registry.studies.items()):
+        row: dict[str, Any] = {"name": name, "plugin": info.name, "source": info.source, "path": str(path)}
+        try:
+            loaded = st.load_plan(path, name=name)
+            row.update(title=loaded.title, grids=len(loaded.grids), claims=len(loaded.claims),
+                       findings=sorted({c.finding for c in loaded.claims if c.finding}), error=None)
+        except st.PlanError as exc:
+            row.update(title="", grids=0, claims=0, findings=[], error=str(exc))
+        rows.append(row)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="studies", title_justify="left",
+                  caption="run one: harness study run NAME --quick (mechanics) or harness study run NAME",
+                  caption_justify="left")
+    for header in ("study", "plugin", "claims", "findings", "title"):
+        table.add_column(header)
+    for row in rows:
+        title = row["title"] if not row["error"] else f"[red]invalid plan:[/] {row['error'].splitlines()[-1]}"
+        table.add_row(row["name"], row["plugin"], str(row["claims"]), ", ".join(row["findings"]), title)
+    console.print(table)
+
+
+def _report(console, study, db_path: Path, out_dir: Path, command: str) -> dict[str, Any]:
+    from harness import study as st
+    from leaderboard.study_report import verdict_rows, write_report
+
+    with cli_errors():
+        outcome = st.results(study, db_path)
+    paths = write_report(outcome, out_dir, command=command, db_path=db_path)
+    rows = verdict_rows(outcome)
+    _print_verdicts(console, study, rows, outcome.counts)
+    console.print(f"report: [bold]{paths[0]}[/] ({len(paths) - 1} figures)")
+    return {"study": study.plan.name, "variant": study.variant, "report": str(paths[0]),
+            "figures": [str(p) for p in paths[1:]], "runs": outcome.counts,
+            "claims": [{**row, **{k: item.stats[k] for k in ("n", "mean", "std", "ci_low", "ci_high", "half_width",
+                                                                "mde80", "verdict")}}
+                       for row, item in zip(rows, outcome.claims)]}
+
+
+_VERDICT_STYLE = {"reproduced": "green", "reversed": "red", "not separable": "dim", "too few pairs": "magenta"}
+
+
+def _print_verdicts(console, study, rows, counts) -> None:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"study {study.plan.name} ({study.variant}) · {counts['finished']}/{counts['wanted']} runs finished",
+        caption="Δ = A − B paired by (seed, world_seed); reproduced / reversed: the 95% CI excludes 0 in / against "
+                "the source's direction; detectable: the CI half-width t·sd/√n",
+        title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    )
+    for header, justify in (("claim", "left"), ("metric", "left"), ("contrast A − B", "left"), ("source", "left"),
+                            ("mean Δ ± sd", "right"), ("95% CI", "right"), ("n", "right"),
+                            ("detectable", "right"), ("verdict", "left")):
+        table.add_column(header, justify=justify)
+    for row in rows:
+        style = _VERDICT_STYLE.get(row["verdict"], "yellow")
+        source = row["source"].split(" (", 1)[0]
+        table.add_row(escape(row["claim"]), escape(row["metric"]), escape(row["contrast"]), escape(source),
+                      row["measured"], row["ci"], row["n"], row["detectable"], f"[{style}]{row['verdict']}[/]")
+    console.print(table)
