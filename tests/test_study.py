@@ -229,3 +229,17 @@ def test_two_plugins_registering_one_study_name_is_an_error(tmp_path, registry):
         registry.add_study(other, PluginInfo("mine", "1", "local"))
     with pytest.raises(PluginError, match="takes the path of a .toml plan file"):
         registry.add_study(tmp_path / "plan.txt", PluginInfo("mine", "1", "local"))
+
+
+def test_the_huang2025_study_is_registered_and_its_claims_resolve(registry):
+    path, plugin = registry.studies["huang2025"]
+    assert plugin.name == "plugins.studies.builtin" and path.name == "huang2025.toml"
+    plan = st.find_plan("huang2025", registry)
+    full = st.expand(plan, registry)
+    assert all(g.seeds == list(range(10)) for g in full.grids)
+    assert {cell.config.keep for g in full.grids for cell in g.cells} == {0.4}  # the paper's kept share
+    gold = full.grid("gold")
+    assert {cell.config.instance_selector.settings["explicit_source"] for cell in gold.cells} == {"gold"}
+    fidelities = {cell.config.proxy_judge.settings["fidelity"] for cell in full.grid("proxy").cells}
+    assert fidelities == {0.9, 0.5}
+    assert len(plan.claims) == 6
