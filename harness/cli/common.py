@@ -47,6 +47,20 @@ ReferenceOption = Annotated[
     ),
 ]
 
+# Running many runs: shared by `harness sweep` and `harness study run`.
+JobsOption = Annotated[
+    Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs in parallel. Default: the number of cores.")
+]
+ExecutorOption = Annotated[str, typer.Option("--executor", help="Where runs execute: local (processes) or ray.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate, print the plan, run nothing.")]
+
+
+def plugins_for_workers(specs: list[str] | None) -> list[str]:
+    """``--plugin`` specs as worker processes can load them: plugin files by absolute path."""
+    return [str(Path(spec).resolve()) if spec.endswith(".py") or Path(spec).exists() else spec
+            for spec in specs or ()]
+
+
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON to stdout (rich output stays on stderr).")
 ]

@@ -11,7 +11,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from harness.cli.common import DbOption, JsonOption, PluginOption, cli_errors, resolve_db, stderr_console
+from harness.cli.common import (
+    DbOption,
+    DryRunOption,
+    ExecutorOption,
+    JobsOption,
+    JsonOption,
+    PluginOption,
+    cli_errors,
+    plugins_for_workers,
+    resolve_db,
+    stderr_console,
+)
 
 STUDY_HELP = """\
 Studies: "does A beat B, by how much, and is that real?" as a plan file.
@@ -59,11 +70,6 @@ PlanArgument = Annotated[str, typer.Argument(metavar="PLAN", help="A study name 
 study_app = typer.Typer(help=STUDY_HELP, no_args_is_help=True, rich_markup_mode="rich")
 
 
-def _plugins(plugin: list[str] | None) -> list[str]:
-    return [str(Path(spec).resolve()) if spec.endswith(".py") or Path(spec).exists() else spec
-            for spec in plugin or ()]
-
-
 def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None):
     from harness import study as st
     from harness.plugins import load_registry
@@ -105,11 +111,10 @@ def run_command(
     plan: PlanArgument,
     quick: QuickOption = False,
     seeds: SeedsOption = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1,
-                                                help="Runs in parallel. Default: the number of cores.")] = None,
-    executor: Annotated[str, typer.Option(help="Where runs execute: local (processes) or ray.")] = "local",
+    jobs: JobsOption = None,
+    executor: ExecutorOption = "local",
     force: Annotated[bool, typer.Option("--force", help="Redo every run of the study as a new run.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, print the plan, run nothing.")] = False,
+    dry_run: DryRunOption = False,
     report_dir: ReportDirOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -123,7 +128,7 @@ def run_command(
 
     console = stderr_console()
     db_path = resolve_db(db)
-    plugin = _plugins(plugin)
+    plugin = plugins_for_workers(plugin)
     started = time.monotonic()
     with cli_errors():
         _, study = _load(plan, plugin, quick, seeds)
@@ -187,7 +192,7 @@ def report_command(
     """Rebuild a study's report from the leaderboard, running nothing."""
     console = stderr_console()
     db_path = resolve_db(db)
-    plugin = _plugins(plugin)
+    plugin = plugins_for_workers(plugin)
     with cli_errors():
         _, study = _load(plan, plugin, quick, seeds)
     command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin)
@@ -204,7 +209,7 @@ def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> No
 
     console = stderr_console()
     with cli_errors():
-        registry = load_registry(_plugins(plugin))
+        registry = load_registry(plugins_for_workers(plugin))
     rows = []
     for name, (path, info) in sorted(registry.studies.items()):
         row: dict[str, Any] = {"name": name, "plugin": info.name, "source": info.source, "path": str(path)}

@@ -13,13 +13,17 @@ import typer
 from harness.cli.common import (
     BudgetOption,
     DbOption,
+    DryRunOption,
+    ExecutorOption,
     IterationsOption,
+    JobsOption,
     JsonOption,
     KeepOption,
     PluginOption,
     ResponsesOption,
     cli_errors,
     resolve_db,
+    plugins_for_workers,
     stderr_console,
 )
 
@@ -119,12 +123,10 @@ def sweep_command(
     budget: BudgetOption = 3000,
     keep: KeepOption = 0.5,
     responses: ResponsesOption = 8,
-    jobs: Annotated[
-        Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs in parallel. Default: the number of cores.")
-    ] = None,
-    executor: Annotated[str, typer.Option(help="Where runs execute: local (processes) or ray.")] = "local",
+    jobs: JobsOption = None,
+    executor: ExecutorOption = "local",
     force: Annotated[bool, typer.Option("--force", help="Redo every cell × seed as a new run.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, print the plan, run nothing.")] = False,
+    dry_run: DryRunOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
@@ -137,8 +139,7 @@ def sweep_command(
     db_path = resolve_db(db)
     jobs = jobs or os.cpu_count() or 1
     # Workers load the same plugins; a plugin file is passed to them by its absolute path.
-    plugin = [str(Path(spec).resolve()) if spec.endswith(".py") or Path(spec).exists() else spec
-              for spec in plugin or ()]
+    plugin = plugins_for_workers(plugin)
     with cli_errors():
         registry = load_registry(plugin)
         seed_list = sw.parse_seeds(seeds)
