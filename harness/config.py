@@ -41,8 +41,15 @@ ROLES: dict[str, str] = {
     "trainer": "trainer",
     "gold_judge": "judge",
     "proxy_judge": "judge",
+    "annotator": "judge",
+    "evaluator": "judge",
 }
-OPTIONAL_ROLES = ("gold_judge", "proxy_judge")
+OPTIONAL_ROLES = ("gold_judge", "proxy_judge", "annotator", "evaluator")
+# Roles added after configs were first hashed: left out of a config's JSON while
+# unset, so every earlier run keeps its strategy hash (sweeps and studies reuse by it).
+_OMITTED_WHEN_UNSET = ("annotator", "evaluator")
+EXTERNAL_ANNOTATOR = "external"
+"""The annotator that hands the pairs to people (``--annotator external``)."""
 REFERENCES = ("fixed", "previous")
 """DPO reference per iteration: pi_ref (the SFT model) throughout, or the previous policy pi_{i-1}."""
 PREFIX_ALIASES: dict[str, tuple[str, ...]] = {
@@ -72,6 +79,8 @@ class RunConfig:
     trainer: ComponentChoice
     gold_judge: ComponentChoice | None = None
     proxy_judge: ComponentChoice | None = None
+    annotator: ComponentChoice | None = None  # None: the testbed's own annotator (world.annotate)
+    evaluator: ComponentChoice | None = None  # None: the testbed's own evaluation (world.evaluate)
     iterations: int = 3
     budget: int = 3000
     keep: float = 0.5
@@ -81,7 +90,11 @@ class RunConfig:
     reference: str = "fixed"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for role in _OMITTED_WHEN_UNSET:
+            if data[role] is None:
+                del data[role]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, default=_jsonable)
@@ -99,6 +112,8 @@ class RunConfig:
         values = dict(data)
         for role in ROLES:
             choice = values.get(role)
+            if choice is None and role in _OMITTED_WHEN_UNSET and role not in values:
+                continue
             values[role] = None if choice is None else ComponentChoice(choice["name"], dict(choice.get("settings", {})))
         return cls(**values)
 
@@ -125,6 +140,18 @@ class Components:
     scorers: dict[str, Component]
     gold_judge: Judge | None = None
     proxy_judge: Judge | None = None
+    annotator: Judge | None = None
+    evaluator: Judge | None = None
+
+    @property
+    def external_annotation(self) -> bool:
+        """True when people label the pairs (``--annotator external``): the run stops for them."""
+        return self.annotator is not None and bool(getattr(self.annotator, "external", False))
+
+    def judges(self) -> dict[str, Judge]:
+        """Every judge this run uses, by role."""
+        roles = ("gold_judge", "proxy_judge", "annotator", "evaluator")
+        return {role: getattr(self, role) for role in roles if getattr(self, role) is not None}
 
     @property
     def score_columns(self) -> tuple[str, ...]:
@@ -226,6 +253,8 @@ def build_config(
     trainer: str = "native",
     gold_judge: str | None = None,
     proxy_judge: str | None = None,
+    annotator: str | None = None,
+    evaluator: str | None = None,
     options: Sequence[str] = (),
     iterations: int = 3,
     budget: int = 3000,
@@ -260,6 +289,9 @@ def build_config(
     for role, given, key in (("gold_judge", gold_judge, "gold"), ("proxy_judge", proxy_judge, "proxy")):
         if given or defaults.get(key):
             names[role] = given or defaults[key]
+    for role, given in (("annotator", annotator), ("evaluator", evaluator)):
+        if given or defaults.get(role):
+            names[role] = given or defaults[role]
     classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
     assignments = parse_option_assignments(options)
     routed = route_options(assignments, classes)
@@ -314,7 +346,23 @@ def instantiate(registry: Registry, config: RunConfig) -> Components:
         if column != EXPLICIT_REWARD:
             components.scorers[column] = registry.create("scorer", column)
     check_explicit_scores(components, config)
+    check_judge_roles(components)
     return components
+
+
+def check_judge_roles(components: Components) -> None:
+    """UsageError for an annotator or evaluator this run cannot use."""
+    if components.annotator is not None and components.explicit_source == "gold":
+        raise UsageError(
+            f"--annotator {components.annotator.name!r} would label pairs that the gold judge already "
+            "scored (and charged): with a selector reading gold explicit scores, the pairs are labelled "
+            "by those scores. Drop --annotator, or pass --gold-judge instead"
+        )
+    if components.evaluator is not None and getattr(components.evaluator, "external", False):
+        raise UsageError(
+            "--evaluator external is not supported: evaluation runs after every iteration, unattended. "
+            "Pass a judge (harness list judges), e.g. --evaluator openai"
+        )
 
 
 def check_explicit_scores(components: Components, config: RunConfig) -> None:

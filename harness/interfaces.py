@@ -220,13 +220,22 @@ def winners_and_losers(pairs: Pairs, prefer_a: np.ndarray) -> tuple[np.ndarray, 
 class Labels:
     """The annotator's verdict on each pair: ``prefer_a[k]`` is True when ``a`` won.
 
-    ``gold_agrees`` (optional) says, for each label, whether it agrees with the
-    world's exact gold ordering; a testbed with a known gold reward sets it so
-    the loop can report the share of label noise.
+    ``tie`` (optional) is True where the annotator saw no difference; a tie
+    is paid for like any label but is dropped from DPO (``prefer_a`` is
+    ignored there). ``gold_agrees`` (optional) says, for each label, whether
+    it agrees with the world's exact gold ordering; a testbed with a known
+    gold reward sets it so the loop can report the share of label noise.
     """
 
     prefer_a: np.ndarray
     gold_agrees: np.ndarray | None = None
+    tie: np.ndarray | None = None
+
+    def tie_mask(self) -> np.ndarray:
+        """``tie`` as a bool array (all False when the annotator never ties)."""
+        if self.tie is None:
+            return np.zeros(len(self.prefer_a), dtype=bool)
+        return np.asarray(self.tie, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -321,6 +330,20 @@ class World(Protocol):
 
         Used by ``harness run --resume``; a world without these two methods
         runs normally but cannot be resumed.
+        """
+
+    def texts(self, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[list[str]]]:
+        """Human-readable text of ``prompts`` and of every response: ``(M,)`` and ``(M, N)`` lists.
+
+        What an external annotator or an LLM judge reads, and what the labels
+        table and ``harness export preferences`` store.
+        """
+
+    def evaluation_pairs(self, policy: Policy, rng: np.random.Generator) -> tuple[np.ndarray, Responses]:
+        """Evaluation prompts and ``(E, 2)`` responses: the policy's greedy output, then the reference output.
+
+        Optional: what an evaluator judge (``--evaluator``) compares to report
+        a win rate against the reference outputs.
         """
 
 
@@ -437,6 +460,31 @@ class Judge(Component):
         """``(M, N)`` float64 explicit reward of every response."""
         raise NotImplementedError
 
+    def compare(
+        self, *, world: World, prompts: np.ndarray, responses: Responses, pairs: Pairs, rng: np.random.Generator
+    ) -> Labels:
+        """The judge's preference on each pair (as annotator or evaluator): one label per pair.
+
+        The default scores both responses of each pair with :meth:`score`;
+        the higher score wins and equal scores are a tie. Pairwise judges
+        (an LLM asked "which is better?") override this.
+        """
+        scores = np.asarray(self.score(world=world, prompts=prompts, responses=responses, rng=rng), dtype=np.float64)
+        a = scores[pairs.prompt, pairs.a]
+        b = scores[pairs.prompt, pairs.b]
+        return Labels(prefer_a=a > b, tie=a == b)
+
+    def use_cache(self, cache: Any) -> None:
+        """Receive the run's judgement cache (:class:`leaderboard.judgements.JudgementCache`).
+
+        Called once before the run; judges that pay per call keep every answer
+        there so a re-run or resumed run never pays twice. Default: unused.
+        """
+
+    def usage(self) -> dict[str, int]:
+        """Counters of what the judge has spent so far (e.g. ``prompt_tokens``); reported per iteration."""
+        return {}
+
 
 class Testbed(Component):
     """Builds a :class:`World` from a world seed.
@@ -461,6 +509,24 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "testbed": Testbed,
     "judge": Judge,
 }
+
+
+def pair_texts(world: World, prompts: np.ndarray, responses: Responses, pairs: Pairs) -> tuple[list[str], list[str], list[str]]:
+    """Prompt, response ``a`` and response ``b`` text of every pair, from ``world.texts``.
+
+    Raise UsageError when the world cannot render text (a text judge or an
+    external annotator needs it).
+    """
+    if not hasattr(world, "texts"):
+        raise UsageError(f"{type(world).__name__} cannot render text (no texts() method): "
+                         "text judges and external annotators need a testbed that can")
+    prompt_texts, response_texts = world.texts(prompts, responses)
+    rows = [int(i) for i in pairs.prompt]
+    return (
+        [prompt_texts[i] for i in rows],
+        [response_texts[i][int(j)] for i, j in zip(rows, pairs.a)],
+        [response_texts[i][int(j)] for i, j in zip(rows, pairs.b)],
+    )
 
 
 def check_component_class(kind: str, cls: Any) -> None:
@@ -500,4 +566,5 @@ __all__ = [
     "Trainer",
     "UsageError",
     "World",
+    "pair_texts",
 ]

@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from harness import rng as streams
+from harness.annotation import LabelDesk, PendingSelection
 from harness.budget import Ledger, plan_pool
 from harness.config import Components, RunConfig
+from harness.errors import PluginError, UsageError
 from harness.diagnostics import selected_pair_diagnostics
 from harness.interfaces import (
     EXPLICIT_REWARD,
@@ -40,7 +42,7 @@ from harness.interfaces import (
 from harness.progress import NullReporter
 from harness.validation import check_corpus_pairs, check_instance_pairs
 
-MODEL_STAGES = ("setup", "sample", "logprobs", "judge", "train", "evaluate")
+MODEL_STAGES = ("setup", "sample", "logprobs", "judge", "annotate", "train", "evaluate")
 """Stages whose time is model compute; everything else counts as harness overhead."""
 
 
@@ -113,6 +115,7 @@ def run_experiment(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     checkpoint: Callable[[Any, LoopState], None] | None = None,
     restore: Callable[[Any], LoopState] | None = None,
+    desk: LabelDesk | None = None,
 ) -> RunResult:
     """Run ``config`` end to end and return per-iteration rows and final metrics.
 
@@ -120,7 +123,11 @@ def run_experiment(
     is the initial policy pi_0), e.g. to record it in the leaderboard.
     ``checkpoint(world, state)`` is called after every completed iteration,
     before its row is emitted; ``restore(world)`` returns the state to continue
-    from instead of starting at pi_0 (``harness run --resume``).
+    from instead of starting at pi_0 (``harness run --resume``). ``desk``
+    keeps every label in the leaderboard and runs the external annotator's
+    round trip (:mod:`harness.annotation`): with ``--annotator external`` the
+    loop raises :class:`~harness.annotation.AwaitingLabels` at the annotation
+    step, and on resume continues from the selection it saved there.
     """
     reporter = reporter or NullReporter()
     timer = StageTimer()
@@ -136,7 +143,7 @@ def run_experiment(
         state = restore(world)
     else:
         with reporter.stage("evaluate pi_0", total=None), timer("evaluate"):
-            initial = world.evaluate(world.initial_policy, streams.stream(seed, 0, "evaluate"))
+            initial = _evaluate(world, world.initial_policy, components, seed, 0)
         state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial}], {}, [])
         _save_then_emit(checkpoint, emit, world, state, timer)
     policy, rows, history = state.policy, list(state.rows), list(state.history)
@@ -152,37 +159,56 @@ def run_experiment(
         pool = plan_pool(labels, config.keep, *components.pool_costs(config.n_responses))
         label = f"iteration {iteration}/{config.iterations}"
 
-        with timer("prompts"):
-            prompts = world.draw_prompts(pool.prompts, streams.stream(seed, iteration, "prompts"))
-        with reporter.stage(f"{label}: sample {pool.prompts}×{config.n_responses}"), timer("sample"):
-            responses = world.sample(policy, prompts, config.n_responses, streams.stream(seed, iteration, "sample"))
+        # Pairs out for external labelling when the run stopped: continue from them.
+        selection = desk.pending(iteration) if desk is not None and components.external_annotation else None
+        explicit = None
+        if selection is None:
+            with timer("prompts"):
+                prompts = world.draw_prompts(pool.prompts, streams.stream(seed, iteration, "prompts"))
+            with reporter.stage(f"{label}: sample {pool.prompts}×{config.n_responses}"), timer("sample"):
+                responses = world.sample(policy, prompts, config.n_responses, streams.stream(seed, iteration, "sample"))
 
-        logp_policy = logp_ref = None
-        if components.scorers:  # log-probs only when a scorer column needs them
-            with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
-                logp_policy = world.logprobs(policy, prompts, responses)
-                logp_ref = world.logprobs(reference, prompts, responses)
-        explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer)
-        with timer("select"):
-            distinct = responses.distinct_mask()
-            scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
-            if explicit is not None:
-                scores[EXPLICIT_REWARD] = explicit
-            batch = SelectionBatch(
-                lengths=responses.lengths,
-                distinct=distinct,
-                scores=scores,
-                beta=trainer.beta,
-                tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
-            )
-            offered, kept = _select_pairs(components, batch, pool.pairs, seed, iteration)
+            logp_policy = logp_ref = None
+            if components.scorers:  # log-probs only when a scorer column needs them
+                with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
+                    logp_policy = world.logprobs(policy, prompts, responses)
+                    logp_ref = world.logprobs(reference, prompts, responses)
+            explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk)
+            with timer("select"):
+                distinct = responses.distinct_mask()
+                scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
+                if explicit is not None:
+                    scores[EXPLICIT_REWARD] = explicit
+                batch = SelectionBatch(
+                    lengths=responses.lengths,
+                    distinct=distinct,
+                    scores=scores,
+                    beta=trainer.beta,
+                    tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
+                )
+                offered, kept = _select_pairs(components, batch, pool.pairs, seed, iteration)
+            selection = PendingSelection(prompts, responses, distinct, len(offered), kept, logp_policy, logp_ref)
+        prompts, responses, distinct, kept = selection.prompts, selection.responses, selection.distinct, selection.kept
+        logp_policy, logp_ref = selection.logp_policy, selection.logp_ref
 
+        usage_before = _judge_usage(components)
+        source = None  # who labelled the pairs, when they are still to be recorded
         with timer("annotate"):
             if components.explicit_source == "gold":
                 verdict = _labels_from_scores(world, prompts, responses, kept, explicit)
             else:
                 ledger.charge(iteration, len(kept))
-                verdict = world.annotate(prompts, responses, kept, streams.stream(seed, iteration, "annotate"))
+                verdict, source = _annotate(components, config, world, selection, desk, seed, iteration)
+        if desk is not None and source is not None:
+            with timer("labels"):  # harness work: keep every label with its text
+                desk.record_pairs(iteration, world, prompts, responses, kept, verdict, source)
+        tie = verdict.tie_mask()
+        if tie.any():  # a tie was paid for but says nothing to DPO: drop it from training
+            kept = kept.take(np.flatnonzero(~tie))
+            verdict = Labels(
+                prefer_a=np.asarray(verdict.prefer_a, dtype=bool)[~tie],
+                gold_agrees=None if verdict.gold_agrees is None else np.asarray(verdict.gold_agrees)[~tie],
+            )
         prefer_a = np.asarray(verdict.prefer_a, dtype=bool)
 
         # Log-probs of the kept responses: reused from scoring, or computed for just them.
@@ -212,7 +238,7 @@ def run_experiment(
         policy = trained.policy
 
         with reporter.stage(f"{label}: evaluate"), timer("evaluate"):
-            metrics = world.evaluate(policy, streams.stream(seed, iteration, "evaluate"))
+            metrics = _evaluate(world, policy, components, seed, iteration)
 
         spent = {stage: timer.seconds.get(stage, 0.0) - before.get(stage, 0.0) for stage in timer.seconds}
         row = {
@@ -223,13 +249,15 @@ def run_experiment(
             "labels_pool": pool.prompt_labels if components.explicit_source == "gold" else 0,
             "proxy_calls": ledger.proxy_calls.get(iteration, 0),
             "prompts": pool.prompts,
-            "instance_pairs": len(offered),
+            "instance_pairs": selection.offered,
+            "ties": int(tie.sum()),
             "duplicate_share": float(1.0 - distinct.mean()),
             **_prefixed(diagnostics, "sel_"),
             "train_steps": trained.steps,
             "train_epochs": trained.epochs,
             "loss_first": trained.loss_first,
             "loss_last": trained.loss_last,
+            **_usage_delta(usage_before, _judge_usage(components)),
             **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(spent.items())},
         }
         rows.append(row)
@@ -264,7 +292,7 @@ def _score_columns(components: Components, logp_policy, logp_ref, lengths) -> di
     }
 
 
-def _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer) -> np.ndarray | None:
+def _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk) -> np.ndarray | None:
     """The judge's explicit reward of every response, charged (gold) or counted (proxy); None if unused."""
     judge = components.explicit_judge()
     if judge is None:
@@ -277,7 +305,102 @@ def _explicit_scores(components, world, prompts, responses, ledger, iteration, s
     with timer("judge"):
         scores = judge.score(world=world, prompts=prompts, responses=responses,
                              rng=streams.stream(seed, iteration, "judge"))
-    return np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if desk is not None and components.explicit_source == "gold":
+        desk.record_scores(iteration, world, prompts, responses, scores, source=f"gold_judge:{judge_source(judge)}")
+    return scores
+
+
+def judge_source(judge) -> str:
+    """How a judge is named in the labels table: its name, and its model when it has one."""
+    model = judge.settings.get("model") if isinstance(getattr(judge, "settings", None), dict) else None
+    return f"{judge.name}/{model}" if model else judge.name
+
+
+def _annotate(components: Components, config: RunConfig, world, selection: PendingSelection, desk,
+              seed: int, iteration: int) -> tuple[Labels, str | None]:
+    """Labels of the kept pairs from the run's annotator, and its name for the labels table.
+
+    External: the imported labels (already in the table: no name), or the
+    pairs handed out (AwaitingLabels). A judge: its ``compare``. None named:
+    the testbed's own annotator.
+    """
+    prompts, responses, kept = selection.prompts, selection.responses, selection.kept
+    annotator = components.annotator
+    if components.external_annotation:
+        if desk is None:
+            raise UsageError("--annotator external needs a leaderboard and a run directory: use harness run")
+        labels = desk.collect(iteration, world, selection)
+        if labels is None:
+            desk.request(iteration, world, selection, streams.stream(seed, iteration, "display"))
+        return _with_gold_agreement(world, prompts, responses, kept, labels), None
+    rng = streams.stream(seed, iteration, "annotate")
+    if annotator is None:
+        labels, source = world.annotate(prompts, responses, kept, rng), f"testbed:{config.testbed.name}"
+    else:
+        labels = annotator.compare(world=world, prompts=prompts, responses=responses, pairs=kept, rng=rng)
+        labels, source = _with_gold_agreement(world, prompts, responses, kept, labels), f"judge:{judge_source(annotator)}"
+    if len(labels.prefer_a) != len(kept):
+        name = annotator.name if annotator is not None else config.testbed.name
+        raise PluginError(f"annotator {name!r} returned {len(labels.prefer_a)} labels for {len(kept)} pairs")
+    return labels, source
+
+
+def _with_gold_agreement(world, prompts, responses: Responses, pairs: Pairs, labels: Labels) -> Labels:
+    """``labels`` with ``gold_agrees`` filled in when the world knows its gold reward (label-noise diagnostics)."""
+    if labels.gold_agrees is not None or not hasattr(world, "gold_rewards") or len(pairs) == 0:
+        return labels
+    gold = world.gold_rewards(prompts, responses)
+    diff = gold[pairs.prompt, pairs.a] - gold[pairs.prompt, pairs.b]
+    agrees = np.where(diff == 0, True, np.asarray(labels.prefer_a, dtype=bool) == (diff > 0))
+    return Labels(prefer_a=labels.prefer_a, gold_agrees=agrees, tie=labels.tie)
+
+
+def _evaluate(world, policy, components: Components, seed: int, iteration: int) -> dict[str, Any]:
+    """The testbed's metrics of ``policy``; with ``--evaluator``, the judge's win rate is ``win_rate``.
+
+    The evaluator compares the policy's greedy output with the reference
+    output on every evaluation prompt (a tie counts 1/2); the testbed's own
+    win rate, if it has one, stays as ``testbed_win_rate``.
+    """
+    metrics = dict(world.evaluate(policy, streams.stream(seed, iteration, "evaluate")))
+    judge = components.evaluator
+    if judge is None:
+        if "win_rate" not in metrics:
+            raise UsageError(f"testbed {components.testbed.name!r} reports no win rate of its own: pass "
+                             "--evaluator JUDGE (harness list judges) to judge the policy against the reference outputs")
+        return metrics
+    if not hasattr(world, "evaluation_pairs"):
+        raise UsageError(f"--evaluator {judge.name!r}: this testbed's worlds give no evaluation pairs "
+                         "(World.evaluation_pairs); drop --evaluator")
+    prompts, pair_responses = world.evaluation_pairs(policy, streams.stream(seed, iteration, "evaluation-pairs"))
+    e = len(prompts)
+    pairs = Pairs(prompt=np.arange(e), a=np.zeros(e, dtype=np.int64), b=np.ones(e, dtype=np.int64))
+    labels = judge.compare(world=world, prompts=prompts, responses=pair_responses, pairs=pairs,
+                           rng=streams.stream(seed, iteration, "evaluator"))
+    tie = labels.tie_mask()
+    wins = np.where(tie, 0.5, np.asarray(labels.prefer_a, dtype=np.float64))
+    for key in ("win_rate", "win_rate_se"):
+        if key in metrics:
+            metrics[f"testbed_{key}"] = metrics.pop(key)
+    metrics["win_rate"] = float(wins.mean()) if e else 0.0
+    metrics["win_rate_se"] = float(wins.std(ddof=1) / np.sqrt(e)) if e > 1 else 0.0
+    metrics["evaluator_tie_share"] = float(tie.mean()) if e else 0.0
+    return metrics
+
+
+def _judge_usage(components: Components) -> dict[str, int]:
+    """Every judge's spending counters, as ``<role>_<counter>``."""
+    usage: dict[str, int] = {}
+    for role, judge in components.judges().items():
+        for key, value in judge.usage().items():
+            usage[f"{role}_{key}"] = int(value)
+    return usage
+
+
+def _usage_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What the judges spent between two readings of :func:`_judge_usage`."""
+    return {key: value - before.get(key, 0) for key, value in after.items()}
 
 
 def _labels_from_scores(world, prompts, responses: Responses, pairs: Pairs, explicit: np.ndarray) -> Labels:

@@ -45,6 +45,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.trainers.native",
     "plugins.testbeds.synthetic",
     "plugins.judges.synthetic",
+    "plugins.judges.external",
+    "plugins.judges.openai",
     "plugins.studies.builtin",
 )
 

@@ -24,6 +24,7 @@ from typing import Any
 from harness import checkpoints
 from harness.config import ROLES, Components, RunConfig, instantiate
 from harness.errors import UnknownNameError, UsageError
+from harness.interfaces import Judge
 from harness.plugins import Registry
 
 RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
@@ -31,13 +32,18 @@ RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
 
 @dataclass
 class RunOutcome:
-    """How one run ended: ``finished``, ``failed`` or ``interrupted``."""
+    """How one run ended: ``finished``, ``failed``, ``interrupted`` or ``awaiting_labels``.
+
+    ``awaiting`` (for ``awaiting_labels``) says which iteration's pairs went
+    out for labelling, how many, and the file they are in.
+    """
 
     run_id: str
     status: str
     final: dict[str, Any] | None = None
     iterations: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    awaiting: dict[str, Any] | None = None
 
 
 def runs_root(db_path: Path) -> Path:
@@ -111,7 +117,7 @@ def execute(
     run_id = board.start_run(record)
     if on_start is not None:
         on_start(run_id)
-    return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None)
+    return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None, db_path=db_path)
 
 
 def resume(
@@ -149,6 +155,8 @@ def resume(
             "start it again with harness run"
         )
     keep_through = int(directory.name.rsplit("-", 1)[1])
+    if run["status"] == "awaiting_labels":
+        _check_labels_complete(board, run_id, keep_through + 1)
     board.reopen_run(run_id, keep_through=keep_through)
 
     def restore(world: Any):
@@ -159,10 +167,38 @@ def resume(
                 board.record_iteration(run_id, row)
         return state
 
-    return _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore)
+    return _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore, db_path=db_path)
 
 
-def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore) -> RunOutcome:
+def _check_labels_complete(board: Any, run_id: str, iteration: int) -> None:
+    """UsageError (nothing changed) while the pairs a run stopped for still miss labels."""
+    from leaderboard.labels import status
+
+    for item in status(board, run_id):
+        if item.iteration == iteration and item.missing:
+            raise UsageError(
+                f"run {run_id} awaits {item.missing} of {item.requested} labels for iteration {iteration}; "
+                f"import them first: harness label import {run_id} FILE (see harness label status {run_id})"
+            )
+
+
+def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore, db_path) -> RunOutcome:
+    from leaderboard.judgements import JudgementCache
+
+    # Judges that pay per call keep every answer in the database (harness.interfaces.Judge.use_cache).
+    paying = [j for j in components.judges().values() if type(j).use_cache is not Judge.use_cache]
+    cache = JudgementCache(db_path) if paying else None
+    for judge in paying:
+        judge.use_cache(cache)
+    try:
+        return _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore) -> RunOutcome:
+    from harness.annotation import AwaitingLabels, LabelDesk
     from harness.loop import run_experiment
 
     def record(row: dict[str, Any]) -> None:
@@ -176,8 +212,13 @@ def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore
 
     try:
         result = run_experiment(
-            config, components, reporter=reporter, on_iteration=record, checkpoint=checkpoint, restore=restore
+            config, components, reporter=reporter, on_iteration=record, checkpoint=checkpoint, restore=restore,
+            desk=LabelDesk(board, run_id, run_dir),
         )
+    except AwaitingLabels as stop:
+        board.await_labels(run_id)
+        awaiting = {"iteration": stop.iteration, "pairs": stop.requested, "file": str(stop.path)}
+        return RunOutcome(run_id, "awaiting_labels", awaiting=awaiting)
     except KeyboardInterrupt:
         board.fail_run(run_id, "interrupted", "interrupted (KeyboardInterrupt); resume with harness run --resume")
         raise

@@ -121,3 +121,68 @@ def m003_indexes_and_ranked_view(db):
             """
         ).strip(),
     )
+
+
+@migrations(name="m004_labels_and_texts")
+def m004_labels_and_texts(db):
+    """Every gold label a run paid for, and the text it was given for.
+
+    ``labels``: one row per label (``kind`` ``pair``: a pairwise preference,
+    ``label`` in a / b / tie in the harness's own order of the pair;
+    ``kind`` ``score``: one pointwise gold score of one response, in
+    ``score``). A run's ledger is the count of its rows. ``shown_swapped`` is
+    set for pairs handed to an external annotator (1: they saw b as "a");
+    their ``label`` stays NULL until imported. Text is stored once in
+    ``texts``, keyed by its sha256 (16 hex digits).
+    """
+    db["texts"].create({"hash": str, "text": str}, pk="hash", not_null={"text"})
+    db["labels"].create(
+        {
+            "id": str,
+            "run_id": str,
+            "iteration": int,
+            "kind": str,
+            "position": int,
+            "prompt_hash": str,
+            "a_hash": str,
+            "b_hash": str,
+            "shown_swapped": int,
+            "label": str,
+            "score": float,
+            "source": str,
+            "annotator": str,
+            "requested_at": str,
+            "labelled_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+        not_null={"run_id", "iteration", "kind", "position", "prompt_hash", "a_hash", "source", "requested_at"},
+    )
+    db["labels"].create_index(["run_id", "iteration"])
+
+
+@migrations(name="m005_judgements")
+def m005_judgements(db):
+    """Every answer a paying judge got (``leaderboard.judgements``), so no run pays twice for one.
+
+    ``IF NOT EXISTS``: a judgement cache opened on a database before this
+    migration ran creates the same table itself.
+    """
+    db.execute(JUDGEMENTS_TABLE_SQL)
+
+
+#: The ``judgements`` table; ``leaderboard.judgements.JUDGEMENTS_TABLE_SQL`` is the same text
+#: (a test checks), kept here too so that this file imports nothing from the harness.
+JUDGEMENTS_TABLE_SQL = """CREATE TABLE IF NOT EXISTS judgements (
+    judge TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    pair_hash TEXT NOT NULL,
+    swapped INTEGER NOT NULL CHECK (swapped IN (0, 1)),
+    verdict TEXT NOT NULL CHECK (verdict IN ('A', 'B', 'invalid')),
+    answer TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (judge, model, prompt_hash, pair_hash, swapped)
+)"""

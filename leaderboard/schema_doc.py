@@ -24,7 +24,7 @@ REFRESH_COMMAND = "python -m leaderboard.schema_doc --write README.md"
 DESCRIPTIONS: dict[str, dict[str, str]] = {
     "runs": {
         "id": "run id: `r` + 10 hex digits",
-        "status": "`running`, `finished`, `failed` or `interrupted`",
+        "status": "`running`, `finished`, `failed`, `interrupted` or `awaiting_labels`",
         "started_at": "UTC, ISO 8601",
         "finished_at": "UTC, ISO 8601; set with the final status",
         "testbed": "testbed name",
@@ -60,6 +60,39 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "iteration": "0 = pi_0, then 1..K",
         "recorded_at": "UTC, ISO 8601",
     },
+    "texts": {
+        "hash": "sha256 of the text, 16 hex digits",
+        "text": "a prompt or a response, as the annotator saw it",
+    },
+    "labels": {
+        "id": "`RUN/ITERATION/pNNNNN` (a pair: the `pair_id` people see) or `.../sNNNNN` (a score)",
+        "run_id": "the run (`runs.id`)",
+        "iteration": "1..K",
+        "kind": "`pair` (a pairwise preference) or `score` (a pointwise gold score)",
+        "position": "the pair's index among the kept pairs (or the response's, flattened)",
+        "prompt_hash": "the prompt (`texts.hash`)",
+        "a_hash": "response a (or the scored response)",
+        "b_hash": "response b; null for a score",
+        "shown_swapped": "external annotation only: 1 if people saw b as \"a\"",
+        "label": "`a`, `b` or `tie`, in the harness's order; null while awaited",
+        "score": "the gold score (kind `score`)",
+        "source": "who labelled: `testbed:NAME`, `judge:NAME[/MODEL]`, `gold_judge:NAME`, `external`",
+        "annotator": "who, when the label file says",
+        "requested_at": "UTC, ISO 8601",
+        "labelled_at": "UTC, ISO 8601",
+    },
+    "judgements": {
+        "judge": "judge plugin name",
+        "model": "the model asked",
+        "prompt_hash": "sha256 of the judge's prompt template and the instruction",
+        "pair_hash": "sha256 of the two responses (order-free)",
+        "swapped": "1: asked with the responses in the other order",
+        "verdict": "`A`, `B` (the position preferred) or `invalid`",
+        "answer": "the raw answer text",
+        "prompt_tokens": "tokens billed for the question",
+        "completion_tokens": "tokens billed for the answer",
+        "created_at": "UTC, ISO 8601",
+    },
     "_sqlite_migrations": {
         "migration_set": "`pairsel_harness.leaderboard`",
         "name": "migration applied",
@@ -77,6 +110,14 @@ _NOTES: dict[str, str] = {
         "One row per (run, iteration). The metric columns (`win_rate`, `gold_reward`, `kl`, "
         "`labels`, the selected-pair diagnostics `sel_*`, `train_*`, `time_*`, ...) are added "
         "on demand when a run first reports them."
+    ),
+    "texts": "Every prompt and response a label was given for, stored once.",
+    "labels": (
+        "Every gold label a run paid for: the ledger of a run is the count of its rows. Pairs handed "
+        "to people (`--annotator external`) are recorded when exported and labelled by `harness label import`."
+    ),
+    "judgements": (
+        "Every answer a paying judge (e.g. `openai`) got, so that a re-run or a resumed run never pays twice."
     ),
     "_sqlite_migrations": "Written by `sqlite_utils.Migrations`: which migrations this file has.",
 }

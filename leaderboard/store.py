@@ -71,7 +71,7 @@ REQUIRED_RUN_KEYS: dict[str, tuple[type, ...]] = {
 # Columns only the store itself writes.
 _MANAGED = frozenset({"id", "status", "started_at", "finished_at", "error"})
 #: Every status a run can have.
-STATUSES = ("running", "finished", "failed", "interrupted")
+STATUSES = ("running", "finished", "failed", "interrupted", "awaiting_labels")
 _FAIL_STATUSES = ("failed", "interrupted")
 
 #: The migration set of ``leaderboard/migrations.py`` and every migration in it
@@ -83,6 +83,8 @@ MIGRATION_NAMES = (
     "m001_create_runs",
     "m002_create_iterations",
     "m003_indexes_and_ranked_view",
+    "m004_labels_and_texts",
+    "m005_judgements",
 )
 _SCALARS = (str, int, float, type(None))
 
@@ -372,12 +374,24 @@ class Leaderboard:
                 run_id, {"status": status, "error": error, "finished_at": _now()}
             )
 
+    def await_labels(self, run_id: str) -> None:
+        """Mark a running run ``awaiting_labels``: it stopped for an external annotator.
+
+        Not a failure: ``harness run --resume`` continues it once
+        ``harness label import`` has supplied every label. Raises like
+        :meth:`fail_run` for an unknown run or one that is not ``running``.
+        """
+        with self._writing():
+            self._require_running(run_id, "mark awaiting_labels")
+            self.conn.execute("UPDATE runs SET status = 'awaiting_labels', error = NULL WHERE id = ?", (run_id,))
+
     def reopen_run(self, run_id: str, *, keep_through: int) -> None:
         """Set an unfinished run back to ``running`` to resume it after iteration ``keep_through``.
 
         Iteration rows after ``keep_through`` (recorded after the last
         checkpoint) are deleted, in the same transaction, so the resumed run
-        records them again. A ``running`` run qualifies too: a process killed
+        records them again; so are their labels, but for those an external
+        annotator gave. A ``running`` run qualifies too: a process killed
         with SIGKILL never got to mark its run. A finished run is never reopened.
         """
         with self._writing():
@@ -388,6 +402,12 @@ class Leaderboard:
                 raise ValueError(f"run {run_id} is finished; there is nothing to resume")
             self.conn.execute(
                 "DELETE FROM iterations WHERE run_id = ? AND iteration > ?", (run_id, int(keep_through))
+            )
+            # Labels of the iterations run again are recorded again, except those an
+            # external annotator gave: they were paid for and the resumed run uses them.
+            self.conn.execute(
+                "DELETE FROM labels WHERE run_id = ? AND iteration > ? AND shown_swapped IS NULL",
+                (run_id, int(keep_through)),
             )
             self.conn.execute(
                 "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE id = ?", (run_id,)

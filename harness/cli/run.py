@@ -41,7 +41,12 @@ labels over the iterations; each iteration draws labels / keep fresh prompts.
 Options of a component are set with -o KEY=VALUE; `harness list selectors`
 (allocators, trainers, testbeds) shows them. Prefix a key with its role to be
 explicit: testbed., trainer., allocator., selector. (both levels), instance.,
-corpus.
+corpus., gold., proxy., annotator., evaluator.
+
+People as annotators: --annotator external stops at each iteration's
+annotation step, writes RUN_DIR/iteration-<i>/to-label.jsonl and prints the
+commands to import the labels (harness label import) and to go on
+(harness run --resume RUN_ID).
 
 Note: on the synthetic testbed the budget schedules (constant / increase /
 decrease) differ little: at 30 seeds increase trailed constant by about
@@ -74,6 +79,15 @@ def run_command(
     proxy_judge: Annotated[
         Optional[str],
         typer.Option(help="Cheap proxy reward model (calls counted, not charged). Default: the testbed's."),
+    ] = None,
+    annotator: Annotated[
+        Optional[str],
+        typer.Option(help="Who labels the kept pairs: a judge (harness list judges), or 'external' to hand them "
+                          "to people (the run stops; harness label import, then --resume). Default: the testbed's."),
+    ] = None,
+    evaluator: Annotated[
+        Optional[str],
+        typer.Option(help="Judge whose verdict on policy vs reference outputs is the win rate. Default: the testbed's."),
     ] = None,
     testbed: Annotated[str, typer.Option(help="World to run in.")] = "synthetic",
     iterations: IterationsOption = 3,
@@ -136,6 +150,8 @@ def run_command(
             trainer=trainer,
             gold_judge=gold_judge,
             proxy_judge=proxy_judge,
+            annotator=annotator,
+            evaluator=evaluator,
             options=option or (),
             iterations=iterations,
             budget=budget,
@@ -190,6 +206,9 @@ def _report(console, outcome, db_path, as_json: bool) -> None:
     from harness.config import RunConfig
     from leaderboard.store import Leaderboard
 
+    if outcome.status == "awaiting_labels":
+        _report_awaiting(console, outcome, db_path, as_json)
+        return
     if outcome.status != "finished":
         last_line = (outcome.error or "").strip().splitlines()[-1:] or ["unknown error"]
         console.print(f"[bold red]Run {outcome.run_id} failed:[/] {last_line[0]}")
@@ -206,6 +225,25 @@ def _report(console, outcome, db_path, as_json: bool) -> None:
                                "iterations": rows}, default=list))
 
 
+def _report_awaiting(console, outcome, db_path, as_json: bool) -> None:
+    """The run stopped for people to label its pairs: say where they are and what to run next (exit 0)."""
+    import shlex
+
+    wait = outcome.awaiting
+    db_flag = f" --db {shlex.quote(str(db_path))}"
+    import_command = f"harness label import {outcome.run_id} LABELS.jsonl{db_flag}"
+    resume_command = f"harness run --resume {outcome.run_id}{db_flag}"
+    console.print(
+        f"[bold yellow]Run {outcome.run_id} awaits labels[/]: iteration {wait['iteration']}, "
+        f"{wait['pairs']} pairs in\n  {wait['file']}\n"
+        "Label each line (pair_id, label = a | b | tie, optional annotator; JSONL or CSV), then:\n"
+        f"  {import_command}\n  harness label status {outcome.run_id}{db_flag}\n  {resume_command}"
+    )
+    if as_json:
+        typer.echo(json.dumps({"run_id": outcome.run_id, "status": outcome.status, **wait,
+                               "import_command": import_command, "resume_command": resume_command}))
+
+
 def _set_threads(threads: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     import torch
@@ -215,10 +253,10 @@ def _set_threads(threads: int) -> None:
 
 def _iteration_line(row: dict[str, Any]) -> str:
     head = "pi_0" if row["iteration"] == 0 else f"iteration {row['iteration']}"
-    text = (
-        f"[bold]{head}[/]: win {row['win_rate']:.3f} ± {row.get('win_rate_se', 0):.3f}  "
-        f"gold {row['gold_reward']:.3f}  KL {row['kl']:.2f}"
-    )
+    text = f"[bold]{head}[/]: win {row['win_rate']:.3f} ± {row.get('win_rate_se', 0):.3f}  "
+    if row.get("gold_reward") is not None:
+        text += f"gold {row['gold_reward']:.3f}  "
+    text += f"KL {row.get('kl', float('nan')):.2f}"
     if row["iteration"] > 0:
         text += (
             f"  | {row['labels']} labels from {row['prompts']} prompts, "

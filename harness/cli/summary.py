@@ -51,4 +51,26 @@ def print_summary(console, run_id: str, config, rows: list[dict[str, Any]], fina
         f"{final['labels_used']} of {config.budget} labels, {final['wall_seconds']:.1f} s "
         f"({final['overhead_share']:.1%} outside model compute)"
     )
+    for line in judge_spending_lines(config, rows):
+        console.print(line)
     console.print(f"recorded as run [bold]{run_id}[/] in {db_path}; compare with [bold]harness leaderboard[/]")
+
+
+def judge_spending_lines(config, rows: list[dict[str, Any]]) -> list[str]:
+    """One line per paying judge: requests and tokens it spent, beside the labels they bought."""
+    lines = []
+    labels = sum(row.get("labels") or 0 for row in rows)
+    for role in ("annotator", "evaluator", "gold_judge", "proxy_judge"):
+        choice = getattr(config, role, None)
+        total = {key[len(role) + 1:]: sum(row.get(key) or 0 for row in rows)
+                 for key in {k for row in rows for k in row if k.startswith(f"{role}_")}}
+        if choice is None or not any(k in total for k in ("prompt_tokens", "requests")):
+            continue
+        model = choice.settings.get("model")
+        lines.append(
+            f"{role.replace('_', ' ')} {choice.name}{'/' + model if model else ''}: "
+            f"{total.get('requests', 0)} requests, {total.get('prompt_tokens', 0):,} prompt + "
+            f"{total.get('completion_tokens', 0):,} completion tokens, {total.get('cached', 0)} answers from the cache"
+            + (f"; {labels} labels" if role == "annotator" else "")
+        )
+    return lines

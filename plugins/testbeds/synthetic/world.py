@@ -235,6 +235,41 @@ class SyntheticWorld:
         gold_agrees = np.where(diff == 0, True, prefer_a == (diff > 0))
         return Labels(prefer_a=np.asarray(prefer_a, dtype=bool), gold_agrees=np.asarray(gold_agrees, dtype=bool))
 
+    # ------------------------------------------------------------------ text
+
+    def texts(self, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[list[str]]]:
+        """Prompts and responses as words ``w<id>``; a response's text stops before its EOS.
+
+        The synthetic language has no meaning, but an external annotator (or a
+        script reading the gold reward) needs stable text to label, and the
+        labels table and exported preference datasets need strings.
+        """
+        prompts = np.asarray(prompts, dtype=np.int64)
+        _check_rows(prompts, responses)
+        words = [f"w{token}" for token in range(self.vocab.size)] + ["<eos>", "<bos>", "<sep>", "<pad>"]
+        prompt_texts = [" ".join(words[t] for t in row) for row in prompts.tolist()]
+        tokens, lengths = responses.tokens.tolist(), responses.lengths.tolist()
+        response_texts = [
+            [" ".join(words[t] for t in row[: max(length - 1, 0)]) for row, length in zip(rows, row_lengths)]
+            for rows, row_lengths in zip(tokens, lengths)
+        ]
+        return prompt_texts, response_texts
+
+    def evaluation_pairs(self, policy, rng: np.random.Generator) -> tuple[np.ndarray, Responses]:
+        """The held-out prompts with the policy's greedy response and the fixed reference response."""
+        policy = self._check_policy(policy)
+        greedy = self.sample(policy, self.eval_prompts, 1, rng, greedy=True)
+        width = max(greedy.tokens.shape[2], self.reference_tokens.shape[1])
+
+        def padded(tokens: np.ndarray) -> np.ndarray:
+            out = np.full((tokens.shape[0], width), self.pad_id, dtype=np.int64)
+            out[:, : tokens.shape[1]] = tokens
+            return out
+
+        tokens = np.stack([padded(greedy.tokens[:, 0]), padded(self.reference_tokens)], axis=1)
+        lengths = np.stack([greedy.lengths[:, 0], self.reference_lengths], axis=1).astype(np.int64)
+        return self.eval_prompts, Responses(tokens=tokens, lengths=lengths)
+
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, policy, rng: np.random.Generator) -> dict[str, float]:

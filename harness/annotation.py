@@ -1,0 +1,228 @@
+"""Where a run's labels go, and how a run stops for people to label its pairs.
+
+The loop hands every label it paid for to a :class:`LabelDesk`, which keeps
+it in the leaderboard's ``labels`` table with the text it was given for. With
+``--annotator external`` the desk also does the round trip:
+
+1. :meth:`LabelDesk.request` writes ``RUN_DIR/iteration-<i>/to-label.jsonl``
+   (``pair_id``, ``prompt``, ``response_a``, ``response_b``; which response is
+   shown as ``a`` is randomised, and recorded on our side only), saves the
+   iteration's selection beside it, records the pairs as awaited and raises
+   :class:`AwaitingLabels`: the run is marked ``awaiting_labels``.
+2. ``harness label import`` fills the labels in (:mod:`leaderboard.labels`).
+3. ``harness run --resume`` restores the last checkpoint; the loop finds the
+   saved selection (:meth:`LabelDesk.pending`) instead of sampling again, and
+   :meth:`LabelDesk.collect` returns the imported labels: the run goes on from
+   the annotation step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import CheckpointError, UsageError
+from harness.interfaces import Labels, Pairs, Responses
+
+TO_LABEL = "to-label.jsonl"
+SELECTION = "selection.npz"
+
+
+def iteration_dir(run_dir: Path, iteration: int) -> Path:
+    """``RUN_DIR/iteration-<i>``: what an external annotator needs for iteration ``i``."""
+    return Path(run_dir) / f"iteration-{int(iteration)}"
+
+
+class AwaitingLabels(Exception):
+    """The run stopped at an annotation step for an external annotator (not a failure)."""
+
+    def __init__(self, iteration: int, requested: int, path: Path):
+        super().__init__(f"iteration {iteration}: {requested} pairs await labels in {path}")
+        self.iteration, self.requested, self.path = iteration, requested, path
+
+
+@dataclass
+class PendingSelection:
+    """An iteration's pool and selection, kept while its pairs are out for labelling."""
+
+    prompts: np.ndarray
+    responses: Responses
+    distinct: np.ndarray
+    offered: int
+    kept: Pairs
+    logp_policy: np.ndarray | None
+    logp_ref: np.ndarray | None
+
+    def save(self, path: Path) -> None:
+        """Write as ``.npz`` (no pickles), atomically."""
+        arrays = {
+            "prompts": np.asarray(self.prompts),
+            "tokens": self.responses.tokens,
+            "lengths": self.responses.lengths,
+            "distinct": self.distinct,
+            "offered": np.asarray(self.offered),
+            "kept_prompt": self.kept.prompt,
+            "kept_a": self.kept.a,
+            "kept_b": self.kept.b,
+        }
+        for name in ("logp_policy", "logp_ref"):
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".selection.", suffix=".npz", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> PendingSelection:
+        """Read a saved selection; CheckpointError naming the file if it is unreadable."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            return cls(
+                prompts=arrays["prompts"],
+                responses=Responses(tokens=arrays["tokens"], lengths=arrays["lengths"]),
+                distinct=arrays["distinct"],
+                offered=int(arrays["offered"]),
+                kept=Pairs(prompt=arrays["kept_prompt"], a=arrays["kept_a"], b=arrays["kept_b"]),
+                logp_policy=arrays.get("logp_policy"),
+                logp_ref=arrays.get("logp_ref"),
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"the saved selection {path} cannot be read ({exc}); the pairs out for "
+                                  "labelling cannot be matched to their pool") from None
+
+
+def texts_of(world: Any, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[list[str]]]:
+    """``world.texts`` when the testbed can render text, else the token ids written out."""
+    if hasattr(world, "texts"):
+        return world.texts(prompts, responses)
+    prompt_texts = [" ".join(str(int(t)) for t in np.atleast_1d(row)) for row in np.asarray(prompts)]
+    response_texts = [
+        [" ".join(str(int(t)) for t in responses.tokens[i, j, : int(responses.lengths[i, j])])
+         for j in range(responses.tokens.shape[1])]
+        for i in range(responses.tokens.shape[0])
+    ]
+    return prompt_texts, response_texts
+
+
+def pair_texts_of(world: Any, prompts: np.ndarray, responses: Responses, pairs: Pairs) -> tuple[list[str], list[str], list[str]]:
+    """Prompt, ``a`` and ``b`` text of every pair, rendering only the paired responses."""
+    if len(pairs) == 0:
+        return [], [], []
+    both = Responses(
+        tokens=np.stack([responses.tokens[pairs.prompt, pairs.a], responses.tokens[pairs.prompt, pairs.b]], axis=1),
+        lengths=np.stack([responses.lengths[pairs.prompt, pairs.a], responses.lengths[pairs.prompt, pairs.b]], axis=1),
+    )
+    prompt_texts, response_texts = texts_of(world, np.asarray(prompts)[pairs.prompt], both)
+    return prompt_texts, [r[0] for r in response_texts], [r[1] for r in response_texts]
+
+
+def label_names(labels: Labels) -> list[str]:
+    """``a`` / ``b`` / ``tie`` for every pair of ``labels``."""
+    tie = labels.tie_mask()
+    prefer_a = np.asarray(labels.prefer_a, dtype=bool)
+    return ["tie" if t else ("a" if p else "b") for p, t in zip(prefer_a, tie)]
+
+
+class LabelDesk:
+    """Keeps a run's labels in the leaderboard and runs the external round trip (module docstring)."""
+
+    def __init__(self, board: Any, run_id: str, run_dir: Path):
+        self.board, self.run_id, self.run_dir = board, run_id, Path(run_dir)
+
+    # -- every annotator ----------------------------------------------------
+
+    def record_pairs(self, iteration: int, world: Any, prompts: np.ndarray, responses: Responses,
+                     pairs: Pairs, labels: Labels, source: str) -> None:
+        """Keep one row per labelled pair, with its prompt and both responses."""
+        from leaderboard.labels import PairLabel, record_pairs
+
+        prompt_texts, a_texts, b_texts = pair_texts_of(world, prompts, responses, pairs)
+        names = label_names(labels)
+        rows = [PairLabel(k, p, a, b, names[k]) for k, (p, a, b) in enumerate(zip(prompt_texts, a_texts, b_texts))]
+        record_pairs(self.board, self.run_id, iteration, rows, source)
+
+    def record_scores(self, iteration: int, world: Any, prompts: np.ndarray, responses: Responses,
+                      scores: np.ndarray, source: str) -> None:
+        """Keep one row per pointwise gold score (one label per response scored)."""
+        from leaderboard.labels import record_scores
+
+        prompt_texts, response_texts = texts_of(world, prompts, responses)
+        m, n = np.asarray(scores).shape
+        record_scores(
+            self.board, self.run_id, iteration,
+            [prompt_texts[i] for i in range(m) for _ in range(n)],
+            [response_texts[i][j] for i in range(m) for j in range(n)],
+            np.asarray(scores, dtype=np.float64).ravel().tolist(),
+            source,
+        )
+
+    # -- external annotation ---------------------------------------------------
+
+    def pending(self, iteration: int) -> PendingSelection | None:
+        """The selection saved when iteration ``iteration``'s pairs went out for labelling, if any."""
+        path = iteration_dir(self.run_dir, iteration) / SELECTION
+        return PendingSelection.load(path) if path.exists() else None
+
+    def collect(self, iteration: int, world: Any, selection: PendingSelection) -> Labels | None:
+        """The imported labels of ``iteration``'s pairs, or None if they were never requested.
+
+        UsageError when some are still missing (the resume is premature);
+        CheckpointError when the pairs handed out are not the pairs of
+        ``selection`` (never a silently wrong continuation).
+        """
+        from leaderboard.labels import requested_pairs, text_hash
+
+        rows = requested_pairs(self.board, self.run_id, iteration)
+        if not rows:
+            return None
+        kept = selection.kept
+        _, a_texts, b_texts = pair_texts_of(world, selection.prompts, selection.responses, kept)
+        expected = [(k, text_hash(a), text_hash(b)) for k, (a, b) in enumerate(zip(a_texts, b_texts))]
+        if [(r["position"], r["a_hash"], r["b_hash"]) for r in rows] != expected:
+            raise CheckpointError(
+                f"run {self.run_id}, iteration {iteration}: the {len(rows)} pairs handed out for labelling are not "
+                f"the {len(kept)} pairs of the saved selection in {iteration_dir(self.run_dir, iteration)}; "
+                "the run directory does not match the database"
+            )
+        missing = sum(r["label"] is None for r in rows)
+        if missing:
+            raise UsageError(
+                f"run {self.run_id} still awaits {missing} of {len(rows)} labels for iteration {iteration}; "
+                f"import them with: harness label import {self.run_id} FILE (harness label status {self.run_id})"
+            )
+        names = [r["label"] for r in rows]
+        return Labels(prefer_a=np.array([n == "a" for n in names], dtype=bool),
+                      tie=np.array([n == "tie" for n in names], dtype=bool))
+
+    def request(self, iteration: int, world: Any, selection: PendingSelection, rng: np.random.Generator) -> None:
+        """Save the selection, write the file to label, record the pairs as awaited; raise AwaitingLabels."""
+        from leaderboard.labels import PairLabel, pair_id, record_pairs
+
+        folder = iteration_dir(self.run_dir, iteration)
+        selection.save(folder / SELECTION)
+        kept = selection.kept
+        prompt_texts, a_texts, b_texts = pair_texts_of(world, selection.prompts, selection.responses, kept)
+        swapped = rng.random(len(kept)) < 0.5  # which response the annotator sees as "a"
+        pairs, lines = [], []
+        for k, (prompt, text_a, text_b) in enumerate(zip(prompt_texts, a_texts, b_texts)):
+            pairs.append(PairLabel(k, prompt, text_a, text_b, None, bool(swapped[k])))
+            shown = (text_b, text_a) if swapped[k] else (text_a, text_b)
+            lines.append({"pair_id": pair_id(self.run_id, iteration, k), "prompt": prompt,
+                          "response_a": shown[0], "response_b": shown[1]})
+        path = folder / TO_LABEL
+        fd, tmp = tempfile.mkstemp(prefix=".to-label.", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+        record_pairs(self.board, self.run_id, iteration, pairs, "external")
+        raise AwaitingLabels(iteration, len(kept), path)
