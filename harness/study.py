@@ -23,7 +23,12 @@ decides without running anything, and the arithmetic of its verdicts:
   ``study`` and ``study_grid``.
 - :func:`results` reads the leaderboard and computes each claim's paired
   difference and verdict with :func:`paired_verdict` (which uses
-  :func:`leaderboard.stats.paired_interval`).
+  :func:`leaderboard.stats.paired_interval`), and, for a claim with
+  ``blocks = N``, the same per consecutive block of N seeds with
+  :func:`paired_blocks` (the same function on a subset: no second statistics).
+- :func:`study_time` and :func:`run_provenance` read, from the runs' own rows,
+  how long the study took (so an interrupted study and its re-run add up) and
+  what it ran with.
 
 **Sweep ids of a study.** A grid's sweep id is the usual hash of its cells
 (:func:`harness.sweep.sweep_id`) salted with the study's name, still ``s`` plus
@@ -64,7 +69,7 @@ VERDICT_RULE = (
 
 STUDY_KEYS = ("title", "source", "description", "seeds")
 QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
-CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note")
+CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks")
 CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
 FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
@@ -97,6 +102,8 @@ PLAN_SCHEMA_DOC = """\
                    filters on the config (selector = X means both levels; iteration = k overrides the
                    metric's iteration for that side); each must match exactly one cell
                    direction = "a > b" | "a < b" | "none" (the source reports no difference)
+                   blocks = 10 (optional): also a verdict per consecutive block of 10 seeds of the
+                   sorted seed list (0-9, 10-19, ...), besides the pooled one
 [[figure]]         kind = "curves" (grid, metrics = ["win_rate", ...]) or "forest"; title
 """
 
@@ -126,6 +133,7 @@ class ClaimPlan:
     source_value: str = ""
     note: str = ""
     index: int = 0
+    blocks: int | None = None  # seeds per block: a verdict per block besides the pooled one
 
     @property
     def metric_label(self) -> str:
@@ -425,13 +433,29 @@ def _load_claims(errors: _Errors, items: Any, grids: Sequence[GridPlan]) -> list
         for key in ("source", "source_value", "finding", "note"):
             if key in item and not isinstance(item[key], (str, int, float)):
                 errors.add([*where, key], f"{key} must be text or a number", f'write {key} = "..."')
+        blocks = _check_blocks(errors, [*where, "blocks"], item.get("blocks"))
         claims.append(ClaimPlan(
             id=claim_id, finding=str(item.get("finding", "")), metric=metric, iteration=iteration,
             a=sides["a"], b=sides["b"], direction=direction if direction in DIRECTIONS else "a > b",
             source=str(item.get("source", "")), source_value=str(item.get("source_value", "")),
-            note=str(item.get("note", "")), index=index,
+            note=str(item.get("note", "")), index=index, blocks=blocks,
         ))
     return claims
+
+
+def _check_blocks(errors: _Errors, where: list, value: Any) -> int | None:
+    """A claim's ``blocks`` (seeds per block): an integer >= 2, since a block of one seed has no interval."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(where, f"blocks {value!r} is not a number of seeds",
+                   "write e.g. blocks = 10 (a verdict per block of 10 seeds, besides the pooled one)")
+        return None
+    if value < 2:
+        errors.add(where, f"blocks = {value} leaves no spread to build an interval from",
+                   "write a block size >= 2 seeds, e.g. blocks = 10")
+        return None
+    return value
 
 
 def _load_figures(errors: _Errors, items: Any, grid_names: Sequence[str]) -> list[FigurePlan]:
@@ -722,6 +746,38 @@ def paired_verdict(
     return out
 
 
+def seed_blocks(seeds: Sequence[int], size: int) -> list[list[int]]:
+    """The sorted ``seeds`` cut into consecutive blocks of ``size`` (0-9, 10-19, ...); the last may be shorter."""
+    if size < 1:
+        raise ValueError(f"block size must be >= 1; got {size}")
+    ordered = sorted(set(seeds))
+    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+
+
+def paired_blocks(
+    a: Mapping[Any, float], b: Mapping[Any, float], direction: str, seeds: Sequence[int], size: int,
+    *, alpha: float = ALPHA,
+) -> list[dict[str, Any]]:
+    """:func:`paired_verdict` once per block of ``size`` consecutive seeds of the sorted ``seeds``.
+
+    ``seeds`` is the design's seed list (the claim's grids'), not the seeds that happen to have finished,
+    so a missing run shrinks its own block's n and never shifts the other blocks. Keys are as for
+    :func:`paired_verdict` (``(seed, world_seed)``, blocked by the seed). Each result also holds
+    ``seeds``, the block's seeds.
+    """
+    out = []
+    for block in seed_blocks(seeds, size):
+        members = set(block)
+        a_block = {k: v for k, v in a.items() if _seed_of(k) in members}
+        b_block = {k: v for k, v in b.items() if _seed_of(k) in members}
+        out.append({"seeds": block, **paired_verdict(a_block, b_block, direction, alpha=alpha)})
+    return out
+
+
+def _seed_of(key: Any) -> Any:
+    return key[0] if isinstance(key, tuple) else key
+
+
 def verdict(ci_low: float | None, ci_high: float | None, direction: str) -> str:
     """The verdict of one interval (see :data:`VERDICT_RULE`)."""
     if ci_low is None or ci_high is None:
@@ -742,6 +798,7 @@ class ClaimResult:
     a_mean: float | None = None
     b_mean: float | None = None
     notes: list[str] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # paired_blocks(), when the claim sets blocks
 
 
 @dataclass
@@ -751,6 +808,11 @@ class StudyResults:
     iterations: dict[str, list[dict[str, Any]]]  # run id -> rows
     claims: list[ClaimResult]
     counts: dict[str, int]  # finished / wanted
+
+    def finished_runs(self) -> list[dict[str, Any]]:
+        """Every run the verdicts use (the newest finished run per cell and wanted seed), oldest first."""
+        runs = [run for cells in self.runs.values() for rs in cells.values() for run in rs]
+        return sorted(runs, key=lambda run: (run.get("started_at") or "", run["id"]))
 
 
 def study_runs(study: ExpandedStudy, db_path: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -837,8 +899,13 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
                 notes.append(f"no run of {grid}: {cell.key or 'its cell'} has {claim.metric_label}")
             values.append(side)
         stats = paired_verdict(values[0], values[1], claim.direction)
+        blocks = []
+        if claim.blocks:
+            seeds = set(study.grid(bound.a[0]).seeds) | set(study.grid(bound.b[0]).seeds)
+            blocks = paired_blocks(values[0], values[1], claim.direction, sorted(seeds), claim.blocks)
         mean = lambda d: sum(d.values()) / len(d) if d else None  # noqa: E731
-        claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes))
+        claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes,
+                                  blocks))
     finished = len(ids)
     return StudyResults(study, runs, iterations, claims, {"finished": finished, "wanted": wanted})
 
@@ -860,3 +927,87 @@ def contrast_label(bound: BoundClaim) -> str:
                 f"{side(gb, cb, bound.b_iteration, bound.plan.b, False)}")
     return (f"{side(ga, ca, bound.a_iteration, bound.plan.a, True)} − "
             f"{side(gb, cb, bound.b_iteration, bound.plan.b, True)}")
+
+
+# -- how long a study took, and what it ran with (from the leaderboard) ---------------------------------
+
+
+def _instant(text: Any) -> Any:
+    import datetime
+
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
+def study_time(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The measured time of a study's runs, from their leaderboard rows, so that an interrupted run and
+    its re-run report the true total rather than the last command's time.
+
+    Returns ``runs`` (how many), ``first_start`` / ``last_finish`` (ISO 8601, UTC), ``span_seconds``
+    (first start to last finish: pauses between commands included), ``busy_seconds`` (the length of
+    the union of the runs' computing intervals ``[finished_at - wall_seconds, finished_at]``: time
+    when at least one run was computing, pauses excluded; a resumed run counts its last attempt) and
+    ``run_seconds`` (the sum of ``wall_seconds``: compute time, several at once under ``--jobs``).
+    Values are None when no run has the timestamps.
+    """
+    import datetime
+
+    intervals, starts, total = [], [], 0.0
+    for run in runs:
+        start, finish = _instant(run.get("started_at")), _instant(run.get("finished_at"))
+        wall = run.get("wall_seconds")
+        if start is not None:
+            starts.append(start)
+        if wall is not None:
+            total += float(wall)
+        if finish is None:
+            continue
+        begin = finish - datetime.timedelta(seconds=float(wall)) if wall is not None else start
+        if begin is not None:
+            intervals.append((max(begin, start) if start is not None else begin, finish))
+    out: dict[str, Any] = {"runs": len(runs), "first_start": None, "last_finish": None, "span_seconds": None,
+                           "busy_seconds": None, "run_seconds": round(total, 1) if runs else None}
+    if not intervals:
+        return out
+    first = min(starts) if starts else min(b for b, _ in intervals)
+    last = max(f for _, f in intervals)
+    busy, reach = 0.0, None
+    for begin, finish in sorted(intervals):
+        if reach is None or begin > reach:
+            busy += (finish - begin).total_seconds()
+            reach = finish
+        elif finish > reach:
+            busy += (finish - reach).total_seconds()
+            reach = finish
+    out.update(first_start=first.isoformat(timespec="seconds"), last_finish=last.isoformat(timespec="seconds"),
+               span_seconds=round((last - first).total_seconds(), 1), busy_seconds=round(busy, 1))
+    return out
+
+
+def run_provenance(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """What a study's runs were made with: the distinct ``harness_version``, ``git_commit`` and the
+    ``python`` / ``numpy`` / ``torch`` versions of their ``versions_json`` column (the store hands it
+    over decoded, as ``versions``); each list sorted, usually of one."""
+    import json
+
+    seen: dict[str, set[str]] = {k: set() for k in ("harness", "git_commit", "python", "numpy", "torch")}
+    for run in runs:
+        if run.get("harness_version"):
+            seen["harness"].add(str(run["harness_version"]))
+        if run.get("git_commit"):
+            seen["git_commit"].add(str(run["git_commit"]))
+        versions = run.get("versions", run.get("versions_json"))  # the store decodes *_json columns
+        if isinstance(versions, str):
+            try:
+                versions = json.loads(versions)
+            except ValueError:
+                versions = None
+        for library in ("python", "numpy", "torch"):
+            if isinstance(versions, Mapping) and versions.get(library):
+                seen[library].add(str(versions[library]))
+    return {k: sorted(v) for k, v in seen.items()}

@@ -4,25 +4,41 @@
 leaderboard by :func:`harness.study.results`; nothing runs here) and writes:
 
 * ``report.md`` -- the plan, the exact command, harness version / git commit /
-  date, the verdict rule, the verdict table (claim, finding, metric, contrast,
-  the source's direction and value, measured mean Δ ± sd, 95% CI, n, detectable
-  difference, verdict), the cells each claim compared, then the figures;
+  date, the measured time of the study's runs, the verdict rule, the verdict
+  table (claim, finding, metric, contrast, the source's direction and value,
+  measured mean Δ ± sd, 95% CI, n, detectable difference, verdict), the verdicts
+  per block of seeds of the claims that set ``blocks``, the cells each claim
+  compared, then the figures;
 * ``forest.png`` -- every claim's mean paired difference with its 95% interval,
   one panel per metric (their scales differ), coloured by verdict;
 * ``curves_<grid>.png`` -- per-iteration curves of a grid's cells, mean ± std
   band over seeds, one panel per metric (the helpers of :mod:`leaderboard.plots`).
+
+:func:`publish` writes (or updates in place) the study's section of a combined
+Markdown file such as ``docs/reproduction.md``, between ``<!-- study:NAME start -->``
+and ``<!-- study:NAME end -->``, leaving the other studies' sections alone.
+:func:`readme_table` turns that file into the README's verdict table (between
+``<!-- reproduction:start -->`` and ``<!-- reproduction:end -->``)::
+
+    python -m leaderboard.study_report --write README.md     # rewrite the README's table
+    python -m leaderboard.study_report --check README.md     # exit 1 if it disagrees with the file
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
+import os
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from leaderboard.plots import _colors, _legend, _per_iteration
 
-__all__ = ["REPORT_NAME", "VERDICT_COLORS", "fmt_signed", "verdict_rows", "write_report"]
+__all__ = ["REPORT_NAME", "VERDICT_COLORS", "block_rows", "fmt_signed", "publish", "readme_table", "time_text",
+           "verdict_rows", "write_report"]
 
 REPORT_NAME = "report.md"
 VERDICT_COLORS = {
@@ -39,25 +55,76 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _stats_cells(stats: dict[str, Any]) -> dict[str, str]:
+    """The columns one :func:`harness.study.paired_verdict` result fills, as text."""
+    ci = "–" if stats["ci_low"] is None else f"[{fmt_signed(stats['ci_low'])}, {fmt_signed(stats['ci_high'])}]"
+    measured = "–" if stats["mean"] is None else (
+        f"{fmt_signed(stats['mean'])} ± {_fmt(stats['std'])}" if stats["std"] is not None else fmt_signed(stats["mean"]))
+    return {"measured": measured, "ci": ci, "n": str(stats["n"]), "detectable": _fmt(stats["half_width"]),
+            "mde80": _fmt(stats["mde80"]), "verdict": stats["verdict"]}
+
+
 def verdict_rows(results: Any) -> list[dict[str, str]]:
     """One row per claim with the report's columns, as text (shared by report.md and the terminal)."""
     from harness.study import contrast_label
 
     rows = []
     for item in results.claims:
-        claim, stats = item.claim.plan, item.stats
-        ci = "–" if stats["ci_low"] is None else f"[{fmt_signed(stats['ci_low'])}, {fmt_signed(stats['ci_high'])}]"
-        measured = "–" if stats["mean"] is None else (
-            f"{fmt_signed(stats['mean'])} ± {_fmt(stats['std'])}" if stats["std"] is not None else fmt_signed(stats["mean"]))
+        claim = item.claim.plan
         source = claim.direction + (f" ({claim.source_value})" if claim.source_value else "")
         rows.append({
             "claim": claim.id, "finding": claim.finding, "metric": claim.metric_label,
-            "contrast": contrast_label(item.claim), "source": source,
-            "measured": measured, "ci": ci, "n": str(stats["n"]),
-            "detectable": _fmt(stats["half_width"]), "mde80": _fmt(stats["mde80"]),
-            "verdict": stats["verdict"],
+            "contrast": contrast_label(item.claim), "source": source, **_stats_cells(item.stats),
         })
     return rows
+
+
+def block_rows(results: Any) -> list[dict[str, str]]:
+    """For every claim that sets ``blocks``: one row per block of seeds, then the pooled row
+    (``seeds`` = ``pooled (0-29)``); the same columns as :func:`verdict_rows` plus ``seeds`` and ``size``."""
+    from harness.sweep import format_seeds
+
+    rows = []
+    for item in results.claims:
+        if not item.blocks:
+            continue
+        claim = item.claim.plan
+        every = sorted({seed for block in item.blocks for seed in block["seeds"]})
+        for block in item.blocks:
+            rows.append({"claim": claim.id, "size": str(claim.blocks), "seeds": format_seeds(block["seeds"]),
+                         "direction": claim.direction, **_stats_cells(block)})
+        rows.append({"claim": claim.id, "size": str(claim.blocks), "seeds": f"pooled ({format_seeds(every)})",
+                     "direction": claim.direction, **_stats_cells(item.stats)})
+    return rows
+
+
+def blocks_title(results: Any) -> str:
+    """``Blocks of 10 seeds`` (or ``Blocks of seeds`` when claims use different sizes)."""
+    sizes = sorted({item.claim.plan.blocks for item in results.claims if item.claim.plan.blocks})
+    return f"Blocks of {sizes[0]} seeds" if len(sizes) == 1 else "Blocks of seeds"
+
+
+def _seconds(value: float) -> str:
+    value = float(value)
+    if value < 120:
+        return f"{value:.0f} s"
+    minutes, seconds = divmod(int(round(value)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s") + f" ({value:,.0f} s)"
+
+
+def time_text(time: dict[str, Any]) -> str:
+    """:func:`harness.study.study_time` in words, for report.md and the published section."""
+    if time.get("busy_seconds") is None:
+        return "no finished run has timestamps yet"
+    first = time["first_start"].replace("T", " ").replace("+00:00", "")
+    last = time["last_finish"].replace("T", " ").replace("+00:00", "")
+    if first[:10] == last[:10]:
+        last = last[11:]
+    return (f"{_seconds(time['busy_seconds'])} while at least one run was computing, from {first} to {last} UTC; "
+            f"span {_seconds(time['span_seconds'])} with pauses between commands included; "
+            f"{_seconds(time['run_seconds'])} of run wall time summed over the {time['runs']} runs "
+            "(from the runs' rows in the database, so an interrupted study and its re-run add up)")
 
 
 def _md(text: Any) -> str:
@@ -69,6 +136,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     (report first)."""
     from harness import __version__
     from harness.provenance import git_commit
+    from harness.study import study_time
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +159,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         f"- **Database:** `{db_path}` — runs tagged `study = {plan.name}`, "
         f"`study_variant = {study.variant}`; finished {results.counts['finished']} of "
         f"{results.counts['wanted']} planned runs",
+        f"- **Measured time:** {time_text(study_time(results.finished_runs()))}",
         "",
     ]
     if study.quick:
@@ -106,6 +175,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         cells = [_md(row[k]) for k in keys]
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _blocks_section(results)
     lines += ["", "## What each claim compared", "",
               "| claim | source | A: grid / cell (config) | B: grid / cell (config) | mean A | mean B | pairs (seed, world) |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -137,6 +207,25 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     report = out_dir / REPORT_NAME
     report.write_text("\n".join(lines))
     return [report, *figures]
+
+
+def _blocks_section(results: Any) -> list[str]:
+    """report.md's "Blocks of N seeds" section (nothing when no claim sets ``blocks``)."""
+    rows = block_rows(results)
+    if not rows:
+        return []
+    lines = ["", f"## {blocks_title(results)}", "",
+             "The same paired difference and verdict rule within each consecutive block of seeds of the sorted "
+             "seed list (the claim's `blocks` key), then pooled over all of them. A pooled effect that only "
+             "one block shows is weaker evidence than one every block shows.", "",
+             "| claim | seeds | source direction | measured mean Δ ± sd | 95% CI | n | detectable Δ | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        seeds = f"**{row['seeds']}**" if row["seeds"].startswith("pooled") else row["seeds"]
+        lines.append("| " + " | ".join(_md(x) for x in (
+            row["claim"], seeds, row["direction"], row["measured"], row["ci"], row["n"], row["detectable"],
+            f"**{row['verdict']}**")) + " |")
+    return lines
 
 
 def _rule() -> str:
@@ -262,3 +351,223 @@ def _curves(results: Any, figure: Any, path: Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+# -- the combined reproduction file and the README's table ----------------------------------------------
+
+PUBLISH_HEADER = """\
+# Reproducing the papers
+
+This file is generated; do not edit it by hand. Each section is one study of the harness, written by
+`harness study run NAME --publish FILE` (or `harness study report NAME --publish FILE`, which runs
+nothing and rebuilds the section from the database). A study rewrites only its own section, between its
+`<!-- study:NAME start -->` and `<!-- study:NAME end -->` markers. To regenerate a section, run the
+command at its top again: finished runs in its database are reused, so only missing runs run. The
+verdict table of the README is made from this file with `python -m leaderboard.study_report --write README.md`.
+
+Every verdict compares the paired difference Δ = A − B over seeds with the direction the source reports:
+**reproduced** when its 95% interval excludes 0 in that direction, **reversed** when it excludes 0 the
+other way, **not separable** otherwise (the full rule is in each study's report).
+"""
+README_START = "<!-- reproduction:start -->"
+README_END = "<!-- reproduction:end -->"
+README_COMMAND = "python -m leaderboard.study_report --write README.md"
+BLOCK_PREFIX = "↳ seeds "
+
+
+def section_key(results: Any) -> str:
+    """The name of a study's section: the study's name, with ``-quick`` for the quick variant."""
+    study = results.study
+    return study.plan.name + ("-quick" if study.quick else "")
+
+
+def _markers(key: str) -> tuple[str, str]:
+    return f"<!-- study:{key} start -->", f"<!-- study:{key} end -->"
+
+
+def _link(target: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(target).resolve(), Path(base).resolve())).as_posix()
+
+
+def publish_section(results: Any, path: Path, *, command: str, db_path: Path, paths: Sequence[Path]) -> str:
+    """The Markdown of one study's section (markers included): command, provenance, measured time,
+    links to the report and figures (``paths``, report first), and the verdict table with a row per
+    block of seeds under each claim that sets ``blocks``."""
+    from harness import __version__
+    from harness.provenance import git_commit
+    from harness.study import run_provenance, study_time
+
+    study, plan = results.study, results.study.plan
+    runs = results.finished_runs()
+    made = run_provenance(runs)
+    shown = lambda values: " / ".join(values) or "unknown"  # noqa: E731
+    commits = " / ".join(f"`{c}`" for c in made["git_commit"]) or "unknown"
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    base = Path(path).parent
+    report, figures = paths[0], paths[1:]
+    start, end = _markers(section_key(results))
+    lines = [
+        start,
+        f"## `{section_key(results)}`: {plan.title}",
+        "",
+        f"- **Command:** `{command}`",
+        f"- **Runs made with:** pairsel-harness {shown(made['harness'])}, git commit {commits}; "
+        f"Python {shown(made['python'])}, numpy {shown(made['numpy'])}, torch {shown(made['torch'])}",
+        f"- **Section written:** {now}, by pairsel-harness {__version__} at git commit `{git_commit() or 'unknown'}`",
+        f"- **Database:** `{db_path}`: {results.counts['finished']} of {results.counts['wanted']} planned runs "
+        f"finished (tagged `study = {plan.name}`, `study_variant = {study.variant}`)",
+        f"- **Measured time:** {time_text(study_time(runs))}",
+        f"- **Report:** [{_link(report, base)}]({_link(report, base)}); figures: "
+        + (", ".join(f"[{p.name}]({_link(p, base)})" for p in figures) or "none"),
+        "",
+    ]
+    if study.quick:
+        lines += ["> **Quick variant:** few seeds and small pools; its verdicts are not scientific evidence.", ""]
+    lines += ["| claim | finding | metric | contrast A − B | source direction | measured Δ ± sd | 95% CI | n | "
+              "detectable Δ | verdict |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    blocks = {}
+    for row in block_rows(results):
+        if not row["seeds"].startswith("pooled"):
+            blocks.setdefault(row["claim"], []).append(row)
+    for row in verdict_rows(results):
+        lines.append("| " + " | ".join(_md(x) for x in (
+            row["claim"], row["finding"], row["metric"], row["contrast"], row["source"].split(" (", 1)[0],
+            row["measured"], row["ci"], row["n"], row["detectable"], f"**{row['verdict']}**")) + " |")
+        for block in blocks.get(row["claim"], []):
+            lines.append("| " + " | ".join(_md(x) for x in (
+                BLOCK_PREFIX + block["seeds"], "", "", "", "", block["measured"], block["ci"], block["n"],
+                block["detectable"], f"**{block['verdict']}**")) + " |")
+    if blocks:
+        lines += ["", f"Rows {BLOCK_PREFIX}… are the claim above within one block of seeds "
+                      "(the claim's `blocks` key); the claim's own row pools all its seeds."]
+    lines += ["", end]
+    return "\n".join(lines)
+
+
+def replace_study_section(text: str, key: str, section: str) -> str:
+    """``text`` with study ``key``'s section (its marker lines included) replaced by ``section``, or
+    ``section`` appended when the study has none yet; every other byte is kept. Markers count only as
+    whole lines, so the header's mention of them is not a section."""
+    start, end = _markers(key)
+    found = [re.search(rf"^{re.escape(marker)}[ \t]*$", text, re.M) for marker in (start, end)]
+    if found[0] and found[1] and found[0].start() < found[1].start():
+        return text[:found[0].start()] + section + text[found[1].end():]
+    if found[0] or found[1]:
+        raise ValueError(f"the section of {key!r} lacks one of its marker lines {start} / {end}, or has them "
+                         "in the wrong order; restore the section or delete both, then publish again")
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def publish(results: Any, path: Path, *, command: str, db_path: Path, paths: Sequence[Path]) -> Path:
+    """Write (or update in place) this study's section of the combined Markdown file ``path``; a new
+    file starts with :data:`PUBLISH_HEADER`. Other studies' sections are left untouched."""
+    path = Path(path)
+    section = publish_section(results, path, command=command, db_path=db_path, paths=paths)
+    text = path.read_text(encoding="utf-8") if path.exists() else PUBLISH_HEADER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(replace_study_section(text, section_key(results), section), encoding="utf-8")
+    return path
+
+
+_CELL = re.compile(r"(?<!\\)\|")
+_SECTION = re.compile(r"^<!-- study:(\S+) start -->$(.*?)^<!-- study:\1 end -->$", re.S | re.M)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().replace("\\|", "|") for c in _CELL.split(line.strip())[1:-1]]
+
+
+def published_verdicts(text: str) -> dict[str, list[dict[str, Any]]]:
+    """The verdict tables of a file written by :func:`publish`: per study section, one dict per claim
+    (``claim``, ``measured``, ``ci``, ``verdict`` and ``blocks``: a list of (seeds, verdict))."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for match in _SECTION.finditer(text):
+        rows: list[dict[str, Any]] = []
+        header: list[str] | None = None
+        for line in match.group(2).splitlines():
+            if not line.startswith("|"):
+                header = None  # a table ends at its first non-table line
+                continue
+            cells = _cells(line)
+            if cells and cells[0] == "claim" and "verdict" in cells:
+                header = cells
+                continue
+            if header is None or set(cells) <= {"---"}:
+                continue
+            row = dict(zip(header, (c.strip("*") for c in cells)))
+            if row["claim"].startswith(BLOCK_PREFIX) and rows:
+                rows[-1]["blocks"].append((row["claim"][len(BLOCK_PREFIX):], row["verdict"]))
+                continue
+            rows.append({"claim": row["claim"], "measured": row["measured Δ ± sd"].split(" ±", 1)[0],
+                         "ci": row["95% CI"], "verdict": row["verdict"], "blocks": []})
+        out[match.group(1)] = rows
+    return out
+
+
+def readme_table(text: str, source: str = "docs/reproduction.md") -> str:
+    """The README's verdict table, made from the published file's text (see :func:`published_verdicts`)."""
+    lines = [f"<!-- generated by `{README_COMMAND}` from {source}; do not edit -->", "",
+             "| study | claim | measured Δ (A − B) | 95% CI | verdict | verdict per block of seeds |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for study, rows in published_verdicts(text).items():
+        for row in rows:
+            blocks = " · ".join(f"{seeds}: {verdict}" for seeds, verdict in row["blocks"])
+            lines.append("| " + " | ".join(_md(x) for x in (
+                study, row["claim"], row["measured"], row["ci"], f"**{row['verdict']}**", blocks)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_section(text: str) -> str:
+    """What lies between the README's reproduction markers (without the markers' own lines)."""
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"no {README_START} ... {README_END} section found")
+    inner = text.split(README_START, 1)[1].split(README_END, 1)[0]
+    return inner[1:] if inner.startswith("\n") else inner
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m leaderboard.study_report",
+        description="The README's verdict table, made from the published reproduction file.")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--write", metavar="FILE", type=Path, help="replace the reproduction table of FILE (README.md)")
+    group.add_argument("--check", metavar="FILE", type=Path, help="exit 1 if FILE's reproduction table is stale")
+    parser.add_argument("--from", dest="source", metavar="FILE", type=Path, default=Path("docs/reproduction.md"),
+                        help="the file written by `harness study run NAME --publish FILE` (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        generated = readme_table(args.source.read_text(encoding="utf-8"), args.source.as_posix())
+    except OSError as exc:
+        print(f"cannot read {args.source}: {exc.strerror or exc}; publish a study first "
+              f"(harness study run NAME --publish {args.source})", file=sys.stderr)
+        return 2
+    if args.write is None and args.check is None:
+        sys.stdout.write(generated)
+        return 0
+    target = args.write or args.check
+    text = target.read_text(encoding="utf-8")
+    try:
+        current = readme_section(text)
+    except ValueError as exc:
+        print(f"{target}: {exc}; add the two marker lines where the table belongs", file=sys.stderr)
+        return 2
+    if args.check is not None:
+        if current != generated:
+            print(f"{target}: the reproduction table disagrees with {args.source}; refresh it with "
+                  f"`{README_COMMAND}`", file=sys.stderr)
+            return 1
+        print(f"{target}: the reproduction table is up to date", file=sys.stderr)
+        return 0
+    if current != generated:
+        head, rest = text.split(README_START, 1)
+        tail = rest.split(README_END, 1)[1]
+        target.write_text(f"{head}{README_START}\n{generated}{README_END}{tail}", encoding="utf-8")
+        print(f"{target}: reproduction table rewritten from {args.source}", file=sys.stderr)
+    else:
+        print(f"{target}: reproduction table already up to date", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -41,6 +41,8 @@ separable, from the 95% interval of the paired difference.
   harness study run yang2024 --seeds 0-29       # more seeds: only the new runs run
   harness study report yang2024                 # rebuild the report, run nothing
   harness study run ./my_study.toml --dry-run   # validate a plan, print its plan
+  harness study run yang2024 --jobs 2 --publish docs/reproduction.md
+                                                # also write its section of a combined file
 """
 
 RUN_HELP = """\
@@ -51,7 +53,8 @@ executors as harness sweep): a re-run after a crash, or with more --seeds, runs
 only what is missing. Every run is tagged study, study_grid and study_variant
 (besides sweep_id and sweep_cell). The report (REPORT_DIR/report.md and PNG
 figures) is written from the database at the end, and the verdict table is
-printed on stderr.
+printed on stderr. With --publish FILE the study's section of FILE (a combined
+Markdown file such as docs/reproduction.md) is written or updated in place too.
 """
 
 QuickOption = Annotated[
@@ -64,6 +67,12 @@ SeedsOption = Annotated[
 ReportDirOption = Annotated[
     Optional[Path], typer.Option("--report-dir", metavar="DIR", file_okay=False,
                                  help="Where report.md and the figures go. Default: study-reports/NAME[-quick].")
+]
+PublishOption = Annotated[
+    Optional[Path], typer.Option("--publish", metavar="FILE", dir_okay=False,
+                                 help="Also write this study's section of FILE (e.g. docs/reproduction.md), "
+                                      "between <!-- study:NAME start/end --> markers; other sections are kept. "
+                                      "The report then defaults to FILE's folder/studies/NAME.")
 ]
 PlanArgument = Annotated[str, typer.Argument(metavar="PLAN", help="A study name (harness study list) or a .toml plan file.")]
 
@@ -82,14 +91,20 @@ def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None):
     return registry, st.expand(plan_obj, registry, quick=quick, seeds=seeds)
 
 
-def _report_dir(report_dir: Path | None, study: Any) -> Path:
+def _report_dir(report_dir: Path | None, study: Any, publish: Path | None = None) -> Path:
+    """--report-dir; else, when publishing, ``studies/NAME[-quick]`` beside the published file
+    (docs/studies/yang2024 for docs/reproduction.md); else ``study-reports/NAME[-quick]``."""
     if report_dir is not None:
         return report_dir
-    return Path("study-reports") / (study.plan.name + ("-quick" if study.quick else ""))
+    name = study.plan.name + ("-quick" if study.quick else "")
+    if publish is not None:
+        return publish.parent / "studies" / name
+    return Path("study-reports") / name
 
 
 def _command(verb: str, plan: str, *, quick: bool, seeds: str | None, jobs: int | None = None,
-             report_dir: Path | None = None, db: Path | None = None, plugin: list[str] | None = None) -> str:
+             report_dir: Path | None = None, db: Path | None = None, plugin: list[str] | None = None,
+             publish: Path | None = None) -> str:
     parts = ["harness", "study", verb, plan]
     if quick:
         parts.append("--quick")
@@ -99,6 +114,8 @@ def _command(verb: str, plan: str, *, quick: bool, seeds: str | None, jobs: int 
         parts += ["--jobs", str(jobs)]
     if report_dir is not None:
         parts += ["--report-dir", str(report_dir)]
+    if publish is not None:
+        parts += ["--publish", str(publish)]
     if db is not None:
         parts += ["--db", str(db)]
     for spec in plugin or ():
@@ -116,6 +133,7 @@ def run_command(
     force: Annotated[bool, typer.Option("--force", help="Redo every run of the study as a new run.")] = False,
     dry_run: DryRunOption = False,
     report_dir: ReportDirOption = None,
+    publish: PublishOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
@@ -161,8 +179,9 @@ def run_command(
     interrupted = False
     if tasks:
         results, interrupted = _execute(console, executor, min(jobs, len(tasks)), plugin, tasks, display)
-    command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin)
-    outcome = _report(console, study, db_path, _report_dir(report_dir, study), command)
+    command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
+                       publish=publish)
+    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish)
     failed = [r for _, r in results if r.status in ("failed", "crashed") or (r.status == "interrupted" and not interrupted)]
     code = 130 if interrupted else 1 if failed else 0
     if interrupted or failed:
@@ -185,18 +204,21 @@ def report_command(
     quick: QuickOption = False,
     seeds: SeedsOption = None,
     report_dir: ReportDirOption = None,
+    publish: PublishOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
 ) -> None:
-    """Rebuild a study's report from the leaderboard, running nothing."""
+    """Rebuild a study's report (and, with --publish, its section of a combined file) from the leaderboard,
+    running nothing."""
     console = stderr_console()
     db_path = resolve_db(db)
     plugin = plugins_for_workers(plugin)
     with cli_errors():
         _, study = _load(plan, plugin, quick, seeds)
-    command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin)
-    outcome = _report(console, study, db_path, _report_dir(report_dir, study), command)
+    command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin,
+                       publish=publish)
+    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish)
     if as_json:
         typer.echo(json.dumps(outcome))
 
@@ -236,20 +258,43 @@ def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> No
     console.print(table)
 
 
-def _report(console, study, db_path: Path, out_dir: Path, command: str) -> dict[str, Any]:
+_STAT_KEYS = ("n", "mean", "std", "ci_low", "ci_high", "half_width", "mde80", "verdict")
+
+
+def _report(console, study, db_path: Path, out_dir: Path, command: str, publish: Path | None = None) -> dict[str, Any]:
     from harness import study as st
-    from leaderboard.study_report import verdict_rows, write_report
+    from leaderboard.study_report import block_rows, blocks_title, publish as publish_file, verdict_rows, write_report
 
     with cli_errors():
         outcome = st.results(study, db_path)
     paths = write_report(outcome, out_dir, command=command, db_path=db_path)
     rows = verdict_rows(outcome)
+    time = st.study_time(outcome.finished_runs())
     _print_verdicts(console, study, rows, outcome.counts)
+    blocks = block_rows(outcome)
+    if blocks:
+        _print_blocks(console, blocks_title(outcome), blocks)
     console.print(f"report: [bold]{paths[0]}[/] ({len(paths) - 1} figures)")
+    if time["busy_seconds"] is not None:
+        console.print(f"measured time of the study's {time['runs']} runs (from the database): "
+                      f"{time['busy_seconds']:.0f} s computing, span {time['span_seconds']:.0f} s, "
+                      f"{time['run_seconds']:.0f} s summed over runs")
+    if publish is not None:
+        with cli_errors():
+            try:
+                publish_file(outcome, publish, command=command, db_path=db_path, paths=paths)
+            except (ValueError, OSError) as exc:
+                from harness.errors import UsageError
+
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise UsageError(f"cannot publish to {publish}: {reason}") from None
+        console.print(f"published: [bold]{publish}[/] (section study:{study.plan.name}"
+                      f"{'-quick' if study.quick else ''})")
     return {"study": study.plan.name, "variant": study.variant, "report": str(paths[0]),
-            "figures": [str(p) for p in paths[1:]], "runs": outcome.counts,
-            "claims": [{**row, **{k: item.stats[k] for k in ("n", "mean", "std", "ci_low", "ci_high", "half_width",
-                                                                "mde80", "verdict")}}
+            "figures": [str(p) for p in paths[1:]], "runs": outcome.counts, "time": time,
+            "published": None if publish is None else str(publish),
+            "claims": [{**row, **{k: item.stats[k] for k in _STAT_KEYS},
+                        "blocks": [{"seeds": b["seeds"], **{k: b[k] for k in _STAT_KEYS}} for b in item.blocks]}
                        for row, item in zip(rows, outcome.claims)]}
 
 
@@ -276,4 +321,24 @@ def _print_verdicts(console, study, rows, counts) -> None:
         source = row["source"].split(" (", 1)[0]
         table.add_row(escape(row["claim"]), escape(row["metric"]), escape(row["contrast"]), escape(source),
                       row["measured"], row["ci"], row["n"], row["detectable"], f"[{style}]{row['verdict']}[/]")
+    console.print(table)
+
+
+def _print_blocks(console, title: str, rows) -> None:
+    """The second table: each blocked claim's verdict per block of seeds, then pooled."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title.lower() + " (claims with blocks), then pooled", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, justify in (("claim", "left"), ("seeds", "left"), ("mean Δ ± sd", "right"), ("95% CI", "right"),
+                            ("n", "right"), ("detectable", "right"), ("verdict", "left")):
+        table.add_column(header, justify=justify)
+    for row in rows:
+        style = _VERDICT_STYLE.get(row["verdict"], "yellow")
+        pooled = row["seeds"].startswith("pooled")
+        table.add_row(escape(row["claim"]), f"[bold]{row['seeds']}[/]" if pooled else row["seeds"], row["measured"],
+                      row["ci"], row["n"], row["detectable"], f"[{style}]{row['verdict']}[/]",
+                      end_section=pooled)
     console.print(table)
