@@ -43,10 +43,14 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.selectors.uncertainty",
     "plugins.allocators.schedules",
     "plugins.trainers.native",
+    "plugins.trainers.trl",
     "plugins.testbeds.synthetic",
+    "plugins.testbeds.hf",
     "plugins.judges.synthetic",
     "plugins.judges.external",
     "plugins.judges.openai",
+    "plugins.judges.reward_model",
+    "plugins.judges.function",
     "plugins.studies.builtin",
 )
 

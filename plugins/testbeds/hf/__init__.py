@@ -1,0 +1,84 @@
+"""The ``hf`` testbed: real causal language models from local directories (DESIGN §3).
+
+pi_ref is the model in ``model`` (a ``save_pretrained`` directory with its
+tokenizer); pi_0 is the model in ``initial_model`` (same architecture and
+tokenizer, e.g. pi_ref after an offline DPO round), or pi_ref itself when
+unset, in which case every implicit margin of the first iteration is 0 and
+the margin selectors behave like random ones there (DESIGN §1).
+
+Data files are local JSONL, JSON, CSV or parquet files read with ``datasets``:
+
+* ``prompts``: the training prompt pool, column ``prompt`` (``prompt_column``).
+  Prompts longer than ``max_prompt_length`` tokens are dropped (counted in
+  ``world.info``). Each iteration draws distinct prompts from it uniformly.
+* ``eval_prompts``: the evaluation prompts, column ``prompt``, and optionally
+  the reference output of each in column ``output`` (``output_column``).
+* ``reference_outputs``: reference outputs (columns ``prompt`` and
+  ``output``), matched to the evaluation prompts by prompt text; on its own
+  it also gives the evaluation prompts. An AlpacaEval-style file with
+  ``instruction``/``output`` columns works with ``prompt_column=instruction``.
+
+Prompts are wrapped as one user message in the tokenizer's chat template when
+it has one (``use_chat_template``). Sampling uses ``generate`` with the paper's
+temperature 1.0 and top-k 50 by default; evaluation decodes greedily
+(``evaluation_pairs``, compared with the reference outputs by the run's
+evaluator judge) and estimates KL(pi || pi_ref) from samples of pi itself.
+The gold annotator and the evaluator are judges (default ``reward_model``);
+the world has no annotator of its own.
+
+Nothing is ever downloaded and ``trust_remote_code`` is never passed: a model
+given as a Hub id (``org/name``) is an error that says so. This module is
+cheap to import: torch and transformers are imported when a world is built.
+"""
+
+from __future__ import annotations
+
+from harness import hookimpl
+from harness.interfaces import Testbed
+from harness.options import Option
+
+_POSITIVE = {"min": 0.0, "min_inclusive": False}
+
+
+class HFTestbed(Testbed):
+    name = "hf"
+    description = "Real causal LMs from local directories: transformers sampling, prompts from local files"
+    default_judges = {"annotator": "reward_model", "evaluator": "reward_model"}
+    options = (
+        # models
+        Option("model", str, None, "pi_ref: a local model directory (save_pretrained layout, with its tokenizer)"),
+        Option("initial_model", str, None, "pi_0: a local directory of a fine-tune of `model`; unset = pi_ref itself"),
+        Option("dtype", str, "float32", "dtype the models are loaded in (auto = the checkpoint's own)",
+               choices=("float32", "bfloat16", "float16", "auto")),
+        Option("device", str, "cpu", "torch device of the models: cpu, cuda, cuda:1, mps or auto"),
+        Option("threads", int, 0, "torch CPU threads (torch.set_num_threads); 0 = leave torch's setting", min=0),
+        # data
+        Option("prompts", str, None, "training prompts: a local JSONL/JSON/CSV/parquet file with a prompt column"),
+        Option("eval_prompts", str, None, "evaluation prompts: a local file with a prompt column (and optionally output)"),
+        Option("reference_outputs", str, None, "reference outputs: a local file with prompt and output columns"),
+        Option("prompt_column", str, "prompt", "name of the prompt column in every data file"),
+        Option("output_column", str, "output", "name of the reference-output column"),
+        Option("eval_limit", int, 0, "use only the first this many evaluation prompts; 0 = all", min=0),
+        Option("use_chat_template", bool, True, "wrap each prompt as a user message in the tokenizer's chat template "
+               "(when it has one)"),
+        Option("max_prompt_length", int, 512, "prompts with more tokens than this are dropped", min=1),
+        # sampling
+        Option("max_new_tokens", int, 256, "most tokens of a response; a response cut here has no EOS", min=1),
+        Option("temperature", float, 1.0, "sampling temperature of the training responses", **_POSITIVE),
+        Option("top_k", int, 50, "top-k of the training responses; 0 = off", min=0),
+        Option("top_p", float, 1.0, "nucleus top-p of the training responses; 1 = off", min=0.0, max=1.0,
+               min_inclusive=False),
+        Option("eval_samples", int, 2, "responses per evaluation prompt for the KL estimate", min=1),
+        Option("generation_batch_size", int, 64, "sequences per generate call (prompts x responses)", min=1),
+        Option("logprob_batch_size", int, 16, "sequences per log-prob forward", min=1),
+    )
+
+    def build_world(self, *, seed: int, reporter):
+        from plugins.testbeds.hf.world import build_world
+
+        return build_world(self.settings, seed=seed, reporter=reporter)
+
+
+@hookimpl
+def register_testbeds(register):
+    register(HFTestbed)

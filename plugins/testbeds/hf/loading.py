@@ -1,0 +1,148 @@
+"""Local-only loading of models, tokenizers and prompt files for the hf testbed and its judges.
+
+The harness never downloads anything: every model is a local directory
+(``save_pretrained`` layout: ``config.json`` plus weights, and the tokenizer
+files), every data file a local JSONL/JSON/CSV/parquet file. A value that
+looks like a Hugging Face Hub id (``org/name``) but is not a local directory is
+a :class:`~harness.errors.UsageError` that says so. Models are loaded with
+``local_files_only=True`` and never with ``trust_remote_code``.
+
+Importing this module is cheap: torch, transformers and datasets are imported
+inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DATA_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+NEVER_DOWNLOADS = (
+    "the harness never downloads models or data: fetch it yourself "
+    "(e.g. `huggingface-cli download ORG/NAME --local-dir DIR`) and pass the local directory"
+)
+
+
+def _missing(value: str, what: str, label: str) -> UsageError:
+    if _HUB_ID.match(value) and not value.startswith((".", "/")):
+        return UsageError(f"{label}: {value!r} is not a local {what}; it looks like a Hugging Face Hub id, and "
+                          f"{NEVER_DOWNLOADS}")
+    return UsageError(f"{label}: no such {what}: {value!r}")
+
+
+def local_model_dir(value: str | None, label: str) -> Path:
+    """The local model directory ``value`` (checked to hold a ``config.json``); UsageError otherwise."""
+    if value is None or not str(value).strip():
+        raise UsageError(f"{label} is required: the path of a local model directory ({NEVER_DOWNLOADS})")
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise _missing(str(value), "directory", label)
+    if not path.is_dir():
+        raise UsageError(f"{label}: {value!r} is a file; expected a model directory written by save_pretrained")
+    if not (path / "config.json").is_file():
+        raise UsageError(f"{label}: {value!r} has no config.json; expected a model directory written by "
+                         "save_pretrained (GGUF and other single-file formats must be converted first)")
+    return path
+
+
+def local_data_file(value: str | None, label: str) -> Path:
+    """The local data file ``value`` with a supported extension; UsageError otherwise."""
+    if value is None or not str(value).strip():
+        raise UsageError(f"{label} is required: a local JSONL, JSON, CSV or parquet file")
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise _missing(str(value), "file", label)
+    if not path.is_file():
+        raise UsageError(f"{label}: {value!r} is not a file")
+    if path.suffix.lower() not in DATA_FORMATS:
+        raise UsageError(f"{label}: {value!r} has an unsupported extension; use one of "
+                         f"{', '.join(sorted(DATA_FORMATS))}")
+    return path
+
+
+def load_columns(path: Path, columns: Sequence[str], label: str, *, optional: Sequence[str] = ()) -> dict[str, list]:
+    """The named columns of a local data file, read with ``datasets`` (no cache left behind).
+
+    ``columns`` must exist (UsageError naming the columns found); each of
+    ``optional`` is returned only when present. Values are returned as lists.
+    """
+    import datasets
+
+    datasets.utils.logging.disable_progress_bar()
+    builder = DATA_FORMATS[path.suffix.lower()]
+    try:
+        with tempfile.TemporaryDirectory(prefix="pairsel-data-") as cache:
+            table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                          keep_in_memory=True)
+    except Exception as exc:  # malformed file: say which and why
+        raise UsageError(f"{label}: cannot read {str(path)!r} as {builder}: {type(exc).__name__}: {exc}") from None
+    found = list(table.column_names)
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise UsageError(f"{label}: {str(path)!r} has no column {', '.join(repr(c) for c in missing)} "
+                         f"(columns: {', '.join(found) or 'none'})")
+    out = {c: list(table[c]) for c in columns}
+    out.update({c: list(table[c]) for c in optional if c in found})
+    return out
+
+
+def torch_dtype(name: str):
+    """The torch dtype for an option value of :data:`DTYPES` (``"auto"``: the checkpoint's own)."""
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def torch_device(name: str, label: str):
+    """``torch.device(name)``, with ``auto`` meaning cuda when available; UsageError if unusable."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"{label}: invalid device {name!r} ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"{label}: device {name!r} asked for, but torch sees no CUDA device")
+    return device
+
+
+def load_tokenizer(path: Path, label: str):
+    """The tokenizer saved in ``path``, with a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise UsageError(f"{label}: cannot load a tokenizer from {str(path)!r}: {type(exc).__name__}: {exc}") from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UsageError(f"{label}: the tokenizer in {str(path)!r} has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: Path, label: str, *, auto_class: str, dtype: str, device, **kwargs: Any):
+    """A model from a local directory, in eval mode on ``device`` (``auto_class`` names a transformers Auto class)."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    factory = getattr(transformers, auto_class)
+    try:
+        model = factory.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype(dtype), **kwargs)
+    except Exception as exc:
+        raise UsageError(f"{label}: cannot load a model ({auto_class}) from {str(path)!r}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    model.to(device)
+    model.eval()
+    return model

@@ -1,0 +1,496 @@
+"""The hf world: local transformers models, prompts from local files, sampling with ``generate``.
+
+Implements :class:`harness.interfaces.World` (see the testbed's docstring in
+:mod:`plugins.testbeds.hf` for the options). Conventions:
+
+* **Prompts** are row indices into the world's :class:`PromptTable`, as
+  ``(n, 1)`` int64 arrays: training prompts are rows ``0 .. n_train - 1`` (the
+  order of the prompts file, after dropping prompts longer than
+  ``max_prompt_length`` tokens), evaluation prompts rows ``n_train ..``.
+  :meth:`HFWorld.draw_prompts` draws training rows without replacement.
+* **Responses** hold the generated token ids ``(M, N, L)``, padded with the
+  tokenizer's pad id after each response. ``lengths`` counts the scored tokens:
+  the generated tokens up to and including the first EOS (any of the
+  generation config's EOS ids). A response cut by ``max_new_tokens`` has no
+  EOS, and its length is its ``max_new_tokens`` tokens: truncation is a
+  stopping rule, not a token the model chose, so it is not scored.
+* **Log-probs** are sums over those response tokens under the model itself
+  (no temperature or top-k), masking prompt and padding, in batches sorted by
+  length; they equal TRL's reference log-probs for the same pair.
+* **Randomness**: every ``generate`` call is seeded from the Generator it was
+  given, inside ``torch.random.fork_rng``, so the global torch RNG is left as
+  it was. The world itself is a pure function of its options; the world seed
+  changes nothing (models and prompts come from files).
+* **Evaluation**: :meth:`HFWorld.evaluate` reports KL(pi || pi_ref) and
+  response length; the win rate against the reference outputs comes from the
+  run's evaluator judge comparing :meth:`HFWorld.evaluation_pairs`.
+* **Annotation** is always a judge's job (``--annotator``): :meth:`HFWorld.annotate` raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import CheckpointError, UsageError
+from harness.interfaces import Labels, Pairs, Responses
+from harness.progress import NullReporter
+from harness.rng import torch_seed
+from plugins.testbeds.hf import loading
+from plugins.testbeds.hf.policy import HFPolicy, PromptTable
+
+CHECKPOINT_FORMAT = "hf-policy-1"
+
+
+def _check_rows(prompts: np.ndarray, responses: Responses) -> None:
+    if np.shape(prompts)[0] != responses.tokens.shape[0]:
+        raise ValueError(f"{np.shape(prompts)[0]} prompts but responses for {responses.tokens.shape[0]} prompts")
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    """Every token id that ends a response: the generation config's EOS ids, then the tokenizer's."""
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if configured is None:
+        configured = getattr(model.config, "eos_token_id", None)
+    if isinstance(configured, int):
+        configured = [configured]
+    for value in list(configured or []) + [tokenizer.eos_token_id]:
+        if value is not None and int(value) not in ids:
+            ids.append(int(value))
+    return ids
+
+
+class HFWorld:
+    """One hf world; implements :class:`harness.interfaces.World`.
+
+    Public attributes: ``reference_policy`` (pi_ref), ``initial_policy``
+    (pi_0; pi_ref itself when no ``initial_model`` is given), ``tokenizer``,
+    ``table`` (the :class:`PromptTable`), ``n_train``, ``eval_rows``
+    ``(E, 1)``, ``reference_outputs`` (list of E strings or None),
+    ``pad_id``, ``eos_ids``, ``settings`` and ``info`` (build diagnostics).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Mapping[str, Any],
+        seed: int,
+        tokenizer,
+        table: PromptTable,
+        reference_policy: HFPolicy,
+        initial_policy: HFPolicy,
+        reference_outputs: list[str] | None,
+        info: dict[str, Any],
+    ):
+        self.settings = dict(settings)
+        self.seed = int(seed)
+        self.tokenizer = tokenizer
+        self.table = table
+        self.n_train = table.n_train
+        self.eval_rows = np.arange(table.n_train, len(table), dtype=np.int64)[:, None]
+        self.reference_policy = reference_policy
+        self.initial_policy = initial_policy
+        self.pad_id = reference_policy.pad_id
+        self.eos_ids = _eos_ids(reference_policy.model, tokenizer)
+        self.reference_outputs = reference_outputs
+        self.info = info
+        self._reference: Responses | None = None
+        self._reference_text: dict[int, tuple[tuple[int, ...], str]] = {}
+        if reference_outputs is not None:
+            self._encode_references(reference_outputs)
+
+    def __repr__(self) -> str:
+        return f"<HFWorld {self.settings.get('model')!r} train={self.n_train} eval={len(self.eval_rows)}>"
+
+    # ------------------------------------------------------------------ prompts
+
+    def draw_prompts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` distinct training prompts drawn uniformly: ``(n, 1)`` int64 row indices into ``table``."""
+        n = int(n)
+        if n > self.n_train:
+            raise UsageError(f"an iteration needs {n} prompts but the prompts file has {self.n_train} usable ones; "
+                             "use a larger prompts file or a smaller budget")
+        return rng.choice(self.n_train, size=n, replace=False).astype(np.int64)[:, None]
+
+    # ------------------------------------------------------------------ models
+
+    def _check_policy(self, policy) -> HFPolicy:
+        if not isinstance(policy, HFPolicy):
+            raise TypeError(f"the hf world runs only HFPolicy objects, got {type(policy).__name__}")
+        return policy
+
+    def _generate(self, policy: HFPolicy, rows: list[int], n: int, seed: int, mode: str) -> list[torch.Tensor]:
+        """Token rows of ``n`` responses for each prompt row: ``mode`` is sample, pure (ancestral) or greedy."""
+        from transformers import GenerationConfig
+
+        s = self.settings
+        model = policy.model
+        device = policy.device
+        options: dict[str, Any] = {
+            "max_new_tokens": int(s["max_new_tokens"]),
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.pad_id,
+            "num_return_sequences": n,
+            # neutral values, so nothing from the checkpoint's generation_config.json shapes the distribution
+            "repetition_penalty": 1.0,
+            "no_repeat_ngram_size": 0,
+            "min_new_tokens": 0,
+        }
+        if mode == "greedy":
+            options.update(do_sample=False, num_beams=1)
+        elif mode == "pure":
+            options.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0)
+        else:
+            options.update(do_sample=True, temperature=float(s["temperature"]), top_k=int(s["top_k"]),
+                           top_p=float(s["top_p"]))
+        config = GenerationConfig(**options)
+        ids = [list(self.table.ids[r]) for r in rows]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):  # left padding for generation
+            input_ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+            attention[i, width - len(x):] = 1
+        saved = model.generation_config
+        model.generation_config = GenerationConfig(eos_token_id=self.eos_ids, pad_token_id=self.pad_id)
+        try:
+            devices = [device] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                torch.manual_seed(seed)
+                out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                     generation_config=config)
+        finally:
+            model.generation_config = saved
+        new = out[:, width:].cpu()
+        return [new[i * n : (i + 1) * n] for i in range(len(rows))]
+
+    def sample(self, policy, prompts: np.ndarray, n_responses: int, rng: np.random.Generator, *,
+               mode: str = "sample") -> Responses:
+        """``n_responses`` responses per prompt row with ``generate`` (temperature, top-k, top-p from the options).
+
+        ``mode="greedy"`` decodes greedily, ``mode="pure"`` samples the model's
+        own distribution (temperature 1, no top-k/top-p; what a Monte-Carlo KL
+        needs). Prompts are generated in chunks of ``generation_batch_size``
+        sequences, each seeded from ``rng``.
+        """
+        policy = self._check_policy(policy)
+        rows = [int(r) for r in np.asarray(prompts, dtype=np.int64).reshape(len(prompts), -1)[:, 0]]
+        m, n = len(rows), int(n_responses)
+        per_call = max(1, int(self.settings["generation_batch_size"]) // max(n, 1))
+        chunks = [rows[i : i + per_call] for i in range(0, m, per_call)]
+        seeds = [torch_seed(rng) for _ in chunks]
+        generated: list[torch.Tensor] = []
+        for chunk, seed in zip(chunks, seeds):
+            generated.extend(self._generate(policy, chunk, n, seed, mode))
+        width = max([g.shape[1] for g in generated], default=0)
+        tokens = np.full((m, n, max(width, 1)), self.pad_id, dtype=np.int64)
+        lengths = np.zeros((m, n), dtype=np.int64)
+        eos = torch.tensor(self.eos_ids, dtype=torch.long)
+        for i, block in enumerate(generated):
+            is_eos = torch.isin(block, eos)
+            any_eos = is_eos.any(dim=1)
+            first = torch.where(any_eos, is_eos.int().argmax(dim=1) + 1, torch.full_like(any_eos, block.shape[1], dtype=torch.long))
+            for j in range(n):
+                k = int(first[j])
+                tokens[i, j, :k] = block[j, :k].numpy()
+                lengths[i, j] = k
+        return Responses(tokens=tokens, lengths=lengths)
+
+    def logprobs(self, policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        """``(M, N)`` float64 summed response log-probs (EOS included when present) under ``policy``, no grad.
+
+        Sequences are scored in batches of ``logprob_batch_size``, longest first
+        (so little padding is run and an out-of-memory shows up at once).
+        """
+        policy = self._check_policy(policy)
+        _check_rows(prompts, responses)
+        m, n, width = responses.tokens.shape
+        total = m * n
+        out = np.zeros(total, dtype=np.float64)
+        if total == 0:
+            return out.reshape(m, n)
+        rows = np.repeat(np.asarray(prompts, dtype=np.int64).reshape(m, -1)[:, 0], n)
+        tokens = responses.tokens.reshape(total, width)
+        lengths = responses.lengths.reshape(total)
+        prompt_lengths = np.array([len(policy.table.ids[r]) for r in rows])
+        order = np.argsort(-(prompt_lengths + lengths), kind="stable")
+        batch = int(self.settings["logprob_batch_size"])
+        was_training = policy.model.training
+        policy.model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, total, batch):
+                    index = order[start : start + batch]
+                    longest = max(int(lengths[index].max()), 1)
+                    values = policy.sequence_logprobs(rows[index, None], tokens[index, :longest], lengths[index])
+                    out[index] = values.double().cpu().numpy()
+        finally:
+            policy.model.train(was_training)
+        return out.reshape(m, n)
+
+    # ------------------------------------------------------------------ annotation
+
+    def annotate(self, prompts: np.ndarray, responses: Responses, pairs: Pairs, rng: np.random.Generator) -> Labels:
+        """Not available: the hf testbed has no built-in annotator (UsageError)."""
+        raise UsageError(
+            "the hf testbed has no built-in annotator: pass --annotator JUDGE, e.g. --annotator reward_model "
+            "with the judge's `model` option set to a local reward-model directory, or --annotator function "
+            "with `callable=module:function`"
+        )
+
+    # ------------------------------------------------------------------ text
+
+    def texts(self, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[list[str]]]:
+        """Prompts as written in their file; responses decoded without special tokens.
+
+        A response whose tokens are exactly an evaluation prompt's reference
+        output comes back as the reference text itself (not a re-decoding).
+        """
+        _check_rows(prompts, responses)
+        rows = [int(r) for r in np.asarray(prompts, dtype=np.int64).reshape(len(prompts), -1)[:, 0]]
+        prompt_texts = [self.table.texts[r] for r in rows]
+        response_texts = []
+        for i, r in enumerate(rows):
+            texts = []
+            for j in range(responses.tokens.shape[1]):
+                ids = tuple(int(t) for t in responses.tokens[i, j, : int(responses.lengths[i, j])])
+                known = self._reference_text.get(r)
+                if known is not None and known[0] == ids:
+                    texts.append(known[1])
+                else:
+                    texts.append(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+            response_texts.append(texts)
+        return prompt_texts, response_texts
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _encode_references(self, outputs: list[str]) -> None:
+        """The reference outputs as responses: their tokens (no special tokens added) plus the tokenizer's EOS."""
+        eos = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.eos_ids[0]
+        encoded = [list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + [int(eos)] for text in outputs]
+        width = max((len(e) for e in encoded), default=1)
+        tokens = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
+        lengths = np.zeros(len(encoded), dtype=np.int64)
+        for i, ids in enumerate(encoded):
+            tokens[i, : len(ids)] = ids
+            lengths[i] = len(ids)
+            self._reference_text[int(self.eval_rows[i, 0])] = (tuple(ids), outputs[i])
+        self._reference = Responses(tokens=tokens[:, None, :], lengths=lengths[:, None])
+
+    def evaluation_pairs(self, policy, rng: np.random.Generator) -> tuple[np.ndarray, Responses]:
+        """The evaluation prompt rows ``(E, 1)`` and ``(E, 2)`` responses: the policy's greedy output, then the reference output."""
+        policy = self._check_policy(policy)
+        if self._reference is None:
+            raise UsageError("the hf testbed has no reference outputs to compare with: set the testbed option "
+                             "`reference_outputs` (or an `output` column in `eval_prompts`)")
+        greedy = self.sample(policy, self.eval_rows, 1, rng, mode="greedy")
+        width = max(greedy.tokens.shape[2], self._reference.tokens.shape[2])
+
+        def padded(tokens: np.ndarray) -> np.ndarray:
+            out = np.full((tokens.shape[0], width), self.pad_id, dtype=np.int64)
+            out[:, : tokens.shape[1]] = tokens
+            return out
+
+        tokens = np.stack([padded(greedy.tokens[:, 0]), padded(self._reference.tokens[:, 0])], axis=1)
+        lengths = np.stack([greedy.lengths[:, 0], self._reference.lengths[:, 0]], axis=1).astype(np.int64)
+        return self.eval_rows.copy(), Responses(tokens=tokens, lengths=lengths)
+
+    def ends_with_eos(self, responses: Responses) -> np.ndarray:
+        """``(M, N)`` bool: True where a response's last scored token is an EOS (False when cut by max_new_tokens)."""
+        m, n, _ = responses.tokens.shape
+        last = np.take_along_axis(responses.tokens, np.maximum(responses.lengths - 1, 0)[..., None], axis=2)[..., 0]
+        return np.isin(last, self.eos_ids) & (responses.lengths > 0)
+
+    def evaluate(self, policy, rng: np.random.Generator) -> dict[str, float]:
+        """KL and length metrics of ``policy`` on the evaluation prompts (no win rate: that is the evaluator judge's).
+
+        * ``kl``: Monte-Carlo KL(pi || pi_ref), the mean of log pi - log pi_ref
+          over ``eval_samples`` responses per evaluation prompt, sampled from pi
+          itself (temperature 1, no top-k/top-p, as the estimator requires);
+          ``kl_se`` its standard error over prompts.
+        * ``mean_length``: mean number of tokens of those responses, EOS not counted.
+        * ``truncated_share``: share of them cut by ``max_new_tokens`` (no EOS).
+        """
+        policy = self._check_policy(policy)
+        k = int(self.settings["eval_samples"])
+        responses = self.sample(policy, self.eval_rows, k, rng, mode="pure")
+        if policy is self.reference_policy:
+            log_ratio = np.zeros(responses.lengths.shape)
+        else:
+            log_ratio = (self.logprobs(policy, self.eval_rows, responses)
+                         - self.logprobs(self.reference_policy, self.eval_rows, responses))
+        per_prompt = log_ratio.mean(axis=1)
+        ended = self.ends_with_eos(responses)
+        se = float(per_prompt.std(ddof=1) / math.sqrt(len(per_prompt))) if len(per_prompt) > 1 else 0.0
+        return {
+            "kl": float(log_ratio.mean()),
+            "kl_se": se,
+            "mean_length": float((responses.lengths - ended).mean()),
+            "truncated_share": float(1.0 - ended.mean()),
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_policy(self, policy, path: Path) -> None:
+        """Write ``policy``'s weights to the single file ``path`` (safetensors; tied weights stored once)."""
+        from safetensors.torch import save_model
+
+        policy = self._check_policy(policy)
+        save_model(policy.model, str(path), metadata={"format": CHECKPOINT_FORMAT,
+                                                      "architecture": type(policy.model).__name__})
+
+    def load_policy(self, path: Path) -> HFPolicy:
+        """The policy saved at ``path``: a copy of pi_ref with the file's weights (safetensors only, never unpickled)."""
+        from safetensors import safe_open
+        from safetensors.torch import load_model
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            if metadata.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"format {metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+            expected = type(self.reference_policy.model).__name__
+            if metadata.get("architecture") != expected:
+                raise ValueError(f"architecture {metadata.get('architecture')!r}, this world's is {expected!r}")
+            policy = self.reference_policy.clone()
+            load_model(policy.model, str(path), strict=True, device=str(policy.device))
+        except Exception as exc:  # truncated, corrupt, or from another model
+            raise CheckpointError(f"policy checkpoint {path} is unusable: {type(exc).__name__}: {exc}") from None
+        if not all(bool(torch.isfinite(p).all()) for p in policy.model.parameters()):
+            raise CheckpointError(f"policy checkpoint {path} holds non-finite weights")
+        policy.model.eval()
+        return policy
+
+
+# ---------------------------------------------------------------------- building
+
+
+def _encode_prompt(tokenizer, text: str, use_template: bool) -> list[int]:
+    if use_template:
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                 tokenize=False)
+        return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(text)["input_ids"])
+
+
+def _position_limit(config) -> int | None:
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFWorld:
+    """Load the models and prompt files of ``settings`` (all local); UsageError for anything missing."""
+    reporter = reporter or NullReporter()
+    s = settings
+    if int(s["threads"]) > 0:
+        torch.set_num_threads(int(s["threads"]))
+    model_dir = loading.local_model_dir(s["model"], "testbed option `model`")
+    initial_dir = (loading.local_model_dir(s["initial_model"], "testbed option `initial_model`")
+                   if s["initial_model"] else None)
+    prompts_file = loading.local_data_file(s["prompts"], "testbed option `prompts`")
+    eval_file = loading.local_data_file(s["eval_prompts"], "testbed option `eval_prompts`") if s["eval_prompts"] else None
+    reference_file = (loading.local_data_file(s["reference_outputs"], "testbed option `reference_outputs`")
+                      if s["reference_outputs"] else None)
+    if eval_file is None and reference_file is None:
+        raise UsageError("the hf testbed needs evaluation prompts: set the testbed option `eval_prompts` "
+                         "(a file with a `prompt` column, and optionally `output`) or `reference_outputs` "
+                         "(a file with `prompt` and `output` columns)")
+    device = loading.torch_device(str(s["device"]), "testbed option `device`")
+    column, output_column = str(s["prompt_column"]), str(s["output_column"])
+
+    with reporter.stage("loading prompts", total=None):
+        train_texts = [str(t) for t in loading.load_columns(prompts_file, [column], "testbed option `prompts`")[column]]
+        reference_outputs: list[str] | None = None
+        if eval_file is not None:
+            found = loading.load_columns(eval_file, [column], "testbed option `eval_prompts`", optional=[output_column])
+            eval_texts = [str(t) for t in found[column]]
+            if output_column in found:
+                reference_outputs = [str(t) for t in found[output_column]]
+        if reference_file is not None:
+            found = loading.load_columns(reference_file, [column, output_column], "testbed option `reference_outputs`")
+            by_prompt = dict(zip((str(t) for t in found[column]), (str(t) for t in found[output_column])))
+            if eval_file is None:
+                eval_texts = list(by_prompt)
+            missing = [t for t in eval_texts if t not in by_prompt]
+            if missing:
+                raise UsageError(f"testbed option `reference_outputs`: {len(missing)} evaluation prompts have no "
+                                 f"reference output, e.g. {missing[0][:80]!r}")
+            reference_outputs = [by_prompt[t] for t in eval_texts]
+        limit = int(s["eval_limit"])
+        if limit > 0:
+            eval_texts = eval_texts[:limit]
+            reference_outputs = None if reference_outputs is None else reference_outputs[:limit]
+
+    with reporter.stage(f"loading {model_dir}", total=None):
+        tokenizer = loading.load_tokenizer(model_dir, "testbed option `model`")
+        reference_model = loading.load_model(model_dir, "testbed option `model`", auto_class="AutoModelForCausalLM",
+                                             dtype=str(s["dtype"]), device=device)
+        initial_model = None
+        if initial_dir is not None:
+            initial_model = loading.load_model(initial_dir, "testbed option `initial_model`",
+                                               auto_class="AutoModelForCausalLM", dtype=str(s["dtype"]), device=device)
+            if type(initial_model) is not type(reference_model) or (
+                initial_model.config.vocab_size != reference_model.config.vocab_size
+            ):
+                raise UsageError(f"testbed option `initial_model`: {str(initial_dir)!r} is a "
+                                 f"{type(initial_model).__name__} with vocabulary {initial_model.config.vocab_size}, "
+                                 f"but `model` is a {type(reference_model).__name__} with vocabulary "
+                                 f"{reference_model.config.vocab_size}; pi_0 must be a fine-tune of pi_ref")
+            if (initial_dir / "tokenizer_config.json").exists() or (initial_dir / "tokenizer.json").exists():
+                other = loading.load_tokenizer(initial_dir, "testbed option `initial_model`")
+                if other.get_vocab() != tokenizer.get_vocab():
+                    raise UsageError(f"testbed option `initial_model`: the tokenizer in {str(initial_dir)!r} differs "
+                                     "from the one of `model`; pi_0 and pi_ref must share a tokenizer")
+
+    use_template = bool(s["use_chat_template"]) and bool(getattr(tokenizer, "chat_template", None))
+    max_prompt = int(s["max_prompt_length"])
+    kept_texts, kept_ids = [], []
+    dropped = 0
+    for text in train_texts:
+        ids = _encode_prompt(tokenizer, text, use_template)
+        if 0 < len(ids) <= max_prompt:
+            kept_texts.append(text)
+            kept_ids.append(tuple(ids))
+        else:
+            dropped += 1
+    if not kept_ids:
+        raise UsageError(f"testbed option `prompts`: none of the {len(train_texts)} prompts fits in "
+                         f"max_prompt_length={max_prompt} tokens")
+    eval_ids = []
+    for text in eval_texts:
+        ids = _encode_prompt(tokenizer, text, use_template)
+        if not 0 < len(ids) <= max_prompt:
+            raise UsageError(f"an evaluation prompt has {len(ids)} tokens, outside 1..max_prompt_length="
+                             f"{max_prompt}: {text[:80]!r}")
+        eval_ids.append(tuple(ids))
+    if not eval_ids:
+        raise UsageError("the evaluation prompt file is empty")
+    limit_positions = _position_limit(reference_model.config)
+    longest = max(len(x) for x in kept_ids + eval_ids)
+    if limit_positions is not None and longest + int(s["max_new_tokens"]) > limit_positions:
+        raise UsageError(f"the longest prompt ({longest} tokens) plus max_new_tokens={s['max_new_tokens']} exceeds "
+                         f"the model's {limit_positions} positions; lower max_prompt_length or max_new_tokens")
+
+    table = PromptTable(texts=tuple(kept_texts + eval_texts), ids=tuple(kept_ids + eval_ids), n_train=len(kept_ids))
+    pad_id = int(tokenizer.pad_token_id)
+    reference = HFPolicy(reference_model, tokenizer, table, pad_id)
+    initial = reference if initial_model is None else HFPolicy(initial_model, tokenizer, table, pad_id)
+    info = {
+        "train_prompts": len(kept_ids),
+        "prompts_dropped": dropped,
+        "eval_prompts": len(eval_ids),
+        "chat_template": use_template,
+        "parameters": int(sum(p.numel() for p in reference_model.parameters())),
+        "initial_is_reference": initial_model is None,
+    }
+    return HFWorld(settings=settings, seed=seed, tokenizer=tokenizer, table=table, reference_policy=reference,
+                   initial_policy=initial, reference_outputs=reference_outputs, info=info)

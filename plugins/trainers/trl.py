@@ -1,0 +1,314 @@
+"""The ``trl`` trainer: TRL's ``DPOTrainer`` on the reference log-probs computed at scoring time.
+
+Every call trains a copy of pi_{i-1} (``policy.clone()``) with a fresh
+optimiser and returns it; the input policy is never modified. It trains the
+hf testbed's policies (:class:`plugins.testbeds.hf.policy.HFPolicy`: a
+transformers model, its tokenizer and the prompt table).
+
+**No reference pass.** :class:`~harness.interfaces.PreferenceData` carries the
+reference log-probs of every chosen and rejected response (summed over the
+response tokens, EOS included, computed once when the loop scored them). They
+go to TRL as the ``ref_chosen_logps``/``ref_rejected_logps`` columns of an
+already tokenized dataset, through a small ``DPOTrainer`` subclass that
+overrides two private methods of trl 1.16 (so trl is pinned to its minor):
+
+* ``_prepare_dataset`` passes a dataset that already has ``prompt_ids``,
+  ``chosen_ids`` and ``rejected_ids`` through untouched (TRL would otherwise
+  tokenize text and append its own EOS; the harness trains on exactly the
+  tokens it sampled and scored, which a decode/re-encode round trip of a
+  subword tokenizer does not always reproduce);
+* ``_precompute_ref_logps`` returns a dataset that already has both reference
+  columns as it is (TRL would run a reference forward and then fail on the
+  duplicated columns).
+
+With ``precompute_ref_log_probs=True`` and ``ref_model=None`` TRL keeps no
+reference model; the trainer checks ``ref_model is None`` and no reference
+forward ever runs. Tests compare the losses with TRL's own live-reference run.
+
+**Options.** ``loss_type`` is any of TRL's loss types (:data:`LOSS_TYPES`) or
+a comma-separated list combined with ``loss_weights`` (same length; default
+all 1), e.g. ``loss_type=sigmoid,bco_pair,sft`` with ``loss_weights=0.8,0.2,1``
+(MPO). ``exo_pair`` needs ``label_smoothing`` > 0 and ``robust`` uses it as
+the label-flip rate. TRL's ``ld_alpha`` is not offered: it re-weights the
+log-probs, which would no longer match the precomputed reference sums.
+``batch_size`` x ``grad_accum`` is the effective batch (the paper: 128).
+Training budget: ``steps`` > 0 runs exactly that many optimiser steps,
+otherwise ``epochs`` passes. Sequences are never truncated (that would break
+the precomputed reference log-probs): with ``max_length`` > 0, pairs whose
+prompt plus longer response exceeds it are dropped, with a warning.
+
+``loss_first``/``loss_last`` are the losses TRL logs at the first and last
+optimiser step (logging every step; under gradient accumulation, the mean
+over the accumulated micro-batches). With no pairs the clone is returned
+untouched with ``steps = 0`` and both losses 0.0.
+
+Randomness: TRL seeds the global ``random``/numpy/torch RNGs itself; the
+trainer draws that seed from the Generator it is given and restores the
+global states afterwards. torch, transformers, datasets and trl are imported
+inside :meth:`TRLDPOTrainer.train` only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from harness import hookimpl
+from harness.errors import UsageError
+from harness.interfaces import PreferenceData, Trainer, TrainResult
+from harness.options import Option
+
+LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)
+"""TRL 1.16's ``DPOConfig.loss_type`` values."""
+
+_POSITIVE = {"min": 0.0, "min_inclusive": False}
+
+
+def parse_loss_types(text: str) -> list[str]:
+    """``"sigmoid,sft"`` -> ``["sigmoid", "sft"]``; UsageError naming an unknown type."""
+    types = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not types:
+        raise UsageError("option 'loss_type' of trainer 'trl' is empty; e.g. loss_type=sigmoid")
+    unknown = [t for t in types if t not in LOSS_TYPES]
+    if unknown:
+        raise UsageError(f"option 'loss_type' of trainer 'trl': unknown loss type {unknown[0]!r}; "
+                         f"TRL's are {', '.join(LOSS_TYPES)}")
+    return types
+
+
+class TRLDPOTrainer(Trainer):
+    name = "trl"
+    description = "TRL's DPOTrainer (every TRL loss type) on the precomputed reference log-probs; hf testbed only"
+    options = (
+        Option("beta", float, 0.1, "DPO beta (for ipo: its tau)", **_POSITIVE),
+        Option("lr", float, 5e-7, "peak learning rate (the paper's 5e-7 on Llama-3-8B)", **_POSITIVE),
+        Option("epochs", float, 1.0, "passes over the pairs per call (used when steps is 0)", min=0.0),
+        Option("steps", int, 0, "exact number of optimiser steps per call; 0 = use epochs", min=0),
+        Option("batch_size", int, 8, "pairs per device per forward", min=1),
+        Option("grad_accum", int, 16, "gradient accumulation steps (batch_size x grad_accum = effective batch)", min=1),
+        Option("loss_type", str, "sigmoid", "a TRL loss type, or a comma-separated list of them (see loss_weights)"),
+        Option("loss_weights", tuple, None, "weights of a loss_type list, e.g. 0.8,0.2,1; unset = all 1"),
+        Option("label_smoothing", float, 0.0, "label-flip rate for robust, epsilon for exo_pair", min=0.0, max=0.5,
+               max_inclusive=False),
+        Option("f_divergence_type", str, "reverse_kl", "f-DPO divergence (reverse_kl is standard DPO)",
+               choices=("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")),
+        Option("lr_scheduler", str, "linear", "learning-rate schedule", choices=("linear", "cosine", "constant",
+                                                                               "constant_with_warmup")),
+        Option("warmup_ratio", float, 0.1, "share of the steps spent warming up the learning rate", min=0.0, max=1.0,
+               max_inclusive=False),
+        Option("weight_decay", float, 0.0, "AdamW weight decay", min=0.0),
+        Option("max_grad_norm", float, 1.0, "gradient clipping norm; 0 = off", min=0.0),
+        Option("max_length", int, 0, "drop pairs whose prompt + longer response exceeds this many tokens; 0 = keep all",
+               min=0),
+        Option("precision", str, "fp32", "mixed precision of the training step", choices=("fp32", "bf16", "fp16")),
+        Option("gradient_checkpointing", bool, False, "trade compute for memory in the policy's forward"),
+    )
+
+    @property
+    def loss_types(self) -> list[str]:
+        return parse_loss_types(self.settings["loss_type"])
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        types = self.loss_types  # validate early: a typo is a UsageError before any model loads
+        weights = self.settings["loss_weights"]
+        if weights is not None and len(weights) != len(types):
+            raise UsageError(f"option 'loss_weights' of trainer 'trl' has {len(weights)} weights for "
+                             f"{len(types)} loss types ({','.join(types)})")
+        if "exo_pair" in types and self.settings["label_smoothing"] == 0:
+            raise UsageError("trainer 'trl': loss_type exo_pair needs label_smoothing > 0 (the EXO paper uses 1e-3)")
+
+    def train(self, *, policy, data: PreferenceData, rng: np.random.Generator) -> TrainResult:
+        for attribute in ("model", "tokenizer", "prompt_ids", "clone"):
+            if not hasattr(policy, attribute):
+                raise UsageError(f"trainer 'trl' trains transformers policies (the hf testbed's), "
+                                 f"not {type(policy).__name__}")
+        seed = int(rng.integers(0, 2**31 - 1))
+        model = policy.clone()
+        dataset_rows = preference_rows(model, data, max_length=int(self.settings["max_length"]))
+        if not dataset_rows["prompt_ids"]:
+            return TrainResult(policy=model, steps=0, epochs=0.0, loss_first=0.0, loss_last=0.0)
+        with _restored_global_rngs():
+            trainer = build_trainer(model, dataset_rows, self.settings, seed=seed)
+            trainer.train()
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        steps = int(trainer.state.global_step)
+        epochs = float(trainer.state.epoch or 0.0)
+        release(trainer, model)
+        return TrainResult(
+            policy=model,
+            steps=steps,
+            epochs=epochs,
+            loss_first=float(losses[0]) if losses else 0.0,
+            loss_last=float(losses[-1]) if losses else 0.0,
+        )
+
+
+def preference_rows(policy, data: PreferenceData, *, max_length: int = 0) -> dict[str, list]:
+    """The columns of TRL's tokenized preference dataset, from :class:`PreferenceData` and the policy's prompt table.
+
+    ``chosen_ids``/``rejected_ids`` are the scored response tokens (EOS
+    included when the response has one), so TRL's log-probs cover exactly
+    the tokens whose reference log-probs ``data`` carries.
+    """
+    prompt_ids = policy.prompt_ids(data.prompts)
+    rows: dict[str, list] = {k: [] for k in ("prompt_ids", "chosen_ids", "rejected_ids",
+                                             "ref_chosen_logps", "ref_rejected_logps")}
+    dropped = 0
+    for k in range(len(data)):
+        chosen = [int(t) for t in data.chosen[k, : int(data.chosen_lengths[k])]]
+        rejected = [int(t) for t in data.rejected[k, : int(data.rejected_lengths[k])]]
+        if max_length > 0 and len(prompt_ids[k]) + max(len(chosen), len(rejected)) > max_length:
+            dropped += 1
+            continue
+        rows["prompt_ids"].append(list(prompt_ids[k]))
+        rows["chosen_ids"].append(chosen)
+        rows["rejected_ids"].append(rejected)
+        rows["ref_chosen_logps"].append(float(data.ref_chosen_logps[k]))
+        rows["ref_rejected_logps"].append(float(data.ref_rejected_logps[k]))
+    if dropped:
+        warnings.warn(f"trainer 'trl' dropped {dropped} of {len(data)} pairs longer than max_length={max_length} "
+                      "tokens (truncating them would break the precomputed reference log-probs)", stacklevel=2)
+    return rows
+
+
+def _trainer_class():
+    from trl import DPOTrainer
+
+    class PrecomputedRefDPOTrainer(DPOTrainer):
+        """DPOTrainer that takes tokenized data and reference log-probs as given (see the module docstring)."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if {"prompt_ids", "chosen_ids", "rejected_ids"} <= set(dataset.column_names):
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            if {"ref_chosen_logps", "ref_rejected_logps"} <= set(dataset.column_names):
+                return dataset
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    return PrecomputedRefDPOTrainer
+
+
+def dpo_config(settings: dict[str, Any], *, output_dir: str, seed: int, use_cpu: bool, **overrides: Any):
+    """The ``DPOConfig`` for ``settings`` (precomputed reference, no saving, no reporting, logging every step)."""
+    from trl import DPOConfig
+
+    types = parse_loss_types(settings["loss_type"])
+    precision = settings["precision"]
+    values: dict[str, Any] = dict(
+        output_dir=output_dir,
+        beta=float(settings["beta"]),
+        learning_rate=float(settings["lr"]),
+        num_train_epochs=float(settings["epochs"]),
+        max_steps=int(settings["steps"]) if int(settings["steps"]) > 0 else -1,
+        per_device_train_batch_size=int(settings["batch_size"]),
+        gradient_accumulation_steps=int(settings["grad_accum"]),
+        loss_type=types,
+        loss_weights=list(settings["loss_weights"]) if settings["loss_weights"] is not None else None,
+        label_smoothing=float(settings["label_smoothing"]),
+        f_divergence_type=settings["f_divergence_type"],
+        lr_scheduler_type=settings["lr_scheduler"],
+        warmup_steps=float(settings["warmup_ratio"]),
+        weight_decay=float(settings["weight_decay"]),
+        max_grad_norm=float(settings["max_grad_norm"]),
+        max_length=None,
+        precompute_ref_log_probs=True,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=use_cpu,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    # transformers >= 5.18 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
+    key = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    values[key] = bool(settings["gradient_checkpointing"])
+    values.update(overrides)
+    return DPOConfig(**values)
+
+
+def build_trainer(policy, rows: dict[str, list], settings: dict[str, Any], *, seed: int, **config_overrides: Any):
+    """The TRL trainer for ``policy`` (trained in place) on ``rows`` (see :func:`preference_rows`), not yet run.
+
+    Exposed for tests and for callers that want TRL's per-step log
+    (``trainer.state.log_history``); :meth:`TRLDPOTrainer.train` is the usual entry.
+    """
+    import tempfile
+
+    import datasets
+
+    datasets.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    dataset = datasets.Dataset.from_dict(
+        rows,
+        features=datasets.Features({
+            "prompt_ids": datasets.List(datasets.Value("int64")),
+            "chosen_ids": datasets.List(datasets.Value("int64")),
+            "rejected_ids": datasets.List(datasets.Value("int64")),
+            "ref_chosen_logps": datasets.Value("float64"),
+            "ref_rejected_logps": datasets.Value("float64"),
+        }),
+    )
+    output_dir = tempfile.mkdtemp(prefix="pairsel-trl-")
+    config = dpo_config(settings, output_dir=output_dir, seed=seed, use_cpu=policy.device.type == "cpu",
+                        **config_overrides)
+    trainer = _trainer_class()(model=policy.model, ref_model=None, args=config, train_dataset=dataset,
+                               processing_class=policy.tokenizer)
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for callback in (PrinterCallback, ProgressCallback):  # stdout is for what a script pipes (DESIGN D6)
+        trainer.remove_callback(callback)
+    if trainer.ref_model is not None:  # the whole point: no reference model in memory
+        raise RuntimeError("TRL built a reference model although the reference log-probs were precomputed")
+    trainer._pairsel_output_dir = output_dir
+    return trainer
+
+
+def release(trainer, policy) -> None:
+    """After training: the policy back in eval mode with its own forward, TRL's temporary directory removed."""
+    import shutil
+
+    from plugins.testbeds.hf.policy import _strip_patched_forward
+
+    _strip_patched_forward(policy.model)
+    policy.model.eval()
+    shutil.rmtree(getattr(trainer, "_pairsel_output_dir", ""), ignore_errors=True)
+    trainer.model = trainer.model_wrapped = None
+    trainer.optimizer = trainer.lr_scheduler = None
+
+
+@contextmanager
+def _restored_global_rngs():
+    """Leave Python's, numpy's and torch's global RNG states as they were (TRL reseeds them)."""
+    import random
+
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+@hookimpl
+def register_trainers(register):
+    register(TRLDPOTrainer)
