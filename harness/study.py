@@ -75,7 +75,7 @@ FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
 TOP_KEYS = ("study", "quick", "grid", "claim", "figure")
 _NAME_LIST_KEYS = ("testbed", "selector", "instance_selector", "corpus_selector", "allocator", "trainer",
-                   "gold_judge", "proxy_judge")
+                   "gold_judge", "proxy_judge", "annotator", "evaluator")
 _GRID_ALIASES = {"responses": "n_responses"}
 
 
@@ -93,8 +93,8 @@ PLAN_SCHEMA_DOC = """\
 [quick]            seeds; budget_scale (multiplies every grid's budget); options = ["k=v", ...]
                    (fixed options added to every grid; a grid's own option of the same key wins)
 [[grid]]           name (required) plus the arguments of `harness sweep`: selector, instance_selector,
-                   corpus_selector, allocator, trainer, testbed, gold_judge, proxy_judge (a list or a
-                   comma string), options = ["k=v1,v2", ...], iterations, budget, keep, responses,
+                   corpus_selector, allocator, trainer, testbed, gold_judge, proxy_judge, annotator,
+                   evaluator (a list or a comma string), options = ["k=v1,v2", ...], iterations, budget, keep, responses,
                    world_seed; seeds (overrides [study] seeds)
 [[claim]]          id, metric, a, b, direction (required); finding, source, source_value, note
                    metric = "final_win_rate" (a runs column) or {metric = "win_rate", iteration = 1}

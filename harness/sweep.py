@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import PREFIX_ALIASES, ROLES, RunConfig, build_config, parse_option_assignments
+from harness.config import EXTERNAL_ANNOTATOR, PREFIX_ALIASES, ROLES, RunConfig, build_config, parse_option_assignments
 from harness.errors import UnknownNameError, UsageError
 from harness.plugins import Registry
 
@@ -60,6 +60,8 @@ _ROLE_LABELS = {
     "trainer": "trainer",
     "gold_judge": "gold",
     "proxy_judge": "proxy",
+    "annotator": "annotator",
+    "evaluator": "evaluator",
 }
 _SCALARS = ("iterations", "budget", "keep", "n_responses", "reference")
 
@@ -162,6 +164,8 @@ class GridSpec:
     trainer: tuple[str, ...] = ("native",)
     gold_judge: tuple[str, ...] | None = None
     proxy_judge: tuple[str, ...] | None = None
+    annotator: tuple[str, ...] | None = None
+    evaluator: tuple[str, ...] | None = None
     reference: tuple[str, ...] = ("fixed",)
     options: tuple[tuple[str, tuple[str, ...]], ...] = ()
     iterations: int = 3
@@ -183,6 +187,8 @@ class GridSpec:
         trainer: str = "native",
         gold_judge: str | None = None,
         proxy_judge: str | None = None,
+        annotator: str | None = None,
+        evaluator: str | None = None,
         reference: str = "fixed",
         options: Sequence[str] = (),
         iterations: int = 3,
@@ -201,6 +207,8 @@ class GridSpec:
             trainer=parse_names(trainer, "--trainer"),
             gold_judge=None if gold_judge is None else parse_names(gold_judge, "--gold-judge"),
             proxy_judge=None if proxy_judge is None else parse_names(proxy_judge, "--proxy-judge"),
+            annotator=None if annotator is None else parse_names(annotator, "--annotator"),
+            evaluator=None if evaluator is None else parse_names(evaluator, "--evaluator"),
             reference=parse_names(reference, "--reference"),
             iterations=iterations,
             budget=budget,
@@ -210,6 +218,11 @@ class GridSpec:
         )
         if world_seed is not None and world_seed < 0:
             raise UsageError("--world-seed must be >= 0")
+        if spec.annotator is not None and EXTERNAL_ANNOTATOR in spec.annotator:
+            raise UsageError(
+                "--annotator external stops each run for people to label its pairs, which a sweep cannot wait for: "
+                "start such runs one at a time with harness run --annotator external"
+            )
         names = spec.names_by_role(registry)
         axes: list[tuple[str, tuple[str, ...]]] = []
         seen: set[str] = set()
@@ -233,7 +246,8 @@ class GridSpec:
             "allocator": self.allocator,
             "trainer": self.trainer,
         }
-        for role, given, key in (("gold_judge", self.gold_judge, "gold"), ("proxy_judge", self.proxy_judge, "proxy")):
+        for role, given, key in (("gold_judge", self.gold_judge, "gold"), ("proxy_judge", self.proxy_judge, "proxy"),
+                                 ("annotator", self.annotator, "annotator"), ("evaluator", self.evaluator, "evaluator")):
             if given is not None:
                 names[role] = given
             elif registry is not None:
@@ -262,6 +276,10 @@ class GridSpec:
             axes.append(("--gold-judge", self.gold_judge))
         if self.proxy_judge is not None:
             axes.append(("--proxy-judge", self.proxy_judge))
+        if self.annotator is not None:
+            axes.append(("--annotator", self.annotator))
+        if self.evaluator is not None:
+            axes.append(("--evaluator", self.evaluator))
         axes.append(("--reference", self.reference))
         axes += [(f"-o {key}", values) for key, values in self.options]
         return axes
@@ -311,6 +329,8 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
                 trainer=chosen["--trainer"],
                 gold_judge=chosen.get("--gold-judge"),
                 proxy_judge=chosen.get("--proxy-judge"),
+                annotator=chosen.get("--annotator"),
+                evaluator=chosen.get("--evaluator"),
                 reference=chosen["--reference"],
                 options=options,
                 iterations=spec.iterations,

@@ -295,3 +295,15 @@ def test_synthetic_texts_are_the_tokens_before_eos():
     tokens[0, 1, :1] = [world.eos_id]
     prompts, responses = world.texts(np.array([[1, 2]]), Responses(tokens=tokens, lengths=np.array([[3, 1]])))
     assert prompts == ["w1 w2"] and responses == [["w5 w7", ""]]
+
+
+def test_sweeps_take_annotators_as_an_axis_but_not_people(cli, tmp_path):
+    db = tmp_path / "sweep.db"
+    result = cli("sweep", "--selector", "smallest", "--annotator", "synthetic_gold", "-o", "annotator.noise=0,0.5",
+                 "--seeds", "0", "--jobs", "1", "--db", db, *TINY)
+    assert result.exit_code == 0, result.output
+    noises = sorted(json.loads(c)["annotator"]["settings"]["noise"] for (c,) in _rows(db, "select config_json from runs"))
+    assert noises == [0.0, 0.5]
+    assert {s for (s,) in _rows(db, "select distinct source from labels")} == {"judge:synthetic_gold"}
+    refused = cli("sweep", "--annotator", "external", "--db", tmp_path / "x.db", *TINY)
+    assert refused.exit_code == 2 and "harness run --annotator external" in " ".join(refused.output.split())

@@ -106,6 +106,12 @@ def sweep_command(
     proxy_judge: Annotated[
         Optional[str], typer.Option(help="Proxy judge(s), comma-separated. Default: the testbed's.")
     ] = None,
+    annotator: Annotated[
+        Optional[str], typer.Option(help="Judge(s) labelling the kept pairs, comma-separated. Default: the testbed's.")
+    ] = None,
+    evaluator: Annotated[
+        Optional[str], typer.Option(help="Judge(s) giving the win rate, comma-separated. Default: the testbed's.")
+    ] = None,
     testbed: Annotated[str, typer.Option(help="World(s) to run in, comma-separated.")] = "synthetic",
     reference: Annotated[
         str, typer.Option(help="DPO reference(s), comma-separated: fixed (pi_ref) and/or previous (pi_{i-1}).")
@@ -146,7 +152,7 @@ def sweep_command(
         spec = sw.GridSpec.from_cli(
             registry, testbed=testbed, selector=selector, instance_selector=instance_selector,
             corpus_selector=corpus_selector, allocator=allocator, trainer=trainer, gold_judge=gold_judge,
-            proxy_judge=proxy_judge, reference=reference, options=option or (),
+            proxy_judge=proxy_judge, annotator=annotator, evaluator=evaluator, reference=reference, options=option or (),
             iterations=iterations, budget=budget, keep=keep, n_responses=responses, world_seed=world_seed,
         )
         cells = sw.expand_grid(registry, spec, first_seed=seed_list[0])
