@@ -229,6 +229,7 @@ def test_export_preferences_loads_with_datasets(awaiting, cli, tmp_path):
 @pytest.mark.parametrize("annotation", [
     [],
     ["--annotator", "synthetic_gold"],
+    ["--annotator", "synthetic_proxy"],
     ["--selector", "map", "-o", "selector.explicit_source=gold"],
 ])
 def test_the_ledger_is_the_count_of_labels_rows(cli, tmp_path, annotation):
