@@ -386,6 +386,9 @@ def _evaluate(world, policy, components: Components, seed: int, iteration: int) 
     metrics["win_rate"] = float(wins.mean()) if e else 0.0
     metrics["win_rate_se"] = float(wins.std(ddof=1) / np.sqrt(e)) if e > 1 else 0.0
     metrics["evaluator_tie_share"] = float(tie.mean()) if e else 0.0
+    if hasattr(world, "evaluation_report"):  # testbed extras from the verdicts (hf: AlpacaEval's win rate)
+        metrics.update(world.evaluation_report(iteration=iteration, seed=seed, prompts=prompts,
+                                               responses=pair_responses, labels=labels, annotator=judge.name))
     return metrics
 
 

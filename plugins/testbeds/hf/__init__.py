@@ -26,6 +26,16 @@ evaluator judge) and estimates KL(pi || pi_ref) from samples of pi itself.
 The gold annotator and the evaluator are judges (default ``reward_model``);
 the world has no annotator of its own.
 
+Optional parts, each described in ``docs/real-models-extras.md``:
+
+* ``backend=vllm`` samples with vLLM on a GPU (:mod:`plugins.testbeds.hf.vllm_backend`);
+  log-probs are still computed with transformers.
+* ``alpaca_dir`` writes AlpacaEval's ``model_outputs.json`` and
+  ``reference_outputs.json`` at every evaluation (:mod:`plugins.testbeds.hf.alpaca`).
+* ``seed_pairs`` makes pi_0 = pi_ref after one offline DPO round on a file of
+  (prompt, chosen, rejected) texts, trained at world build
+  (:mod:`plugins.testbeds.hf.seed`).
+
 Nothing is ever downloaded and ``trust_remote_code`` is never passed: a model
 given as a Hub id (``org/name``) is an error that says so. This module is
 cheap to import: torch and transformers are imported when a world is built.
@@ -69,8 +79,44 @@ class HFTestbed(Testbed):
         Option("top_p", float, 1.0, "nucleus top-p of the training responses; 1 = off", min=0.0, max=1.0,
                min_inclusive=False),
         Option("eval_samples", int, 2, "responses per evaluation prompt for the KL estimate", min=1),
-        Option("generation_batch_size", int, 64, "sequences per generate call (prompts x responses)", min=1),
+        Option("generation_batch_size", int, 64, "sequences per generate call (prompts x responses; "
+               "transformers backend)", min=1),
         Option("logprob_batch_size", int, 16, "sequences per log-prob forward", min=1),
+        # sampling backend (docs/real-models-extras.md)
+        Option("backend", str, "transformers", "what samples responses: transformers (generate) or vllm "
+               "(the vllm extra, CUDA GPU only); log-probs are always computed with transformers",
+               choices=("transformers", "vllm")),
+        Option("vllm_gpu_memory_utilization", float, 0.4, "share of the GPU's memory vLLM may take (the "
+               "transformers models and the trainer share the GPU)", min=0.0, max=1.0, min_inclusive=False),
+        Option("vllm_enforce_eager", bool, False, "skip CUDA-graph capture (faster engine start, slower decoding; "
+               "the engine is rebuilt every iteration)"),
+        Option("vllm_logprobs_mode", str, "", "vLLM's logprobs_mode for the log-probs it reports "
+               "(raw_logprobs or processed_logprobs); empty = vLLM's default",
+               choices=("", "raw_logprobs", "processed_logprobs")),
+        # AlpacaEval export (docs/real-models-extras.md)
+        Option("alpaca_dir", str, None, "write AlpacaEval model_outputs.json and reference_outputs.json of every "
+               "evaluation here: {iteration} and {seed} are filled in, else files go to DIR/iteration-<i>; "
+               "unset = no export"),
+        Option("alpaca_generator", str, "pairsel-policy", "the `generator` name of the policy's outputs "
+               "(-iteration-<i> is appended)"),
+        # pi_0 from an offline DPO round on seed pairs (DESIGN section 1)
+        Option("seed_pairs", str, None, "pi_0 = pi_ref after one offline DPO round on these pairs: a local "
+               "JSONL/JSON/CSV/parquet file with prompt, chosen and rejected columns (not with initial_model)"),
+        Option("chosen_column", str, "chosen", "name of the chosen-response column of seed_pairs"),
+        Option("rejected_column", str, "rejected", "name of the rejected-response column of seed_pairs"),
+        Option("seed_trainer", str, "trl", "the trainer of the seed round (with its own defaults unless "
+               "seed_* options are set)", choices=("trl", "native")),
+        Option("seed_beta", float, None, "DPO beta of the seed round; unset = the seed trainer's default",
+               **_POSITIVE),
+        Option("seed_lr", float, None, "learning rate of the seed round; unset = the seed trainer's default",
+               **_POSITIVE),
+        Option("seed_epochs", float, 1.0, "passes over the seed pairs", min=0.0, min_inclusive=False),
+        Option("seed_batch_size", int, None, "pairs per forward of the seed round; unset = the trainer's default",
+               min=1),
+        Option("seed_grad_accum", int, None, "gradient accumulation of the seed round (trl only); unset = "
+               "the trainer's default", min=1),
+        Option("seed_save_dir", str, None, "also save the seed-trained pi_0 here (save_pretrained), so later "
+               "runs can pass it as initial_model instead of training it again"),
     )
 
     def build_world(self, *, seed: int, reporter):

@@ -63,11 +63,14 @@ def _strip_patched_forward(model) -> None:
 class HFPolicy:
     """A causal LM the hf world samples from, scores and trains (see the module docstring)."""
 
-    def __init__(self, model, tokenizer, table: PromptTable, pad_id: int):
+    def __init__(self, model, tokenizer, table: PromptTable, pad_id: int, *, source_dir=None):
         self.model = model
         self.tokenizer = tokenizer
         self.table = table
         self.pad_id = int(pad_id)
+        # The local directory whose weights this policy holds unchanged (pi_ref, a given pi_0), or None once
+        # trained: a sampling engine that loads models from disk (vLLM) reads it instead of saving a copy.
+        self.source_dir = source_dir
 
     def __repr__(self) -> str:
         return f"<HFPolicy {type(self.model).__name__} {self.model.config._name_or_path!r}>"
@@ -77,7 +80,10 @@ class HFPolicy:
         return next(self.model.parameters()).device
 
     def clone(self) -> HFPolicy:
-        """An independent copy: parameters copied, tokenizer and prompt table shared (both are read-only)."""
+        """An independent copy: parameters copied, tokenizer and prompt table shared (both are read-only).
+
+        The copy has no ``source_dir``: a trainer changes its weights, so they are no longer those on disk.
+        """
         _strip_patched_forward(self.model)
         model = copy.deepcopy(self.model)
         model.eval()

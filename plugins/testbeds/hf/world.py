@@ -25,6 +25,17 @@ Implements :class:`harness.interfaces.World` (see the testbed's docstring in
   response length; the win rate against the reference outputs comes from the
   run's evaluator judge comparing :meth:`HFWorld.evaluation_pairs`.
 * **Annotation** is always a judge's job (``--annotator``): :meth:`HFWorld.annotate` raises.
+* **Backends**: ``backend=transformers`` samples with ``generate`` in chunks of
+  ``generation_batch_size`` sequences; ``backend=vllm`` sends one request per
+  prompt to a vLLM engine (:mod:`plugins.testbeds.hf.vllm_backend`). Both give
+  the same ``Responses`` layout (tokens cut after the first EOS, padded with
+  the pad id, lengths counting the EOS), and log-probs are computed with
+  transformers either way. The two backends draw different random numbers,
+  so the same seed gives different samples on each.
+* **AlpacaEval**: with ``alpaca_dir`` set, :meth:`HFWorld.evaluation_pairs`
+  writes ``model_outputs.json``/``reference_outputs.json``
+  (:mod:`plugins.testbeds.hf.alpaca`); :meth:`HFWorld.evaluation_report`
+  turns an evaluator's verdicts into AlpacaEval's win-rate metrics.
 """
 
 from __future__ import annotations
@@ -41,7 +52,7 @@ from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Labels, Pairs, Responses
 from harness.progress import NullReporter
 from harness.rng import torch_seed
-from plugins.testbeds.hf import loading
+from plugins.testbeds.hf import alpaca, loading
 from plugins.testbeds.hf.policy import HFPolicy, PromptTable
 
 CHECKPOINT_FORMAT = "hf-policy-1"
@@ -87,8 +98,13 @@ class HFWorld:
         initial_policy: HFPolicy,
         reference_outputs: list[str] | None,
         info: dict[str, Any],
+        sampler=None,
     ):
         self.settings = dict(settings)
+        self.sampler = sampler  # a VLLMSampler with backend=vllm, else None (transformers generate)
+        self.last_sampling_logprobs: np.ndarray | None = None
+        self.alpaca_exports: list[Path] = []
+        self._evaluations = 0
         self.seed = int(seed)
         self.tokenizer = tokenizer
         self.table = table
@@ -172,34 +188,56 @@ class HFWorld:
 
     def sample(self, policy, prompts: np.ndarray, n_responses: int, rng: np.random.Generator, *,
                mode: str = "sample") -> Responses:
-        """``n_responses`` responses per prompt row with ``generate`` (temperature, top-k, top-p from the options).
+        """``n_responses`` responses per prompt row (temperature, top-k, top-p from the options).
 
         ``mode="greedy"`` decodes greedily, ``mode="pure"`` samples the model's
         own distribution (temperature 1, no top-k/top-p; what a Monte-Carlo KL
-        needs). Prompts are generated in chunks of ``generation_batch_size``
-        sequences, each seeded from ``rng``.
+        needs). With the transformers backend prompts are generated in chunks
+        of ``generation_batch_size`` sequences, each seeded from ``rng``; with
+        vLLM every prompt is one request with ``n = n_responses`` and its own
+        seed from ``rng``, and vLLM's cumulative log-probs of the sampled
+        responses are kept in ``last_sampling_logprobs`` (``(M, N)``; see
+        :mod:`plugins.testbeds.hf.vllm_backend` for what they are and why the
+        harness does not score with them). Either way each response is cut
+        after its first EOS.
         """
         policy = self._check_policy(policy)
         rows = [int(r) for r in np.asarray(prompts, dtype=np.int64).reshape(len(prompts), -1)[:, 0]]
         m, n = len(rows), int(n_responses)
+        if self.sampler is not None:
+            seeds = [torch_seed(rng) for _ in rows]
+            completions = self.sampler.generate(policy, [self.table.ids[r] for r in rows], n, seeds, mode)
+            self.last_sampling_logprobs = self.sampler.last_cumulative_logprobs
+            return self._responses([[c.tokens for c in row] for row in completions], n)
         per_call = max(1, int(self.settings["generation_batch_size"]) // max(n, 1))
         chunks = [rows[i : i + per_call] for i in range(0, m, per_call)]
         seeds = [torch_seed(rng) for _ in chunks]
-        generated: list[torch.Tensor] = []
+        generated: list[list[list[int]]] = []
+        eos = torch.tensor(self.eos_ids, dtype=torch.long)
         for chunk, seed in zip(chunks, seeds):
-            generated.extend(self._generate(policy, chunk, n, seed, mode))
-        width = max([g.shape[1] for g in generated], default=0)
+            for block in self._generate(policy, chunk, n, seed, mode):  # (n, width): cut each row after its first EOS
+                is_eos = torch.isin(block, eos)
+                first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, block.shape[1])
+                generated.append([block[j, : int(first[j])].tolist() for j in range(n)])
+        self.last_sampling_logprobs = None
+        return self._responses(generated, n)
+
+    def _responses(self, generated: list[list[list[int]]], n: int) -> Responses:
+        """``Responses`` from the token lists of every prompt's ``n`` responses (each already cut after its EOS).
+
+        ``tokens`` is ``(M, n, L)`` with L the longest response (at least 1),
+        padded with the pad id; ``lengths`` counts every kept token, EOS included.
+        """
+        m = len(generated)
+        width = max([len(r) for block in generated for r in block], default=0)
         tokens = np.full((m, n, max(width, 1)), self.pad_id, dtype=np.int64)
         lengths = np.zeros((m, n), dtype=np.int64)
-        eos = torch.tensor(self.eos_ids, dtype=torch.long)
         for i, block in enumerate(generated):
-            is_eos = torch.isin(block, eos)
-            any_eos = is_eos.any(dim=1)
-            first = torch.where(any_eos, is_eos.int().argmax(dim=1) + 1, torch.full_like(any_eos, block.shape[1], dtype=torch.long))
-            for j in range(n):
-                k = int(first[j])
-                tokens[i, j, :k] = block[j, :k].numpy()
-                lengths[i, j] = k
+            if len(block) != n:
+                raise RuntimeError(f"{len(block)} responses for prompt {i}, expected {n}")
+            for j, response in enumerate(block):
+                tokens[i, j, : len(response)] = response
+                lengths[i, j] = len(response)
         return Responses(tokens=tokens, lengths=lengths)
 
     def logprobs(self, policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
@@ -299,7 +337,68 @@ class HFWorld:
 
         tokens = np.stack([padded(greedy.tokens[:, 0]), padded(self._reference.tokens[:, 0])], axis=1)
         lengths = np.stack([greedy.lengths[:, 0], self._reference.lengths[:, 0]], axis=1).astype(np.int64)
-        return self.eval_rows.copy(), Responses(tokens=tokens, lengths=lengths)
+        pairs = Responses(tokens=tokens, lengths=lengths)
+        seed, iteration = self._evaluation_coordinates(rng)
+        self._evaluations += 1
+        if self.settings.get("alpaca_dir"):
+            self.export_alpaca(pairs, iteration=iteration, seed=seed)
+        return self.eval_rows.copy(), pairs
+
+    def _evaluation_coordinates(self, rng: np.random.Generator) -> tuple[int, int]:
+        """(run seed, iteration) of an evaluation, for naming its AlpacaEval files.
+
+        The loop hands ``evaluation_pairs`` the Generator
+        ``harness.rng.stream(seed, iteration, "evaluation-pairs")``, whose seed
+        sequence holds exactly those numbers; a Generator from anywhere else
+        gives (world seed, number of evaluations so far).
+        """
+        from harness.rng import stage_key
+
+        entropy = getattr(getattr(rng.bit_generator, "seed_seq", None), "entropy", None)
+        if (isinstance(entropy, (list, tuple)) and len(entropy) == 3
+                and all(isinstance(v, (int, np.integer)) for v in entropy)
+                and int(entropy[2]) == stage_key("evaluation-pairs")):
+            return int(entropy[0]), int(entropy[1])
+        return self.seed, self._evaluations
+
+    def _evaluation_texts(self, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[str], list[str]]:
+        """Instructions, policy outputs and reference outputs of evaluation pairs (policy first, as evaluation_pairs gives them)."""
+        prompt_texts, response_texts = self.texts(prompts, responses)
+        return prompt_texts, [r[0] for r in response_texts], [r[1] for r in response_texts]
+
+    def alpaca_generator(self, iteration: int) -> str:
+        """The AlpacaEval ``generator`` name of the policy evaluated at ``iteration``."""
+        return f"{self.settings.get('alpaca_generator') or 'pairsel-policy'}-iteration-{int(iteration)}"
+
+    def export_alpaca(self, responses: Responses, *, iteration: int, seed: int) -> Path:
+        """Write ``model_outputs.json`` and ``reference_outputs.json`` of these evaluation pairs; return the directory."""
+        directory = alpaca.export_dir(str(self.settings["alpaca_dir"]), iteration=iteration, seed=seed)
+        instructions, outputs, references = self._evaluation_texts(self.eval_rows, responses)
+        alpaca.write_outputs(directory, instructions=instructions, model_outputs=outputs,
+                             reference_outputs=references, generator=self.alpaca_generator(iteration))
+        self.alpaca_exports.append(directory)
+        return directory
+
+    def evaluation_report(self, *, iteration: int, seed: int, prompts: np.ndarray, responses: Responses,
+                          labels: Labels, annotator: str = "evaluator") -> dict[str, float]:
+        """Extra metrics from the evaluator's verdicts on :meth:`evaluation_pairs`: AlpacaEval's win rate.
+
+        ``labels.prefer_a`` says where the policy (response 0) won; ties
+        count 1/2. Returns ``alpaca_win_rate``, ``alpaca_win_rate_se`` (percent)
+        and ``alpaca_n_draws`` computed by ``alpaca_eval.metrics`` when the
+        ``[alpaca]`` extra is importable, else ``{}``. With ``alpaca_dir`` set
+        the verdicts are also written there as ``annotations.json``.
+        Called by the loop after the evaluator judged the pairs, when the loop
+        supports it (see docs/real-models-extras.md).
+        """
+        prefs = alpaca.preferences(labels.prefer_a, labels.tie)
+        if self.settings.get("alpaca_dir"):
+            directory = alpaca.export_dir(str(self.settings["alpaca_dir"]), iteration=iteration, seed=seed)
+            instructions, outputs, references = self._evaluation_texts(prompts, responses)
+            alpaca.write_json(directory / alpaca.ANNOTATIONS, alpaca.annotations(
+                instructions, outputs, references, prefs, generator=self.alpaca_generator(iteration),
+                annotator=annotator))
+        return alpaca.winrate_metrics(prefs)
 
     def ends_with_eos(self, responses: Responses) -> np.ndarray:
         """``(M, N)`` bool: True where a response's last scored token is an EOS (False when cut by max_new_tokens)."""
@@ -334,6 +433,11 @@ class HFWorld:
             "mean_length": float((responses.lengths - ended).mean()),
             "truncated_share": float(1.0 - ended.mean()),
         }
+
+    def close(self) -> None:
+        """Release the vLLM engine, if any (the transformers models need nothing)."""
+        if self.sampler is not None:
+            self.sampler.close()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -393,9 +497,20 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
     s = settings
     if int(s["threads"]) > 0:
         torch.set_num_threads(int(s["threads"]))
+    engine_api = None
+    if s.get("backend", "transformers") == "vllm":  # fail before loading anything
+        from plugins.testbeds.hf import vllm_backend
+
+        engine_api = vllm_backend.load_engine_api()
     model_dir = loading.local_model_dir(s["model"], "testbed option `model`")
     initial_dir = (loading.local_model_dir(s["initial_model"], "testbed option `initial_model`")
                    if s["initial_model"] else None)
+    seed_file = None
+    if s.get("seed_pairs"):
+        if initial_dir is not None:
+            raise UsageError("testbed options `seed_pairs` and `initial_model` both give pi_0: set one of them "
+                             "(seed_pairs trains pi_0 from pi_ref; initial_model loads a trained one)")
+        seed_file = loading.local_data_file(s["seed_pairs"], "testbed option `seed_pairs`")
     prompts_file = loading.local_data_file(s["prompts"], "testbed option `prompts`")
     eval_file = loading.local_data_file(s["eval_prompts"], "testbed option `eval_prompts`") if s["eval_prompts"] else None
     reference_file = (loading.local_data_file(s["reference_outputs"], "testbed option `reference_outputs`")
@@ -482,15 +597,36 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
 
     table = PromptTable(texts=tuple(kept_texts + eval_texts), ids=tuple(kept_ids + eval_ids), n_train=len(kept_ids))
     pad_id = int(tokenizer.pad_token_id)
-    reference = HFPolicy(reference_model, tokenizer, table, pad_id)
-    initial = reference if initial_model is None else HFPolicy(initial_model, tokenizer, table, pad_id)
+    reference = HFPolicy(reference_model, tokenizer, table, pad_id, source_dir=model_dir)
+    seed_info: dict[str, Any] = {}
+    if seed_file is not None:
+        from plugins.testbeds.hf.seed import train_initial_policy
+
+        with reporter.stage("pi_0: offline DPO on the seed pairs", total=None):
+            initial_model, seed_info = train_initial_policy(
+                settings=s, path=seed_file, reference=reference,
+                encode_prompt=lambda text: _encode_prompt(tokenizer, text, use_template),
+                position_limit=limit_positions, world_seed=seed)
+        initial = HFPolicy(initial_model, tokenizer, table, pad_id)
+    else:
+        initial = (reference if initial_model is None
+                   else HFPolicy(initial_model, tokenizer, table, pad_id, source_dir=initial_dir))
     info = {
         "train_prompts": len(kept_ids),
         "prompts_dropped": dropped,
         "eval_prompts": len(eval_ids),
         "chat_template": use_template,
         "parameters": int(sum(p.numel() for p in reference_model.parameters())),
-        "initial_is_reference": initial_model is None,
+        "initial_is_reference": initial is reference,
+        "backend": str(s.get("backend", "transformers")),
+        **seed_info,
     }
+    sampler = None
+    if engine_api is not None:
+        from plugins.testbeds.hf.vllm_backend import VLLMSampler
+
+        sampler = VLLMSampler(api=engine_api, settings=s, tokenizer_dir=model_dir,
+                              eos_ids=_eos_ids(reference_model, tokenizer),
+                              max_model_len=longest + int(s["max_new_tokens"]), seed=seed)
     return HFWorld(settings=settings, seed=seed, tokenizer=tokenizer, table=table, reference_policy=reference,
-                   initial_policy=initial, reference_outputs=reference_outputs, info=info)
+                   initial_policy=initial, reference_outputs=reference_outputs, info=info, sampler=sampler)

@@ -1,0 +1,268 @@
+"""The hf testbed's vLLM sampling backend (testbed option ``backend=vllm``; optional extra ``[vllm]``, GPU only).
+
+The loop samples N responses for each of M prompts from pi_{i-1}; with this
+backend the world sends them to an in-process ``vllm.LLM``:
+
+* **One request per prompt**, ``SamplingParams(n=N, ...)``: vLLM runs the
+  prompt's prefill once and forks its KV cache for the N samples, and the
+  engine is built with ``enable_prefix_caching=True`` so a prefix shared by
+  many prompts (the chat template's header) is cached across requests too.
+  Prompts go in as token ids (``{"prompt_token_ids": ids}``), the exact ids
+  the hf world scores, so vLLM never re-tokenizes them.
+* **Sampling parameters** are the testbed's: ``temperature``, ``top_k``
+  (0 = off, sent as -1), ``top_p``, ``max_tokens = max_new_tokens``,
+  ``stop_token_ids`` = every EOS id of the world, one ``seed`` per request
+  drawn from the loop's Generator; repetition penalty 1 and no minimum length,
+  as in the transformers backend. Greedy evaluation sends ``temperature=0``,
+  the KL estimate's pure samples ``temperature=1, top_k=-1, top_p=1``.
+  ``detokenize=False``: the harness decodes text itself.
+* **Tokens**: each response is vLLM's ``token_ids``, cut after the first EOS
+  (vLLM includes the stop token in ``token_ids``); a response stopped by
+  ``max_tokens`` (``finish_reason="length"``) has no EOS and all its tokens
+  are scored, exactly as in the transformers backend. The world then computes
+  log pi and log pi_ref of *those* tokens with transformers, so the implicit
+  reward, the trainer's data and the reference log-probs never depend on the
+  backend.
+* **vLLM's own log-probs** (``logprobs=0``: the sampled token's only) are kept
+  as :attr:`VLLMSampler.last_cumulative_logprobs`, ``(M, N)``, and on the world
+  as ``HFWorld.last_sampling_logprobs``, for inspection or a ranking of
+  one's own. They are **not** used for the implicit reward: they come from
+  vLLM's kernels (often bf16, different reductions), and, depending on vLLM's
+  ``logprobs_mode`` (testbed option ``vllm_logprobs_mode``), either from the
+  raw model distribution (vLLM's default, ``raw_logprobs``) or from the
+  sampling distribution after temperature and top-k/top-p
+  (``processed_logprobs``). The implicit reward needs log pi_{i-1} and
+  log pi_ref of the same tokens computed the same way, and vLLM holds no
+  pi_ref, so the world computes both with transformers whatever the backend.
+
+**Getting the current policy into vLLM.** pi_i changes every iteration. The
+adapter takes the simple, robust way: when asked to sample from a policy other
+than the one its engine holds, it shuts the old engine down, writes the policy
+with ``save_pretrained`` to a temporary directory (skipped for pi_ref or a
+pi_0 loaded unchanged from a directory: their own directory is used) and
+builds a new ``LLM`` on it. The engine is kept while the policy is the same
+object (trainers return new policies and never modify their input), so a run
+builds one engine per iteration: pi_i is evaluated right after training and
+then sampled from in iteration i+1 by the same engine. Cost per iteration: one
+write of the weights (an 8B model in bf16: 16 GB to local disk) and one engine
+start (weight load, memory profiling, CUDA-graph capture unless
+``vllm_enforce_eager``; tens of seconds to minutes for an 8B model). Loading
+weights into a live engine (``load_weights`` on the worker's model, as TRL's
+colocated mode does) would avoid both, but reaches into vLLM internals that
+change between releases; not done here.
+
+**Not verified against a real vLLM**: the tests drive this adapter with a
+stand-in class that has ``vllm.LLM``'s call signature
+(``tests/test_hf_vllm.py``); no GPU or vLLM was available where it was
+written. See ``docs/real-models-extras.md``.
+
+vllm and torch are imported inside functions only; :func:`load_engine_api` is
+the seam tests replace.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import tempfile
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import UsageError
+
+FIX = ("install the vLLM extra on a machine with a CUDA GPU (pip install 'pairsel-harness[vllm]'; "
+       "see docs/real-models-extras.md), or use the testbed option backend=transformers")
+
+
+@dataclass(frozen=True)
+class EngineAPI:
+    """The two vLLM names the adapter uses: ``LLM`` and ``SamplingParams`` (or stand-ins with their signatures)."""
+
+    LLM: Any
+    SamplingParams: Any
+
+
+def load_engine_api() -> EngineAPI:
+    """``vllm.LLM`` and ``vllm.SamplingParams``; UsageError naming the fix without vllm or without a CUDA GPU."""
+    if importlib.util.find_spec("vllm") is None:
+        raise UsageError(f"testbed option backend=vllm: vllm is not installed; {FIX}")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(f"testbed option backend=vllm needs a CUDA GPU and torch sees none; {FIX}")
+    try:
+        from vllm import LLM, SamplingParams
+    except Exception as exc:  # a broken install: CUDA/torch mismatch, missing kernels, ...
+        raise UsageError(f"testbed option backend=vllm: importing vllm failed ({type(exc).__name__}: {exc}); "
+                         f"{FIX}") from None
+    return EngineAPI(LLM=LLM, SamplingParams=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response as the world needs it: tokens cut after the first EOS, and vLLM's own numbers."""
+
+    tokens: list[int]
+    cumulative_logprob: float
+    finish_reason: str
+
+
+def cut_at_eos(tokens: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
+    """``tokens`` up to and including the first EOS (all of them when there is none)."""
+    array = np.asarray(tokens, dtype=np.int64).reshape(-1)
+    hits = np.flatnonzero(np.isin(array, np.asarray(list(eos_ids), dtype=np.int64)))
+    return array[: int(hits[0]) + 1 if hits.size else array.size].tolist()
+
+
+class VLLMSampler:
+    """Samples from :class:`~plugins.testbeds.hf.policy.HFPolicy` objects with one vLLM engine (see the module docstring).
+
+    ``settings`` are the testbed's; ``tokenizer_dir`` is pi_ref's directory
+    (every policy shares its tokenizer); ``max_model_len`` bounds prompt plus
+    response; ``seed`` is the engine's seed (each request carries its own).
+    Counters: ``engines_built``, ``requests`` (one per prompt),
+    ``stops_without_eos`` (responses vLLM reported as stopped whose last
+    token is none of the world's EOS ids; should stay 0).
+    """
+
+    def __init__(self, *, api: EngineAPI, settings: Mapping[str, Any], tokenizer_dir: Path, eos_ids: Sequence[int],
+                 max_model_len: int, seed: int):
+        self.api = api
+        self.settings = dict(settings)
+        self.tokenizer_dir = Path(tokenizer_dir)
+        self.eos_ids = [int(e) for e in eos_ids]
+        self.max_model_len = int(max_model_len)
+        self.seed = int(seed)
+        self.engines_built = 0
+        self.requests = 0
+        self.stops_without_eos = 0
+        self.last_cumulative_logprobs: np.ndarray | None = None
+        self._llm: Any = None
+        self._holds: weakref.ref | None = None
+        self._weights_dir: tempfile.TemporaryDirectory | None = None  # removed at close(), or at exit
+
+    def __repr__(self) -> str:
+        return f"<VLLMSampler engines_built={self.engines_built} requests={self.requests}>"
+
+    # ------------------------------------------------------------------ engine
+
+    def engine_kwargs(self, model_dir: str) -> dict[str, Any]:
+        """What ``LLM(...)`` is built with for the weights in ``model_dir``."""
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "model": str(model_dir),
+            "tokenizer": str(self.tokenizer_dir),
+            "dtype": str(s["dtype"]),
+            "seed": self.seed,
+            "enable_prefix_caching": True,
+            "gpu_memory_utilization": float(s["vllm_gpu_memory_utilization"]),
+            "max_model_len": self.max_model_len,
+            "enforce_eager": bool(s["vllm_enforce_eager"]),
+            "trust_remote_code": False,
+        }
+        if s["vllm_logprobs_mode"]:
+            kwargs["logprobs_mode"] = str(s["vllm_logprobs_mode"])
+        return kwargs
+
+    def engine_for(self, policy) -> Any:
+        """The engine holding ``policy``'s weights: the current one, or a new one built on them."""
+        if self._llm is not None and self._holds is not None and self._holds() is policy:
+            return self._llm
+        self.close()
+        model_dir = getattr(policy, "source_dir", None)
+        if model_dir is None:  # trained weights: write them where vLLM can read them
+            self._weights_dir = tempfile.TemporaryDirectory(prefix="pairsel-vllm-")
+            policy.model.save_pretrained(self._weights_dir.name)
+            model_dir = self._weights_dir.name
+        self._llm = self.api.LLM(**self.engine_kwargs(str(model_dir)))
+        self._holds = weakref.ref(policy)
+        self.engines_built += 1
+        return self._llm
+
+    def close(self) -> None:
+        """Shut the engine down, free its GPU memory and delete the weights it was built from."""
+        llm, self._llm, self._holds = self._llm, None, None
+        if llm is not None:
+            core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+            shutdown = getattr(core, "shutdown", None)
+            if callable(shutdown):  # vLLM V1 runs the engine in a child process: stop it
+                try:
+                    shutdown()
+                except Exception:  # already gone
+                    pass
+            del llm
+            gc.collect()
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if self._weights_dir is not None:
+            self._weights_dir.cleanup()
+            self._weights_dir = None
+
+    # ------------------------------------------------------------------ sampling
+
+    def sampling_params(self, n: int, seed: int, mode: str):
+        """``SamplingParams`` of one request: ``mode`` is sample, pure (temperature 1, no truncation) or greedy."""
+        s = self.settings
+        if mode == "greedy":
+            shape = {"temperature": 0.0, "top_k": -1, "top_p": 1.0}
+        elif mode == "pure":
+            shape = {"temperature": 1.0, "top_k": -1, "top_p": 1.0}
+        else:
+            top_k = int(s["top_k"])
+            shape = {"temperature": float(s["temperature"]), "top_k": top_k if top_k > 0 else -1,
+                     "top_p": float(s["top_p"])}
+        return self.api.SamplingParams(
+            n=int(n),
+            max_tokens=int(s["max_new_tokens"]),
+            min_tokens=0,
+            repetition_penalty=1.0,
+            stop_token_ids=list(self.eos_ids),
+            ignore_eos=False,
+            seed=int(seed),
+            logprobs=0,
+            detokenize=False,
+            **shape,
+        )
+
+    def generate(self, policy, prompt_ids: Sequence[Sequence[int]], n: int, seeds: Sequence[int],
+                 mode: str) -> list[list[Completion]]:
+        """``n`` completions for each prompt (given as token ids), one request per prompt, in prompt order."""
+        if len(seeds) != len(prompt_ids):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
+        if not prompt_ids:
+            self.last_cumulative_logprobs = np.zeros((0, int(n)))
+            return []
+        llm = self.engine_for(policy)
+        requests = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_ids]
+        params = [self.sampling_params(n, seed, mode) for seed in seeds]
+        outputs = list(llm.generate(requests, sampling_params=params, use_tqdm=False))
+        self.requests += len(requests)
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(requests)} requests")
+        result: list[list[Completion]] = []
+        logprobs = np.full((len(requests), int(n)), np.nan)
+        for i, output in enumerate(outputs):
+            completions = list(output.outputs)
+            if len(completions) != n:
+                raise RuntimeError(f"vLLM returned {len(completions)} completions for a request with n={n}")
+            completions.sort(key=lambda c: int(getattr(c, "index", 0)))
+            row = []
+            for j, completion in enumerate(completions):
+                tokens = cut_at_eos(list(completion.token_ids), self.eos_ids)
+                reason = str(getattr(completion, "finish_reason", "") or "")
+                if reason == "stop" and (not tokens or tokens[-1] not in self.eos_ids):
+                    self.stops_without_eos += 1
+                value = getattr(completion, "cumulative_logprob", None)
+                if value is not None:
+                    logprobs[i, j] = float(value)
+                row.append(Completion(tokens=tokens, cumulative_logprob=logprobs[i, j], finish_reason=reason))
+            result.append(row)
+        self.last_cumulative_logprobs = logprobs
+        return result

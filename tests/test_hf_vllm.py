@@ -1,0 +1,338 @@
+"""The hf testbed's vLLM backend, driven by a STAND-IN for vLLM (no GPU, no vllm package needed).
+
+:class:`StandInLLM` and :class:`StandInSamplingParams` are NOT vLLM: they copy
+the call signatures the adapter uses (``LLM(model=..., **engine_kwargs)``,
+``llm.generate(list of {"prompt_token_ids": ids}, sampling_params=list,
+use_tqdm=False)`` returning objects with ``.outputs[i].token_ids``,
+``.cumulative_logprob``, ``.finish_reason``, ``.index``) and generate with
+transformers on the CPU from the directory they are given, so the tests can
+check what the adapter sends, that it loads the *current* policy's weights,
+and that its responses have the transformers backend's layout. Whether a real
+vLLM behaves as the stand-in does was not verified here (no GPU).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from harness.errors import UsageError
+from tests.hf_tiny import tiny_paths, tiny_world
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
+
+
+class StandInSamplingParams:
+    """Stand-in for ``vllm.SamplingParams``: the keyword arguments the adapter sends, checked as vLLM checks them."""
+
+    def __init__(self, *, n, temperature, top_k, top_p, max_tokens, min_tokens, repetition_penalty, stop_token_ids,
+                 ignore_eos, seed, logprobs, detokenize):
+        if not (top_k == -1 or top_k >= 1):
+            raise ValueError(f"top_k must be -1 (disable) or at least 1, got {top_k}")
+        self.n, self.temperature, self.top_k, self.top_p = n, temperature, top_k, top_p
+        self.max_tokens, self.min_tokens, self.repetition_penalty = max_tokens, min_tokens, repetition_penalty
+        self.stop_token_ids, self.ignore_eos, self.seed = stop_token_ids, ignore_eos, seed
+        self.logprobs, self.detokenize = logprobs, detokenize
+
+
+class StandInLLM:
+    """Stand-in for ``vllm.LLM`` (see the module docstring); every instance is kept in ``built``."""
+
+    built: list[StandInLLM] = []
+
+    def __init__(self, model, **kwargs):
+        from transformers import AutoModelForCausalLM
+
+        self.model_path = str(model)
+        self.kwargs = kwargs
+        self.files = sorted(p.name for p in Path(model).iterdir())
+        self.hf = AutoModelForCausalLM.from_pretrained(model, local_files_only=True).eval()
+        self.requests: list[tuple[list[int], StandInSamplingParams]] = []
+        self.generate_calls = 0
+        StandInLLM.built.append(self)
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=True):
+        self.generate_calls += 1
+        assert len(prompts) == len(sampling_params)
+        results = []
+        for prompt, params in zip(prompts, sampling_params):
+            ids = list(prompt["prompt_token_ids"])
+            self.requests.append((ids, params))
+            results.append(SimpleNamespace(prompt_token_ids=ids, outputs=self._complete(ids, params)))
+        return results
+
+    def _complete(self, ids, params):
+        stop = set(params.stop_token_ids)
+        greedy = params.temperature == 0
+        options = dict(do_sample=not greedy, max_new_tokens=params.max_tokens, num_return_sequences=params.n,
+                       eos_token_id=list(params.stop_token_ids), pad_token_id=self.hf.config.pad_token_id)
+        if not greedy:
+            options.update(temperature=params.temperature, top_k=max(params.top_k, 0), top_p=params.top_p)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(params.seed)
+            out = self.hf.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                   **options)
+        completions = []
+        for index, row in enumerate(out[:, len(ids):].tolist()):
+            tokens = []
+            for token in row:  # vLLM's token_ids: up to and including the stop token
+                tokens.append(token)
+                if token in stop:
+                    break
+            finish = "stop" if tokens and tokens[-1] in stop else "length"
+            logprob = None
+            if params.logprobs is not None:  # the raw model's log-probs of the sampled tokens (vLLM's default mode)
+                with torch.no_grad():
+                    logits = self.hf(input_ids=torch.tensor([ids + tokens])).logits[0, len(ids) - 1 : -1]
+                logprob = float(torch.log_softmax(logits.double(), -1).gather(-1, torch.tensor(tokens)[:, None]).sum())
+            completions.append(SimpleNamespace(index=index, token_ids=tokens, cumulative_logprob=logprob,
+                                               finish_reason=finish, text=""))
+        return completions
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """Route backend=vllm to the stand-in classes (the adapter's factory seam)."""
+    from plugins.testbeds.hf import vllm_backend
+
+    StandInLLM.built = []
+    monkeypatch.setattr(vllm_backend, "load_engine_api",
+                        lambda: vllm_backend.EngineAPI(LLM=StandInLLM, SamplingParams=StandInSamplingParams))
+    return StandInLLM
+
+
+@pytest.fixture
+def vllm_world(standin):
+    world = tiny_world(backend="vllm")
+    yield world
+    world.close()
+
+
+# ------------------------------------------------------------------ without vLLM
+
+
+def test_without_vllm_the_world_build_says_what_to_do():
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(UsageError) as caught:
+        tiny_world(backend="vllm")
+    message = str(caught.value)
+    assert "vllm is not installed" in message
+    assert "pip install 'pairsel-harness[vllm]'" in message and "backend=transformers" in message
+
+
+def test_without_a_gpu_the_world_build_says_what_to_do(monkeypatch):
+    from plugins.testbeds.hf import vllm_backend
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    real = vllm_backend.importlib.util.find_spec
+    monkeypatch.setattr(vllm_backend.importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "vllm" else real(name, *a))
+    with pytest.raises(UsageError, match="needs a CUDA GPU.*backend=transformers"):
+        tiny_world(backend="vllm")
+
+
+def test_backend_option_is_checked():
+    from plugins.testbeds.hf import HFTestbed
+
+    with pytest.raises(UsageError, match="backend"):
+        HFTestbed({"backend": "tgi"})
+
+
+# ------------------------------------------------------------------ requests
+
+
+def test_one_request_per_prompt_with_n_samples(vllm_world, standin):
+    world = vllm_world
+    rng = np.random.default_rng(0)
+    prompts = world.draw_prompts(5, rng)
+    responses = world.sample(world.initial_policy, prompts, 4, rng)
+    (llm,) = standin.built
+    assert llm.generate_calls == 1 and len(llm.requests) == 5
+    for row, (ids, params) in zip(prompts[:, 0], llm.requests):
+        assert ids == list(world.table.ids[int(row)])  # the exact ids the world scores
+        assert params.n == 4 and params.max_tokens == 16 and params.min_tokens == 0
+        assert params.temperature == 1.0 and params.top_k == 50 and params.top_p == 1.0
+        assert params.repetition_penalty == 1.0 and not params.ignore_eos
+        assert list(params.stop_token_ids) == world.eos_ids and params.logprobs == 0 and params.detokenize is False
+    assert len({params.seed for _, params in llm.requests}) == 5  # one seed per request
+    assert responses.tokens.shape[:2] == (5, 4)
+    # the engine: prefix caching on, pi_0's own directory (no copy), pi_ref's tokenizer, lengths bounded
+    assert llm.kwargs["enable_prefix_caching"] is True
+    assert llm.model_path == str(tiny_paths().initial) and llm.kwargs["tokenizer"] == str(tiny_paths().policy)
+    longest = max(len(ids) for ids in world.table.ids)
+    assert llm.kwargs["max_model_len"] == longest + 16 and llm.kwargs["trust_remote_code"] is False
+    assert llm.kwargs["dtype"] == "float32" and "logprobs_mode" not in llm.kwargs
+
+
+def test_modes_send_their_sampling_parameters(standin):
+    world = tiny_world(backend="vllm", top_k=0, temperature=0.7, vllm_logprobs_mode="processed_logprobs")
+    try:
+        rng = np.random.default_rng(1)
+        rows = world.draw_prompts(2, rng)
+        world.sample(world.initial_policy, rows, 2, rng)
+        world.sample(world.initial_policy, rows, 2, rng, mode="pure")
+        world.sample(world.initial_policy, rows, 1, rng, mode="greedy")
+        (llm,) = standin.built
+        shapes = [(p.temperature, p.top_k, p.top_p, p.n) for _, p in llm.requests[::2]]
+        assert shapes == [(0.7, -1, 1.0, 2), (1.0, -1, 1.0, 2), (0.0, -1, 1.0, 1)]
+        assert llm.kwargs["logprobs_mode"] == "processed_logprobs"
+    finally:
+        world.close()
+
+
+# ------------------------------------------------------------------ responses
+
+
+def test_greedy_responses_equal_the_transformers_backend(vllm_world):
+    plain = tiny_world(generation_batch_size=1)
+    rng = np.random.default_rng(0)
+    expected = plain.sample(plain.initial_policy, plain.eval_rows, 1, rng, mode="greedy")
+    got = vllm_world.sample(vllm_world.initial_policy, vllm_world.eval_rows, 1, rng, mode="greedy")
+    assert got.tokens.dtype == np.int64 and got.lengths.dtype == np.int64
+    assert got.tokens.shape == expected.tokens.shape
+    np.testing.assert_array_equal(got.lengths, expected.lengths)
+    np.testing.assert_array_equal(got.tokens, expected.tokens)
+    # and the evaluation pairs built on them
+    _, pairs_v = vllm_world.evaluation_pairs(vllm_world.initial_policy, np.random.default_rng(3))
+    _, pairs_t = plain.evaluation_pairs(plain.initial_policy, np.random.default_rng(3))
+    np.testing.assert_array_equal(pairs_v.tokens, pairs_t.tokens)
+
+
+def test_sampled_responses_have_the_transformers_layout(vllm_world):
+    world = vllm_world
+    rng = np.random.default_rng(2)
+    prompts = world.draw_prompts(8, rng)
+    responses = world.sample(world.initial_policy, prompts, 4, rng, mode="pure")
+    assert responses.tokens.shape[2] == responses.lengths.max()  # as wide as the longest response
+    ended = world.ends_with_eos(responses)
+    for i in range(8):
+        for j in range(4):
+            k = int(responses.lengths[i, j])
+            row = responses.tokens[i, j]
+            assert (row[k:] == world.pad_id).all()
+            assert not np.isin(row[: k - 1], world.eos_ids).any()  # no EOS before the last scored token
+            assert ended[i, j] or k == 16  # ends with EOS, or was cut by max_new_tokens
+    # the harness scores those tokens itself; vLLM's numbers are kept beside them
+    logps = world.logprobs(world.initial_policy, prompts, responses)
+    assert world.last_sampling_logprobs.shape == (8, 4)
+    np.testing.assert_allclose(world.last_sampling_logprobs, logps, atol=1e-4)  # the stand-in reports raw log-probs
+
+
+def test_eos_ids_and_truncation_from_scripted_outputs(monkeypatch):
+    from plugins.testbeds.hf import vllm_backend
+
+    class Scripted:
+        """Stand-in engine that returns fixed token_ids for every request."""
+
+        def __init__(self, model, **kwargs):
+            pass
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=True):
+            eos, other_eos = sampling_params[0].stop_token_ids[0], sampling_params[0].stop_token_ids[-1]
+            outs = [
+                SimpleNamespace(index=1, token_ids=[40, 41, 42, 43], cumulative_logprob=-4.0, finish_reason="length"),
+                SimpleNamespace(index=0, token_ids=[40, eos], cumulative_logprob=-1.0, finish_reason="stop"),
+                SimpleNamespace(index=2, token_ids=[41, other_eos, 42], cumulative_logprob=-2.0, finish_reason="stop"),
+            ]
+            return [SimpleNamespace(outputs=list(outs)) for _ in prompts]
+
+    monkeypatch.setattr(vllm_backend, "load_engine_api",
+                        lambda: vllm_backend.EngineAPI(LLM=Scripted, SamplingParams=StandInSamplingParams))
+    world = tiny_world(backend="vllm", max_new_tokens=4)
+    world.sampler.eos_ids.append(7)  # a second EOS id, as a generation config may list
+    world.eos_ids.append(7)
+    responses = world.sample(world.initial_policy, world.draw_prompts(2, np.random.default_rng(0)), 3,
+                             np.random.default_rng(0))
+    eos = world.eos_ids[0]
+    # completions sorted by their index; cut after the first EOS (of any id); padded after
+    np.testing.assert_array_equal(responses.lengths, [[2, 4, 2], [2, 4, 2]])
+    np.testing.assert_array_equal(responses.tokens[0], [[40, eos, world.pad_id, world.pad_id], [40, 41, 42, 43],
+                                                       [41, 7, world.pad_id, world.pad_id]])
+    np.testing.assert_array_equal(world.ends_with_eos(responses)[0], [True, False, True])
+    np.testing.assert_array_equal(world.last_sampling_logprobs, [[-1.0, -4.0, -2.0]] * 2)
+    assert world.sampler.stops_without_eos == 0
+
+
+def test_wrong_number_of_completions_is_an_error(monkeypatch):
+    from plugins.testbeds.hf import vllm_backend
+
+    class Short:
+        def __init__(self, model, **kwargs):
+            pass
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=True):
+            return [SimpleNamespace(outputs=[SimpleNamespace(index=0, token_ids=[5], cumulative_logprob=None,
+                                                             finish_reason="length")]) for _ in prompts]
+
+    monkeypatch.setattr(vllm_backend, "load_engine_api",
+                        lambda: vllm_backend.EngineAPI(LLM=Short, SamplingParams=StandInSamplingParams))
+    world = tiny_world(backend="vllm")
+    with pytest.raises(RuntimeError, match="1 completions for a request with n=3"):
+        world.sample(world.initial_policy, world.draw_prompts(2, np.random.default_rng(0)), 3, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------ policy updates
+
+
+def test_engine_is_rebuilt_on_the_current_policy_only_when_it_changes(vllm_world, standin):
+    world = vllm_world
+    rng = np.random.default_rng(0)
+    rows = world.draw_prompts(3, rng)
+    world.sample(world.initial_policy, rows, 2, rng)
+    world.sample(world.initial_policy, rows, 1, rng, mode="greedy")
+    assert world.sampler.engines_built == 1  # same policy, same engine
+
+    trained = world.initial_policy.clone()  # what a trainer returns: a new policy with new weights
+    with torch.no_grad():
+        for parameter in trained.model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    got = world.sample(trained, world.eval_rows, 1, rng, mode="greedy")
+    assert world.sampler.engines_built == 2
+    llm = standin.built[-1]
+    weights_dir = Path(llm.model_path)
+    assert weights_dir != tiny_paths().initial and "config.json" in llm.files and "model.safetensors" in llm.files
+
+    plain = tiny_world(generation_batch_size=1)
+    expected = plain.sample(trained, plain.eval_rows, 1, rng, mode="greedy")
+    np.testing.assert_array_equal(got.tokens, expected.tokens)  # vLLM sampled the trained weights
+
+    world.sample(world.reference_policy, rows, 2, rng)  # pi_ref: its own directory again
+    assert world.sampler.engines_built == 3 and standin.built[-1].model_path == str(tiny_paths().policy)
+    assert not weights_dir.exists()  # the copy of the trained weights is gone with its engine
+    world.close()
+    assert world.sampler._llm is None
+
+
+def test_a_run_with_the_vllm_backend(cli, db_path, standin, monkeypatch):
+    pytest.importorskip("trl")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    paths = tiny_paths()
+    options = {
+        "testbed.model": paths.policy, "testbed.initial_model": paths.initial, "testbed.prompts": paths.prompts,
+        "testbed.eval_prompts": paths.eval, "testbed.max_new_tokens": 16, "testbed.threads": 1,
+        "testbed.backend": "vllm", "annotator.model": paths.reward, "evaluator.model": paths.reward,
+        "trainer.lr": 1e-3, "trainer.batch_size": 4, "trainer.grad_accum": 1,
+    }
+    args = [arg for key, value in options.items() for arg in ("-o", f"{key}={value}")]
+    result = cli("run", "--testbed", "hf", "--trainer", "trl", "--selector", "smallest", "--iterations", "2",
+                 "--budget", "8", "--responses", "4", *args, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout.strip().splitlines()[-1])["iterations"]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    # pi_0 from its directory, then pi_1 and pi_2 each from a fresh copy of their weights: one engine per policy
+    paths_built = [llm.model_path for llm in standin.built]
+    assert len(paths_built) == 3 and paths_built[0] == str(paths.initial)
+    assert len(set(paths_built)) == 3
+    for llm in standin.built:  # every request asked for the run's N responses, or 1 greedy / eval_samples pure
+        assert {p.n for _, p in llm.requests} <= {4, 1, 2}
