@@ -135,20 +135,33 @@ def label_names(labels: Labels) -> list[str]:
 class LabelDesk:
     """Keeps a run's labels in the leaderboard and runs the external round trip (module docstring)."""
 
-    def __init__(self, board: Any, run_id: str, run_dir: Path):
+    def __init__(self, board: Any, run_id: str, run_dir: Path, recorder: Any = None):
+        from harness.recorder import Recorder
+
         self.board, self.run_id, self.run_dir = board, run_id, Path(run_dir)
+        self.recorder = recorder or Recorder(board, run_id, run_dir)
 
     # -- every annotator ----------------------------------------------------
 
     def record_pairs(self, iteration: int, world: Any, prompts: np.ndarray, responses: Responses,
                      pairs: Pairs, labels: Labels, source: str) -> None:
         """Keep one row per labelled pair, with its prompt and both responses."""
-        from leaderboard.labels import PairLabel, record_pairs
+        from leaderboard.labels import PairLabel
 
         prompt_texts, a_texts, b_texts = pair_texts_of(world, prompts, responses, pairs)
         names = label_names(labels)
         rows = [PairLabel(k, p, a, b, names[k]) for k, (p, a, b) in enumerate(zip(prompt_texts, a_texts, b_texts))]
-        record_pairs(self.board, self.run_id, iteration, rows, source)
+        self._write_pairs(iteration, rows, source)
+
+    def _write_pairs(self, iteration: int, rows: list, source: str) -> None:
+        from dataclasses import asdict
+
+        from leaderboard.labels import record_pairs
+
+        self.recorder.write(
+            "pairs", lambda: {"iteration": iteration, "pairs": [asdict(r) for r in rows], "source": source},
+            lambda: record_pairs(self.board, self.run_id, iteration, rows, source),
+        )
 
     def record_scores(self, iteration: int, world: Any, prompts: np.ndarray, responses: Responses,
                       scores: np.ndarray, source: str) -> None:
@@ -157,12 +170,13 @@ class LabelDesk:
 
         prompt_texts, response_texts = texts_of(world, prompts, responses)
         m, n = np.asarray(scores).shape
-        record_scores(
-            self.board, self.run_id, iteration,
-            [prompt_texts[i] for i in range(m) for _ in range(n)],
-            [response_texts[i][j] for i in range(m) for j in range(n)],
-            np.asarray(scores, dtype=np.float64).ravel().tolist(),
-            source,
+        flat_prompts = [prompt_texts[i] for i in range(m) for _ in range(n)]
+        flat_responses = [response_texts[i][j] for i in range(m) for j in range(n)]
+        values = np.asarray(scores, dtype=np.float64).ravel().tolist()
+        self.recorder.write(
+            "scores", lambda: {"iteration": iteration, "prompts": flat_prompts, "responses": flat_responses,
+                               "scores": values, "source": source},
+            lambda: record_scores(self.board, self.run_id, iteration, flat_prompts, flat_responses, values, source),
         )
 
     # -- external annotation ---------------------------------------------------
@@ -205,7 +219,7 @@ class LabelDesk:
 
     def request(self, iteration: int, world: Any, selection: PendingSelection, rng: np.random.Generator) -> None:
         """Save the selection, write the file to label, record the pairs as awaited; raise AwaitingLabels."""
-        from leaderboard.labels import PairLabel, pair_id, record_pairs
+        from leaderboard.labels import PairLabel, pair_id
 
         folder = iteration_dir(self.run_dir, iteration)
         selection.save(folder / SELECTION)
@@ -224,5 +238,5 @@ class LabelDesk:
             for line in lines:
                 handle.write(json.dumps(line, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
-        record_pairs(self.board, self.run_id, iteration, pairs, "external")
+        self._write_pairs(iteration, pairs, "external")
         raise AwaitingLabels(iteration, len(kept), path)

@@ -42,6 +42,10 @@ class CheckpointError(HarnessError):
     """A checkpoint to resume from is missing, truncated or does not match its run."""
 
 
+class NonFiniteError(HarnessError):
+    """A loss, score, log-prob or metric came out NaN or infinite; the run stops at that step."""
+
+
 class BudgetExceededError(HarnessError):
     """An annotation would take the ledger past its budget; nothing was charged."""
 

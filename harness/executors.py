@@ -108,11 +108,12 @@ _REGISTRIES: dict[tuple[str, ...], Any] = {}
 
 
 def _on_sigint(signum, frame):  # pragma: no cover - runs in workers
-    """First SIGINT: raise KeyboardInterrupt (the runner marks the run). Later ones: ignored,
+    """First SIGINT or SIGTERM: raise KeyboardInterrupt (the runner marks the run). Later ones: ignored,
     so a second signal (the terminal's and the parent's) cannot cut the marking short."""
     global _SIGNALLED
     _SIGNALLED = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -156,6 +157,7 @@ def _watch_parent(parent_pid: int) -> None:  # pragma: no cover - runs in worker
 def _local_worker(conn, plugins: tuple[str, ...], parent_pid: int, quiet: bool) -> None:  # pragma: no cover
     """A local worker: receive tasks over ``conn`` until told to stop (None) or interrupted."""
     signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, _on_sigint)  # a SIGTERM to the whole group (a scheduler's stop) is an interrupt too
     if quiet:
         _silence_output()
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()

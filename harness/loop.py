@@ -26,7 +26,7 @@ from harness import rng as streams
 from harness.annotation import LabelDesk, PendingSelection
 from harness.budget import Ledger, plan_pool
 from harness.config import Components, RunConfig
-from harness.errors import PluginError, UsageError
+from harness.errors import NonFiniteError, PluginError, UsageError
 from harness.diagnostics import selected_pair_diagnostics
 from harness.interfaces import (
     EXPLICIT_REWARD,
@@ -173,10 +173,14 @@ def run_experiment(
                 with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
                     logp_policy = world.logprobs(policy, prompts, responses)
                     logp_ref = world.logprobs(reference, prompts, responses)
+                require_finite(logp_policy, "logprobs", iteration, "log-probs of the policy")
+                require_finite(logp_ref, "logprobs", iteration, "log-probs of the reference")
             explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk)
             with timer("select"):
                 distinct = responses.distinct_mask()
                 scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
+                for column, values in scores.items():
+                    require_finite(values, "score", iteration, f"score column {column!r}")
                 if explicit is not None:
                     scores[EXPLICIT_REWARD] = explicit
                 batch = SelectionBatch(
@@ -215,6 +219,9 @@ def run_experiment(
         if logp_policy is None:
             with timer("logprobs"):
                 logp_policy, logp_ref = _logprobs_of_pairs(world, (policy, reference), prompts, responses, kept)
+            for values, whose in ((logp_policy, "policy"), (logp_ref, "reference")):
+                require_finite(values[kept.prompt, kept.a], "logprobs", iteration, f"log-probs of the {whose}")
+                require_finite(values[kept.prompt, kept.b], "logprobs", iteration, f"log-probs of the {whose}")
 
         with timer("select"):
             # fixed: train against pi_ref; previous: against pi_{i-1} itself, whose log-probs are at hand.
@@ -232,7 +239,12 @@ def run_experiment(
             )
 
         with reporter.stage(f"{label}: train on {len(kept)} pairs"), timer("train"):
-            trained = trainer.train(policy=policy, data=data, rng=streams.stream(seed, iteration, "train"))
+            try:
+                trained = trainer.train(policy=policy, data=data, rng=streams.stream(seed, iteration, "train"))
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"iteration {iteration}, step 'train' (trainer {trainer.name!r}): {exc}") from None
+        require_finite(np.array([trained.loss_first, trained.loss_last], dtype=np.float64), "train", iteration,
+                       f"losses of trainer {trainer.name!r}")
         if config.reference == "previous":
             reference = policy  # pi_i was trained against pi_{i-1}
         policy = trained.policy
@@ -306,6 +318,7 @@ def _explicit_scores(components, world, prompts, responses, ledger, iteration, s
         scores = judge.score(world=world, prompts=prompts, responses=responses,
                              rng=streams.stream(seed, iteration, "judge"))
     scores = np.asarray(scores, dtype=np.float64)
+    require_finite(scores, "judge", iteration, f"explicit scores of the {components.explicit_source} judge {judge.name!r}")
     if desk is not None and components.explicit_source == "gold":
         desk.record_scores(iteration, world, prompts, responses, scores, source=f"gold_judge:{judge_source(judge)}")
     return scores
@@ -364,6 +377,7 @@ def _evaluate(world, policy, components: Components, seed: int, iteration: int) 
     win rate, if it has one, stays as ``testbed_win_rate``.
     """
     metrics = dict(world.evaluate(policy, streams.stream(seed, iteration, "evaluate")))
+    _require_finite_metrics(metrics, iteration)
     judge = components.evaluator
     if judge is None:
         if "win_rate" not in metrics:
@@ -386,10 +400,34 @@ def _evaluate(world, policy, components: Components, seed: int, iteration: int) 
     metrics["win_rate"] = float(wins.mean()) if e else 0.0
     metrics["win_rate_se"] = float(wins.std(ddof=1) / np.sqrt(e)) if e > 1 else 0.0
     metrics["evaluator_tie_share"] = float(tie.mean()) if e else 0.0
+    _require_finite_metrics(metrics, iteration)
     if hasattr(world, "evaluation_report"):  # testbed extras from the verdicts (hf: AlpacaEval's win rate)
         metrics.update(world.evaluation_report(iteration=iteration, seed=seed, prompts=prompts,
                                                responses=pair_responses, labels=labels, annotator=judge.name))
     return metrics
+
+
+def require_finite(values: np.ndarray, step: str, iteration: int, what: str) -> None:
+    """NonFiniteError naming the step and iteration if any of ``values`` is NaN or infinite.
+
+    Checked where each number first appears (log-probs, scores, losses,
+    metrics), so a bad value stops the run at its source, long before a NaN
+    could reach a selector's ranking or the leaderboard.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        nan = int(np.isnan(values).sum())
+        raise NonFiniteError(
+            f"iteration {iteration}, step {step!r}: {int(bad.sum())} of {values.size} {what} are not finite "
+            f"({nan} NaN, {int(bad.sum()) - nan} infinite); the run stops here so that nothing NaN is recorded"
+        )
+
+
+def _require_finite_metrics(metrics: dict[str, Any], iteration: int) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, float) and not np.isfinite(value):
+            require_finite(np.array([value]), "evaluate", iteration, f"evaluation metric {key!r}")
 
 
 def _judge_usage(components: Components) -> dict[str, int]:

@@ -15,6 +15,7 @@ same run id, and ends with exactly the numbers an uninterrupted run would have h
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class RunOutcome:
     iterations: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     awaiting: dict[str, Any] | None = None
+    unrecorded: str | None = None  # the journal holding what the leaderboard could not take, and why
+    unrecorded_reason: str | None = None
 
 
 def runs_root(db_path: Path) -> Path:
@@ -108,16 +111,33 @@ def execute(
     after each iteration is recorded. KeyboardInterrupt marks the run
     ``interrupted`` and propagates; any other exception marks it ``failed``.
     """
-    from leaderboard.store import Leaderboard
+    import sqlite3
+
+    from harness.recorder import Recorder
+    from leaderboard.store import Leaderboard, new_run_id
 
     components = instantiate(registry, config)
     root = runs_root(db_path)
     record = {**run_record(config, components, registry), "runs_root": str(root), **dict(tags or {})}
-    board = Leaderboard(db_path)
-    run_id = board.start_run(record)
+    run_id = new_run_id()
+    try:
+        board, failure = Leaderboard(db_path), None
+    except sqlite3.OperationalError as exc:  # locked past the busy timeout, read-only, I/O error
+        board, failure = None, f"{type(exc).__name__}: {exc}"
+    recorder = Recorder(board, run_id, root / run_id, failure=failure)
+    started_at = _utc_now()
+    recorder.write("start", {"record": record, "started_at": started_at},
+                   lambda: board.start_run(record, run_id=run_id, started_at=started_at))
     if on_start is not None:
         on_start(run_id)
-    return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None, db_path=db_path)
+    return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None, db_path=db_path,
+                  recorder=recorder)
+
+
+def _utc_now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def resume(
@@ -170,6 +190,30 @@ def resume(
     return _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore, db_path=db_path)
 
 
+def blame(exc: BaseException, components: Components) -> str | None:
+    """Which component of the run raised ``exc``: the innermost traceback frame in a component's module.
+
+    E.g. ``"instance selector 'crashy' (/home/me/crashy.py)"``; None when the error
+    came from the harness itself (or a library it called directly).
+    """
+    owners = [(role, component, type(component).__module__) for role, component in _components_by_role(components)]
+    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        name = frame.f_globals.get("__name__", "")
+        for role, component, module in owners:
+            if name == module or name.startswith(module + "."):  # a package's submodules (a testbed's world)
+                source = getattr(sys.modules.get(module), "__file__", None) or module
+                return f"{role.replace('_', ' ')} {component.name!r} ({source})"
+    return None
+
+
+def _components_by_role(components: Components) -> list[tuple[str, Any]]:
+    roles = ("instance_selector", "corpus_selector", "allocator", "trainer", "testbed")
+    found = [(role, getattr(components, role)) for role in roles]
+    found += list(components.judges().items())
+    found += [(f"scorer {column}", scorer) for column, scorer in components.scorers.items()]
+    return found
+
+
 def _check_labels_complete(board: Any, run_id: str, iteration: int) -> None:
     """UsageError (nothing changed) while the pairs a run stopped for still miss labels."""
     from leaderboard.labels import status
@@ -182,7 +226,7 @@ def _check_labels_complete(board: Any, run_id: str, iteration: int) -> None:
             )
 
 
-def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore, db_path) -> RunOutcome:
+def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore, db_path, recorder=None) -> RunOutcome:
     from leaderboard.judgements import JudgementCache
 
     # Judges that pay per call keep every answer in the database (harness.interfaces.Judge.use_cache).
@@ -191,18 +235,21 @@ def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore
     for judge in paying:
         judge.use_cache(cache)
     try:
-        return _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore)
+        return _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore, recorder)
     finally:
         if cache is not None:
             cache.close()
 
 
-def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore) -> RunOutcome:
+def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore, recorder) -> RunOutcome:
     from harness.annotation import AwaitingLabels, LabelDesk
     from harness.loop import run_experiment
+    from harness.recorder import Recorder
+
+    recorder = recorder or Recorder(board, run_id, run_dir)
 
     def record(row: dict[str, Any]) -> None:
-        board.record_iteration(run_id, row)
+        recorder.write("iteration", {"row": row}, lambda: board.record_iteration(run_id, row))
         if on_row is not None:
             on_row(run_id, row)
 
@@ -213,18 +260,31 @@ def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, rest
     try:
         result = run_experiment(
             config, components, reporter=reporter, on_iteration=record, checkpoint=checkpoint, restore=restore,
-            desk=LabelDesk(board, run_id, run_dir),
+            desk=LabelDesk(board, run_id, run_dir, recorder),
         )
     except AwaitingLabels as stop:
-        board.await_labels(run_id)
+        recorder.write("await", {}, lambda: board.await_labels(run_id))
         awaiting = {"iteration": stop.iteration, "pairs": stop.requested, "file": str(stop.path)}
-        return RunOutcome(run_id, "awaiting_labels", awaiting=awaiting)
+        return _noting(recorder, RunOutcome(run_id, "awaiting_labels", awaiting=awaiting))
     except KeyboardInterrupt:
-        board.fail_run(run_id, "interrupted", "interrupted (KeyboardInterrupt); resume with harness run --resume")
+        note = "interrupted (KeyboardInterrupt); resume with harness run --resume"
+        recorder.write("fail", {"status": "interrupted", "error": note},
+                       lambda: board.fail_run(run_id, "interrupted", note))
         raise
-    except Exception:
+    except Exception as exc:
         error = traceback.format_exc()
-        board.fail_run(run_id, "failed", error)
-        return RunOutcome(run_id, "failed", error=error)
-    board.finish_run(run_id, result.final)
-    return RunOutcome(run_id, "finished", result.final, result.iterations)
+        culprit = blame(exc, components)
+        if culprit:
+            error = f"{culprit} raised {type(exc).__name__}: {exc}\n\n{error}"
+        recorder.write("fail", {"status": "failed", "error": error}, lambda: board.fail_run(run_id, "failed", error))
+        return _noting(recorder, RunOutcome(run_id, "failed", error=error))
+    recorder.write("finish", {"final": result.final}, lambda: board.finish_run(run_id, result.final))
+    return _noting(recorder, RunOutcome(run_id, "finished", result.final, result.iterations))
+
+
+def _noting(recorder, outcome: RunOutcome) -> RunOutcome:
+    """``outcome`` with the journal's path when the leaderboard stopped taking the run's writes."""
+    if recorder.failure is not None:
+        outcome.unrecorded = str(recorder.journal)
+        outcome.unrecorded_reason = recorder.failure
+    return outcome

@@ -627,6 +627,7 @@ class TaskResult:
     final: dict[str, Any] | None = None
     error: str | None = None
     seconds: float = 0.0
+    unrecorded: str | None = None  # the run's journal, when the leaderboard could not take its writes
 
 
 def tasks_from_plan(plan: Sequence[PlannedRun], *, sweep: str, db_path: Path) -> list[RunTask]:
@@ -717,7 +718,8 @@ def run_task(task: RunTask, registry: Registry, emit: Callable[..., None] | None
     except Exception:  # before the runner owned the row (e.g. a resume with a damaged checkpoint)
         return result("failed", run_id=current["run_id"], error=traceback.format_exc())
     final = {key: outcome.final.get(key) for key in FINAL_KEYS} if outcome.final else None
-    return result(outcome.status, run_id=outcome.run_id, final=final, error=outcome.error)
+    return result(outcome.status, run_id=outcome.run_id, final=final, error=outcome.error,
+                  unrecorded=outcome.unrecorded)
 
 
 def _mark_interrupted(db_path: str, run_id: str | None) -> None:

@@ -43,7 +43,17 @@ __all__ = ["DB_ENV_VAR", "DEFAULT_DB_NAME", "Leaderboard", "NewerSchemaError", "
 
 DB_ENV_VAR = "HARNESS_DB"
 DEFAULT_DB_NAME = "leaderboard.db"
+BUSY_TIMEOUT_ENV = "HARNESS_DB_TIMEOUT"
 BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def busy_timeout() -> float:
+    """Seconds a write waits for another process's lock: ``$HARNESS_DB_TIMEOUT``, else 30."""
+    value = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    try:
+        return float(value) if value else BUSY_TIMEOUT_SECONDS
+    except ValueError:
+        return BUSY_TIMEOUT_SECONDS
 
 #: Keys ``start_run`` requires, with the Python types each value may have.
 REQUIRED_RUN_KEYS: dict[str, tuple[type, ...]] = {
@@ -104,7 +114,8 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
+    """A fresh run id: ``r`` + 10 hex digits."""
     return "r" + secrets.token_hex(5)
 
 
@@ -127,7 +138,7 @@ class Leaderboard:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             elif self.path.is_dir():
                 raise IsADirectoryError(f"{self.path} is a directory, not a leaderboard database")
-        self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_SECONDS)
+        self.conn = sqlite3.connect(str(self.path), timeout=busy_timeout())
         self._db: sqlite_utils.Database | None = None
         try:
             self.conn.execute("PRAGMA foreign_keys = ON")
@@ -245,8 +256,11 @@ class Leaderboard:
 
     # -- writing -------------------------------------------------------------
 
-    def start_run(self, run: Mapping[str, Any]) -> str:
+    def start_run(self, run: Mapping[str, Any], *, run_id: str | None = None, started_at: str | None = None) -> str:
         """Insert ``run`` with status ``running``; return its new id (``r`` + 10 hex digits).
+
+        ``run_id`` and ``started_at`` are given when a run recorded offline is
+        imported (``harness leaderboard import``): ValueError if that id exists.
 
         ``run`` holds every key of :data:`REQUIRED_RUN_KEYS` (``git_commit``
         may be None). ``config``, ``plugins`` and ``versions`` are stored as
@@ -283,10 +297,12 @@ class Leaderboard:
                 raise ValueError(f"run[{key!r}] must be {names}, got {value!r}")
             _add(record, _encode(key, value), "run")
         for _attempt in range(5):
-            run_id = _new_run_id()
-            row = {"id": run_id, "status": "running", "started_at": _now(), **record}
+            chosen, run_id = run_id, run_id or new_run_id()
+            row = {"id": run_id, "status": "running", "started_at": started_at or _now(), **record}
             with self._writing():
                 if self._status(run_id) is not None:
+                    if chosen:
+                        raise ValueError(f"a run with id {run_id} is already in {self.path}")
                     continue  # an id collision: draw another
                 self._ensure_columns("runs", row)
                 self.db["runs"].insert(row)

@@ -568,6 +568,46 @@ def export(
         console.print(f"  {item}", highlight=False)
 
 
+# -- import ---------------------------------------------------------------------------
+
+IMPORT_HELP = """\
+Record runs the leaderboard could not take: replay RUN_DIR/unrecorded.jsonl.
+
+When a run cannot write to the leaderboard (the database locked by another
+process past the busy timeout, a read-only or full disk), it carries on and
+keeps every write it could not make in its run directory; it ends saying so.
+This command writes them in. Entries already recorded are skipped, so running
+it twice changes nothing.
+
+[bold]Example[/]
+
+  harness leaderboard import runs/r1a2b3c4d5
+"""
+
+
+@leaderboard_app.command("import", help=IMPORT_HELP)
+def import_run(
+    ctx: typer.Context,
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories to import.")],
+    db: DbOption = None,
+) -> None:
+    from harness.recorder import replay
+    from leaderboard.store import Leaderboard
+
+    path = resolve_db(_merged(ctx, "db", db))
+    console = stderr_console()
+    with cli_errors():
+        board = Leaderboard(path)
+        for run_dir in run_dirs:
+            try:
+                result = replay(board, run_dir)
+            except (FileNotFoundError, ValueError) as exc:
+                _error(str(exc), code=2)
+            console.print(f"{run_dir}: {len(result.runs)} run(s), {result.iterations} iteration row(s) and "
+                          f"{result.labels} label(s) recorded in {path}"
+                          + (f"; {result.skipped} entr(ies) were there already" if result.skipped else ""))
+
+
 # -- helpers -------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from harness.cli.common import (
     ResponsesOption,
     cli_errors,
     resolve_db,
+    sigterm_interrupts,
     stderr_console,
 )
 
@@ -193,7 +194,7 @@ def _with_progress(console, steps, start):
     from harness.progress import RichReporter
 
     try:
-        with RichReporter(console, total_steps=steps, title="run") as reporter:
+        with sigterm_interrupts(), RichReporter(console, total_steps=steps, title="run") as reporter:
             return start(reporter, lambda run_id, row: reporter.step(_iteration_line(row)))
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] The run is marked interrupted; continue it with "
@@ -206,6 +207,8 @@ def _report(console, outcome, db_path, as_json: bool) -> None:
     from harness.config import RunConfig
     from leaderboard.store import Leaderboard
 
+    if outcome.unrecorded:
+        _report_unrecorded(console, outcome, db_path, as_json)
     if outcome.status == "awaiting_labels":
         _report_awaiting(console, outcome, db_path, as_json)
         return
@@ -223,6 +226,27 @@ def _report(console, outcome, db_path, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"run_id": outcome.run_id, "config": config.to_dict(), **outcome.final,
                                "iterations": rows}, default=list))
+
+
+def _report_unrecorded(console, outcome, db_path, as_json: bool) -> None:
+    """The leaderboard refused the run's writes: say where its record is kept and how to import it (exit 1)."""
+    import shlex
+    from pathlib import Path
+
+    folder = Path(outcome.unrecorded).parent
+    command = f"harness leaderboard import {shlex.quote(str(folder))} --db {shlex.quote(str(db_path))}"
+    if outcome.final:
+        console.print(f"run {outcome.run_id} finished: final win rate {outcome.final['final_win_rate']:.3f} "
+                      f"(pi_0 {outcome.final['initial_win_rate']:.3f}), {outcome.final['labels_used']} labels")
+    console.print(
+        f"[bold red]The leaderboard {db_path} could not be written[/] ({outcome.unrecorded_reason}).\n"
+        f"Nothing is lost: run {outcome.run_id}'s record ({outcome.status}) is kept in {outcome.unrecorded}.\n"
+        f"Record it once the database is writable again:\n  {command}"
+    )
+    if as_json:
+        typer.echo(json.dumps({"run_id": outcome.run_id, "status": outcome.status, "unrecorded": outcome.unrecorded,
+                               "import_command": command, **(outcome.final or {})}))
+    raise typer.Exit(1)
 
 
 def _report_awaiting(console, outcome, db_path, as_json: bool) -> None:

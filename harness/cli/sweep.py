@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from harness.cli.common import (
+    sigterm_interrupts,
     BudgetOption,
     DbOption,
     DryRunOption,
@@ -227,48 +227,35 @@ def _execute(console, executor_name, jobs, plugins, tasks, plan):
 
     results: list[tuple[Any, Any]] = []
     interrupted = False
-    previous_term = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # a SIGTERM stops the sweep like Ctrl-C
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        previous_term = None
-    try:
-        with progress:
-            overall = progress.add_task(f"[bold]sweep[/] ({jobs} {'job' if jobs == 1 else 'jobs'})", total=len(tasks))
-            with cli_errors():
-                pool = create_executor(executor_name, jobs=jobs, plugins=plugins, on_event=on_event)
+    with sigterm_interrupts(), progress:  # a SIGTERM stops the sweep like Ctrl-C
+        overall = progress.add_task(f"[bold]sweep[/] ({jobs} {'job' if jobs == 1 else 'jobs'})", total=len(tasks))
+        with cli_errors():
+            pool = create_executor(executor_name, jobs=jobs, plugins=plugins, on_event=on_event)
+        try:
             try:
-                try:
-                    for task in tasks:
-                        pool.submit(task)
-                    for result in pool.as_completed():
-                        results.append((plan[result.index], result))
-                        finish(result)
-                except KeyboardInterrupt:
-                    interrupted = True
-                    progress.console.print(
-                        "[yellow]Stopping:[/] interrupting the running runs "
-                        "(each marks itself interrupted); waiting for them. Ctrl-C again kills them "
-                        "(a re-run still resumes them)."
-                    )
-                    for result in pool.cancel():
-                        if result.status == "cancelled":  # never started
-                            continue
-                        results.append((plan[result.index], result))
-                        finish(result)
-            except WorkerStartError as exc:
-                progress.console.print(f"[bold red]Error:[/] {exc}")
-                raise typer.Exit(1) from None
-            finally:
-                pool.close()
-    finally:
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
+                for task in tasks:
+                    pool.submit(task)
+                for result in pool.as_completed():
+                    results.append((plan[result.index], result))
+                    finish(result)
+            except KeyboardInterrupt:
+                interrupted = True
+                progress.console.print(
+                    "[yellow]Stopping:[/] interrupting the running runs "
+                    "(each marks itself interrupted); waiting for them. Ctrl-C again kills them "
+                    "(a re-run still resumes them)."
+                )
+                for result in pool.cancel():
+                    if result.status == "cancelled":  # never started
+                        continue
+                    results.append((plan[result.index], result))
+                    finish(result)
+        except WorkerStartError as exc:
+            progress.console.print(f"[bold red]Error:[/] {exc}")
+            raise typer.Exit(1) from None
+        finally:
+            pool.close()
     return results, interrupted
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 # -- printing ---------------------------------------------------------------------
@@ -293,6 +280,9 @@ def _result_line(item, result) -> str:
         text += " (resumed)"
     elif item.action == "redo":
         text += f" (redo of {item.run_id})"
+    if result.unrecorded:
+        folder = _escape(str(Path(result.unrecorded).parent))
+        text += f"\n             [bold red]not in the leaderboard[/]: record it with harness leaderboard import {folder}"
     if result.error and result.status in ("failed", "crashed", "skipped"):
         last = result.error.strip().splitlines()[-1:] or [""]
         text += f"\n             [dim]{_escape(last[0])}[/]"

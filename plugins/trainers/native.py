@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from harness import hookimpl
+from harness.errors import NonFiniteError
 from harness.interfaces import PreferenceData, Trainer, TrainResult
 from harness.options import Option
 from harness.rng import torch_seed
@@ -100,6 +101,8 @@ class NativeDPOTrainer(Trainer):
                 index = order[start : start + batch_size]
                 loss = batch_loss(index)
                 value = float(loss.detach())
+                if not math.isfinite(value):  # stop before a NaN step poisons the weights
+                    raise NonFiniteError(f"the DPO loss is {value} at training step {steps + 1} of {total_steps}")
                 if steps == 0:
                     loss_first = value
                 loss_last = value
