@@ -273,8 +273,10 @@ def build_config(
         raise UsageError(f"--keep must be in (0, 1] (the share of instance pairs kept); got {keep}")
     if n_responses < 2:
         raise UsageError(f"--responses must be >= 2 (a pair needs two responses); got {n_responses}")
-    if seed < 0 or (world_seed is not None and world_seed < 0):
-        raise UsageError("seeds must be >= 0")
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0; got {seed}")
+    if world_seed is not None and world_seed < 0:
+        raise UsageError(f"--world-seed must be >= 0; got {world_seed}")
     if reference not in REFERENCES:
         raise UsageError(f"--reference must be one of {', '.join(REFERENCES)}; got {reference!r}")
 

@@ -43,3 +43,10 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Write the reliability tally (tests/reliability.py) when $HARNESS_RELIABILITY_OUT asks for it."""
+    import reliability
+
+    reliability.write()

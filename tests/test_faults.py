@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import reliability
 from conftest import TINY_RUN
 
 pytestmark = pytest.mark.fault
@@ -92,6 +93,11 @@ def _rows(db: Path, sql: str, *params):
         return conn.execute(sql, params).fetchall()
 
 
+def _board_rows(db: Path) -> int:
+    """Rows a run left in the leaderboard: runs, iterations and labels."""
+    return sum(_rows(db, f"select count(*) from {table}")[0][0] for table in ("runs", "iterations", "labels"))
+
+
 def _no_nan_anywhere(db: Path) -> None:
     """Every REAL in runs and iterations is finite."""
     with sqlite3.connect(db) as conn:
@@ -121,6 +127,8 @@ def test_a_plugin_raising_mid_run_is_named_and_the_board_stays_consistent(cli, p
     assert _rows(db, "select iteration from iterations order by iteration") == [(0,), (1,)]
     assert _rows(db, "select iteration, count(*) from labels group by iteration") == [(1, 40), (2, 40)]
     assert _rows(db, "pragma integrity_check") == [("ok",)]
+    # the run row, pi_0 and iteration 1, and the labels of iterations 1 and 2 (paid before the crash)
+    reliability.fault("plugin raises mid-run", expected_rows=1 + 2 + 80, recorded_rows=_board_rows(db))
 
 
 def test_a_sweep_goes_on_after_a_plugin_raises(cli, plugin, tmp_path, monkeypatch):
@@ -132,6 +140,8 @@ def test_a_sweep_goes_on_after_a_plugin_raises(cli, plugin, tmp_path, monkeypatc
     assert result.exit_code == 1, result.output
     statuses = dict(_rows(db, "select trainer || ':' || seed, status from runs"))
     assert statuses == {"native:0": "finished", "native:1": "finished", "faulty:0": "failed", "faulty:1": "failed"}
+    finished_rows = _rows(db, "select count(*) from iterations join runs on id = run_id where status = 'finished'")
+    reliability.fault("plugin raises in a sweep", expected_rows=2 * 4, recorded_rows=finished_rows[0][0])
 
 
 @pytest.mark.parametrize("fault, step", [("nan_loss", "'train'"), ("nan_logprobs", "'logprobs'"),
@@ -169,6 +179,9 @@ def test_nan_and_inf_stop_the_run_at_their_step(cli, plugin, tmp_path, monkeypat
     assert status == "failed"
     assert f"step {step}" in error and where in error and "not finite" in error
     _no_nan_anywhere(db)
+    iteration = 2 if fault == "nan_loss" else 1
+    recorded = _rows(db, "select count(*) from iterations")[0][0]
+    reliability.fault(f"{fault.replace('_', ' ')}", expected_rows=iteration, recorded_rows=recorded)  # 0..iteration-1
 
 
 def test_the_native_trainer_stops_at_the_first_nan_loss_with_the_weights_untouched():
@@ -201,6 +214,8 @@ def test_sigterm_mid_run_marks_it_interrupted_and_resume_finishes_it(plugin, tmp
     assert resumed.returncode == 0, resumed.stderr
     metrics = "select iteration, win_rate, kl, labels from iterations order by iteration"
     assert _rows(db, metrics) == _rows(reference_db, metrics)
+    reliability.fault("SIGTERM mid-run, then --resume", expected_rows=_board_rows(reference_db),
+                      recorded_rows=_board_rows(db))
 
 
 def test_a_database_locked_past_the_timeout_keeps_the_run_in_its_directory(plugin, tmp_path):
@@ -229,6 +244,8 @@ def test_a_database_locked_past_the_timeout_keeps_the_run_in_its_directory(plugi
     assert _rows(db, "select count(*) from labels") == _rows(reference, "select count(*) from labels")
     again = harness("leaderboard", "import", journal.parent, "--db", db)
     assert again.returncode == 2 and "holds no unrecorded.jsonl" in again.stderr
+    reliability.fault("database locked past the busy timeout, then import", expected_rows=_board_rows(reference),
+                      recorded_rows=_board_rows(db))
 
 
 def test_a_write_failing_mid_run_is_journalled_from_there_on(cli, tmp_path, monkeypatch):
@@ -254,3 +271,4 @@ def test_a_write_failing_mid_run_is_journalled_from_there_on(cli, tmp_path, monk
     assert _rows(db, "select max(iteration) from iterations") == [(3,)]
     ledger = _rows(db, "select labels_used from runs")[0][0]
     assert _rows(db, "select count(*) from labels") == [(ledger,)]
+    reliability.fault("a write fails mid-run, then import", expected_rows=1 + 4 + ledger, recorded_rows=_board_rows(db))

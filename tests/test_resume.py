@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+import reliability
 from leaderboard.store import Leaderboard
 from tests.conftest import TINY_RUN
 
@@ -60,6 +61,7 @@ def strip(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time_") and k not in ("recorded_at",)} for r in rows]
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("reference", ["fixed", "previous"])
 def test_sigkill_in_iteration_2_then_resume_matches_an_uninterrupted_run(killer, tmp_path, reference):
     db = tmp_path / "board.db"
@@ -88,8 +90,11 @@ def test_sigkill_in_iteration_2_then_resume_matches_an_uninterrupted_run(killer,
     for key in ("final_win_rate", "final_win_rate_se", "final_gold_reward", "final_kl", "labels_used",
                 "initial_win_rate"):
         assert after[key] == uninterrupted[key], key
+    reliability.fault(f"SIGKILL mid-run, then --resume ({reference} reference)",
+                      expected_rows=len(board.iterations(reference_id)), recorded_rows=len(board.iterations(run["id"])))
 
 
+@pytest.mark.fault
 def test_a_corrupted_checkpoint_is_named_and_never_continued(killer, tmp_path):
     db = tmp_path / "board.db"
     assert harness("run", *RUN, "--plugin", killer, db=db, kill_at=2).returncode == -signal.SIGKILL
@@ -103,6 +108,8 @@ def test_a_corrupted_checkpoint_is_named_and_never_continued(killer, tmp_path):
     assert "policy.safetensors" in resumed.stderr and "sha256" in resumed.stderr
     after = Leaderboard(db).get_run(run["id"])
     assert after["status"] == "failed" and after["final_win_rate"] is None
+    kept = len(Leaderboard(db).iterations(run["id"]))  # pi_0 and iteration 1, recorded before the kill
+    reliability.fault("corrupted checkpoint on resume", expected_rows=2, recorded_rows=kept)
 
 
 def test_resume_refuses_finished_and_unknown_runs(cli, db_path):

@@ -1,0 +1,58 @@
+"""The README's Reliability figures, measured: run the fault and bad-input tests and count.
+
+    python scripts/reliability.py            # prints the Markdown table the README shows
+
+It runs ``pytest -m "fault or bad_input"`` (the tests that inject a fault into
+a run or feed malformed input), which report what they tried through
+``tests/reliability.py``, and prints: every fault injected with the leaderboard
+rows the run should have kept and did keep, the bad inputs tried by kind, and
+the rows lost (expected minus kept, summed). Exit code: pytest's, or 1 if any
+row was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "reliability.json"
+        env = dict(os.environ, HARNESS_RELIABILITY_OUT=str(out))
+        start = time.monotonic()
+        tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m",
+                                "fault or bad_input"], cwd=ROOT, env=env, capture_output=True, text=True)
+        seconds = time.monotonic() - start
+        summary = tests.stdout.strip().splitlines()[-1:] or ["(no output)"]
+        if not out.exists():
+            print(tests.stdout[-3000:], tests.stderr[-3000:], sep="\n")
+            return tests.returncode or 1
+        counts = json.loads(out.read_text())
+    faults, bad = counts["faults"], counts["bad_inputs"]
+    lost = sum(f["expected_rows"] - f["recorded_rows"] for f in faults)
+    print(f"`python scripts/reliability.py`: {summary[0]} ({seconds:.0f} s)\n")
+    print("| fault injected | leaderboard rows expected | kept |")
+    print("| --- | --- | --- |")
+    for item in faults:
+        print(f"| {item['fault']} | {item['expected_rows']} | {item['recorded_rows']} |")
+    print(f"\n**{len(faults)} faults injected; rows lost: {lost}.**\n")
+    print("| bad input | tried |")
+    print("| --- | --- |")
+    for kind, n in sorted(bad.items()):
+        print(f"| {kind} | {n:,} |")
+    print(f"\n**{sum(bad.values()):,} bad inputs tried, each answered with a valid result or a typed error.**")
+    if tests.returncode != 0:
+        print(tests.stdout[-3000:])
+    return tests.returncode or (1 if lost else 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""Counts for the README's Reliability section (``python scripts/reliability.py``).
+
+Tests marked ``fault`` or ``bad_input`` report what they tried here: bad
+inputs fed, and for each fault the rows a run should have recorded against the
+rows it did. With ``$HARNESS_RELIABILITY_OUT`` set, the counts are written
+there as JSON at the end of the session; otherwise this is a no-op tally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+COUNTS: Counter = Counter()
+FAULTS: list[dict] = []
+
+
+def bad_input(kind: str, n: int = 1) -> None:
+    """``n`` more bad inputs of ``kind`` were tried (and handled)."""
+    COUNTS[kind] += n
+
+
+def fault(name: str, *, expected_rows: int, recorded_rows: int) -> None:
+    """A fault was injected; the run should have kept ``expected_rows`` leaderboard rows and kept ``recorded_rows``."""
+    FAULTS.append({"fault": name, "expected_rows": expected_rows, "recorded_rows": recorded_rows})
+
+
+def write() -> None:
+    path = os.environ.get("HARNESS_RELIABILITY_OUT")
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"bad_inputs": dict(COUNTS), "faults": FAULTS}, handle, indent=1)
