@@ -1,6 +1,7 @@
 """The README's Reliability figures, measured: run the fault and bad-input tests and count.
 
-    python scripts/reliability.py            # prints the Markdown table the README shows
+    python scripts/reliability.py                    # prints the Markdown the README shows
+    python scripts/reliability.py --write README.md  # and puts it between the reliability markers
 
 It runs ``pytest -m "fault or bad_input"`` (the tests that inject a fault into
 a run or feed malformed input), which report what they tried through
@@ -23,7 +24,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> int:
+START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", type=Path, metavar="FILE", help="replace the section between the markers in FILE")
+    args = parser.parse_args(argv)
+    lines: list[str] = []
+    code = _measure(lines)
+    text = "\n".join(lines)
+    print(text)
+    if args.write is not None and code == 0:
+        document = args.write.read_text(encoding="utf-8")
+        if START not in document or END not in document:
+            print(f"{args.write} has no {START} ... {END} markers", file=sys.stderr)
+            return 2
+        head, rest = document.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        args.write.write_text(f"{head}{START}\n{text}\n{END}{tail}", encoding="utf-8")
+    return code
+
+
+def _measure(lines: list[str]) -> int:
+    print = lines.append  # noqa: A001 - collect the Markdown instead of printing it line by line
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "reliability.json"
         env = dict(os.environ, HARNESS_RELIABILITY_OUT=str(out))
@@ -33,7 +59,7 @@ def main() -> int:
         seconds = time.monotonic() - start
         summary = tests.stdout.strip().splitlines()[-1:] or ["(no output)"]
         if not out.exists():
-            print(tests.stdout[-3000:], tests.stderr[-3000:], sep="\n")
+            print(tests.stdout[-3000:] + "\n" + tests.stderr[-3000:])
             return tests.returncode or 1
         counts = json.loads(out.read_text())
     faults, bad = counts["faults"], counts["bad_inputs"]
