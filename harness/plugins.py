@@ -51,6 +51,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.judges.openai",
     "plugins.judges.reward_model",
     "plugins.judges.function",
+    "plugins.judges.embedding",
     "plugins.judges.pairrm",
     "plugins.studies.builtin",
 )

