@@ -22,6 +22,10 @@ LIBRARIES = (
     "trl",
     "accelerate",
     "datasets",
+    "tokenizers",
+    "vllm",
+    "llm-blender",
+    "alpaca-eval",
 )
 
 

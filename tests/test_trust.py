@@ -58,3 +58,30 @@ def test_model_loading_passes_trust_remote_code_only_from_an_option(method):
     for path, call in _calls(rf"\.{method}\("):
         if "trust_remote_code" in call:
             assert re.search(r"trust_remote_code\s*=\s*(bool\()?\w*(settings|trust|options)", call), f"{path}: {call}"
+
+
+def test_trust_remote_code_is_an_explicit_option_defaulting_to_off():
+    from harness.plugins import load_registry
+
+    registry = load_registry([])
+    for kind, name in (("testbed", "hf"), ("judge", "reward_model"), ("judge", "embedding")):
+        options = {o.name: o for o in registry.get(kind, name).cls.options}
+        assert options["trust_remote_code"].default is False, (kind, name)
+
+
+def test_loading_passes_the_flag_through(monkeypatch, tmp_path):
+    """What from_pretrained receives is exactly the user's setting: False unless they asked."""
+    transformers = pytest.importorskip("transformers")
+    from plugins.testbeds.hf import loading
+
+    seen = []
+
+    def fake(path, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        raise OSError("stop here")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake)
+    for flag in (False, True):
+        with pytest.raises(Exception):
+            loading.load_tokenizer(tmp_path, "test", trust_remote_code=flag)
+    assert seen == [False, True]

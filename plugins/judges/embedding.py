@@ -57,6 +57,8 @@ class EmbeddingJudge(Judge):
         Option("max_length", int, 256, "tokens per text; longer texts keep their beginning", min=2),
         Option("batch_size", int, 32, "texts per forward", min=1),
         Option("device", str, "cpu", "torch device: cpu, cuda, cuda:1, mps or auto"),
+        Option("trust_remote_code", bool, False, "run Python code shipped inside the checkpoint (off: only for "
+               "checkpoints you trust)"),
     )
 
     def __init__(self, settings=None):
@@ -120,10 +122,12 @@ class EmbeddingJudge(Judge):
             path = self.model_dir()
             label = f"the encoder of {LABEL}"
             device = loading.torch_device(str(self.settings["device"]), f"option 'device' of {LABEL}")
-            tokenizer = loading.load_tokenizer(path, label)
+            trust = self.settings["trust_remote_code"]
+            tokenizer = loading.load_tokenizer(path, label, trust_remote_code=trust)
             tokenizer.padding_side = "right"
             tokenizer.truncation_side = "right"
-            model = loading.load_model(path, label, auto_class="AutoModel", dtype="float32", device=device)
+            model = loading.load_model(path, label, auto_class="AutoModel", dtype="float32", device=device,
+                                       trust_remote_code=trust)
             self._loaded = (model, tokenizer)
         return self._loaded
 

@@ -51,6 +51,8 @@ class RewardModelJudge(Judge):
         Option("dtype", str, "float32", "dtype the model is loaded in (auto = the checkpoint's own)",
                choices=("float32", "bfloat16", "float16", "auto")),
         Option("device", str, "cpu", "torch device: cpu, cuda, cuda:1, mps or auto"),
+        Option("trust_remote_code", bool, False, "run Python code shipped inside the checkpoint (off: only for "
+               "checkpoints you trust)"),
     )
 
     def __init__(self, settings=None):
@@ -77,11 +79,12 @@ class RewardModelJudge(Judge):
             label = "option 'model' of judge 'reward_model'"
             path = loading.local_model_dir(self.settings["model"], label)
             device = loading.torch_device(str(self.settings["device"]), "option 'device' of judge 'reward_model'")
-            tokenizer = loading.load_tokenizer(path, label)
+            trust = self.settings["trust_remote_code"]
+            tokenizer = loading.load_tokenizer(path, label, trust_remote_code=trust)
             tokenizer.truncation_side = "left"
             tokenizer.padding_side = "right"
             model = loading.load_model(path, label, auto_class="AutoModelForSequenceClassification",
-                                       dtype=str(self.settings["dtype"]), device=device)
+                                       dtype=str(self.settings["dtype"]), device=device, trust_remote_code=trust)
             if getattr(model.config, "pad_token_id", None) is None:
                 model.config.pad_token_id = tokenizer.pad_token_id
             if int(self.settings["label_index"]) >= int(model.config.num_labels):

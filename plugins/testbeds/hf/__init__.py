@@ -61,6 +61,8 @@ class HFTestbed(Testbed):
         Option("dtype", str, "float32", "dtype the models are loaded in (auto = the checkpoint's own)",
                choices=("float32", "bfloat16", "float16", "auto")),
         Option("device", str, "cpu", "torch device of the models: cpu, cuda, cuda:1, mps or auto"),
+        Option("trust_remote_code", bool, False, "run Python code shipped inside the checkpoint (off: only for "
+               "checkpoints you trust)"),
         Option("threads", int, 0, "torch CPU threads (torch.set_num_threads); 0 = leave torch's setting", min=0),
         # data
         Option("prompts", str, None, "training prompts: a local JSONL/JSON/CSV/parquet file with a prompt column"),

@@ -83,13 +83,76 @@ def local_data_file(value: str | None, label: str) -> Path:
     return path
 
 
+def check_text_file(path: Path, label: str) -> None:
+    """UsageError naming the line for an empty, non-UTF-8 or malformed JSON/JSONL/CSV file.
+
+    ``datasets`` would report these from deep inside pyarrow, without a line
+    number; a text file is read once here first (parquet is binary: skipped).
+    """
+    import json
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UsageError(f"{label}: {str(path)!r}, line {line}, is not UTF-8 text; save the file as UTF-8") from None
+    if not text.strip():
+        raise UsageError(f"{label}: {str(path)!r} is empty; it needs one row per prompt")
+    if suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{label}: {str(path)!r}, line {number}, is not valid JSON ({exc.msg}); "
+                                 "each line must be one JSON object") from None
+            if not isinstance(record, dict):
+                raise UsageError(f"{label}: {str(path)!r}, line {number}, is a JSON {type(record).__name__}, "
+                                 "not an object with named columns")
+    elif suffix == ".json":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{label}: {str(path)!r}, line {exc.lineno}, is not valid JSON ({exc.msg})") from None
+
+
+def check_texts(values: Sequence[Any], column: str, path: Path, label: str) -> list[str]:
+    """The column's values as strings; UsageError naming the rows whose value is missing or blank."""
+    bad = [row for row, value in enumerate(values, start=1) if value is None or not str(value).strip()]
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise UsageError(f"{label}: {str(path)!r} has a missing or blank {column!r} in row(s) {shown}")
+    return [str(value) for value in values]
+
+
+def unique_prompts(texts: Sequence[str]) -> tuple[list[str], int]:
+    """Policy for duplicated prompts: keep each prompt once, at its first row; return how many were dropped.
+
+    A prompt drawn twice would be sampled, labelled (and paid for) twice in
+    one iteration, and a repeated evaluation prompt would count twice in the
+    win rate; the count dropped is kept in the world's ``info``.
+    """
+    seen: dict[str, None] = {}
+    for text in texts:
+        seen.setdefault(text, None)
+    return list(seen), len(texts) - len(seen)
+
+
 def load_columns(path: Path, columns: Sequence[str], label: str, *, optional: Sequence[str] = ()) -> dict[str, list]:
     """The named columns of a local data file, read with ``datasets`` (no cache left behind).
 
-    ``columns`` must exist (UsageError naming the columns found); each of
-    ``optional`` is returned only when present. Values are returned as lists.
+    The file is checked first (:func:`check_text_file`). ``columns`` must
+    exist (UsageError naming the columns found); each of ``optional`` is
+    returned only when present. Values are returned as lists.
     """
     import datasets
+
+    check_text_file(path, label)
 
     datasets.utils.logging.disable_progress_bar()
     builder = DATA_FORMATS[path.suffix.lower()]
@@ -131,12 +194,17 @@ def torch_device(name: str, label: str):
     return device
 
 
-def load_tokenizer(path: Path, label: str):
-    """The tokenizer saved in ``path``, with a pad token (the EOS token when it has none)."""
+def load_tokenizer(path: Path, label: str, *, trust_remote_code: bool = False):
+    """The tokenizer saved in ``path``, with a pad token (the EOS token when it has none).
+
+    ``trust_remote_code`` is False unless the user set the component's
+    ``trust_remote_code`` option: code shipped with a checkpoint never runs otherwise.
+    """
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                  trust_remote_code=bool(trust_remote_code))
     except Exception as exc:
         raise UsageError(f"{label}: cannot load a tokenizer from {str(path)!r}: {type(exc).__name__}: {exc}") from None
     if tokenizer.pad_token is None:
@@ -146,7 +214,8 @@ def load_tokenizer(path: Path, label: str):
     return tokenizer
 
 
-def load_model(path: Path, label: str, *, auto_class: str, dtype: str, device, **kwargs: Any):
+def load_model(path: Path, label: str, *, auto_class: str, dtype: str, device, trust_remote_code: bool = False,
+               **kwargs: Any):
     """A model from a local directory, in eval mode on ``device`` (``auto_class`` names a transformers Auto class)."""
     import transformers
     from transformers.utils import logging as hf_logging
@@ -154,7 +223,8 @@ def load_model(path: Path, label: str, *, auto_class: str, dtype: str, device, *
     hf_logging.disable_progress_bar()
     factory = getattr(transformers, auto_class)
     try:
-        model = factory.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype(dtype), **kwargs)
+        model = factory.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype(dtype),
+                                        trust_remote_code=bool(trust_remote_code), **kwargs)
     except Exception as exc:
         raise UsageError(f"{label}: cannot load a model ({auto_class}) from {str(path)!r}: "
                          f"{type(exc).__name__}: {exc}") from None

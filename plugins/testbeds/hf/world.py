@@ -523,16 +523,33 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
     column, output_column = str(s["prompt_column"]), str(s["output_column"])
 
     with reporter.stage("loading prompts", total=None):
-        train_texts = [str(t) for t in loading.load_columns(prompts_file, [column], "testbed option `prompts`")[column]]
+        label = "testbed option `prompts`"
+        train_texts = loading.check_texts(loading.load_columns(prompts_file, [column], label)[column], column,
+                                          prompts_file, label)
+        train_texts, duplicates = loading.unique_prompts(train_texts)
         reference_outputs: list[str] | None = None
+        eval_duplicates = 0
         if eval_file is not None:
-            found = loading.load_columns(eval_file, [column], "testbed option `eval_prompts`", optional=[output_column])
-            eval_texts = [str(t) for t in found[column]]
+            label = "testbed option `eval_prompts`"
+            found = loading.load_columns(eval_file, [column], label, optional=[output_column])
+            eval_texts = loading.check_texts(found[column], column, eval_file, label)
             if output_column in found:
-                reference_outputs = [str(t) for t in found[output_column]]
+                outputs = loading.check_texts(found[output_column], output_column, eval_file, label)
+                first = dict(zip(reversed(eval_texts), reversed(outputs)))  # the first row of each prompt
+                eval_texts, eval_duplicates = loading.unique_prompts(eval_texts)
+                reference_outputs = [first[t] for t in eval_texts]
+            else:
+                eval_texts, eval_duplicates = loading.unique_prompts(eval_texts)
         if reference_file is not None:
-            found = loading.load_columns(reference_file, [column, output_column], "testbed option `reference_outputs`")
-            by_prompt = dict(zip((str(t) for t in found[column]), (str(t) for t in found[output_column])))
+            label = "testbed option `reference_outputs`"
+            found = loading.load_columns(reference_file, [column, output_column], label)
+            prompts_column = loading.check_texts(found[column], column, reference_file, label)
+            outputs_column = loading.check_texts(found[output_column], output_column, reference_file, label)
+            by_prompt: dict[str, str] = {}
+            for prompt_text, output_text in zip(prompts_column, outputs_column):
+                if by_prompt.setdefault(prompt_text, output_text) != output_text:
+                    raise UsageError(f"{label}: prompt {prompt_text[:80]!r} has two different reference outputs; "
+                                     "keep one row per prompt")
             if eval_file is None:
                 eval_texts = list(by_prompt)
             missing = [t for t in eval_texts if t not in by_prompt]
@@ -546,13 +563,15 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
             reference_outputs = None if reference_outputs is None else reference_outputs[:limit]
 
     with reporter.stage(f"loading {model_dir}", total=None):
-        tokenizer = loading.load_tokenizer(model_dir, "testbed option `model`")
+        tokenizer = loading.load_tokenizer(model_dir, "testbed option `model`", trust_remote_code=s["trust_remote_code"])
         reference_model = loading.load_model(model_dir, "testbed option `model`", auto_class="AutoModelForCausalLM",
-                                             dtype=str(s["dtype"]), device=device)
+                                             dtype=str(s["dtype"]), device=device,
+                                             trust_remote_code=s["trust_remote_code"])
         initial_model = None
         if initial_dir is not None:
             initial_model = loading.load_model(initial_dir, "testbed option `initial_model`",
-                                               auto_class="AutoModelForCausalLM", dtype=str(s["dtype"]), device=device)
+                                               auto_class="AutoModelForCausalLM", dtype=str(s["dtype"]), device=device,
+                                               trust_remote_code=s["trust_remote_code"])
             if type(initial_model) is not type(reference_model) or (
                 initial_model.config.vocab_size != reference_model.config.vocab_size
             ):
@@ -561,7 +580,8 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
                                  f"but `model` is a {type(reference_model).__name__} with vocabulary "
                                  f"{reference_model.config.vocab_size}; pi_0 must be a fine-tune of pi_ref")
             if (initial_dir / "tokenizer_config.json").exists() or (initial_dir / "tokenizer.json").exists():
-                other = loading.load_tokenizer(initial_dir, "testbed option `initial_model`")
+                other = loading.load_tokenizer(initial_dir, "testbed option `initial_model`",
+                                               trust_remote_code=s["trust_remote_code"])
                 if other.get_vocab() != tokenizer.get_vocab():
                     raise UsageError(f"testbed option `initial_model`: the tokenizer in {str(initial_dir)!r} differs "
                                      "from the one of `model`; pi_0 and pi_ref must share a tokenizer")
@@ -614,6 +634,8 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
     info = {
         "train_prompts": len(kept_ids),
         "prompts_dropped": dropped,
+        "duplicate_prompts_dropped": duplicates,
+        "duplicate_eval_prompts_dropped": eval_duplicates,
         "eval_prompts": len(eval_ids),
         "chat_template": use_template,
         "parameters": int(sum(p.numel() for p in reference_model.parameters())),
