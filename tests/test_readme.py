@@ -42,3 +42,9 @@ def test_tutorial_code_is_the_example_plugin():
     assert tutorial.strip() in source
     contract = README.split("**4. Test it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert contract.strip() in (ROOT / "tests" / "example_plugin" / "test_lengthgap.py").read_text()
+
+
+def test_reliability_section_is_generated_and_lost_nothing():
+    section = README.split("<!-- reliability:start -->", 1)[1].split("<!-- reliability:end -->", 1)[0]
+    assert "python scripts/reliability.py" in section and "rows lost: 0." in section
+    assert re.search(r"\*\*[\d,]+ bad inputs tried", section)
