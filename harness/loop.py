@@ -14,6 +14,7 @@ benchmark can report the share of wall time spent outside model compute.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -132,13 +133,25 @@ def run_experiment(
     reporter = reporter or NullReporter()
     timer = StageTimer()
     wall_start = time.perf_counter()
-    seed = config.seed
     emit = on_iteration or (lambda row: None)
-    instance, corpus = components.instance_selector, components.corpus_selector
-    trainer, allocator = components.trainer, components.allocator
 
     with timer("setup"):
         world = components.testbed.build_world(seed=config.world_seed, reporter=reporter)
+    # Everything alive now (modules, models, the world) lives for the whole run: keep it out of the
+    # cyclic collector, whose full passes over it would otherwise stall whichever stage triggers them
+    # (freezing is a list splice; the objects go back to the collector when the run ends).
+    gc.freeze()
+    try:
+        return _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk)
+    finally:
+        gc.unfreeze()
+
+
+def _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk) -> RunResult:
+    """The iterations of :func:`run_experiment`, from pi_0's evaluation (or a restored state) on."""
+    seed = config.seed
+    instance, corpus = components.instance_selector, components.corpus_selector
+    trainer, allocator = components.trainer, components.allocator
     if restore is not None:
         state = restore(world)
     else:
