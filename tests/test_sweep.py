@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+import reliability
+
 from harness.errors import UsageError
 from harness.plugins import load_registry
 from harness.sweep import GridSpec, cell_keys, expand_grid, format_seeds, parse_seeds, split_grid_values, sweep_id
@@ -302,7 +304,9 @@ def _read(db, sql):
         return []
 
 
-def test_ctrl_c_marks_running_runs_interrupted_and_a_rerun_resumes_them(db_path, plugin):
+@pytest.mark.fault
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_marks_running_runs_interrupted_and_a_rerun_resumes_them(db_path, plugin, signum):
     args = [sys.executable, "-m", "harness", "sweep", *TINY_RUN, "--trainer", "native,native_slow",
             "--seeds", "0-1", "--jobs", "2", "--plugin", plugin, "--db", str(db_path)]
     env = dict(os.environ, SWEEP_SLOW_SECONDS="60")
@@ -315,7 +319,7 @@ def test_ctrl_c_marks_running_runs_interrupted_and_a_rerun_resumes_them(db_path,
                                                  "where status = 'running' and trainer = 'native_slow'")) == 2)
         assert ready, "the sweep never got going"
         finished_before = {r[0] for r in _read(db_path, "select id from runs where status = 'finished'")}
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        os.killpg(process.pid, signum)  # what Ctrl-C in a terminal does, or a scheduler stopping the job
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -338,6 +342,8 @@ def test_ctrl_c_marks_running_runs_interrupted_and_a_rerun_resumes_them(db_path,
     assert {r["run_id"] for r in results if r["action"] == "resume"} == interrupted
     final = rows(db_path)
     assert len(final) == 4 and {r["status"] for r in final} == {"finished"}
+    reliability.fault(f"{signal.Signals(signum).name} to a running sweep, then re-run", expected_rows=4,
+                      recorded_rows=len(final))
 
 
 def test_help_teaches_and_planning_imports_no_torch(cli, tmp_path):

@@ -85,3 +85,17 @@ def test_loading_passes_the_flag_through(monkeypatch, tmp_path):
         with pytest.raises(Exception):
             loading.load_tokenizer(tmp_path, "test", trust_remote_code=flag)
     assert seen == [False, True]
+
+
+def test_plugin_path_loads_only_the_named_file(tmp_path, monkeypatch):
+    """--plugin a.py imports a.py and nothing else beside it; entry points can be switched off entirely."""
+    from harness.plugins import load_registry
+
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "a.py").write_text("")
+    (tmp_path / "b.py").write_text(f"open({str(marker)!r}, 'w').write('b ran')\n")
+    monkeypatch.setenv("HARNESS_LOAD_PLUGINS", "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry([str(tmp_path / "a.py")])
+    assert not marker.exists()
+    assert {p.source for p in registry.plugins.values()} == {"builtin", "local"}
