@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.textfiles import NotUTF8Error, read_utf8
 
 FORMATS = ("auto", "jsonl", "csv", "labelstudio")
 REQUIRED_COLUMNS = ("pair_id", "label")
@@ -59,12 +60,10 @@ def read_label_file(path: Path, file_format: str = "auto") -> list[Any]:
     path = Path(path)
     if not path.is_file():
         raise LabelFileError(f"no label file at {path}")
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise LabelFileError(f"{path}: line {line} is not UTF-8 text; save the file as UTF-8") from None
+        text = read_utf8(path)
+    except NotUTF8Error as exc:
+        raise LabelFileError(str(exc)) from None
     if file_format == "auto":
         file_format = _guess_format(path, text)
     reader = {"jsonl": _read_jsonl, "csv": _read_csv, "labelstudio": _read_labelstudio}[file_format]

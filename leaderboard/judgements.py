@@ -45,9 +45,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from leaderboard.store import busy_timeout, enable_wal
+
 __all__ = ["JUDGEMENTS_TABLE_SQL", "Judgement", "JudgementCache", "JudgementKey", "VERDICTS", "digest"]
 
-BUSY_TIMEOUT_SECONDS = 30.0
 
 #: What ``verdict`` may hold: the preferred shown position, or ``invalid``.
 VERDICTS = ("A", "B", "invalid")
@@ -130,7 +131,7 @@ class JudgementCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # Autocommit mode: transactions are begun explicitly (BEGIN IMMEDIATE).
-        self.conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_SECONDS,
+        self.conn = sqlite3.connect(str(self.path), timeout=busy_timeout(),
                                     isolation_level=None, check_same_thread=False)
         try:
             if not memory:
@@ -166,14 +167,7 @@ class JudgementCache:
             return int(self.conn.execute("SELECT count(*) FROM judgements").fetchone()[0])
 
     def _enable_wal(self) -> None:
-        """Switch the file to WAL mode; tolerate a parallel process doing the same."""
-        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-            return
-        try:
-            self.conn.execute("PRAGMA journal_mode = wal")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
+        enable_wal(self.conn)
 
     def _writing(self):
         """A write transaction holding the write lock from its start (see leaderboard.store)."""

@@ -103,6 +103,23 @@ class NewerSchemaError(ValueError):
     """The database has schema migrations that this version of the harness does not know."""
 
 
+def enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database of ``conn`` to WAL mode (readers never block the writer); idempotent."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return
+    level = conn.isolation_level
+    conn.isolation_level = None  # the journal mode cannot change inside a transaction
+    try:
+        conn.execute("PRAGMA journal_mode = wal")
+    except sqlite3.OperationalError as exc:
+        # Another process holds the database while switching it; it is
+        # switching it to WAL too, and the busy timeout covers writes.
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+    finally:
+        conn.isolation_level = level
+
+
 def default_db_path() -> pathlib.Path:
     """``$HARNESS_DB`` if set (and not empty), else ``./leaderboard.db``."""
     value = os.environ.get(DB_ENV_VAR, "").strip()
@@ -182,19 +199,7 @@ class Leaderboard:
         return f"Leaderboard({str(self.path)!r})"
 
     def _enable_wal(self) -> None:
-        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-            return
-        level = self.conn.isolation_level
-        self.conn.isolation_level = None  # the journal mode cannot change inside a transaction
-        try:
-            self.conn.execute("PRAGMA journal_mode = wal")
-        except sqlite3.OperationalError as exc:
-            # Another process holds the database while switching it; it is
-            # switching it to WAL too, and the busy timeout covers writes.
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-        finally:
-            self.conn.isolation_level = level
+        enable_wal(self.conn)
 
     def _applied_migrations(self) -> set[str]:
         if not self._has_table("_sqlite_migrations"):

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from harness import hookimpl
+from plugins.judges._text import compare_by_text_scores
 from harness.errors import UsageError
-from harness.interfaces import Judge, Labels, Pairs, Responses, pair_texts
+from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
 
 
@@ -149,12 +150,7 @@ class RewardModelJudge(Judge):
     def compare(self, *, world, prompts, responses: Responses, pairs: Pairs, rng) -> Labels:
         """The base verdict (higher score wins, equal scores tie), scoring only the paired responses."""
         self._require_model()
-        if len(pairs) == 0:
-            return Labels(prefer_a=np.zeros(0, dtype=bool), tie=np.zeros(0, dtype=bool))
-        prompt_texts, a_texts, b_texts = pair_texts(world, prompts, responses, pairs)
-        scores = self.score_texts(prompt_texts + prompt_texts, a_texts + b_texts)
-        a, b = scores[: len(pairs)], scores[len(pairs):]
-        return Labels(prefer_a=a > b, tie=a == b)
+        return compare_by_text_scores(self.score_texts, world, prompts, responses, pairs)
 
     def usage(self) -> dict[str, int]:
         """``{"texts_scored": ...}`` since construction."""

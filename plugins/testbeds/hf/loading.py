@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.textfiles import NotUTF8Error, read_utf8
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DATA_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -94,12 +95,10 @@ def check_text_file(path: Path, label: str) -> None:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise UsageError(f"{label}: {str(path)!r}, line {line}, is not UTF-8 text; save the file as UTF-8") from None
+        text = read_utf8(path)
+    except NotUTF8Error as exc:
+        raise UsageError(f"{label}: {str(path)!r}, line {exc.line}, is not UTF-8 text; save the file as UTF-8") from None
     if not text.strip():
         raise UsageError(f"{label}: {str(path)!r} is empty; it needs one row per prompt")
     if suffix == ".jsonl":
