@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,21 @@ from harness.interfaces import Labels, Pairs, Responses
 
 TO_LABEL = "to-label.jsonl"
 SELECTION = "selection.npz"
+
+
+def write_atomically(path: Path, write, *, binary: bool = False) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, synced, then renamed onto it; no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def iteration_dir(run_dir: Path, iteration: int) -> Path:
@@ -58,6 +74,7 @@ class PendingSelection:
     kept: Pairs
     logp_policy: np.ndarray | None
     logp_ref: np.ndarray | None
+    proxy_calls: int = 0  # proxy-judge calls made for this pool (counted again when the run resumes from it)
 
     def save(self, path: Path) -> None:
         """Write as ``.npz`` (no pickles), atomically."""
@@ -67,6 +84,7 @@ class PendingSelection:
             "lengths": self.responses.lengths,
             "distinct": self.distinct,
             "offered": np.asarray(self.offered),
+            "proxy_calls": np.asarray(self.proxy_calls),
             "kept_prompt": self.kept.prompt,
             "kept_a": self.kept.a,
             "kept_b": self.kept.b,
@@ -74,11 +92,7 @@ class PendingSelection:
         for name in ("logp_policy", "logp_ref"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".selection.", suffix=".npz", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
+        write_atomically(path, lambda handle: np.savez(handle, **arrays), binary=True)
 
     @classmethod
     def load(cls, path: Path) -> PendingSelection:
@@ -94,8 +108,9 @@ class PendingSelection:
                 kept=Pairs(prompt=arrays["kept_prompt"], a=arrays["kept_a"], b=arrays["kept_b"]),
                 logp_policy=arrays.get("logp_policy"),
                 logp_ref=arrays.get("logp_ref"),
+                proxy_calls=int(arrays.get("proxy_calls", 0)),
             )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise CheckpointError(f"the saved selection {path} cannot be read ({exc}); the pairs out for "
                                   "labelling cannot be matched to their pool") from None
 
@@ -195,6 +210,9 @@ class LabelDesk:
         """
         from leaderboard.labels import requested_pairs, text_hash
 
+        if self.board is None or self.recorder.failure is not None:
+            raise UsageError("--annotator external needs a writable leaderboard to hand the pairs out and take the "
+                             f"labels back, and it cannot be written ({self.recorder.failure or 'not opened'})")
         rows = requested_pairs(self.board, self.run_id, iteration)
         if not rows:
             return None
@@ -233,10 +251,7 @@ class LabelDesk:
             lines.append({"pair_id": pair_id(self.run_id, iteration, k), "prompt": prompt,
                           "response_a": shown[0], "response_b": shown[1]})
         path = folder / TO_LABEL
-        fd, tmp = tempfile.mkstemp(prefix=".to-label.", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        write_atomically(path, lambda handle: handle.writelines(json.dumps(line, ensure_ascii=False) + "\n"
+                                                                 for line in lines))
         self._write_pairs(iteration, pairs, "external")
         raise AwaitingLabels(iteration, len(kept), path)

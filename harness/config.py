@@ -291,13 +291,16 @@ def build_config(
     for role, given, key in (("gold_judge", gold_judge, "gold"), ("proxy_judge", proxy_judge, "proxy")):
         if given or defaults.get(key):
             names[role] = given or defaults[key]
+    defaulted = set()
     for role, given in (("annotator", annotator), ("evaluator", evaluator)):
         if given or defaults.get(role):
             names[role] = given or defaults[role]
+            if not given:
+                defaulted.add(role)
     classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
     assignments = parse_option_assignments(options)
     routed = route_options(assignments, classes)
-    unused = _unused_judges(registry, names, routed)
+    unused = _unused_judges(registry, names, routed, defaulted)
     if unused:  # a run records only the judges its selectors read; route again without the others
         for role in unused:
             names.pop(role)
@@ -321,14 +324,21 @@ def build_config(
     return config
 
 
-def _unused_judges(registry: Registry, names: Mapping[str, str], routed: Mapping[str, dict]) -> dict[str, str]:
-    """Judge roles no selector of this run reads, each with the reason, for error messages."""
+def _unused_judges(registry: Registry, names: Mapping[str, str], routed: Mapping[str, dict],
+                   defaulted: set[str] = frozenset()) -> dict[str, str]:
+    """Judge roles this run does not use, each with the reason, for error messages.
+
+    The gold and proxy judges when no selector reads their scores; the
+    testbed's default annotator when the pairs are labelled by gold scores.
+    """
     sources = set()
     for role in ("instance_selector", "corpus_selector"):
         selector = registry.create("selector", names[role], routed[role])
         if EXPLICIT_REWARD in selector.requires:
             sources.add(selector.explicit_source)
     unused = {}
+    if "annotator" in defaulted and "gold" in sources:
+        unused["annotator"] = "which this run does not use: its pairs are labelled by the gold judge's scores"
     for role, source in (("gold_judge", "gold"), ("proxy_judge", "proxy")):
         if role in names and source not in sources:
             unused[role] = (

@@ -117,11 +117,12 @@ def replay(board: Any, run_dir: Path) -> ReplayResult:
                 board.record_iteration(run_id, entry["row"])
                 iterations += 1
         elif op == "pairs":
-            record_pairs(board, run_id, entry["iteration"], [PairLabel(**p) for p in entry["pairs"]], entry["source"])
+            record_pairs(board, run_id, entry["iteration"], [PairLabel(**p) for p in entry["pairs"]], entry["source"],
+                         replace=False)
             labels += len(entry["pairs"])
         elif op == "scores":
             record_scores(board, run_id, entry["iteration"], entry["prompts"], entry["responses"], entry["scores"],
-                          entry["source"])
+                          entry["source"], replace=False)
             labels += len(entry["scores"])
         elif op in ("finish", "fail", "await"):
             if status != "running":

@@ -56,8 +56,13 @@ class PairLabel:
     annotator: str | None = None
 
 
-def record_pairs(board: Any, run_id: str, iteration: int, pairs: Sequence[PairLabel], source: str) -> None:
-    """Insert one ``labels`` row per pair (replacing rows of the same id) and their texts, in one transaction."""
+def record_pairs(board: Any, run_id: str, iteration: int, pairs: Sequence[PairLabel], source: str, *,
+                 replace: bool = True) -> None:
+    """Insert one ``labels`` row per pair and their texts, in one transaction.
+
+    A row of the same id is replaced (a re-run iteration), or with ``replace=False`` kept
+    (a replayed journal never overwrites a label imported meanwhile).
+    """
     now = _now()
     texts: dict[str, str] = {}
     rows = []
@@ -72,12 +77,12 @@ def record_pairs(board: Any, run_id: str, iteration: int, pairs: Sequence[PairLa
             *hashes, None if pair.shown_swapped is None else int(pair.shown_swapped), pair.label, None,
             source, pair.annotator, now, now if pair.label is not None else None,
         ))
-    _insert(board, texts, rows)
+    _insert(board, texts, rows, replace=replace)
 
 
 def record_scores(
     board: Any, run_id: str, iteration: int, prompts: Sequence[str], responses: Sequence[str],
-    scores: Sequence[float], source: str,
+    scores: Sequence[float], source: str, *, replace: bool = True,
 ) -> None:
     """Insert one ``labels`` row (kind ``score``) per pointwise gold score, in one transaction."""
     now = _now()
@@ -90,14 +95,14 @@ def record_scores(
             score_id(run_id, iteration, position), run_id, int(iteration), "score", position,
             prompt_key, response_key, None, None, None, float(score), source, None, now, now,
         ))
-    _insert(board, texts, rows)
+    _insert(board, texts, rows, replace=replace)
 
 
-def _insert(board: Any, texts: Mapping[str, str], rows: Sequence[tuple]) -> None:
+def _insert(board: Any, texts: Mapping[str, str], rows: Sequence[tuple], *, replace: bool = True) -> None:
     with board._writing():
         board.conn.executemany("INSERT OR IGNORE INTO texts (hash, text) VALUES (?, ?)", list(texts.items()))
         board.conn.executemany(
-            "INSERT OR REPLACE INTO labels (id, run_id, iteration, kind, position, prompt_hash, a_hash, b_hash, "
+            f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO labels (id, run_id, iteration, kind, position, prompt_hash, a_hash, b_hash, "
             "shown_swapped, label, score, source, annotator, requested_at, labelled_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,

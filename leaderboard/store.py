@@ -301,8 +301,9 @@ class Leaderboard:
                 names = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
                 raise ValueError(f"run[{key!r}] must be {names}, got {value!r}")
             _add(record, _encode(key, value), "run")
+        chosen = run_id
         for _attempt in range(5):
-            chosen, run_id = run_id, run_id or new_run_id()
+            run_id = chosen or new_run_id()
             row = {"id": run_id, "status": "running", "started_at": started_at or _now(), **record}
             with self._writing():
                 if self._status(run_id) is not None:

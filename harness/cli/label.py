@@ -150,7 +150,9 @@ def labelstudio_command(
         if not to_label.exists():
             raise UsageError(f"run {run_id} handed out no pairs for iteration {iteration} (no {to_label})")
         tasks = labelstudio_tasks(to_label)
-    out.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
+    from harness.annotation import write_atomically
+
+    write_atomically(out, lambda handle: handle.write(json.dumps(tasks, ensure_ascii=False, indent=1)))
     console = stderr_console()
     console.print(f"wrote {len(tasks)} Label Studio task(s) to {out}. Labelling interface (Settings → Labeling Interface → Code):")
     typer.echo(LABELSTUDIO_CONFIG)
