@@ -147,6 +147,8 @@ def _silence_output() -> None:
 
 def _watch_parent(parent_pid: int) -> None:  # pragma: no cover - runs in workers
     """If the parent dies, interrupt this worker's run (marking it) so nothing is orphaned."""
+    # Signals for the process go to the main thread, so they cut short whatever it waits on.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     while True:
         time.sleep(0.5)
         if os.getppid() != parent_pid:
@@ -163,8 +165,8 @@ def _local_worker(conn, plugins: tuple[str, ...], parent_pid: int, quiet: bool) 
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
 
     def send(message: tuple) -> None:
-        # SIGINT is held back while a message is written, so the parent never reads half of one.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # SIGINT and SIGTERM are held back while a message is written, so the parent never reads half of one.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             conn.send(message)
         except (BrokenPipeError, EOFError, OSError):
@@ -524,6 +526,10 @@ EXECUTORS: dict[str, type[Executor]] = {
 
 def executor_class(name: str) -> type[Executor]:
     """The executor called ``name``, checked usable here; UsageError (exit 2) otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise UsageError("sweeps and studies start their runs in worker processes of their own; start them as one "
+                         "process, not under torchrun or accelerate launch (a multi-process launch is for one "
+                         "harness run at a time)")
     try:
         cls = EXECUTORS[name]
     except KeyError:

@@ -41,6 +41,7 @@ from harness.interfaces import (
     winners_and_losers,
 )
 from harness.progress import NullReporter
+from harness.ranks import SINGLE, Ranks
 from harness.validation import check_corpus_pairs, check_instance_pairs
 
 MODEL_STAGES = ("setup", "sample", "logprobs", "judge", "annotate", "train", "evaluate")
@@ -90,7 +91,16 @@ class LoopState:
     reference: Any = None  # the policy's DPO reference when it is not the world's pi_ref (--reference previous)
 
 
-def _logprobs_of_pairs(world, policies, prompts, responses: Responses, pairs: Pairs) -> list[np.ndarray]:
+def _logprobs(ranks: Ranks, world, policy, prompts, responses: Responses) -> np.ndarray:
+    """``world.logprobs`` of every response, the prompts split across the run's processes."""
+    def rows(part: slice) -> np.ndarray:
+        return world.logprobs(policy, prompts[part], Responses(tokens=responses.tokens[part],
+                                                               lengths=responses.lengths[part]))
+
+    return ranks.split(len(prompts), rows)
+
+
+def _logprobs_of_pairs(ranks: Ranks, world, policies, prompts, responses: Responses, pairs: Pairs) -> list[np.ndarray]:
     """``(M, N)`` log-probs under each policy, computed for the paired responses only (NaN elsewhere)."""
     tokens = np.stack([responses.tokens[pairs.prompt, pairs.a], responses.tokens[pairs.prompt, pairs.b]], axis=1)
     lengths = np.stack([responses.lengths[pairs.prompt, pairs.a], responses.lengths[pairs.prompt, pairs.b]], axis=1)
@@ -101,7 +111,7 @@ def _logprobs_of_pairs(world, policies, prompts, responses: Responses, pairs: Pa
         if len(pairs) == 0:
             filled.append(full)
             continue
-        pair_logps = world.logprobs(policy, prompts[pairs.prompt], both)
+        pair_logps = _logprobs(ranks, world, policy, prompts[pairs.prompt], both)
         full[pairs.prompt, pairs.a] = pair_logps[:, 0]
         full[pairs.prompt, pairs.b] = pair_logps[:, 1]
         filled.append(full)
@@ -117,6 +127,7 @@ def run_experiment(
     checkpoint: Callable[[Any, LoopState], None] | None = None,
     restore: Callable[[Any], LoopState] | None = None,
     desk: LabelDesk | None = None,
+    ranks: Ranks = SINGLE,
 ) -> RunResult:
     """Run ``config`` end to end and return per-iteration rows and final metrics.
 
@@ -129,6 +140,11 @@ def run_experiment(
     round trip (:mod:`harness.annotation`): with ``--annotator external`` the
     loop raises :class:`~harness.annotation.AwaitingLabels` at the annotation
     step, and on resume continues from the selection it saved there.
+
+    ``ranks``: under a multi-process launch (:mod:`harness.ranks`) only the
+    main process samples, selects, annotates, evaluates and calls
+    ``checkpoint`` and ``on_iteration``; every process scores and trains, and
+    every process returns the same result.
     """
     reporter = reporter or NullReporter()
     timer = StageTimer()
@@ -142,23 +158,24 @@ def run_experiment(
     # (freezing is a list splice; the objects go back to the collector when the run ends).
     gc.freeze()
     try:
-        return _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk)
+        return _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk,
+                        ranks)
     finally:
         gc.unfreeze()
 
 
-def _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk) -> RunResult:
+def _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk,
+             ranks: Ranks) -> RunResult:
     """The iterations of :func:`run_experiment`, from pi_0's evaluation (or a restored state) on."""
     seed = config.seed
-    instance, corpus = components.instance_selector, components.corpus_selector
     trainer, allocator = components.trainer, components.allocator
     if restore is not None:
         state = restore(world)
     else:
         with reporter.stage("evaluate pi_0", total=None), timer("evaluate"):
-            initial = _evaluate(world, world.initial_policy, components, seed, 0)
+            initial = ranks.main_only(lambda: _evaluate(world, world.initial_policy, components, seed, 0))
         state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial}], {}, [])
-        _save_then_emit(checkpoint, emit, world, state, timer)
+        ranks.main_only(lambda: _save_then_emit(checkpoint, emit, world, state, timer))
     policy, rows, history = state.policy, list(state.rows), list(state.history)
     # The reference the current policy was trained against: implicit rewards for
     # selection are computed against it (DESIGN section 3).
@@ -172,53 +189,56 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
         pool = plan_pool(labels, config.keep, *components.pool_costs(config.n_responses))
         label = f"iteration {iteration}/{config.iterations}"
 
-        # Pairs out for external labelling when the run stopped: continue from them.
-        selection = desk.pending(iteration) if desk is not None and components.external_annotation else None
-        explicit = None
-        if selection is None:
+        # The closures below run at once, on the main process only (harness.ranks); the others get their results.
+        def draw() -> PendingSelection | tuple[np.ndarray, Responses]:
+            # Pairs out for external labelling when the run stopped: continue from them.
+            pending = desk.pending(iteration) if desk is not None and components.external_annotation else None
+            if pending is not None:
+                return pending
             with timer("prompts"):
                 prompts = world.draw_prompts(pool.prompts, streams.stream(seed, iteration, "prompts"))
             with reporter.stage(f"{label}: sample {pool.prompts}×{config.n_responses}"), timer("sample"):
-                responses = world.sample(policy, prompts, config.n_responses, streams.stream(seed, iteration, "sample"))
+                return prompts, world.sample(policy, prompts, config.n_responses,
+                                             streams.stream(seed, iteration, "sample"))
 
-            logp_policy = logp_ref = None
-            if components.scorers:  # log-probs only when a scorer column needs them
-                with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
-                    logp_policy = world.logprobs(policy, prompts, responses)
-                    logp_ref = world.logprobs(reference, prompts, responses)
-                require_finite(logp_policy, "logprobs", iteration, "log-probs of the policy")
-                require_finite(logp_ref, "logprobs", iteration, "log-probs of the reference")
-            explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk)
-            with timer("select"):
-                distinct = responses.distinct_mask()
-                scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
-                for column, values in scores.items():
-                    require_finite(values, "score", iteration, f"score column {column!r}")
-                if explicit is not None:
-                    scores[EXPLICIT_REWARD] = explicit
-                batch = SelectionBatch(
-                    lengths=responses.lengths,
-                    distinct=distinct,
-                    scores=scores,
-                    beta=trainer.beta,
-                    tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
-                )
-                offered, kept = _select_pairs(components, batch, pool.pairs, seed, iteration)
-            selection = PendingSelection(prompts, responses, distinct, len(offered), kept, logp_policy, logp_ref)
+        usage_before = _judge_usage(components)
+        drawn = ranks.main_only(draw)
+        logp_policy = logp_ref = None
+        if not isinstance(drawn, PendingSelection) and components.scorers:  # log-probs only when a column needs them
+            prompts, responses = drawn
+            with reporter.stage(f"{label}: score {responses.tokens.shape[0] * config.n_responses} responses"), timer("logprobs"):
+                logp_policy = _logprobs(ranks, world, policy, prompts, responses)
+                logp_ref = _logprobs(ranks, world, reference, prompts, responses)
+            require_finite(logp_policy, "logprobs", iteration, "log-probs of the policy")
+            require_finite(logp_ref, "logprobs", iteration, "log-probs of the reference")
+
+        def select_and_annotate() -> tuple[PendingSelection, Labels, Ledger]:
+            if isinstance(drawn, PendingSelection):
+                selection, explicit = drawn, None
+                if selection.proxy_calls:
+                    ledger.count_proxy(iteration, selection.proxy_calls)  # made before the run stopped for labels
+            else:
+                selection, explicit = _select(components, config, world, drawn, logp_policy, logp_ref, ledger,
+                                              iteration, pool.pairs, timer, desk)
+            source = None  # who labelled the pairs, when they are still to be recorded
+            with timer("annotate"):
+                if components.explicit_source == "gold":
+                    verdict = _labels_from_scores(world, selection.prompts, selection.responses, selection.kept,
+                                                  explicit)
+                else:
+                    ledger.charge(iteration, len(selection.kept))
+                    verdict, source = _annotate(components, config, world, selection, desk, seed, iteration)
+            if desk is not None and source is not None:
+                with timer("labels"):  # harness work: keep every label with its text
+                    desk.record_pairs(iteration, world, selection.prompts, selection.responses, selection.kept,
+                                      verdict, source)
+            return selection, verdict, ledger
+
+        selection, verdict, shared_ledger = ranks.main_only(select_and_annotate)
+        ledger.charged, ledger.proxy_calls = dict(shared_ledger.charged), dict(shared_ledger.proxy_calls)
         prompts, responses, distinct, kept = selection.prompts, selection.responses, selection.distinct, selection.kept
         logp_policy, logp_ref = selection.logp_policy, selection.logp_ref
 
-        usage_before = _judge_usage(components)
-        source = None  # who labelled the pairs, when they are still to be recorded
-        with timer("annotate"):
-            if components.explicit_source == "gold":
-                verdict = _labels_from_scores(world, prompts, responses, kept, explicit)
-            else:
-                ledger.charge(iteration, len(kept))
-                verdict, source = _annotate(components, config, world, selection, desk, seed, iteration)
-        if desk is not None and source is not None:
-            with timer("labels"):  # harness work: keep every label with its text
-                desk.record_pairs(iteration, world, prompts, responses, kept, verdict, source)
         tie = verdict.tie_mask()
         if tie.any():  # a tie was paid for but says nothing to DPO: drop it from training
             kept = kept.take(np.flatnonzero(~tie))
@@ -231,7 +251,8 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
         # Log-probs of the kept responses: reused from scoring, or computed for just them.
         if logp_policy is None:
             with timer("logprobs"):
-                logp_policy, logp_ref = _logprobs_of_pairs(world, (policy, reference), prompts, responses, kept)
+                logp_policy, logp_ref = _logprobs_of_pairs(ranks, world, (policy, reference), prompts, responses,
+                                                           kept)
             for values, whose in ((logp_policy, "policy"), (logp_ref, "reference")):
                 require_finite(values[kept.prompt, kept.a], "logprobs", iteration, f"log-probs of the {whose}")
                 require_finite(values[kept.prompt, kept.b], "logprobs", iteration, f"log-probs of the {whose}")
@@ -263,10 +284,10 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
         policy = trained.policy
 
         with reporter.stage(f"{label}: evaluate"), timer("evaluate"):
-            metrics = _evaluate(world, policy, components, seed, iteration)
+            metrics = ranks.main_only(lambda: _evaluate(world, policy, components, seed, iteration))
 
         spent = {stage: timer.seconds.get(stage, 0.0) - before.get(stage, 0.0) for stage in timer.seconds}
-        row = {
+        row = ranks.share({
             "iteration": iteration,
             **metrics,
             "labels": ledger.charged.get(iteration, 0),
@@ -284,7 +305,7 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
             "loss_last": trained.loss_last,
             **_usage_delta(usage_before, _judge_usage(components)),
             **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(spent.items())},
-        }
+        })  # the main process's row (its judges' spending, its timings) on every process
         rows.append(row)
         history.append(IterationRecord(iteration=iteration, labels=row["labels"], metrics=metrics))
         state = LoopState(
@@ -296,9 +317,36 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
             dict(ledger.proxy_calls),
             None if reference is world.reference_policy else reference,
         )
-        _save_then_emit(checkpoint, emit, world, state, timer)
+        ranks.main_only(lambda: _save_then_emit(checkpoint, emit, world, state, timer))
 
     return RunResult(iterations=rows, final=_final_metrics(rows, ledger, timer, time.perf_counter() - wall_start))
+
+
+def _select(components: Components, config: RunConfig, world, drawn, logp_policy, logp_ref, ledger: Ledger,
+            iteration: int, n_pairs: int, timer: StageTimer, desk) -> tuple[PendingSelection, np.ndarray | None]:
+    """Explicit scores (when a selector reads them), then both selection levels, as a :class:`PendingSelection`."""
+    prompts, responses = drawn
+    seed = config.seed
+    explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk)
+    with timer("select"):
+        distinct = responses.distinct_mask()
+        scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
+        for column, values in scores.items():
+            require_finite(values, "score", iteration, f"score column {column!r}")
+        if explicit is not None:
+            scores[EXPLICIT_REWARD] = explicit
+        instance, corpus = components.instance_selector, components.corpus_selector
+        batch = SelectionBatch(
+            lengths=responses.lengths,
+            distinct=distinct,
+            scores=scores,
+            beta=components.trainer.beta,
+            tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
+        )
+        offered, kept = _select_pairs(components, batch, n_pairs, seed, iteration)
+    selection = PendingSelection(prompts, responses, distinct, len(offered), kept, logp_policy, logp_ref,
+                                 proxy_calls=ledger.proxy_calls.get(iteration, 0))
+    return selection, explicit
 
 
 def _save_then_emit(checkpoint, emit, world, state: LoopState, timer: StageTimer) -> None:
@@ -364,11 +412,15 @@ def _annotate(components: Components, config: RunConfig, world, selection: Pendi
     if annotator is None:
         labels, source = world.annotate(prompts, responses, kept, rng), f"testbed:{config.testbed.name}"
     else:
-        labels = annotator.compare(world=world, prompts=prompts, responses=responses, pairs=kept, rng=rng)
-        labels, source = _with_gold_agreement(world, prompts, responses, kept, labels), f"judge:{judge_source(annotator)}"
-    if len(labels.prefer_a) != len(kept):
-        name = annotator.name if annotator is not None else config.testbed.name
-        raise PluginError(f"annotator {name!r} returned {len(labels.prefer_a)} labels for {len(kept)} pairs")
+        labels, source = annotator.compare(world=world, prompts=prompts, responses=responses, pairs=kept, rng=rng), \
+            f"judge:{judge_source(annotator)}"
+    name = annotator.name if annotator is not None else config.testbed.name
+    for field_name in ("prefer_a", "tie", "gold_agrees"):
+        values = getattr(labels, field_name)
+        if values is not None and len(values) != len(kept):
+            raise PluginError(f"annotator {name!r} returned {len(values)} values of {field_name} for {len(kept)} pairs")
+    if annotator is not None:
+        labels = _with_gold_agreement(world, prompts, responses, kept, labels)
     return labels, source
 
 

@@ -10,11 +10,16 @@
 
 :func:`resume` continues an unfinished run from its last checkpoint, under the
 same run id, and ends with exactly the numbers an uninterrupted run would have had.
+
+Under a multi-process launch (:mod:`harness.ranks`) only the main process does
+the above; the other processes get the run id and directory from it, follow
+the loop (scoring and training their share) and write nothing.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -27,6 +32,7 @@ from harness.config import ROLES, Components, RunConfig, instantiate
 from harness.errors import UnknownNameError, UsageError
 from harness.interfaces import Judge
 from harness.plugins import Registry
+from harness.ranks import SINGLE, MainProcessStopped, Ranks
 
 RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
 
@@ -103,6 +109,7 @@ def execute(
     on_row: Callable[[str, dict[str, Any]], None] | None = None,
     tags: Mapping[str, Any] | None = None,
     on_start: Callable[[str], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> RunOutcome:
     """Run ``config`` as a new leaderboard run; see the module docstring.
 
@@ -111,15 +118,18 @@ def execute(
     after each iteration is recorded. KeyboardInterrupt marks the run
     ``interrupted`` and propagates; any other exception marks it ``failed``.
     """
-    import sqlite3
-
     from harness.recorder import Recorder
     from leaderboard.store import Leaderboard, new_run_id
 
     components = instantiate(registry, config)
+    if not ranks.is_main:
+        return _follow(ranks.share(None), config, components, ranks, restore=None)
     root = runs_root(db_path)
     record = {**run_record(config, components, registry), "runs_root": str(root), **dict(tags or {})}
+    if ranks.parallel:  # the optimiser steps (and so the numbers) depend on how many processes trained
+        record["versions"] = {**record["versions"], "processes": str(ranks.size)}
     run_id = new_run_id()
+    ranks.share(run_id)
     try:
         board, failure = Leaderboard(db_path), None
     except sqlite3.OperationalError as exc:  # locked past the busy timeout, read-only, I/O error
@@ -131,7 +141,18 @@ def execute(
     if on_start is not None:
         on_start(run_id)
     return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None, db_path=db_path,
-                  recorder=recorder)
+                  recorder=recorder, ranks=ranks)
+
+
+def _follow(run_id: str, config: RunConfig, components: Components, ranks: Ranks, restore) -> RunOutcome:
+    """A process other than the main one: the loop's scoring and training, nothing recorded."""
+    from harness.loop import run_experiment
+
+    try:
+        result = run_experiment(config, components, restore=restore, ranks=ranks)
+    except MainProcessStopped as stop:
+        return RunOutcome(run_id, stop.kind, error=stop.message)
+    return RunOutcome(run_id, "finished", result.final, result.iterations)
 
 
 def _utc_now() -> str:
@@ -147,6 +168,7 @@ def resume(
     db_path: Path,
     reporter: Any = None,
     on_row: Callable[[str, dict[str, Any]], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> RunOutcome:
     """Continue the unfinished run ``run_id`` from its last checkpoint.
 
@@ -156,11 +178,22 @@ def resume(
     """
     from leaderboard.store import Leaderboard
 
+    if not ranks.is_main:  # the main process checks everything; this one loads the same checkpoint
+        run_id, run_dir, stored = ranks.share(None)
+        config = RunConfig.from_dict(stored)
+        return _follow(run_id, config, instantiate(registry, config), ranks,
+                       restore=lambda world: checkpoints.load(Path(run_dir), world))
     if not Path(db_path).exists():
         raise UsageError(f"no leaderboard database at {db_path}; pass the --db the run was recorded in")
     board = Leaderboard(db_path, create=False)
     run = board.get_run(run_id)
+    from harness.recorder import JOURNAL
+
     if run is None:
+        journal = runs_root(db_path) / run_id / JOURNAL
+        if journal.exists():
+            raise UsageError(f"run {run_id} never reached the leaderboard; its record is in {journal}: "
+                             f"record it first (harness leaderboard import {journal.parent} --db {db_path})")
         known = [r["id"] for r in board.runs(status=None)]
         raise UnknownNameError("run", run_id, known)
     if run["status"] == "finished":
@@ -168,6 +201,9 @@ def resume(
     config = RunConfig.from_dict(run["config"])
     components = instantiate(registry, config)
     run_dir = Path(run.get("runs_root") or runs_root(db_path)) / run_id
+    if (run_dir / JOURNAL).exists():
+        raise UsageError(f"run {run_id} has writes the leaderboard did not take, kept in {run_dir / JOURNAL}; "
+                         f"record them first (harness leaderboard import {run_dir} --db {db_path}), then resume")
     directory = checkpoints.latest(run_dir)
     if directory is None:
         raise UsageError(
@@ -178,6 +214,7 @@ def resume(
     if run["status"] == "awaiting_labels":
         _check_labels_complete(board, run_id, keep_through + 1)
     board.reopen_run(run_id, keep_through=keep_through)
+    ranks.share((run_id, str(run_dir), run["config"]))
 
     def restore(world: Any):
         state = checkpoints.load(run_dir, world)
@@ -187,7 +224,8 @@ def resume(
                 board.record_iteration(run_id, row)
         return state
 
-    return _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore, db_path=db_path)
+    return _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore, db_path=db_path,
+                  ranks=ranks)
 
 
 def blame(exc: BaseException, components: Components) -> str | None:
@@ -226,22 +264,29 @@ def _check_labels_complete(board: Any, run_id: str, iteration: int) -> None:
             )
 
 
-def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore, db_path, recorder=None) -> RunOutcome:
+def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore, db_path, recorder=None,
+           ranks: Ranks = SINGLE) -> RunOutcome:
     from leaderboard.judgements import JudgementCache
 
     # Judges that pay per call keep every answer in the database (harness.interfaces.Judge.use_cache).
     paying = [j for j in components.judges().values() if type(j).use_cache is not Judge.use_cache]
-    cache = JudgementCache(db_path) if paying else None
+    cache = None
+    if paying:
+        try:
+            cache = JudgementCache(db_path)
+        except sqlite3.OperationalError:  # locked or read-only: the judges keep their answers in memory only
+            cache = None
     for judge in paying:
-        judge.use_cache(cache)
+        if cache is not None:
+            judge.use_cache(cache)
     try:
-        return _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore, recorder)
+        return _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore, recorder, ranks)
     finally:
         if cache is not None:
             cache.close()
 
 
-def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore, recorder) -> RunOutcome:
+def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore, recorder, ranks) -> RunOutcome:
     from harness.annotation import AwaitingLabels, LabelDesk
     from harness.loop import run_experiment
     from harness.recorder import Recorder
@@ -260,7 +305,7 @@ def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, rest
     try:
         result = run_experiment(
             config, components, reporter=reporter, on_iteration=record, checkpoint=checkpoint, restore=restore,
-            desk=LabelDesk(board, run_id, run_dir, recorder),
+            desk=LabelDesk(board, run_id, run_dir, recorder), ranks=ranks,
         )
     except AwaitingLabels as stop:
         recorder.write("await", {}, lambda: board.await_labels(run_id))

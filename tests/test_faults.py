@@ -236,6 +236,9 @@ def test_a_database_locked_past_the_timeout_keeps_the_run_in_its_directory(plugi
     ops = [json.loads(line)["op"] for line in journal.read_text().splitlines()]
     assert ops[0] == "start" and ops[-1] == "finish" and ops.count("iteration") == 4 and ops.count("pairs") == 3
 
+    run_id = journal.parent.name
+    early = harness("run", "--resume", run_id, "--db", db)  # the journal must be recorded first
+    assert early.returncode == 2 and "harness leaderboard import" in early.stderr
     imported = harness("leaderboard", "import", journal.parent, "--db", db)
     assert imported.returncode == 0, imported.stderr
     metrics = "select iteration, win_rate, kl, labels from iterations order by iteration"

@@ -49,6 +49,12 @@ annotation step, writes RUN_DIR/iteration-<i>/to-label.jsonl and prints the
 commands to import the labels (harness label import) and to go on
 (harness run --resume RUN_ID).
 
+Several GPUs: start the same command under a launcher, e.g.
+accelerate launch --multi_gpu --num_processes 4 -m harness run --testbed hf
+--trainer trl -o testbed.device=cuda ... (or torchrun --nproc_per_node 4).
+The main process samples, buys the labels and records one run; every process
+scores and trains (see the README, "Several processes").
+
 Note: on the synthetic testbed the budget schedules (constant / increase /
 decrease) differ little: at 30 seeds increase trailed constant by about
 0.015 and was not separable from decrease, and the prototypes found no
@@ -135,7 +141,11 @@ def run_command(
         with cli_errors():
             registry = load_registry(plugin or ())
         _set_threads(threads)
-        outcome = _with_progress(console, None, lambda reporter, on_row: _resume(resume, registry, db_path, reporter, on_row))
+        ranks = _launch_ranks()
+        if not ranks.is_main:
+            _follow_main(lambda: _resume(resume, registry, db_path, None, None, ranks))
+        outcome = _with_progress(console, None,
+                                 lambda reporter, on_row: _resume(resume, registry, db_path, reporter, on_row, ranks))
         _report(console, outcome, db_path, as_json)
         return
 
@@ -165,6 +175,12 @@ def run_command(
         components = instantiate(registry, config)
         plan = check_budget_plan(config, components)
 
+    ranks = _launch_ranks() if not dry_run else None
+    if ranks is not None and not ranks.is_main:
+        from harness import runner
+
+        _set_threads(threads)
+        _follow_main(lambda: runner.execute(config, registry, db_path=db_path, ranks=ranks))
     _print_plan(console, config, components, plan)
     if dry_run:
         if as_json:
@@ -177,16 +193,35 @@ def run_command(
     outcome = _with_progress(
         console,
         config.iterations + 1,
-        lambda reporter, on_row: runner.execute(config, registry, db_path=db_path, reporter=reporter, on_row=on_row),
+        lambda reporter, on_row: runner.execute(config, registry, db_path=db_path, reporter=reporter, on_row=on_row,
+                                                ranks=ranks),
     )
     _report(console, outcome, db_path, as_json)
 
 
-def _resume(run_id, registry, db_path, reporter, on_row):
+def _resume(run_id, registry, db_path, reporter, on_row, ranks):
     from harness import runner
 
     with cli_errors():
-        return runner.resume(run_id, registry, db_path=db_path, reporter=reporter, on_row=on_row)
+        return runner.resume(run_id, registry, db_path=db_path, reporter=reporter, on_row=on_row, ranks=ranks)
+
+
+def _launch_ranks():
+    """This process's place under ``torchrun``/``accelerate launch`` (:mod:`harness.ranks`); one process otherwise."""
+    from harness.ranks import Ranks
+
+    with cli_errors():
+        return Ranks.from_environment()
+
+
+def _follow_main(start) -> None:
+    """A process other than the main one: follow the run silently, exit 1 only if it failed.
+
+    The main process prints the plan, the progress and the result, and sets
+    the exit code a script should read.
+    """
+    outcome = start()
+    raise typer.Exit(1 if outcome.status == "failed" else 0)
 
 
 def _with_progress(console, steps, start):
@@ -207,10 +242,11 @@ def _report(console, outcome, db_path, as_json: bool) -> None:
     from harness.config import RunConfig
     from leaderboard.store import Leaderboard
 
+    if outcome.status == "awaiting_labels":
+        _report_awaiting(console, outcome, db_path, as_json and not outcome.unrecorded)
     if outcome.unrecorded:
         _report_unrecorded(console, outcome, db_path, as_json)
     if outcome.status == "awaiting_labels":
-        _report_awaiting(console, outcome, db_path, as_json)
         return
     if outcome.status != "finished":
         last_line = (outcome.error or "").strip().splitlines()[-1:] or ["unknown error"]

@@ -29,6 +29,7 @@ directory as ``initial_model``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,9 @@ def train_initial_policy(
     }
     if s["seed_save_dir"]:
         target = Path(str(s["seed_save_dir"])).expanduser()
-        target.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(target)
-        tokenizer.save_pretrained(target)
+        if int(os.environ.get("RANK", "0") or 0) == 0:  # under a multi-process launch every process holds this pi_0
+            target.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(target)
+            tokenizer.save_pretrained(target)
         info["seed_saved_to"] = str(target)
     return model, info

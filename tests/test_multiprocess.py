@@ -1,0 +1,226 @@
+"""`harness run` under a multi-process launch (torchrun, ``accelerate launch``): DESIGN D9.
+
+Two processes on this CPU machine, joined by gloo: the main process alone
+samples, selects, buys labels, evaluates and writes the leaderboard; both
+score and train. Checked: one run row and one set of labels whatever the
+number of processes, the numbers of a one-process run on the synthetic
+testbed, TRL's data parallelism on the hf testbed (half the optimiser steps),
+and a failure or a stop for labels on the main process ending every process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import reliability
+from conftest import TINY_RUN
+
+pytest.importorskip("torch.distributed")
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+TIMEOUT = 300  # a hung process would otherwise hang the suite; every launch here takes well under a minute
+
+
+def _accelerate() -> list[str]:
+    """``accelerate launch`` for two processes; ``--multi_gpu`` without GPUs falls back to gloo on the CPU."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port)]
+
+
+def _harness(args, *, processes: int, cwd: Path, launcher: list[str] = TORCHRUN) -> subprocess.CompletedProcess:
+    start = [*launcher, "-m", "harness"] if processes == 2 else [sys.executable, "-m", "harness"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HARNESS_DB", None)
+    return subprocess.run(start + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=TIMEOUT)
+
+
+def _final(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, f"one JSON result expected on stdout (the main process's), got {result.stdout!r}"
+    return json.loads(lines[0])
+
+
+def _table(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_two_processes_give_one_run_with_the_numbers_of_one_process(tmp_path):
+    args = ["run", "--selector", "smallest", *TINY_RUN, "--json"]
+    one = _final(_harness([*args, "--db", tmp_path / "one.db"], processes=1, cwd=tmp_path))
+    two = _final(_harness([*args, "--db", tmp_path / "two.db"], processes=2, cwd=tmp_path))
+
+    assert two["final_win_rate"] == one["final_win_rate"]
+    assert [r["win_rate"] for r in two["iterations"]] == [r["win_rate"] for r in one["iterations"]]
+    assert two["labels_used"] == one["labels_used"] == 80
+    # one row, one label per label paid for: the second process bought nothing and wrote nothing
+    assert _table(tmp_path / "two.db", "select status from runs") == [("finished",)]
+    assert _table(tmp_path / "two.db", "select count(*) from labels") == [(80,)]
+
+
+@pytest.mark.slow
+def test_trl_trains_data_parallel_under_accelerate_launch(tmp_path):
+    pytest.importorskip("trl")
+    pytest.importorskip("accelerate")
+    from tests.hf_tiny import tiny_paths
+
+    paths = tiny_paths()
+    options = {
+        "testbed.model": paths.policy, "testbed.initial_model": paths.initial, "testbed.prompts": paths.prompts,
+        "testbed.eval_prompts": paths.eval, "testbed.max_new_tokens": 16, "annotator.model": paths.reward,
+        "evaluator.model": paths.reward, "trainer.lr": 1e-3, "trainer.batch_size": 2, "trainer.grad_accum": 1,
+    }
+    args = ["run", "--testbed", "hf", "--trainer", "trl", "--selector", "smallest", "--iterations", "2",
+            "--budget", "16", "--responses", "4", "--db", tmp_path / "hf.db", "--json",
+            *[a for key, value in options.items() for a in ("-o", f"{key}={value}")]]
+    out = _final(_harness(args, processes=2, cwd=tmp_path, launcher=_accelerate()))
+
+    assert _table(tmp_path / "hf.db", "select status, json_extract(versions_json, '$.processes') from runs") == [
+        ("finished", "2")]
+    assert _table(tmp_path / "hf.db", "select count(*) from labels") == [(out["labels_used"],)]
+    for row in out["iterations"][1:]:
+        pairs = row["labels"] - row["ties"]
+        # each process trains on half of the pairs (TRL's distributed sampler), batch 2 each:
+        # one optimiser step covers 4 pairs, where one process would need twice the steps
+        assert row["train_steps"] == math.ceil(math.ceil(pairs / 2) / 2), row
+
+
+CRASHY = textwrap.dedent('''
+    from harness import hookimpl
+    from plugins.selectors.margin import SmallestMargin
+
+
+    class CrashOnSecond(SmallestMargin):
+        """smallest, raising at its second selection: selection runs on the main process only."""
+
+        name = "crash_on_second"
+        description = "smallest margin that raises at the second iteration"
+        calls = 0
+
+        def select_instances(self, batch, rng):
+            type(self).calls += 1
+            if type(self).calls == 2:
+                raise RuntimeError("selector broke on the main process")
+            return super().select_instances(batch, rng)
+
+
+    @hookimpl
+    def register_selectors(register):
+        register(CrashOnSecond)
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_a_failure_on_the_main_process_ends_every_process(tmp_path):
+    plugin = tmp_path / "crashy.py"
+    plugin.write_text(CRASHY)
+    result = _harness(["run", "--plugin", plugin, "--selector", "crash_on_second", *TINY_RUN,
+                       "--db", tmp_path / "f.db"], processes=2, cwd=tmp_path)
+
+    assert result.returncode != 0  # and it returned at all: the other process did not wait forever
+    [(status, error)] = _table(tmp_path / "f.db", "select status, error from runs")
+    assert status == "failed" and "selector broke on the main process" in error
+    assert "crash_on_second" in error
+    assert _table(tmp_path / "f.db", "select iteration from iterations order by iteration") == [(0,), (1,)]
+    kept = sum(_table(tmp_path / "f.db", f"select count(*) from {t}")[0][0] for t in ("runs", "iterations", "labels"))
+    reliability.fault("plugin raises on the main process of a 2-process launch", expected_rows=1 + 2 + 40,
+                      recorded_rows=kept)
+
+
+@pytest.mark.slow
+def test_an_external_annotator_stops_every_process_for_labels(tmp_path):
+    result = _harness(["run", "--selector", "smallest", "--annotator", "external", *TINY_RUN,
+                       "--db", tmp_path / "x.db"], processes=2, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    [(run_id, status)] = _table(tmp_path / "x.db", "select id, status from runs")
+    assert status == "awaiting_labels"
+    handed_out = (tmp_path / "runs" / run_id / "iteration-1" / "to-label.jsonl").read_text().splitlines()
+    assert len(handed_out) == 40  # one file of the main process's pairs, not one per process
+    assert _table(tmp_path / "x.db", "select count(*) from labels") == [(40,)]
+
+    # label them, import, and resume under the same launcher: every process continues from the checkpoint
+    repo = Path(__file__).resolve().parents[1]
+    labelled = tmp_path / "it1.jsonl"
+    subprocess.run([sys.executable, repo / "scripts" / "label_from_gold.py", run_id,
+                    tmp_path / "runs" / run_id / "iteration-1" / "to-label.jsonl", "--db", tmp_path / "x.db",
+                    "--out", labelled], check=True, cwd=tmp_path, timeout=TIMEOUT)
+    imported = _harness(["label", "import", run_id, labelled, "--db", tmp_path / "x.db"], processes=1, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    resumed = _harness(["run", "--resume", run_id, "--db", tmp_path / "x.db"], processes=2, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _table(tmp_path / "x.db", "select status from runs") == [("awaiting_labels",)]
+    assert _table(tmp_path / "x.db", "select iteration from iterations order by iteration") == [(0,), (1,)]
+    assert (tmp_path / "runs" / run_id / "iteration-2" / "to-label.jsonl").exists()
+
+
+def test_sweeps_refuse_a_multi_process_launch(tmp_path, monkeypatch):
+    from harness.errors import UsageError
+    from harness.executors import executor_class
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UsageError, match="one harness run at a time"):
+        executor_class("local")
+
+
+@pytest.mark.parametrize("n, size", [(10, 2), (7, 2), (3, 4), (0, 3), (1, 2)])
+def test_rows_split_contiguously_and_cover_every_row_once(n, size):
+    from harness.ranks import Ranks
+
+    shares = [Ranks(rank=r, size=size).rows(n) for r in range(size)]
+    assert [i for share in shares for i in range(share.start, share.stop)] == list(range(n))
+    assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
+
+
+def test_one_process_calls_through_and_reads_no_launcher():
+    from harness.ranks import SINGLE, Ranks
+
+    assert Ranks.from_environment({}) == SINGLE and Ranks.from_environment({"WORLD_SIZE": "1"}) == SINGLE
+    assert SINGLE.main_only(lambda: 41) + 1 == 42 and SINGLE.share("x") == "x"
+    assert SINGLE.split(3, lambda rows: list(range(rows.start, rows.stop))) == [0, 1, 2]
+    with pytest.raises(ZeroDivisionError):
+        SINGLE.main_only(lambda: 1 / 0)
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_gpus() < 2, reason="needs 2 CUDA GPUs (NCCL, one model per GPU); this machine has fewer")
+def test_two_gpus_under_accelerate_launch(tmp_path):
+    pytest.importorskip("trl")
+    from tests.hf_tiny import tiny_paths
+
+    paths = tiny_paths()
+    options = {
+        "testbed.model": paths.policy, "testbed.prompts": paths.prompts, "testbed.eval_prompts": paths.eval,
+        "testbed.max_new_tokens": 16, "testbed.device": "cuda", "annotator.model": paths.reward,
+        "evaluator.model": paths.reward, "trainer.batch_size": 2, "trainer.grad_accum": 1,
+    }
+    args = ["run", "--testbed", "hf", "--trainer", "trl", "--selector", "smallest", "--iterations", "2",
+            "--budget", "16", "--responses", "4", "--db", tmp_path / "gpu.db", "--json",
+            *[a for key, value in options.items() for a in ("-o", f"{key}={value}")]]
+    out = _final(_harness(args, processes=2, cwd=tmp_path, launcher=_accelerate()))
+    assert _table(tmp_path / "gpu.db", "select status from runs") == [("finished",)]
+    assert out["labels_used"] == _table(tmp_path / "gpu.db", "select count(*) from labels")[0][0]
