@@ -45,6 +45,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from leaderboard.migrations import JUDGEMENTS_TABLE_SQL  # created if missing, as the migration does
 from leaderboard.store import busy_timeout, enable_wal
 
 __all__ = ["JUDGEMENTS_TABLE_SQL", "Judgement", "JudgementCache", "JudgementKey", "VERDICTS", "digest"]
@@ -52,23 +53,6 @@ __all__ = ["JUDGEMENTS_TABLE_SQL", "Judgement", "JudgementCache", "JudgementKey"
 
 #: What ``verdict`` may hold: the preferred shown position, or ``invalid``.
 VERDICTS = ("A", "B", "invalid")
-
-#: The table, created if missing; a leaderboard migration runs the same statement.
-JUDGEMENTS_TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS judgements (
-    judge TEXT NOT NULL,
-    model TEXT NOT NULL,
-    prompt_hash TEXT NOT NULL,
-    pair_hash TEXT NOT NULL,
-    swapped INTEGER NOT NULL CHECK (swapped IN (0, 1)),
-    verdict TEXT NOT NULL CHECK (verdict IN ('A', 'B', 'invalid')),
-    answer TEXT,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (judge, model, prompt_hash, pair_hash, swapped)
-)
-""".strip()
 
 _COLUMNS = ("judge", "model", "prompt_hash", "pair_hash", "swapped",
             "verdict", "answer", "prompt_tokens", "completion_tokens", "created_at")

@@ -171,8 +171,8 @@ def m005_judgements(db):
     db.execute(JUDGEMENTS_TABLE_SQL)
 
 
-#: The ``judgements`` table; ``leaderboard.judgements.JUDGEMENTS_TABLE_SQL`` is the same text
-#: (a test checks), kept here too so that this file imports nothing from the harness.
+#: The ``judgements`` table; :class:`leaderboard.judgements.JudgementCache` runs the same statement
+#: on a database that predates this migration.
 JUDGEMENTS_TABLE_SQL = """CREATE TABLE IF NOT EXISTS judgements (
     judge TEXT NOT NULL,
     model TEXT NOT NULL,

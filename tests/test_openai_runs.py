@@ -98,7 +98,16 @@ def test_the_run_summary_json_shows_the_tokens_beside_the_labels(cli, server, tm
     assert all(row["labels"] == 40 and row["annotator_prompt_tokens"] > 0 for row in iterations)
 
 
-def test_the_migration_creates_the_table_the_cache_creates():
-    from leaderboard import judgements, migrations
+def test_the_migration_creates_the_table_the_cache_creates(tmp_path):
+    import sqlite3
 
-    assert " ".join(migrations.JUDGEMENTS_TABLE_SQL.split()) == " ".join(judgements.JUDGEMENTS_TABLE_SQL.split())
+    from leaderboard.judgements import JudgementCache
+    from leaderboard.store import Leaderboard
+
+    Leaderboard(tmp_path / "migrated.db").close()
+    JudgementCache(tmp_path / "cache-first.db").close()
+    schemas = []
+    for name in ("migrated.db", "cache-first.db"):
+        with sqlite3.connect(tmp_path / name) as conn:
+            schemas.append(conn.execute("select sql from sqlite_master where name = 'judgements'").fetchone())
+    assert schemas[0] is not None and schemas[0] == schemas[1]
