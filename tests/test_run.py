@@ -44,6 +44,9 @@ def test_run_lands_in_the_leaderboard_with_provenance(cli, db_path):
     assert plugins["scorer:implicit_reward"]["version"]
     versions = run["versions"]
     assert versions["torch"].startswith("2.") and "numpy" in versions and "python" in versions
+    import torch
+
+    assert versions["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # floats depend on it
     assert "git_commit" in run and run["command"]
     iterations = Leaderboard(db_path).iterations(run["id"])
     assert [row["iteration"] for row in iterations] == [0, 1, 2]
