@@ -12,7 +12,7 @@
 same run id, and ends with exactly the numbers an uninterrupted run would have had.
 
 Under a multi-process launch (:mod:`harness.ranks`) only the main process does
-the above; the other processes get the run id and directory from it, follow
+the above; the other processes get the run id (and on resume its directory) from it, follow
 the loop (scoring and training their share) and write nothing.
 """
 
