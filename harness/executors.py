@@ -526,7 +526,9 @@ EXECUTORS: dict[str, type[Executor]] = {
 
 def executor_class(name: str) -> type[Executor]:
     """The executor called ``name``, checked usable here; UsageError (exit 2) otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    from harness.ranks import launched_processes
+
+    if launched_processes() > 1:
         raise UsageError("sweeps and studies start their runs in worker processes of their own; start them as one "
                          "process, not under torchrun or accelerate launch (a multi-process launch is for one "
                          "harness run at a time)")

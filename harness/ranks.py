@@ -71,10 +71,10 @@ class Ranks:
         ``-o testbed.device=cuda`` puts each process's models on its own GPU.
         """
         env = os.environ if environ is None else environ
-        size = int(env.get("WORLD_SIZE", "1") or 1)
+        size = launched_processes(env)
         if size <= 1:
             return cls()
-        ranks = cls(rank=int(env.get("RANK", "0")), size=size, local_rank=int(env.get("LOCAL_RANK", "0")))
+        ranks = cls(rank=launched_rank(env), size=size, local_rank=int(env.get("LOCAL_RANK", "0")))
         import torch
         import torch.distributed as dist
 
@@ -142,6 +142,16 @@ class Ranks:
 
 SINGLE = Ranks()
 """One process: every method is a plain call."""
+
+
+def launched_processes(environ: dict[str, str] | None = None) -> int:
+    """How many processes the launcher started (``WORLD_SIZE``; 1 without a launcher), without joining them."""
+    return int((os.environ if environ is None else environ).get("WORLD_SIZE", "1") or 1)
+
+
+def launched_rank(environ: dict[str, str] | None = None) -> int:
+    """This process's rank among them (``RANK``; 0 without a launcher), without joining them."""
+    return int((os.environ if environ is None else environ).get("RANK", "0") or 0)
 
 
 def _stop_kind(exc: BaseException) -> str:

@@ -29,7 +29,6 @@ directory as ``initial_model``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import numpy as np
 
 from harness.errors import UsageError
 from harness.interfaces import PreferenceData
+from harness.ranks import launched_rank
 from harness.rng import stream
 
 
@@ -173,7 +173,7 @@ def train_initial_policy(
     }
     if s["seed_save_dir"]:
         target = Path(str(s["seed_save_dir"])).expanduser()
-        if int(os.environ.get("RANK", "0") or 0) == 0:  # under a multi-process launch every process holds this pi_0
+        if launched_rank() == 0:  # under a multi-process launch every process holds this pi_0: one writes it
             target.mkdir(parents=True, exist_ok=True)
             model.save_pretrained(target)
             tokenizer.save_pretrained(target)
