@@ -234,8 +234,7 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
                                       verdict, source)
             return selection, verdict, ledger
 
-        selection, verdict, shared_ledger = ranks.main_only(select_and_annotate)
-        ledger.charged, ledger.proxy_calls = dict(shared_ledger.charged), dict(shared_ledger.proxy_calls)
+        selection, verdict, ledger = ranks.main_only(select_and_annotate)  # elsewhere: the main process's ledger
         prompts, responses, distinct, kept = selection.prompts, selection.responses, selection.distinct, selection.kept
         logp_policy, logp_ref = selection.logp_policy, selection.logp_ref
 
