@@ -256,6 +256,16 @@ class TrainResult:
     epochs: float
     loss_first: float
     loss_last: float
+    log: Mapping[str, float] = field(default_factory=dict)
+    """A summary of the trainer's per-step log, recorded on the iteration row as ``train_<key>``.
+
+    Optional (trainers written before it existed return none). The built-in
+    trainers report ``lr_first`` and ``lr_max`` (the learning rate of the
+    first optimiser step and the largest one: an iteration whose first step
+    ran at learning rate 0 lost it), and the trl trainer adds TRL's
+    per-step figures (reward margins and accuracies, gradient norms) as
+    ``<name>_first``/``<name>_last``.
+    """
 
 
 # --------------------------------------------------------------------- protocols
@@ -345,6 +355,10 @@ class World(Protocol):
         Optional: what an evaluator judge (``--evaluator``) compares to report
         a win rate against the reference outputs.
         """
+
+    seed_round: Mapping[str, Any]
+    """Optional: how pi_0 was made when the world trained it (keys ``seed_*``), e.g. ``seed_labels``,
+    the labels of its seed ledger. Recorded on pi_0's iteration row; never charged to the run's budget."""
 
 
 # ------------------------------------------------------------------- components
@@ -498,6 +512,14 @@ class Testbed(Component):
     default_judges: ClassVar[dict[str, str]] = {}  # not a pytest test class, though its name starts with "Test"
 
     def build_world(self, *, seed: int, reporter: Reporter) -> World:
+        """The world of ``seed``.
+
+        A testbed whose world building needs labels (the hf testbed's
+        on-policy seed round for pi_0) may declare a third keyword,
+        ``annotator``: the loop then passes the run's annotator judge (None
+        when the testbed annotates itself). Testbeds that do not declare it
+        are called exactly as before.
+        """
         raise NotImplementedError
 
 

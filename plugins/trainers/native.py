@@ -16,7 +16,9 @@ Every call starts a fresh Adam optimiser on a clone of the input policy.
 ``loss_last`` the loss of the last minibatch just before its update. When no
 step runs (no pairs, or ``epochs`` = 0 with ``steps`` = 0) the clone is returned
 untouched with ``steps = 0``, ``epochs = 0.0`` and both losses reported as 0.0
-(not NaN), so records stay numeric.
+(not NaN), so records stay numeric. The learning rate is constant, so
+:attr:`~harness.interfaces.TrainResult.log` reports it as both ``lr_first``
+and ``lr_max``.
 
 torch is imported inside :meth:`NativeDPOTrainer.train` only.
 """
@@ -114,7 +116,9 @@ class NativeDPOTrainer(Trainer):
                 if steps >= total_steps:
                     break
         epochs = float(epochs_setting) if steps_setting == 0 else seen / n
-        return TrainResult(policy=model, steps=steps, epochs=epochs, loss_first=loss_first, loss_last=loss_last)
+        rate = float(optimizer.param_groups[0]["lr"])  # constant: every step ran at it
+        return TrainResult(policy=model, steps=steps, epochs=epochs, loss_first=loss_first, loss_last=loss_last,
+                           log={"lr_first": rate, "lr_max": rate})
 
 
 @hookimpl

@@ -37,10 +37,26 @@ otherwise ``epochs`` passes. Sequences are never truncated (that would break
 the precomputed reference log-probs): with ``max_length`` > 0, pairs whose
 prompt plus longer response exceeds it are dropped, with a warning.
 
+**Learning-rate schedules never spend a step at learning rate 0.**
+Hugging Face's warm-up schedules give optimiser step 0 the multiplier
+0/warm-up, so with any warm-up the first step of every call changes nothing,
+and a call of one step is a no-op. This trainer builds its own schedule
+(:func:`lr_multiplier`): warm-up step ``s`` (0-based) runs at
+``(s + 1) / (W + 1)`` of the peak, with ``W = ceil(warmup_ratio x steps)``
+capped at ``steps - 1`` (a warm-up never takes every step); after it,
+``linear`` falls to ``1 / (steps - W)`` of the peak at the last step and
+``cosine`` follows half a cosine, neither reaching 0 on a step that runs;
+``constant`` ignores the warm-up, as Hugging Face's does. With no warm-up
+the schedule equals Hugging Face's step for step.
+
 ``loss_first``/``loss_last`` are the losses TRL logs at the first and last
 optimiser step (logging every step; under gradient accumulation, the mean
-over the accumulated micro-batches). With no pairs the clone is returned
-untouched with ``steps = 0`` and both losses 0.0.
+over the accumulated micro-batches). :attr:`TrainResult.log` summarises
+TRL's per-step log: ``lr_first``/``lr_max`` (the learning rate each step
+ran at, as the trainer logs it before the scheduler moves on), and the first
+and last value of the reward margin and accuracy and the gradient norm
+(:data:`LOGGED`). With no pairs the clone is returned untouched with
+``steps = 0``, both losses 0.0 and an empty log.
 
 Randomness: TRL seeds the global ``random``/numpy/torch RNGs itself; the
 trainer draws that seed from the Generator it is given and restores the
@@ -50,6 +66,7 @@ inside :meth:`TRLDPOTrainer.train` only.
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import contextmanager
 from typing import Any
@@ -68,6 +85,53 @@ LOSS_TYPES = (
 """TRL 1.16's ``DPOConfig.loss_type`` values."""
 
 _POSITIVE = {"min": 0.0, "min_inclusive": False}
+
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+"""The learning-rate schedules the trainer offers (see :func:`lr_multiplier`)."""
+
+LOGGED = {"rewards/margins": "margin", "rewards/accuracies": "accuracy", "grad_norm": "grad_norm"}
+"""TRL's per-step log entries summarised in :attr:`TrainResult.log` (as ``<name>_first``/``<name>_last``)."""
+
+
+def warmup_steps(warmup_ratio: float, total: int) -> int:
+    """Warm-up steps of a call of ``total`` optimiser steps: ``ceil(ratio x total)``, at most ``total - 1``."""
+    return max(0, min(math.ceil(float(warmup_ratio) * total), total - 1))
+
+
+def lr_multiplier(step: int, *, schedule: str, warmup: int, total: int) -> float:
+    """The share of the peak learning rate at optimiser step ``step`` (0-based) of ``total``; > 0 on every step.
+
+    Warm-up step ``s < warmup`` runs at ``(s + 1) / (warmup + 1)``; then
+    ``linear`` decays as ``(total - s) / (total - warmup)`` and ``cosine``
+    as ``(1 + cos(pi (s - warmup) / (total - warmup))) / 2``.
+    ``constant`` ignores ``warmup``.
+    """
+    if schedule not in SCHEDULERS:
+        raise ValueError(f"unknown schedule {schedule!r}; one of {', '.join(SCHEDULERS)}")
+    if schedule == "constant":
+        return 1.0
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant_with_warmup":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def summarise_log(history: list[dict[str, Any]]) -> dict[str, float]:
+    """:attr:`TrainResult.log` from TRL's ``state.log_history`` (one entry per optimiser step)."""
+    steps = [entry for entry in history if "loss" in entry]
+    out: dict[str, float] = {}
+    rates = [float(entry["learning_rate"]) for entry in steps if "learning_rate" in entry]
+    if rates:
+        out["lr_first"], out["lr_max"] = rates[0], max(rates)
+    for key, name in LOGGED.items():
+        values = [float(entry[key]) for entry in steps if key in entry]
+        if values:
+            out[f"{name}_first"], out[f"{name}_last"] = values[0], values[-1]
+    return out
 
 
 def parse_loss_types(text: str) -> list[str]:
@@ -98,10 +162,10 @@ class TRLDPOTrainer(Trainer):
                max_inclusive=False),
         Option("f_divergence_type", str, "reverse_kl", "f-DPO divergence (reverse_kl is standard DPO)",
                choices=("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")),
-        Option("lr_scheduler", str, "linear", "learning-rate schedule", choices=("linear", "cosine", "constant",
-                                                                               "constant_with_warmup")),
-        Option("warmup_ratio", float, 0.1, "share of the steps spent warming up the learning rate", min=0.0, max=1.0,
-               max_inclusive=False),
+        Option("lr_scheduler", str, "linear", "learning-rate schedule (no step ever runs at learning rate 0)",
+               choices=SCHEDULERS),
+        Option("warmup_ratio", float, 0.1, "share of the steps spent warming up the learning rate (the first "
+               "warm-up step already runs at peak/(warm-up steps + 1))", min=0.0, max=1.0, max_inclusive=False),
         Option("weight_decay", float, 0.0, "AdamW weight decay", min=0.0),
         Option("max_grad_norm", float, 1.0, "gradient clipping norm; 0 = off", min=0.0),
         Option("max_length", int, 0, "drop pairs whose prompt + longer response exceeds this many tokens; 0 = keep all",
@@ -140,6 +204,7 @@ class TRLDPOTrainer(Trainer):
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         steps = int(trainer.state.global_step)
         epochs = float(trainer.state.epoch or 0.0)
+        log = summarise_log(trainer.state.log_history)
         release(trainer, model)
         return TrainResult(
             policy=model,
@@ -147,6 +212,7 @@ class TRLDPOTrainer(Trainer):
             epochs=epochs,
             loss_first=float(losses[0]) if losses else 0.0,
             loss_last=float(losses[-1]) if losses else 0.0,
+            log=log,
         )
 
 
@@ -194,6 +260,22 @@ def _trainer_class():
                 return dataset
             return super()._precompute_ref_logps(dataset, name, batch_size)
 
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            """The schedule of :func:`lr_multiplier` instead of Hugging Face's (whose warm-up starts at 0)."""
+            if self.lr_scheduler is None:
+                from torch.optim.lr_scheduler import LambdaLR
+
+                schedule = self.args.lr_scheduler_type
+                schedule = getattr(schedule, "value", schedule)
+                total = int(num_training_steps)
+                warmup = warmup_steps(self._pairsel_warmup_ratio, total)
+                self.lr_scheduler = LambdaLR(
+                    optimizer if optimizer is not None else self.optimizer,
+                    lambda step: lr_multiplier(step, schedule=schedule, warmup=warmup, total=total),
+                )
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
     return PrecomputedRefDPOTrainer
 
 
@@ -216,7 +298,7 @@ def dpo_config(settings: dict[str, Any], *, output_dir: str, seed: int, use_cpu:
         label_smoothing=float(settings["label_smoothing"]),
         f_divergence_type=settings["f_divergence_type"],
         lr_scheduler_type=settings["lr_scheduler"],
-        warmup_steps=float(settings["warmup_ratio"]),
+        warmup_steps=0,  # the warm-up is lr_multiplier's (build_trainer hands it the ratio)
         weight_decay=float(settings["weight_decay"]),
         max_grad_norm=float(settings["max_grad_norm"]),
         max_length=None,
@@ -269,6 +351,7 @@ def build_trainer(policy, rows: dict[str, list], settings: dict[str, Any], *, se
                         **config_overrides)
     trainer = _trainer_class()(model=policy.model, ref_model=None, args=config, train_dataset=dataset,
                                processing_class=policy.tokenizer)
+    trainer._pairsel_warmup_ratio = float(settings["warmup_ratio"])
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     for callback in (PrinterCallback, ProgressCallback):  # stdout is for what a script pipes (DESIGN D6)
