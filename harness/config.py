@@ -48,6 +48,8 @@ OPTIONAL_ROLES = ("gold_judge", "proxy_judge", "annotator", "evaluator")
 # Roles added after configs were first hashed: left out of a config's JSON while
 # unset, so every earlier run keeps its strategy hash (sweeps and studies reuse by it).
 _OMITTED_WHEN_UNSET = ("annotator", "evaluator")
+# Flags added later that change no number of a run that finishes: left out of the JSON while False.
+_OMITTED_WHEN_FALSE = ("allow_static_policy",)
 EXTERNAL_ANNOTATOR = "external"
 """The annotator that hands the pairs to people (``--annotator external``)."""
 REFERENCES = ("fixed", "previous")
@@ -88,12 +90,16 @@ class RunConfig:
     seed: int = 0
     world_seed: int = 0
     reference: str = "fixed"
+    allow_static_policy: bool = False  # an iteration that changes no parameter: a warning, not a failure
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for role in _OMITTED_WHEN_UNSET:
             if data[role] is None:
                 del data[role]
+        for flag in _OMITTED_WHEN_FALSE:
+            if not data[flag]:
+                del data[flag]
         return data
 
     def to_json(self) -> str:
@@ -263,6 +269,7 @@ def build_config(
     seed: int = 0,
     world_seed: int | None = None,
     reference: str = "fixed",
+    allow_static_policy: bool = False,
 ) -> RunConfig:
     """Validate user input into a RunConfig; UsageError (exit 2) on anything wrong."""
     if iterations < 1:
@@ -319,6 +326,7 @@ def build_config(
         seed=seed,
         world_seed=seed if world_seed is None else world_seed,
         reference=reference,
+        allow_static_policy=bool(allow_static_policy),
     )
     check_budget_plan(config, instantiate(registry, config))
     return config

@@ -1,4 +1,4 @@
-"""Diagnostics of the pairs selected in one iteration (DESIGN.md section 3, pitfalls 1 and 3).
+"""Diagnostics of the pool and of the pairs selected in one iteration.
 
 They tell a user which regime the run is in: beta times the implicit margin
 and the DPO weight sigmoid(-beta * margin) show whether the loss saturates,
@@ -45,4 +45,42 @@ def selected_pair_diagnostics(
         "ranking_accuracy": float(np.mean(agreement)),
         "label_noise": None if gold_agrees is None else float(1.0 - np.mean(gold_agrees)),
         "selected_kl": float(np.mean(np.concatenate([reward_chosen, reward_rejected]))),
+    }
+
+
+TINY_MARGIN = 1e-6
+"""|beta * margin| below this counts as no margin at all (pi_{i-1} = pi_ref gives exactly 0)."""
+
+
+def pool_margin_diagnostics(*, reward: np.ndarray, distinct: np.ndarray, beta: float) -> dict[str, float | int]:
+    """Whether the implicit margins of the whole pool can tell pairs apart, before anything is selected.
+
+    ``reward`` is the ``(M, N)`` implicit reward log pi_{i-1}(y) - log pi_ref(y)
+    of every sampled response; the candidate pairs are the pairs ``a < b`` of
+    two distinct responses of a prompt (the pairs a margin selector chooses
+    from). Reported: how many candidates there are, the median |beta * margin|
+    over them, the share below :data:`TINY_MARGIN` (all of them when
+    pi_{i-1} = pi_ref), and the share of prompts whose smallest-margin and
+    largest-margin candidates differ (ties going to the first candidate, as the
+    margin selectors break them): with all-zero margins it is 0, and a
+    smallest-margin and a largest-margin strategy buy the same pairs.
+    """
+    reward = np.asarray(reward, dtype=np.float64)
+    m, n = reward.shape
+    a, b = np.triu_indices(n, k=1)
+    usable = np.asarray(distinct, dtype=bool) & np.isfinite(reward)
+    candidates = usable[:, a] & usable[:, b]
+    with np.errstate(invalid="ignore"):
+        margins = np.abs(beta * (reward[:, a] - reward[:, b]))
+    values = margins[candidates]
+    if values.size == 0:
+        return {"pool_pairs": 0}
+    prompts = candidates.any(axis=1)
+    low = np.where(candidates, margins, np.inf).argmin(axis=1)
+    high = np.where(candidates, margins, -np.inf).argmax(axis=1)
+    return {
+        "pool_pairs": int(values.size),
+        "pool_beta_margin_median": float(np.median(values)),
+        "pool_tiny_margin_share": float(np.mean(values < TINY_MARGIN)),
+        "pool_extremes_differ_share": float(np.mean(low[prompts] != high[prompts])),
     }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from harness.annotation import LabelDesk, PendingSelection
 from harness.budget import Ledger, plan_pool
 from harness.config import Components, RunConfig
 from harness.errors import NonFiniteError, PluginError, UsageError
-from harness.diagnostics import selected_pair_diagnostics
+from harness.diagnostics import pool_margin_diagnostics, selected_pair_diagnostics
 from harness.interfaces import (
     EXPLICIT_REWARD,
     IterationRecord,
@@ -42,6 +43,7 @@ from harness.interfaces import (
 )
 from harness.progress import NullReporter
 from harness.ranks import SINGLE, Ranks
+from harness.static_policy import StaticPolicyError, compare_parameters, static_policy_message
 from harness.validation import check_corpus_pairs, check_instance_pairs
 
 MODEL_STAGES = ("setup", "sample", "logprobs", "judge", "annotate", "train", "evaluate")
@@ -152,7 +154,7 @@ def run_experiment(
     emit = on_iteration or (lambda row: None)
 
     with timer("setup"):
-        world = components.testbed.build_world(seed=config.world_seed, reporter=reporter)
+        world = build_world(components, config.world_seed, reporter)
     # Everything alive now (modules, models, the world) lives for the whole run: keep it out of the
     # cyclic collector, whose full passes over it would otherwise stall whichever stage triggers them
     # (freezing is a list splice; the objects go back to the collector when the run ends).
@@ -162,6 +164,17 @@ def run_experiment(
                         ranks)
     finally:
         gc.unfreeze()
+
+
+def build_world(components: Components, world_seed: int, reporter: Reporter):
+    """The testbed's world; its ``build_world`` gets the run's annotator when it takes one (the hf seed round)."""
+    import inspect
+
+    build = components.testbed.build_world
+    extra = {}
+    if "annotator" in inspect.signature(build).parameters:
+        extra["annotator"] = components.annotator
+    return build(seed=world_seed, reporter=reporter, **extra)
 
 
 def _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk,
@@ -174,7 +187,9 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
     else:
         with reporter.stage("evaluate pi_0", total=None), timer("evaluate"):
             initial = ranks.main_only(lambda: _evaluate(world, world.initial_policy, components, seed, 0))
-        state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial}], {}, [])
+        seed_round = {key: value for key, value in dict(getattr(world, "seed_round", None) or {}).items()
+                      if isinstance(value, (bool, int, float, str))}  # the seed ledger, on pi_0's row
+        state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial, **seed_round}], {}, [])
         ranks.main_only(lambda: _save_then_emit(checkpoint, emit, world, state, timer))
     policy, rows, history = state.policy, list(state.rows), list(state.history)
     # The reference the current policy was trained against: implicit rewards for
@@ -237,6 +252,8 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
         selection, verdict, ledger = ranks.main_only(select_and_annotate)  # elsewhere: the main process's ledger
         prompts, responses, distinct, kept = selection.prompts, selection.responses, selection.distinct, selection.kept
         logp_policy, logp_ref = selection.logp_policy, selection.logp_ref
+        pool_diagnostics = {} if logp_policy is None else pool_margin_diagnostics(
+            reward=logp_policy - logp_ref, distinct=distinct, beta=trainer.beta)
 
         tie = verdict.tie_mask()
         if tie.any():  # a tie was paid for but says nothing to DPO: drop it from training
@@ -278,6 +295,13 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
                 raise NonFiniteError(f"iteration {iteration}, step 'train' (trainer {trainer.name!r}): {exc}") from None
         require_finite(np.array([trained.loss_first, trained.loss_last], dtype=np.float64), "train", iteration,
                        f"losses of trainer {trainer.name!r}")
+        with timer("check"):
+            trained_fields = {
+                **{f"train_{key}": value for key, value in dict(getattr(trained, "log", None) or {}).items()},
+                **ranks.main_only(lambda: _check_training(config, trainer, iteration, policy, trained, len(data))),
+            }
+        with reporter.stage(f"{label}: KL to the previous policy"), timer("logprobs"):
+            step_kl = _kl_to_previous(ranks, world, policy, trained.policy, prompts, responses, logp_policy)
         if config.reference == "previous":
             reference = policy  # pi_i was trained against pi_{i-1}
         policy = trained.policy
@@ -297,11 +321,14 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
             "instance_pairs": selection.offered,
             "ties": int(tie.sum()),
             "duplicate_share": float(1.0 - distinct.mean()),
+            **pool_diagnostics,
             **_prefixed(diagnostics, "sel_"),
             "train_steps": trained.steps,
             "train_epochs": trained.epochs,
             "loss_first": trained.loss_first,
             "loss_last": trained.loss_last,
+            **trained_fields,
+            **step_kl,
             **_usage_delta(usage_before, _judge_usage(components)),
             **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(spent.items())},
         })  # the main process's row (its judges' spending, its timings) on every process
@@ -319,6 +346,56 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
         ranks.main_only(lambda: _save_then_emit(checkpoint, emit, world, state, timer))
 
     return RunResult(iterations=rows, final=_final_metrics(rows, ledger, timer, time.perf_counter() - wall_start))
+
+
+def _kl_to_previous(ranks: Ranks, world, before, after, prompts, responses: Responses,
+                    logp_before: np.ndarray | None) -> dict[str, float]:
+    """KL(pi_{i-1} || pi_i) and its standard error, from the first response of every pool prompt.
+
+    Those responses are plain samples of pi_{i-1} (selection never chose
+    them), so with r = pi_i(y) / pi_{i-1}(y) the mean of (r - 1) - log r
+    over them is an unbiased estimate of the KL of one training step that is
+    never negative (Schulman's k3 estimator; the plain mean of -log r has far
+    more variance at small steps) and is exactly 0 when the weights did not
+    change. It costs one forward of pi_i over one response per prompt (and of
+    pi_{i-1} when scoring did not compute it).
+    """
+    first = Responses(tokens=responses.tokens[:, :1], lengths=responses.lengths[:, :1])
+    if logp_before is not None and np.isfinite(logp_before[:, 0]).all():
+        old = np.asarray(logp_before[:, 0], dtype=np.float64)
+    else:
+        old = _logprobs(ranks, world, before, prompts, first)[:, 0]
+    new = _logprobs(ranks, world, after, prompts, first)[:, 0]
+    log_ratio = new - old
+    with np.errstate(over="ignore"):
+        gap = np.expm1(log_ratio) - log_ratio
+    if not np.isfinite(gap).all() or gap.size == 0:
+        return {}
+    return {"kl_prev": float(gap.mean()),
+            "kl_prev_se": float(gap.std(ddof=1) / np.sqrt(gap.size)) if gap.size > 1 else 0.0}
+
+
+def _check_training(config: RunConfig, trainer, iteration: int, before, trained, pairs: int) -> dict[str, Any]:
+    """Row fields saying whether training changed pi_{i-1}; StaticPolicyError when it changed nothing.
+
+    Skipped (no fields) for policies without torch parameters. With no
+    trainable pairs an unchanged policy is expected and recorded as such;
+    ``--allow-static-policy`` turns the failure into a warning on the row.
+    """
+    change = compare_parameters(before, trained.policy)
+    if change is None:
+        return {}
+    fields: dict[str, Any] = {"policy_changed": int(not change.static), "params_changed": change.changed,
+                              "params_trainable": change.total}
+    if change.static and pairs > 0:
+        message = static_policy_message(iteration=iteration, trainer=trainer.name, pairs=pairs, steps=trained.steps,
+                                        log=dict(getattr(trained, "log", None) or {}), change=change,
+                                        same_object=trained.policy is before)
+        if not config.allow_static_policy:
+            raise StaticPolicyError(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        fields["warning"] = message
+    return fields
 
 
 def _select(components: Components, config: RunConfig, world, drawn, logp_policy, logp_ref, ledger: Ledger,
@@ -544,6 +621,7 @@ def _final_metrics(rows: list[dict[str, Any]], ledger: Ledger, timer: StageTimer
         "final_kl": last.get("kl"),
         "initial_win_rate": rows[0]["win_rate"],
         "labels_used": ledger.spent,
+        **({"seed_labels": rows[0]["seed_labels"]} if "seed_labels" in rows[0] else {}),  # the seed ledger
         "proxy_calls": sum(ledger.proxy_calls.values()),
         # win-rate gain over pi_0 per 1,000 gold labels: what a label bought, comparable across budgets
         "win_gain_per_1k_labels": round(1000.0 * gain / ledger.spent, 6) if ledger.spent else None,

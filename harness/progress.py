@@ -13,6 +13,9 @@ class NullReporter:
     def stage(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
         yield lambda n=1: None
 
+    def log(self, message: str) -> None:
+        """Say nothing (the rich reporter prints ``message`` above its live display)."""
+
 
 class RichReporter:
     """Shows each stage as a live line with a spinner and elapsed time, on stderr.

@@ -224,3 +224,18 @@ def test_two_gpus_under_accelerate_launch(tmp_path):
     out = _final(_harness(args, processes=2, cwd=tmp_path, launcher=_accelerate()))
     assert _table(tmp_path / "gpu.db", "select status from runs") == [("finished",)]
     assert out["labels_used"] == _table(tmp_path / "gpu.db", "select count(*) from labels")[0][0]
+
+
+@pytest.mark.slow
+def test_the_static_policy_guard_runs_on_the_main_process_and_stops_every_process(tmp_path):
+    from tests.test_static_policy import PLUGIN
+
+    plugin = tmp_path / "static_plugin.py"
+    plugin.write_text(PLUGIN)
+    result = _harness(["run", "--plugin", plugin, "--trainer", "identity", *TINY_RUN, "--db", tmp_path / "s.db"],
+                      processes=2, cwd=tmp_path)
+
+    assert result.returncode != 0  # both processes returned: the other one got the main process's verdict
+    [(status, error)] = _table(tmp_path / "s.db", "select status, error from runs")
+    assert status == "failed" and "StaticPolicyError" in error and "returned the policy it was given" in error
+    assert _table(tmp_path / "s.db", "select iteration from iterations order by iteration") == [(0,)]

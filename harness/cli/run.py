@@ -106,6 +106,14 @@ def run_command(
         Optional[int], typer.Option(help="World seed (world, pi_ref, pi_0, eval set). Default: --seed.")
     ] = None,
     reference: ReferenceOption = "fixed",
+    allow_static_policy: Annotated[
+        bool,
+        typer.Option(
+            "--allow-static-policy",
+            help="When an iteration's training changes no trainable parameter (too few steps, a learning rate "
+            "too small, frozen weights), record a warning on its row and go on instead of failing the run.",
+        ),
+    ] = False,
     option: Annotated[
         Optional[list[str]],
         typer.Option("--option", "-o", metavar="KEY=VALUE", help="Set a component option (repeatable)."),
@@ -171,6 +179,7 @@ def run_command(
             seed=seed,
             world_seed=world_seed,
             reference=reference,
+            allow_static_policy=allow_static_policy,
         )
         components = instantiate(registry, config)
         plan = check_budget_plan(config, components)
@@ -317,12 +326,22 @@ def _iteration_line(row: dict[str, Any]) -> str:
     if row.get("gold_reward") is not None:
         text += f"gold {row['gold_reward']:.3f}  "
     text += f"KL {row.get('kl', float('nan')):.2f}"
+    if row["iteration"] == 0 and row.get("seed_labels") is not None:
+        text += f"  | seed round: {row['seed_labels']} seed labels (seed ledger), cache {row.get('seed_cache')}"
     if row["iteration"] > 0:
         text += (
             f"  | {row['labels']} labels from {row['prompts']} prompts, "
             f"beta·Δ median {row.get('sel_beta_margin_q50', float('nan')):.2f}, "
             f"DPO weight {row.get('sel_mean_dpo_weight', float('nan')):.2f}"
         )
+        if row.get("train_steps") is not None:
+            text += f", {row['train_steps']} DPO steps"
+            if row.get("train_lr_first") is not None:
+                text += f" from lr {row['train_lr_first']:.2g}"
+        if row.get("kl_prev") is not None:
+            text += f", KL to the previous policy {row['kl_prev']:.3g}"
+        if row.get("warning"):
+            text += " [yellow](policy unchanged: see the warning)[/]"
     return text
 
 

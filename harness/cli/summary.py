@@ -51,8 +51,14 @@ def print_summary(console, run_id: str, config, rows: list[dict[str, Any]], fina
         f"{final['labels_used']} of {config.budget} labels, {final['wall_seconds']:.1f} s "
         f"({final['overhead_share']:.1%} outside model compute)"
     )
+    seed = seed_ledger_line(rows[0]) if rows else None
+    if seed:
+        console.print(seed)
     for line in judge_spending_lines(config, rows):
         console.print(line)
+    for row in rows:
+        if row.get("warning"):
+            console.print(f"[yellow]warning[/] (iteration {row['iteration']}): {row['warning']}")
     console.print(f"recorded as run [bold]{run_id}[/] in {db_path}; compare with [bold]harness leaderboard[/]")
 
 
@@ -74,3 +80,15 @@ def judge_spending_lines(config, rows: list[dict[str, Any]]) -> list[str]:
             + (f"; {labels} labels" if role == "annotator" else "")
         )
     return lines
+
+
+def seed_ledger_line(row: dict[str, Any]) -> str | None:
+    """What pi_0's seed round cost, from pi_0's row (its seed ledger, kept apart from the budget); None without one."""
+    if row.get("seed_round") != "on_policy":
+        return None
+    cache = row.get("seed_cache")
+    how = {"hit": "cached: bought by the run that trained it", "miss": "bought by this run, now cached",
+           "rebuilt": "bought by this run (the cached copy was damaged)", "off": "bought by this run"}.get(cache, "")
+    return (f"pi_0: on-policy seed round on {row.get('seed_prompts')} held-out prompts, "
+            f"{row.get('seed_labels')} seed labels from {row.get('seed_annotator')} on the seed ledger, not the "
+            f"budget ({how}); {row.get('seed_train_steps')} DPO steps")
