@@ -1,10 +1,10 @@
-"""The ``hf`` testbed: real causal language models from local directories (DESIGN §3).
+"""The ``hf`` testbed: real causal language models from local directories.
 
 pi_ref is the model in ``model`` (a ``save_pretrained`` directory with its
 tokenizer); pi_0 is the model in ``initial_model`` (same architecture and
-tokenizer, e.g. pi_ref after an offline DPO round), or pi_ref itself when
-unset, in which case every implicit margin of the first iteration is 0 and
-the margin selectors behave like random ones there (DESIGN §1).
+tokenizer, e.g. pi_ref after an offline DPO round), or pi_ref after a seed
+round (below), or pi_ref itself, in which case every implicit margin of the
+first iteration is 0 and the margin selectors all buy the same pairs there.
 
 Data files are local JSONL, JSON, CSV or parquet files read with ``datasets``:
 
@@ -33,8 +33,10 @@ Optional parts, each described in ``docs/real-models-extras.md``:
 * ``alpaca_dir`` writes AlpacaEval's ``model_outputs.json`` and
   ``reference_outputs.json`` at every evaluation (:mod:`plugins.testbeds.hf.alpaca`).
 * ``seed_pairs`` makes pi_0 = pi_ref after one offline DPO round on a file of
-  (prompt, chosen, rejected) texts, trained at world build
-  (:mod:`plugins.testbeds.hf.seed`).
+  (prompt, chosen, rejected) texts; ``seed_prompt_share`` (or
+  ``seed_prompts``) makes it on-policy: pi_ref's own samples on held-out seed
+  prompts, labelled by the run's annotator on a seed ledger of their own, the
+  trained pi_0 cached (:mod:`plugins.testbeds.hf.seed`).
 
 Nothing is ever downloaded and ``trust_remote_code`` is never passed: a model
 given as a Hub id (``org/name``) is an error that says so. This module is
@@ -101,30 +103,36 @@ class HFTestbed(Testbed):
                "unset = no export"),
         Option("alpaca_generator", str, "pairsel-policy", "the `generator` name of the policy's outputs "
                "(-iteration-<i> is appended)"),
-        # pi_0 from an offline DPO round on seed pairs (DESIGN section 1)
+        # pi_0 from one offline DPO round from pi_ref (plugins.testbeds.hf.seed)
         Option("seed_pairs", str, None, "pi_0 = pi_ref after one offline DPO round on these pairs: a local "
                "JSONL/JSON/CSV/parquet file with prompt, chosen and rejected columns (not with initial_model)"),
         Option("chosen_column", str, "chosen", "name of the chosen-response column of seed_pairs"),
         Option("rejected_column", str, "rejected", "name of the rejected-response column of seed_pairs"),
-        Option("seed_trainer", str, "trl", "the trainer of the seed round (with its own defaults unless "
-               "seed_* options are set)", choices=("trl", "native")),
+        Option("seed_prompt_share", float, 0.0, "on-policy pi_0: hold this share of the prompts file out of the "
+               "pool, sample pi_ref on it, have the annotator label one pair per prompt (seed ledger, not the "
+               "budget) and train pi_0 on them; 0 = off", min=0.0, max=1.0, max_inclusive=False),
+        Option("seed_prompts", str, None, "on-policy pi_0 from the prompts of this local file instead of a share "
+               "of `prompts` (never evaluation prompts)"),
+        Option("seed_responses", int, 2, "responses pi_ref samples per seed prompt (one pair of distinct ones "
+               "is labelled)", min=2),
+        Option("seed_cache", bool, True, "keep the on-policy pi_0 in the harness cache, keyed by the model, "
+               "prompt files, judge, options, seed, trainer and library versions"),
+        Option("seed_trainer", str, "trl", "the trainer of the seed round", choices=("trl", "native")),
         Option("seed_beta", float, None, "DPO beta of the seed round; unset = the seed trainer's default",
                **_POSITIVE),
-        Option("seed_lr", float, None, "learning rate of the seed round; unset = the seed trainer's default",
-               **_POSITIVE),
-        Option("seed_epochs", float, 1.0, "passes over the seed pairs", min=0.0, min_inclusive=False),
-        Option("seed_batch_size", int, None, "pairs per forward of the seed round; unset = the trainer's default",
-               min=1),
-        Option("seed_grad_accum", int, None, "gradient accumulation of the seed round (trl only); unset = "
-               "the trainer's default", min=1),
+        Option("seed_lr", float, 3e-5, "peak learning rate of the seed round (its own default: the trainer's "
+               "5e-7 barely moves pi_0 on a small seed set)", **_POSITIVE),
+        Option("seed_epochs", float, 2.0, "passes over the seed pairs", min=0.0, min_inclusive=False),
+        Option("seed_batch_size", int, 8, "pairs per forward of the seed round", min=1),
+        Option("seed_grad_accum", int, 1, "gradient accumulation of the seed round (trl only)", min=1),
         Option("seed_save_dir", str, None, "also save the seed-trained pi_0 here (save_pretrained), so later "
                "runs can pass it as initial_model instead of training it again"),
     )
 
-    def build_world(self, *, seed: int, reporter):
+    def build_world(self, *, seed: int, reporter, annotator=None):
         from plugins.testbeds.hf.world import build_world
 
-        return build_world(self.settings, seed=seed, reporter=reporter)
+        return build_world(self.settings, seed=seed, reporter=reporter, annotator=annotator)
 
 
 @hookimpl

@@ -124,6 +124,11 @@ class HFWorld:
     def __repr__(self) -> str:
         return f"<HFWorld {self.settings.get('model')!r} train={self.n_train} eval={len(self.eval_rows)}>"
 
+    @property
+    def seed_round(self) -> dict[str, Any]:
+        """How pi_0 was made by a seed round (``seed_*`` build diagnostics; the seed ledger), or {} without one."""
+        return {key: value for key, value in self.info.items() if key.startswith("seed_")}
+
     # ------------------------------------------------------------------ prompts
 
     def draw_prompts(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -491,8 +496,12 @@ def _position_limit(config) -> int | None:
     return None
 
 
-def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFWorld:
-    """Load the models and prompt files of ``settings`` (all local); UsageError for anything missing."""
+def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annotator=None) -> HFWorld:
+    """Load the models and prompt files of ``settings`` (all local); UsageError for anything missing.
+
+    ``annotator`` is the run's annotator judge; only the on-policy seed round
+    (:func:`plugins.testbeds.hf.seed.bootstrap_initial_policy`) uses it.
+    """
     reporter = reporter or NullReporter()
     s = settings
     if int(s["threads"]) > 0:
@@ -511,6 +520,17 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
             raise UsageError("testbed options `seed_pairs` and `initial_model` both give pi_0: set one of them "
                              "(seed_pairs trains pi_0 from pi_ref; initial_model loads a trained one)")
         seed_file = loading.local_data_file(s["seed_pairs"], "testbed option `seed_pairs`")
+    on_policy = bool(s.get("seed_prompts")) or float(s.get("seed_prompt_share") or 0.0) > 0
+    if on_policy:
+        if s.get("seed_prompts") and float(s.get("seed_prompt_share") or 0.0) > 0:
+            raise UsageError("testbed options `seed_prompts` and `seed_prompt_share` both choose the seed prompts: "
+                             "set one of them")
+        for other in ("seed_pairs", "initial_model"):
+            if s.get(other):
+                raise UsageError(f"testbed options `{other}` and the on-policy seed round (`seed_prompt_share` / "
+                                 "`seed_prompts`) both give pi_0: set one of them")
+    seed_prompts_file = (loading.local_data_file(s["seed_prompts"], "testbed option `seed_prompts`")
+                         if s.get("seed_prompts") else None)
     prompts_file = loading.local_data_file(s["prompts"], "testbed option `prompts`")
     eval_file = loading.local_data_file(s["eval_prompts"], "testbed option `eval_prompts`") if s["eval_prompts"] else None
     reference_file = (loading.local_data_file(s["reference_outputs"], "testbed option `reference_outputs`")
@@ -600,6 +620,36 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
     if not kept_ids:
         raise UsageError(f"testbed option `prompts`: none of the {len(train_texts)} prompts fits in "
                          f"max_prompt_length={max_prompt} tokens")
+    seed_texts: list[str] = []
+    seed_ids: list[tuple[int, ...]] = []
+    seed_source = ""
+    if on_policy and seed_prompts_file is None:  # a share of the prompts file, held out of the pool
+        from plugins.testbeds.hf.seed import seed_prompt_rows
+
+        held = set(seed_prompt_rows(len(kept_ids), float(s["seed_prompt_share"]), seed).tolist())
+        seed_texts = [t for i, t in enumerate(kept_texts) if i in held]
+        seed_ids = [x for i, x in enumerate(kept_ids) if i in held]
+        kept_texts = [t for i, t in enumerate(kept_texts) if i not in held]
+        kept_ids = [x for i, x in enumerate(kept_ids) if i not in held]
+        seed_source = f"share {float(s['seed_prompt_share']):g} of the prompts file, drawn with world seed {seed}"
+    elif seed_prompts_file is not None:
+        label = "testbed option `seed_prompts`"
+        texts = loading.check_texts(loading.load_columns(seed_prompts_file, [column], label)[column], column,
+                                    seed_prompts_file, label)
+        texts, _ = loading.unique_prompts(texts)
+        evaluation = set(eval_texts)
+        for text in texts:
+            if text in evaluation:
+                raise UsageError(f"{label}: {text[:80]!r} is also an evaluation prompt; seed prompts must never "
+                                 "be evaluation prompts")
+            ids = _encode_prompt(tokenizer, text, use_template)
+            if 0 < len(ids) <= max_prompt:
+                seed_texts.append(text)
+                seed_ids.append(tuple(ids))
+        if not seed_ids:
+            raise UsageError(f"{label}: none of the {len(texts)} prompts in {str(seed_prompts_file)!r} fits in "
+                             f"max_prompt_length={max_prompt} tokens")
+        seed_source = f"file {seed_prompts_file}"
     eval_ids = []
     for text in eval_texts:
         ids = _encode_prompt(tokenizer, text, use_template)
@@ -610,7 +660,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
     if not eval_ids:
         raise UsageError("the evaluation prompt file is empty")
     limit_positions = _position_limit(reference_model.config)
-    longest = max(len(x) for x in kept_ids + eval_ids)
+    longest = max(len(x) for x in kept_ids + eval_ids + seed_ids)
     if limit_positions is not None and longest + int(s["max_new_tokens"]) > limit_positions:
         raise UsageError(f"the longest prompt ({longest} tokens) plus max_new_tokens={s['max_new_tokens']} exceeds "
                          f"the model's {limit_positions} positions; lower max_prompt_length or max_new_tokens")
@@ -619,7 +669,22 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
     pad_id = int(tokenizer.pad_token_id)
     reference = HFPolicy(reference_model, tokenizer, table, pad_id, source_dir=model_dir)
     seed_info: dict[str, Any] = {}
-    if seed_file is not None:
+    sampler = None
+    if engine_api is not None:
+        from plugins.testbeds.hf.vllm_backend import VLLMSampler
+
+        sampler = VLLMSampler(api=engine_api, settings=s, tokenizer_dir=model_dir,
+                              eos_ids=_eos_ids(reference_model, tokenizer),
+                              max_model_len=longest + int(s["max_new_tokens"]), seed=seed)
+    if on_policy:
+        from plugins.testbeds.hf.seed import bootstrap_initial_policy
+
+        seed_table = PromptTable(texts=tuple(seed_texts), ids=tuple(seed_ids), n_train=len(seed_ids))
+        initial_model, seed_info = bootstrap_initial_policy(
+            settings=s, reference=reference, seed_table=seed_table, annotator=annotator, world_seed=seed,
+            source=seed_source, reporter=reporter, sampler=sampler)
+        initial = HFPolicy(initial_model, tokenizer, table, pad_id)
+    elif seed_file is not None:
         from plugins.testbeds.hf.seed import train_initial_policy
 
         with reporter.stage("pi_0: offline DPO on the seed pairs", total=None):
@@ -643,12 +708,5 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None) -> HFW
         "backend": str(s.get("backend", "transformers")),
         **seed_info,
     }
-    sampler = None
-    if engine_api is not None:
-        from plugins.testbeds.hf.vllm_backend import VLLMSampler
-
-        sampler = VLLMSampler(api=engine_api, settings=s, tokenizer_dir=model_dir,
-                              eos_ids=_eos_ids(reference_model, tokenizer),
-                              max_model_len=longest + int(s["max_new_tokens"]), seed=seed)
     return HFWorld(settings=settings, seed=seed, tokenizer=tokenizer, table=table, reference_policy=reference,
                    initial_policy=initial, reference_outputs=reference_outputs, info=info, sampler=sampler)

@@ -26,16 +26,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.cache import cache_enabled, cache_root
+
 FORMAT_VERSION = "synthetic-world-1"
 
 
-def cache_enabled() -> bool:
-    return os.environ.get("HARNESS_NO_CACHE", "").strip().lower() not in {"1", "true", "yes", "on"}
-
-
 def cache_dir() -> Path:
-    root = os.environ.get("HARNESS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "pairsel-harness")
-    return Path(root) / "worlds"
+    return cache_root() / "worlds"
 
 
 def cache_key(name: str, settings: Mapping[str, Any], seed: int) -> str:

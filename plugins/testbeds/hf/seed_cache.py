@@ -1,0 +1,159 @@
+"""The cache of on-policy pi_0s: ``<harness cache>/pi0/<key>/`` (see :mod:`harness.cache`).
+
+An on-policy seed round (:func:`plugins.testbeds.hf.seed.bootstrap_initial_policy`)
+costs sampling, gold labels and a DPO round, and every strategy compared on
+one seed needs the same pi_0; so the trained model is kept, keyed by the
+sha256 of everything it depends on (:func:`cache_key`):
+
+* the contents of the model directory and of the prompt files (not their paths);
+* the annotator judge: its name, class and settings, with the contents of
+  any file or directory a setting names;
+* every testbed option that shapes sampling or the round (evaluation-only
+  options, thread counts and output locations are left out);
+* the world seed, the seed trainer's name and resolved options, and the
+  versions of torch, transformers, trl, datasets and the harness.
+
+An entry is a ``save_pretrained`` directory plus ``manifest.json`` (the sha256
+of every model file, and the round's diagnostics), written to a temporary
+folder beside it and moved into place in one rename, manifest last. On load
+every file is hashed again: an entry that is incomplete or does not match
+its manifest is reported, deleted and rebuilt, never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from harness.cache import cache_enabled, cache_root, content_sha256, file_sha256
+
+FORMAT_VERSION = "hf-pi0-1"
+MANIFEST = "manifest.json"
+
+# Testbed options that cannot change pi_0: evaluation, exports, threads, where copies go.
+_NOT_IN_KEY = frozenset({
+    "eval_prompts", "reference_outputs", "output_column", "eval_limit", "eval_samples", "alpaca_dir",
+    "alpaca_generator", "threads", "seed_save_dir", "seed_cache",
+})
+# Options naming files whose contents (not paths) go into the key.
+_FILE_OPTIONS = ("model", "prompts", "seed_prompts")
+
+
+def cache_dir() -> Path:
+    return cache_root() / "pi0"
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {}
+    for name in ("torch", "transformers", "trl", "datasets", "pairsel-harness"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def judge_identity(judge) -> dict[str, Any]:
+    """A judge's name, class and settings, every setting naming a local file or directory replaced by its contents' hash."""
+    settings = {}
+    for key, value in sorted(dict(getattr(judge, "settings", {}) or {}).items()):
+        if isinstance(value, str) and value and Path(value).expanduser().exists():
+            value = {"path_sha256": content_sha256(Path(value).expanduser())}
+        settings[key] = value
+    return {"name": judge.name, "class": f"{type(judge).__module__}.{type(judge).__qualname__}", "settings": settings}
+
+
+def cache_key(*, settings: Mapping[str, Any], judge, world_seed: int, trainer: str,
+              trainer_settings: Mapping[str, Any]) -> str:
+    """The hex sha256 naming the entry of this pi_0 (see the module docstring)."""
+    options = {}
+    for key in sorted(settings):
+        if key in _NOT_IN_KEY:
+            continue
+        value = settings[key]
+        if key in _FILE_OPTIONS and value:
+            value = {"path_sha256": content_sha256(Path(str(value)).expanduser())}
+        options[key] = value
+    payload = {
+        "format": FORMAT_VERSION,
+        "options": options,
+        "judge": judge_identity(judge),
+        "world_seed": int(world_seed),
+        "trainer": {"name": trainer, "settings": dict(sorted(trainer_settings.items()))},
+        "versions": _versions(),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=repr).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def entry(key: str) -> Path:
+    return cache_dir() / key[:32]
+
+
+def lookup(key: str) -> tuple[Path | None, dict[str, Any] | None, str]:
+    """``(directory, info, state)``: a verified entry (state ``hit``), or ``(None, None, "miss"/"corrupt")``.
+
+    A corrupt entry (no manifest, a missing or changed file) is removed with a warning.
+    """
+    folder = entry(key)
+    if not folder.exists():
+        return None, None, "miss"
+    problem = None
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("key") != key or manifest.get("format") != FORMAT_VERSION:
+            problem = "its manifest is for another key or format"
+        else:
+            for name, digest in manifest["files"].items():
+                file = folder / name
+                if not file.is_file():
+                    problem = f"{name} is missing"
+                    break
+                if file_sha256(file) != digest:
+                    problem = f"{name} does not match its recorded sha256"
+                    break
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problem = f"its manifest cannot be read ({type(exc).__name__}: {exc})"
+    if problem is not None:
+        warnings.warn(f"the cached pi_0 in {folder} is damaged ({problem}); it is deleted and trained again",
+                      RuntimeWarning, stacklevel=2)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None, None, "corrupt"
+    return folder, dict(manifest.get("info", {})), "hit"
+
+
+def store(key: str, model, info: Mapping[str, Any]) -> Path | None:
+    """Save ``model`` as the entry of ``key`` (atomically); None, with a warning, when the cache is not writable."""
+    folder = entry(key)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        try:
+            model.save_pretrained(staging, safe_serialization=True)
+            files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+            manifest = {"format": FORMAT_VERSION, "key": key, "files": files, "info": dict(info)}
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str),
+                                            encoding="utf-8")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(staging, folder)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        warnings.warn(f"pi_0 could not be cached in {folder} ({type(exc).__name__}: {exc}); the next run trains "
+                      "it again", RuntimeWarning, stacklevel=2)
+        return None
+    return folder
+
+
+__all__ = ["cache_dir", "cache_enabled", "cache_key", "entry", "judge_identity", "lookup", "store"]
