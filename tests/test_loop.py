@@ -94,14 +94,17 @@ def test_margin_selector_scores_the_whole_pool_once_per_policy():
     config, components = make(SmallestMargin, budget=100, iterations=1)
     run_experiment(config, components)
     calls = components.testbed.world.calls
-    assert calls == [("logprobs", (200, 4)), ("logprobs", (200, 4)), ("annotate", 100)]
+    # pool under pi_0 and pi_ref; then pi_1 on one response per prompt for KL(pi_0 || pi_1), pi_0's reused
+    assert calls == [("logprobs", (200, 4)), ("logprobs", (200, 4)), ("annotate", 100), ("logprobs", (200, 1))]
 
 
 def test_random_selector_scores_only_the_kept_pairs():
     config, components = make(RandomSelector, budget=100, iterations=1)
     result = run_experiment(config, components)
     calls = components.testbed.world.calls
-    assert calls == [("annotate", 100), ("logprobs", (100, 2)), ("logprobs", (100, 2))]
+    # the kept pairs under pi_0 and pi_ref; then one response per prompt under pi_0 and pi_1 for the step's KL
+    assert calls == [("annotate", 100), ("logprobs", (100, 2)), ("logprobs", (100, 2)), ("logprobs", (200, 1)),
+                     ("logprobs", (200, 1))]
     assert 0.0 <= result.iterations[1]["sel_ranking_accuracy"] <= 1.0
 
 
