@@ -91,7 +91,7 @@ def strategies() -> list[dict]:
 
 
 def record(strategy: dict, seed: int) -> dict:
-    """The start_run record of one run (what harness/runner.py writes)."""
+    """The start_run record of one run (what harness/experiments/runner.py writes)."""
     return {
         "config": {**strategy["config"], "seed": seed, "world_seed": seed},
         "config_hash": strategy["hash"], "seed": seed, "world_seed": seed, "testbed": "synthetic",

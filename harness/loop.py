@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from harness import rng as streams
-from harness.annotation import LabelDesk, PendingSelection
 from harness.budget import Ledger, plan_pool
 from harness.config import Components, RunConfig
 from harness.errors import NonFiniteError, PluginError, UsageError
@@ -41,6 +40,7 @@ from harness.interfaces import (
     SelectionBatch,
     winners_and_losers,
 )
+from harness.labelling import LabelDesk, PendingSelection
 from harness.progress import NullReporter
 from harness.ranks import SINGLE, Ranks
 from harness.static_policy import StaticPolicyError, compare_parameters, static_policy_message
@@ -139,8 +139,8 @@ def run_experiment(
     before its row is emitted; ``restore(world)`` returns the state to continue
     from instead of starting at pi_0 (``harness run --resume``). ``desk``
     keeps every label in the leaderboard and runs the external annotator's
-    round trip (:mod:`harness.annotation`): with ``--annotator external`` the
-    loop raises :class:`~harness.annotation.AwaitingLabels` at the annotation
+    round trip (:mod:`harness.labelling`): with ``--annotator external`` the
+    loop raises :class:`~harness.labelling.AwaitingLabels` at the annotation
     step, and on resume continues from the selection it saved there.
 
     ``ranks``: under a multi-process launch (:mod:`harness.ranks`) only the

@@ -155,6 +155,6 @@ def launched_rank(environ: dict[str, str] | None = None) -> int:
 
 
 def _stop_kind(exc: BaseException) -> str:
-    from harness.annotation import AwaitingLabels
+    from harness.labelling import AwaitingLabels
 
     return "awaiting_labels" if isinstance(exc, AwaitingLabels) else "failed"

@@ -19,7 +19,7 @@ from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Selector, TrainResult
 from harness.loop import run_experiment
 from harness.plugins import load_registry
-from harness.runner import run_record
+from harness.experiments.runner import run_record
 from leaderboard.store import Leaderboard
 from plugins.allocators.schedules import Decrease
 from plugins.scorers.implicit import ImplicitReward, ImplicitRewardNormalized, PolicyLogprobMean

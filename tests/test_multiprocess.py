@@ -174,7 +174,7 @@ def test_an_external_annotator_stops_every_process_for_labels(tmp_path):
 
 def test_sweeps_refuse_a_multi_process_launch(tmp_path, monkeypatch):
     from harness.errors import UsageError
-    from harness.executors import executor_class
+    from harness.experiments.executors import executor_class
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UsageError, match="one harness run at a time"):

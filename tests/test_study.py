@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from conftest import TINY_TESTBED
-from harness import study as st
+from harness.experiments import study as st
 from harness.errors import PluginError
 from harness.plugins import PluginInfo, load_registry
 from leaderboard.stats import t_ppf

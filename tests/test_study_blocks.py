@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from harness import study as st
+from harness.experiments import study as st
 
 
 def blocked_table():

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 
 from conftest import TINY_TESTBED
-from harness import study as st
-from leaderboard import study_report as sr
+from harness.experiments import study as st
+from harness.experiments import study_report as sr
 
 
 # -- the measured time, from the runs' rows ------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard import study_report as sr
+from harness.experiments import study_report as sr
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reproduction.md"
@@ -26,7 +26,7 @@ def test_the_readme_verdict_table_agrees_with_docs_reproduction(doc_text):
 
 
 def test_docs_reproduction_covers_every_claim_of_the_builtin_studies(doc_text):
-    from harness import study as st
+    from harness.experiments import study as st
     from harness.plugins import load_registry
 
     registry = load_registry()

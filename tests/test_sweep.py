@@ -15,7 +15,7 @@ import reliability
 
 from harness.errors import UsageError
 from harness.plugins import load_registry
-from harness.sweep import GridSpec, cell_keys, expand_grid, format_seeds, parse_seeds, split_grid_values, sweep_id
+from harness.experiments.sweep import GridSpec, cell_keys, expand_grid, format_seeds, parse_seeds, split_grid_values, sweep_id
 from leaderboard.store import Leaderboard
 from tests.conftest import TINY_RUN
 
@@ -148,8 +148,8 @@ def test_grid_input_mistakes(registry):
 
 def test_plan_rule_skip_busy_resume_redo_new(registry, tmp_path):
     from harness.config import instantiate
-    from harness.runner import run_record
-    from harness.sweep import make_plan
+    from harness.experiments.runner import run_record
+    from harness.experiments.sweep import make_plan
 
     db = tmp_path / "board.db"
     (cell,) = expand_grid(registry, GridSpec.from_cli(registry, selector="smallest"))

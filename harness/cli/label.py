@@ -90,7 +90,7 @@ def import_command(
     still missing is shown.
     """
     from harness.errors import UsageError
-    from harness.label_files import read_label_file
+    from harness.experiments.label_files import read_label_file
     from leaderboard.labels import LabelImportError, import_labels
 
     db_path = resolve_db(db)
@@ -132,10 +132,10 @@ def labelstudio_command(
     with harness label import: the left text is response_a, the right one
     response_b, and the "tie" choice is a tie.
     """
-    from harness.annotation import TO_LABEL, iteration_dir
+    from harness.experiments.labels import TO_LABEL, iteration_dir
     from harness.errors import UsageError
-    from harness.label_files import LABELSTUDIO_CONFIG, labelstudio_tasks
-    from harness.runner import runs_root
+    from harness.experiments.label_files import LABELSTUDIO_CONFIG, labelstudio_tasks
+    from harness.experiments.runner import runs_root
     from leaderboard.labels import status
 
     db_path = resolve_db(db)
@@ -150,7 +150,7 @@ def labelstudio_command(
         if not to_label.exists():
             raise UsageError(f"run {run_id} handed out no pairs for iteration {iteration} (no {to_label})")
         tasks = labelstudio_tasks(to_label)
-    from harness.annotation import write_atomically
+    from harness.experiments.labels import write_atomically
 
     write_atomically(out, lambda handle: handle.write(json.dumps(tasks, ensure_ascii=False, indent=1)))
     console = stderr_console()

@@ -591,7 +591,7 @@ def import_run(
     run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run directories to import.")],
     db: DbOption = None,
 ) -> None:
-    from harness.recorder import replay
+    from harness.experiments.journal import replay
     from leaderboard.store import Leaderboard
 
     path = resolve_db(_merged(ctx, "db", db))

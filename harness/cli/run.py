@@ -186,7 +186,7 @@ def run_command(
 
     ranks = _launch_ranks() if not dry_run else None
     if ranks is not None and not ranks.is_main:
-        from harness import runner
+        from harness.experiments import runner
 
         _set_threads(threads)
         _follow_main(lambda: runner.execute(config, registry, db_path=db_path, ranks=ranks))
@@ -196,7 +196,7 @@ def run_command(
             typer.echo(json.dumps({"config": config.to_dict(), "plan": plan}, default=list))
         return
 
-    from harness import runner
+    from harness.experiments import runner
 
     _set_threads(threads)
     outcome = _with_progress(
@@ -209,7 +209,7 @@ def run_command(
 
 
 def _resume(run_id, registry, db_path, reporter, on_row, ranks):
-    from harness import runner
+    from harness.experiments import runner
 
     with cli_errors():
         return runner.resume(run_id, registry, db_path=db_path, reporter=reporter, on_row=on_row, ranks=ranks)

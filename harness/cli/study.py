@@ -80,9 +80,9 @@ study_app = typer.Typer(help=STUDY_HELP, no_args_is_help=True, rich_markup_mode=
 
 
 def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None):
-    from harness import study as st
+    from harness.experiments import study as st
     from harness.plugins import load_registry
-    from harness.sweep import parse_seeds
+    from harness.experiments.sweep import parse_seeds
 
     registry = load_registry(plugin)
     if seeds is not None:
@@ -140,9 +140,9 @@ def run_command(
 ) -> None:
     import time
 
-    from harness import study as st
+    from harness.experiments import study as st
     from harness.cli.sweep import _counts, _execute, _escape, _plan_line
-    from harness.executors import executor_class
+    from harness.experiments.executors import executor_class
 
     console = stderr_console()
     db_path = resolve_db(db)
@@ -226,7 +226,7 @@ def report_command(
 @study_app.command("list")
 def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> None:
     """The studies every plugin registered (built-ins included), with their claims."""
-    from harness import study as st
+    from harness.experiments import study as st
     from harness.plugins import load_registry
 
     console = stderr_console()
@@ -262,8 +262,8 @@ _STAT_KEYS = ("n", "mean", "std", "ci_low", "ci_high", "half_width", "mde80", "v
 
 
 def _report(console, study, db_path: Path, out_dir: Path, command: str, publish: Path | None = None) -> dict[str, Any]:
-    from harness import study as st
-    from leaderboard.study_report import block_rows, blocks_title, publish as publish_file, verdict_rows, write_report
+    from harness.experiments import study as st
+    from harness.experiments.study_report import block_rows, blocks_title, publish as publish_file, verdict_rows, write_report
 
     with cli_errors():
         outcome = st.results(study, db_path)

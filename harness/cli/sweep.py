@@ -137,8 +137,8 @@ def sweep_command(
     as_json: JsonOption = False,
     plugin: PluginOption = None,
 ) -> None:
-    from harness import sweep as sw
-    from harness.executors import executor_class
+    from harness.experiments import sweep as sw
+    from harness.experiments.executors import executor_class
     from harness.plugins import load_registry
 
     console = stderr_console()
@@ -201,7 +201,7 @@ def _execute(console, executor_name, jobs, plugins, tasks, plan):
     """Run ``tasks`` under a live progress display; returns ([(planned, result)], interrupted)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from harness.executors import WorkerStartError, create_executor
+    from harness.experiments.executors import WorkerStartError, create_executor
 
     progress = Progress(
         SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -314,7 +314,7 @@ def _plan_line(item) -> str:
 
 
 def _print_plan(console, sweep, cells, seeds, plan, db_path: Path, executor: str, jobs: int, full: bool) -> None:
-    from harness.sweep import format_seeds
+    from harness.experiments.sweep import format_seeds
 
     console.print(
         f"[bold]sweep {sweep}[/] · {len(cells)} cell{'s' if len(cells) != 1 else ''} × {len(seeds)} "

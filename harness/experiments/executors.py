@@ -2,8 +2,8 @@
 
 The interface is small (:class:`Executor`):
 
-- ``submit(task)`` queues a :class:`harness.sweep.RunTask`;
-- ``as_completed()`` yields a :class:`harness.sweep.TaskResult` for every
+- ``submit(task)`` queues a :class:`harness.experiments.sweep.RunTask`;
+- ``as_completed()`` yields a :class:`harness.experiments.sweep.TaskResult` for every
   submitted task as it completes, in completion order;
 - ``cancel()`` stops: pending tasks never start, running ones are
   interrupted (the runner marks their rows ``interrupted``), and it returns
@@ -20,7 +20,7 @@ Two executors, chosen by name (``--executor``):
     never imports torch. Each worker sets ``OMP_NUM_THREADS=1`` and
     ``torch.set_num_threads(1)``, rebuilds the plugin registry from the same
     ``--plugin`` specs, silences its stdout/stderr (only the parent prints),
-    and runs one task at a time through :func:`harness.sweep.run_task`. A
+    and runs one task at a time through :func:`harness.experiments.sweep.run_task`. A
     worker whose parent disappears interrupts its own run and exits.
 
 ``ray`` (:class:`RayExecutor`, ``pip install 'pairsel-harness[ray]'``)
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from harness.errors import UnknownNameError, UsageError
-from harness.sweep import RunTask, TaskResult
+from harness.experiments.sweep import RunTask, TaskResult
 
 #: How long ``cancel`` waits for interrupted runs to mark their rows before it kills the workers.
 CANCEL_TIMEOUT_SECONDS = 60.0
@@ -64,7 +64,7 @@ class Event:
 
 
 class Executor(ABC):
-    """Runs :class:`~harness.sweep.RunTask` objects somewhere and reports how they ended."""
+    """Runs :class:`~harness.experiments.sweep.RunTask` objects somewhere and reports how they ended."""
 
     name: ClassVar[str]
 
@@ -183,7 +183,7 @@ def _local_worker(conn, plugins: tuple[str, ...], parent_pid: int, quiet: bool) 
         except BaseException:
             send(("fatal", traceback.format_exc()))
             return
-        from harness.sweep import run_task
+        from harness.experiments.sweep import run_task
 
         while not _SIGNALLED:
             try:
@@ -425,7 +425,7 @@ def _signal(pid: int | None, signum: int) -> None:
 
 def _ray_task(task: RunTask, plugins: tuple[str, ...]) -> TaskResult:  # pragma: no cover - runs in Ray workers
     """One run inside a Ray worker (one torch thread; the registry is built once per worker)."""
-    from harness.sweep import run_task
+    from harness.experiments.sweep import run_task
 
     _set_one_thread()
     return run_task(task, _registry(plugins))

@@ -8,7 +8,7 @@ it in the leaderboard's ``labels`` table with the text it was given for. With
    (``pair_id``, ``prompt``, ``response_a``, ``response_b``; which response is
    shown as ``a`` is randomised, and recorded on our side only), saves the
    iteration's selection beside it, records the pairs as awaited and raises
-   :class:`AwaitingLabels`: the run is marked ``awaiting_labels``.
+   :class:`~harness.labelling.AwaitingLabels`: the run is marked ``awaiting_labels``.
 2. ``harness label import`` fills the labels in (:mod:`leaderboard.labels`).
 3. ``harness run --resume`` restores the last checkpoint; the loop finds the
    saved selection (:meth:`LabelDesk.pending`) instead of sampling again, and
@@ -22,7 +22,6 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Labels, Pairs, Responses
+from harness.labelling import AwaitingLabels, PendingSelection
 
 TO_LABEL = "to-label.jsonl"
 SELECTION = "selection.npz"
@@ -55,64 +55,43 @@ def iteration_dir(run_dir: Path, iteration: int) -> Path:
     return Path(run_dir) / f"iteration-{int(iteration)}"
 
 
-class AwaitingLabels(Exception):
-    """The run stopped at an annotation step for an external annotator (not a failure)."""
+def save_selection(selection: PendingSelection, path: Path) -> None:
+    """Write a pending selection as ``.npz`` (no pickles), atomically."""
+    arrays = {
+        "prompts": np.asarray(selection.prompts),
+        "tokens": selection.responses.tokens,
+        "lengths": selection.responses.lengths,
+        "distinct": selection.distinct,
+        "offered": np.asarray(selection.offered),
+        "proxy_calls": np.asarray(selection.proxy_calls),
+        "kept_prompt": selection.kept.prompt,
+        "kept_a": selection.kept.a,
+        "kept_b": selection.kept.b,
+    }
+    for name in ("logp_policy", "logp_ref"):
+        if getattr(selection, name) is not None:
+            arrays[name] = getattr(selection, name)
+    write_atomically(path, lambda handle: np.savez(handle, **arrays), binary=True)
 
-    def __init__(self, iteration: int, requested: int, path: Path):
-        super().__init__(f"iteration {iteration}: {requested} pairs await labels in {path}")
-        self.iteration, self.requested, self.path = iteration, requested, path
 
-
-@dataclass
-class PendingSelection:
-    """An iteration's pool and selection, kept while its pairs are out for labelling."""
-
-    prompts: np.ndarray
-    responses: Responses
-    distinct: np.ndarray
-    offered: int
-    kept: Pairs
-    logp_policy: np.ndarray | None
-    logp_ref: np.ndarray | None
-    proxy_calls: int = 0  # proxy-judge calls made for this pool (counted again when the run resumes from it)
-
-    def save(self, path: Path) -> None:
-        """Write as ``.npz`` (no pickles), atomically."""
-        arrays = {
-            "prompts": np.asarray(self.prompts),
-            "tokens": self.responses.tokens,
-            "lengths": self.responses.lengths,
-            "distinct": self.distinct,
-            "offered": np.asarray(self.offered),
-            "proxy_calls": np.asarray(self.proxy_calls),
-            "kept_prompt": self.kept.prompt,
-            "kept_a": self.kept.a,
-            "kept_b": self.kept.b,
-        }
-        for name in ("logp_policy", "logp_ref"):
-            if getattr(self, name) is not None:
-                arrays[name] = getattr(self, name)
-        write_atomically(path, lambda handle: np.savez(handle, **arrays), binary=True)
-
-    @classmethod
-    def load(cls, path: Path) -> PendingSelection:
-        """Read a saved selection; CheckpointError naming the file if it is unreadable."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-            return cls(
-                prompts=arrays["prompts"],
-                responses=Responses(tokens=arrays["tokens"], lengths=arrays["lengths"]),
-                distinct=arrays["distinct"],
-                offered=int(arrays["offered"]),
-                kept=Pairs(prompt=arrays["kept_prompt"], a=arrays["kept_a"], b=arrays["kept_b"]),
-                logp_policy=arrays.get("logp_policy"),
-                logp_ref=arrays.get("logp_ref"),
-                proxy_calls=int(arrays.get("proxy_calls", 0)),
-            )
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise CheckpointError(f"the saved selection {path} cannot be read ({exc}); the pairs out for "
-                                  "labelling cannot be matched to their pool") from None
+def load_selection(path: Path) -> PendingSelection:
+    """Read a saved selection; CheckpointError naming the file if it is unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        return PendingSelection(
+            prompts=arrays["prompts"],
+            responses=Responses(tokens=arrays["tokens"], lengths=arrays["lengths"]),
+            distinct=arrays["distinct"],
+            offered=int(arrays["offered"]),
+            kept=Pairs(prompt=arrays["kept_prompt"], a=arrays["kept_a"], b=arrays["kept_b"]),
+            logp_policy=arrays.get("logp_policy"),
+            logp_ref=arrays.get("logp_ref"),
+            proxy_calls=int(arrays.get("proxy_calls", 0)),
+        )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"the saved selection {path} cannot be read ({exc}); the pairs out for "
+                              "labelling cannot be matched to their pool") from None
 
 
 def texts_of(world: Any, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[list[str]]]:
@@ -148,10 +127,13 @@ def label_names(labels: Labels) -> list[str]:
 
 
 class LabelDesk:
-    """Keeps a run's labels in the leaderboard and runs the external round trip (module docstring)."""
+    """Keeps a run's labels in the leaderboard and runs the external round trip (module docstring).
+
+    Implements :class:`harness.labelling.LabelDesk`, the protocol the loop sees.
+    """
 
     def __init__(self, board: Any, run_id: str, run_dir: Path, recorder: Any = None):
-        from harness.recorder import Recorder
+        from harness.experiments.journal import Recorder
 
         self.board, self.run_id, self.run_dir = board, run_id, Path(run_dir)
         self.recorder = recorder or Recorder(board, run_id, run_dir)
@@ -199,7 +181,7 @@ class LabelDesk:
     def pending(self, iteration: int) -> PendingSelection | None:
         """The selection saved when iteration ``iteration``'s pairs went out for labelling, if any."""
         path = iteration_dir(self.run_dir, iteration) / SELECTION
-        return PendingSelection.load(path) if path.exists() else None
+        return load_selection(path) if path.exists() else None
 
     def collect(self, iteration: int, world: Any, selection: PendingSelection) -> Labels | None:
         """The imported labels of ``iteration``'s pairs, or None if they were never requested.
@@ -240,7 +222,7 @@ class LabelDesk:
         from leaderboard.labels import PairLabel, pair_id
 
         folder = iteration_dir(self.run_dir, iteration)
-        selection.save(folder / SELECTION)
+        save_selection(selection, folder / SELECTION)
         kept = selection.kept
         prompt_texts, a_texts, b_texts = pair_texts_of(world, selection.prompts, selection.responses, kept)
         swapped = rng.random(len(kept)) < 0.5  # which response the annotator sees as "a"

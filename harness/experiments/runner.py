@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import checkpoints
+from harness.experiments import checkpoints
 from harness.config import ROLES, Components, RunConfig, instantiate
 from harness.errors import UnknownNameError, UsageError
 from harness.interfaces import Judge
@@ -118,7 +118,7 @@ def execute(
     after each iteration is recorded. KeyboardInterrupt marks the run
     ``interrupted`` and propagates; any other exception marks it ``failed``.
     """
-    from harness.recorder import Recorder
+    from harness.experiments.journal import Recorder
     from leaderboard.store import Leaderboard, new_run_id
 
     components = instantiate(registry, config)
@@ -187,7 +187,7 @@ def resume(
         raise UsageError(f"no leaderboard database at {db_path}; pass the --db the run was recorded in")
     board = Leaderboard(db_path, create=False)
     run = board.get_run(run_id)
-    from harness.recorder import JOURNAL
+    from harness.experiments.journal import JOURNAL
 
     if run is None:
         journal = runs_root(db_path) / run_id / JOURNAL
@@ -287,9 +287,10 @@ def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore
 
 
 def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, restore, recorder, ranks) -> RunOutcome:
-    from harness.annotation import AwaitingLabels, LabelDesk
+    from harness.experiments.labels import LabelDesk
+    from harness.labelling import AwaitingLabels
     from harness.loop import run_experiment
-    from harness.recorder import Recorder
+    from harness.experiments.journal import Recorder
 
     recorder = recorder or Recorder(board, run_id, run_dir)
 

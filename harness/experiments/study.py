@@ -14,11 +14,11 @@ decides without running anything, and the arithmetic of its verdicts:
   ``key = value`` lines (inline tables included), which is the plan style the
   schema documents; anything it cannot place falls back to the block's header.
 - :func:`expand` turns every ``[[grid]]`` into sweep cells with the sweep
-  module's own :class:`~harness.sweep.GridSpec` / :func:`~harness.sweep.expand_grid`,
+  module's own :class:`~harness.experiments.sweep.GridSpec` / :func:`~harness.experiments.sweep.expand_grid`,
   gives each grid a sweep id, and binds every claim's ``a`` and ``b`` to exactly
   one cell (an error names the claim's line otherwise).
-- :func:`make_plan` / :func:`tasks` reuse :func:`harness.sweep.make_plan` and
-  :func:`harness.sweep.tasks_from_plan`, so skip / resume / redo and the
+- :func:`make_plan` / :func:`tasks` reuse :func:`harness.experiments.sweep.make_plan` and
+  :func:`harness.experiments.sweep.tasks_from_plan`, so skip / resume / redo and the
   executors behave exactly as in ``harness sweep``; every task is also tagged
   ``study`` and ``study_grid``.
 - :func:`results` reads the leaderboard and computes each claim's paired
@@ -31,7 +31,7 @@ decides without running anything, and the arithmetic of its verdicts:
   what it ran with.
 
 **Sweep ids of a study.** A grid's sweep id is the usual hash of its cells
-(:func:`harness.sweep.sweep_id`) salted with the study's name, still ``s`` plus
+(:func:`harness.experiments.sweep.sweep_id`) salted with the study's name, still ``s`` plus
 10 hex digits. So a study never counts runs of a plain ``harness sweep`` (they
 lack the ``study`` tag), and ``harness leaderboard --sweep ID`` shows one grid.
 """
@@ -81,8 +81,8 @@ _GRID_ALIASES = {"responses": "n_responses"}
 
 def grid_keys() -> tuple[str, ...]:
     """The keys a ``[[grid]]`` accepts: ``name``, ``seeds`` and every argument of ``harness sweep``
-    (read from :meth:`harness.sweep.GridSpec.from_cli`, so a new sweep option is a new grid key)."""
-    from harness.sweep import GridSpec
+    (read from :meth:`harness.experiments.sweep.GridSpec.from_cli`, so a new sweep option is a new grid key)."""
+    from harness.experiments.sweep import GridSpec
 
     params = [p for p in inspect.signature(GridSpec.from_cli).parameters if p not in ("cls", "registry")]
     return ("name", "seeds", *params, *_GRID_ALIASES)
@@ -307,7 +307,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
 
 
 def _check_seeds(errors: _Errors, where: list, value: Any) -> None:
-    from harness.sweep import parse_seeds
+    from harness.experiments.sweep import parse_seeds
 
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         errors.add(where, f"seeds {value!r} is neither a count nor a seed list", 'write seeds = 10 or seeds = "0-9"')
@@ -508,8 +508,8 @@ def find_plan(spec: str, registry: Any) -> StudyPlan:
 @dataclass
 class ExpandedGrid:
     plan: GridPlan
-    spec: Any  # harness.sweep.GridSpec
-    cells: list  # [harness.sweep.Cell]
+    spec: Any  # harness.experiments.sweep.GridSpec
+    cells: list  # [harness.experiments.sweep.Cell]
     seeds: list[int]
     sweep_id: str
 
@@ -545,7 +545,7 @@ class ExpandedStudy:
 
 def seed_list(value: int | str) -> list[int]:
     """A ``seeds`` value: a count (``10`` -> 0..9) or a list spec (``"0-9"``, ``"0,2,5"``)."""
-    from harness.sweep import parse_seeds
+    from harness.experiments.sweep import parse_seeds
 
     if isinstance(value, int) and not isinstance(value, bool):
         return list(range(value))
@@ -553,8 +553,8 @@ def seed_list(value: int | str) -> list[int]:
 
 
 def study_sweep_id(study: str, cells: Sequence[Any], world_seed: int | None) -> str:
-    """The sweep id of a study grid: :func:`harness.sweep.sweep_id` salted with the study's name."""
-    from harness.sweep import sweep_id
+    """The sweep id of a study grid: :func:`harness.experiments.sweep.sweep_id` salted with the study's name."""
+    from harness.experiments.sweep import sweep_id
 
     base = sweep_id(cells, world_seed)
     return "s" + hashlib.sha256(f"study:{study}:{base}".encode()).hexdigest()[:10]
@@ -567,7 +567,7 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
     count or a list) replaces every grid's seeds. A bad cell or an ambiguous claim is a PlanError
     naming the plan's line.
     """
-    from harness.sweep import GridSpec, expand_grid
+    from harness.experiments.sweep import GridSpec, expand_grid
 
     errors = _Errors(plan.path, plan.text)
     grids = []
@@ -685,12 +685,12 @@ def _match_cells(study: ExpandedStudy, filters: Mapping[str, Any]) -> list[tuple
 @dataclass
 class StudyPlanItem:
     grid: str
-    item: Any  # harness.sweep.PlannedRun
+    item: Any  # harness.experiments.sweep.PlannedRun
 
 
 def make_plan(study: ExpandedStudy, db_path: Path, *, force: bool = False) -> list[StudyPlanItem]:
-    """Per grid, :func:`harness.sweep.make_plan` (skip / busy / resume / redo / new); in grid order."""
-    from harness.sweep import make_plan as sweep_plan
+    """Per grid, :func:`harness.experiments.sweep.make_plan` (skip / busy / resume / redo / new); in grid order."""
+    from harness.experiments.sweep import make_plan as sweep_plan
 
     items = []
     for grid in study.grids:
@@ -701,9 +701,9 @@ def make_plan(study: ExpandedStudy, db_path: Path, *, force: bool = False) -> li
 
 
 def tasks(study: ExpandedStudy, plan: Sequence[StudyPlanItem], db_path: Path) -> list[Any]:
-    """:func:`harness.sweep.tasks_from_plan` per grid, indexed into ``plan`` and tagged
+    """:func:`harness.experiments.sweep.tasks_from_plan` per grid, indexed into ``plan`` and tagged
     ``study`` / ``study_grid`` / ``study_variant`` besides ``sweep_id`` / ``sweep_cell``."""
-    from harness.sweep import tasks_from_plan
+    from harness.experiments.sweep import tasks_from_plan
 
     out = []
     for grid in study.grids:
@@ -817,7 +817,7 @@ class StudyResults:
 
 def study_runs(study: ExpandedStudy, db_path: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """Per grid and cell: the newest finished run of each wanted (seed, world_seed), tagged with the study."""
-    from harness.sweep import sweep_runs
+    from harness.experiments.sweep import sweep_runs
 
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for grid in study.grids:

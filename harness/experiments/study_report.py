@@ -1,7 +1,7 @@
 """A study's report: ``report.md`` and its PNG figures (matplotlib's Agg backend).
 
-:func:`write_report` takes :class:`harness.study.StudyResults` (computed from the
-leaderboard by :func:`harness.study.results`; nothing runs here) and writes:
+:func:`write_report` takes :class:`harness.experiments.study.StudyResults` (computed from the
+leaderboard by :func:`harness.experiments.study.results`; nothing runs here) and writes:
 
 * ``report.md`` -- the plan, the exact command, harness version / git commit /
   date, the measured time of the study's runs, the verdict rule, the verdict
@@ -20,8 +20,8 @@ and ``<!-- study:NAME end -->``, leaving the other studies' sections alone.
 :func:`readme_table` turns that file into the README's verdict table (between
 ``<!-- reproduction:start -->`` and ``<!-- reproduction:end -->``)::
 
-    python -m leaderboard.study_report --write README.md     # rewrite the README's table
-    python -m leaderboard.study_report --check README.md     # exit 1 if it disagrees with the file
+    python -m harness.experiments.study_report --write README.md     # rewrite the README's table
+    python -m harness.experiments.study_report --check README.md     # exit 1 if it disagrees with the file
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _stats_cells(stats: dict[str, Any]) -> dict[str, str]:
-    """The columns one :func:`harness.study.paired_verdict` result fills, as text."""
+    """The columns one :func:`harness.experiments.study.paired_verdict` result fills, as text."""
     ci = "–" if stats["ci_low"] is None else f"[{fmt_signed(stats['ci_low'])}, {fmt_signed(stats['ci_high'])}]"
     measured = "–" if stats["mean"] is None else (
         f"{fmt_signed(stats['mean'])} ± {_fmt(stats['std'])}" if stats["std"] is not None else fmt_signed(stats["mean"]))
@@ -66,7 +66,7 @@ def _stats_cells(stats: dict[str, Any]) -> dict[str, str]:
 
 def verdict_rows(results: Any) -> list[dict[str, str]]:
     """One row per claim with the report's columns, as text (shared by report.md and the terminal)."""
-    from harness.study import contrast_label
+    from harness.experiments.study import contrast_label
 
     rows = []
     for item in results.claims:
@@ -82,7 +82,7 @@ def verdict_rows(results: Any) -> list[dict[str, str]]:
 def block_rows(results: Any) -> list[dict[str, str]]:
     """For every claim that sets ``blocks``: one row per block of seeds, then the pooled row
     (``seeds`` = ``pooled (0-29)``); the same columns as :func:`verdict_rows` plus ``seeds`` and ``size``."""
-    from harness.sweep import format_seeds
+    from harness.experiments.sweep import format_seeds
 
     rows = []
     for item in results.claims:
@@ -114,7 +114,7 @@ def _seconds(value: float) -> str:
 
 
 def time_text(time: dict[str, Any]) -> str:
-    """:func:`harness.study.study_time` in words, for report.md and the published section."""
+    """:func:`harness.experiments.study.study_time` in words, for report.md and the published section."""
     if time.get("busy_seconds") is None:
         return "no finished run has timestamps yet"
     first = time["first_start"].replace("T", " ").replace("+00:00", "")
@@ -136,7 +136,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     (report first)."""
     from harness import __version__
     from harness.provenance import git_commit
-    from harness.study import study_time
+    from harness.experiments.study import study_time
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         lines += ["", "Notes:", ""] + [f"- {_md(n)}" for n in notes]
     lines += ["", "## Grids", "", "| grid | sweep id | cells | seeds | iterations | budget | finished runs |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
-    from harness.sweep import format_seeds
+    from harness.experiments.sweep import format_seeds
 
     for grid in study.grids:
         done = sum(len(v) for v in results.runs[grid.plan.name].values())
@@ -229,7 +229,7 @@ def _blocks_section(results: Any) -> list[str]:
 
 
 def _rule() -> str:
-    from harness.study import VERDICT_RULE
+    from harness.experiments.study import VERDICT_RULE
 
     return VERDICT_RULE
 
@@ -261,7 +261,7 @@ def write_figures(results: Any, out_dir: Path, *, dpi: int = 110) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from harness.study import FigurePlan
+    from harness.experiments.study import FigurePlan
 
     study = results.study
     figures = list(study.plan.figures) or [
@@ -363,7 +363,7 @@ This file is generated; do not edit it by hand. Each section is one study of the
 nothing and rebuilds the section from the database). A study rewrites only its own section, between its
 `<!-- study:NAME start -->` and `<!-- study:NAME end -->` markers. To regenerate a section, run the
 command at its top again: finished runs in its database are reused, so only missing runs run. The
-verdict table of the README is made from this file with `python -m leaderboard.study_report --write README.md`.
+verdict table of the README is made from this file with `python -m harness.experiments.study_report --write README.md`.
 
 Every verdict compares the paired difference Δ = A − B over seeds with the direction the source reports:
 **reproduced** when its 95% interval excludes 0 in that direction, **reversed** when it excludes 0 the
@@ -371,7 +371,7 @@ other way, **not separable** otherwise (the full rule is in each study's report)
 """
 README_START = "<!-- reproduction:start -->"
 README_END = "<!-- reproduction:end -->"
-README_COMMAND = "python -m leaderboard.study_report --write README.md"
+README_COMMAND = "python -m harness.experiments.study_report --write README.md"
 BLOCK_PREFIX = "↳ seeds "
 
 
@@ -395,7 +395,7 @@ def publish_section(results: Any, path: Path, *, command: str, db_path: Path, pa
     block of seeds under each claim that sets ``blocks``."""
     from harness import __version__
     from harness.provenance import git_commit
-    from harness.study import run_provenance, study_time
+    from harness.experiments.study import run_provenance, study_time
 
     study, plan = results.study, results.study.plan
     runs = results.finished_runs()
@@ -528,7 +528,7 @@ def readme_section(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m leaderboard.study_report",
+        prog="python -m harness.experiments.study_report",
         description="The README's verdict table, made from the published reproduction file.")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", metavar="FILE", type=Path, help="replace the reproduction table of FILE (README.md)")

@@ -13,7 +13,7 @@ what a worker does for one run; it imports neither torch nor an executor:
 - :func:`make_plan` reads the leaderboard and decides, for every cell × seed,
   whether to skip, resume, redo or start it (the rule is in its docstring);
 - :func:`run_task` is what a worker process calls for one planned run: it goes
-  through :func:`harness.runner.execute` or :func:`harness.runner.resume`,
+  through :func:`harness.experiments.runner.execute` or :func:`harness.experiments.runner.resume`,
   the one way runs are recorded.
 
 Grid values: ``--selector``, ``--instance-selector``, ``--corpus-selector``,
@@ -513,9 +513,9 @@ def sweep_runs(db_path: Path, sweep: str) -> list[dict[str, Any]]:
 
 
 def _has_checkpoint(run: Mapping[str, Any], db_path: Path) -> bool:
-    from harness import checkpoints
+    from harness.experiments import checkpoints
     from harness.errors import CheckpointError
-    from harness.runner import runs_root
+    from harness.experiments.runner import runs_root
 
     run_dir = Path(run.get("runs_root") or runs_root(db_path)) / run["id"]
     try:
@@ -545,7 +545,7 @@ def make_plan(
       sweep cannot tell, and also leaves it;
     - else an **interrupted** match, or a ``running`` one whose process is
       gone, with a checkpoint: **resume** it (same run id, through
-      :func:`harness.runner.resume`); without a checkpoint, redo it;
+      :func:`harness.experiments.runner.resume`); without a checkpoint, redo it;
     - else a **failed** match: **redo** it as a new run (the failed row stays);
     - else: a **new** run.
 
@@ -676,14 +676,14 @@ FINAL_KEYS = ("final_win_rate", "final_win_rate_se", "final_kl", "final_gold_rew
 
 
 def run_task(task: RunTask, registry: Registry, emit: Callable[..., None] | None = None) -> TaskResult:
-    """Run one task in this process through :mod:`harness.runner`; never raises for a run's error.
+    """Run one task in this process through :mod:`harness.experiments.runner`; never raises for a run's error.
 
     ``emit(kind, **data)`` reports ``started`` (run_id) and ``iteration``
     (iteration, win_rate). A KeyboardInterrupt ends the task as
     ``interrupted`` (the runner has marked the row; if the interrupt landed
     outside the runner's own handling, the row is marked here).
     """
-    from harness import runner
+    from harness.experiments import runner
 
     emit = emit or (lambda kind, **data: None)
     started = time.monotonic()

@@ -5,7 +5,7 @@ iteration: the selected pairs go to ``RUN_DIR/iteration-<i>/to-label.jsonl``,
 the run is marked ``awaiting_labels`` and the command exits 0 after printing
 the import and resume commands. ``harness label import`` takes the labels
 back; ``harness run --resume RUN_ID`` continues from the annotation step once
-every pair has one. The loop drives all of this (:mod:`harness.annotation`);
+every pair has one. The loop drives all of this (:mod:`harness.experiments.labels`);
 this judge only names the role, so that it is chosen like any other annotator.
 """
 

@@ -1,0 +1,164 @@
+"""The import rules between the project's layers, read from the source (no module is imported).
+
+Layers: the **core** (``harness`` outside ``harness.cli`` and ``harness.experiments``),
+the **experiment layer** (``harness.experiments``), the **CLI** (``harness.cli``),
+the **store** (``leaderboard``) and the **built-ins** (``plugins``).
+
+* the core imports neither the experiment layer, nor the CLI, nor the store, nor the built-ins;
+* the store imports neither the experiment layer, nor the built-ins, nor the CLI;
+* the experiment layer does not import the CLI;
+* a built-in imports neither the store, nor the CLI, nor the experiment layer, nor
+  another built-in's modules (its own package and ``plugins._*`` shared modules are fine).
+
+:data:`KNOWN` lists the imports that still break a rule, each with what removes it; the
+test fails when a new one appears and when a listed one is gone (so the list stays true).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("harness", "leaderboard", "plugins")
+
+KNOWN = {
+    # built-ins leaning on each other's modules: one shared private HF module (issue "A house a newcomer
+    # can move into", item 5) and testbeds that obtain trainers through the registry remove these
+    ("plugins.judges.embedding", "plugins.testbeds.hf.loading"),
+    ("plugins.judges.pairrm", "plugins.testbeds.hf.loading"),
+    ("plugins.judges.reward_model", "plugins.testbeds.hf.loading"),
+    ("plugins.testbeds.hf.seed", "plugins.trainers.native"),
+    ("plugins.testbeds.hf.seed", "plugins.trainers.trl"),
+    ("plugins.trainers.trl", "plugins.testbeds.hf.policy"),
+    ("plugins.testbeds.synthetic.world", "plugins.trainers.native"),
+    # selectors reusing other built-ins' code: a shared private selector module removes these (same item)
+    ("plugins.selectors.explicit", "plugins.scorers.implicit"),
+    ("plugins.selectors.uncertainty", "plugins.scorers.implicit"),
+    ("plugins.selectors.uncertainty", "plugins.selectors.margin"),
+    ("plugins.selectors.uncertainty", "plugins.selectors.random"),
+    # the openai judge keeps its answers in the store: a judgement-cache protocol removes it (same issue, item 3)
+    ("plugins.judges.openai", "leaderboard.judgements"),
+}
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path, name: str, modules: set[str]) -> set[str]:
+    """The project modules ``path`` imports: ``from a import b`` is ``a.b`` when that is a module, else ``a``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return {m for m in found if m in modules}
+
+
+def graph(root: Path) -> dict[str, set[str]]:
+    """module -> the project modules it imports, for every module under ``root``'s packages."""
+    files = {module_name(p, root): p for package in PACKAGES if (root / package).exists()
+             for p in (root / package).rglob("*.py")}
+    modules = set(files)
+    return {name: imports_of(path, name, modules) - {name} for name, path in files.items()}
+
+
+def layer(name: str) -> str:
+    if name.startswith("harness.experiments"):
+        return "experiments"
+    if name.startswith("harness.cli"):
+        return "cli"
+    if name == "harness.__main__":
+        return "cli"
+    if name.startswith("harness"):
+        return "core"
+    if name.startswith("leaderboard"):
+        return "store"
+    return "builtin"
+
+
+FORBIDDEN = {
+    "core": {"experiments", "cli", "store", "builtin"},
+    "store": {"experiments", "builtin", "cli"},
+    "experiments": {"cli"},
+    "builtin": {"store", "cli", "experiments"},
+}
+
+
+def _plugin_package(name: str) -> str:
+    """``plugins.testbeds.hf.world`` -> ``plugins.testbeds.hf``; ``plugins.selectors.margin`` -> itself."""
+    parts = name.split(".")
+    return ".".join(parts[:3])
+
+
+def violations(edges: dict[str, set[str]]) -> set[tuple[str, str]]:
+    found = set()
+    for source, targets in edges.items():
+        for target in targets:
+            if layer(target) in FORBIDDEN.get(layer(source), set()):
+                found.add((source, target))
+            elif layer(source) == layer(target) == "builtin":
+                shared = target.split(".")[1].startswith("_") or target.split(".")[-1].startswith("_")
+                own = _plugin_package(source) == _plugin_package(target)
+                if not (shared and target.count(".") <= 2) and not own and target != "plugins":
+                    found.add((source, target))
+    return found
+
+
+def test_the_layers_keep_their_import_rules():
+    found = violations(graph(ROOT))
+    new = sorted(found - KNOWN)
+    gone = sorted(KNOWN - found)
+    assert not new, f"imports that break a layer rule (see the module docstring): {new}"
+    assert not gone, f"listed as known but no longer there: remove them from KNOWN: {gone}"
+
+
+def test_a_planted_forbidden_import_is_caught(tmp_path):
+    for package in PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "harness" / "experiments").mkdir()
+    (tmp_path / "harness" / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "harness" / "experiments" / "runner.py").write_text("X = 1\n")
+    (tmp_path / "leaderboard" / "store.py").write_text("X = 1\n")
+    (tmp_path / "harness" / "loop.py").write_text("from harness.experiments.runner import X\n")
+    (tmp_path / "leaderboard" / "query.py").write_text("def f():\n    from harness.experiments import runner\n")
+    (tmp_path / "harness" / "budget.py").write_text("from .experiments import runner\nimport leaderboard.store\n")
+    found = violations(graph(tmp_path))
+    assert found == {
+        ("harness.loop", "harness.experiments.runner"),
+        ("leaderboard.query", "harness.experiments.runner"),
+        ("harness.budget", "harness.experiments.runner"),
+        ("harness.budget", "leaderboard.store"),
+    }
+
+
+def test_no_module_is_importable_under_two_names():
+    """Every module file of the three packages is reached from one import root only (no nested root on the path)."""
+    import sys
+
+    files = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    roots = [Path(entry).resolve() for entry in sys.path if entry and Path(entry).is_dir()]
+    for path in files:
+        reachable = set()
+        for root in roots:
+            try:
+                relative = path.relative_to(root)
+            except ValueError:
+                continue
+            folders = [root.joinpath(*relative.parts[:k]) for k in range(1, len(relative.parts))]
+            if all((folder / "__init__.py").exists() for folder in folders):
+                reachable.add(module_name(path, root))
+        assert len(reachable) <= 1, f"{path} is importable as {sorted(reachable)}"
