@@ -30,6 +30,7 @@ from harness.interfaces import (
     Trainer,
 )
 from harness.plugins import Registry
+from harness.run_request import RunRequest, run_option
 
 # The roles a run fills, the kind of component each takes, and the prefix a
 # user writes in ``-o PREFIX.option=value``.
@@ -52,7 +53,7 @@ _OMITTED_WHEN_UNSET = ("annotator", "evaluator")
 _OMITTED_WHEN_FALSE = ("allow_static_policy",)
 EXTERNAL_ANNOTATOR = "external"
 """The annotator that hands the pairs to people (``--annotator external``)."""
-REFERENCES = ("fixed", "previous")
+REFERENCES = run_option("reference").choices
 """DPO reference per iteration: pi_ref (the SFT model) throughout, or the previous policy pi_{i-1}."""
 PREFIX_ALIASES: dict[str, tuple[str, ...]] = {
     "selector": ("instance_selector", "corpus_selector"),
@@ -83,14 +84,15 @@ class RunConfig:
     proxy_judge: ComponentChoice | None = None
     annotator: ComponentChoice | None = None  # None: the testbed's own annotator (world.annotate)
     evaluator: ComponentChoice | None = None  # None: the testbed's own evaluation (world.evaluate)
-    iterations: int = 3
-    budget: int = 3000
-    keep: float = 0.5
-    n_responses: int = 8
-    seed: int = 0
-    world_seed: int = 0
-    reference: str = "fixed"
-    allow_static_policy: bool = False  # an iteration that changes no parameter: a warning, not a failure
+    # The run's shape, seeds and switches: defaults from their one declaration (harness.run_request).
+    iterations: int = run_option("iterations").default
+    budget: int = run_option("budget").default
+    keep: float = run_option("keep").default
+    n_responses: int = run_option("n_responses").default
+    seed: int = run_option("seed").default
+    world_seed: int = run_option("seed").default  # a config always holds the resolved world seed
+    reference: str = run_option("reference").default
+    allow_static_policy: bool = run_option("allow_static_policy").default  # a warning, not a failure
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -248,44 +250,23 @@ def route_options(
     return routed
 
 
-def build_config(
-    registry: Registry,
-    *,
-    testbed: str = "synthetic",
-    selector: str = "random",
-    instance_selector: str | None = None,
-    corpus_selector: str | None = None,
-    allocator: str = "constant",
-    trainer: str = "native",
-    gold_judge: str | None = None,
-    proxy_judge: str | None = None,
-    annotator: str | None = None,
-    evaluator: str | None = None,
-    options: Sequence[str] = (),
-    iterations: int = 3,
-    budget: int = 3000,
-    keep: float = 0.5,
-    n_responses: int = 8,
-    seed: int = 0,
-    world_seed: int | None = None,
-    reference: str = "fixed",
-    allow_static_policy: bool = False,
-) -> RunConfig:
-    """Validate user input into a RunConfig; UsageError (exit 2) on anything wrong."""
-    if iterations < 1:
-        raise UsageError(f"--iterations must be >= 1; got {iterations}")
-    if budget <= 0:
-        raise UsageError(f"--budget must be a positive number of gold labels; got {budget}")
-    if not 0 < keep <= 1:
-        raise UsageError(f"--keep must be in (0, 1] (the share of instance pairs kept); got {keep}")
-    if n_responses < 2:
-        raise UsageError(f"--responses must be >= 2 (a pair needs two responses); got {n_responses}")
-    if seed < 0:
-        raise UsageError(f"--seed must be >= 0; got {seed}")
-    if world_seed is not None and world_seed < 0:
-        raise UsageError(f"--world-seed must be >= 0; got {world_seed}")
-    if reference not in REFERENCES:
-        raise UsageError(f"--reference must be one of {', '.join(REFERENCES)}; got {reference!r}")
+def build_config(registry: Registry, request: RunRequest | None = None, /, **given: Any) -> RunConfig:
+    """Validate a run request into a RunConfig; UsageError (exit 2) on anything wrong.
+
+    Pass a :class:`~harness.run_request.RunRequest`, or its options as keywords
+    (``build_config(registry, selector="smallest", budget=400)``); every option
+    and its default is declared once, in :data:`harness.run_request.RUN_OPTIONS`.
+    """
+    if request is None:
+        request = RunRequest.from_values(**given)
+    elif given:
+        raise TypeError("pass a RunRequest or keyword options, not both")
+    testbed, selector = request.testbed, request.selector
+    instance_selector, corpus_selector = request.instance_selector, request.corpus_selector
+    allocator, trainer = request.allocator, request.trainer
+    gold_judge, proxy_judge = request.gold_judge, request.proxy_judge
+    annotator, evaluator = request.annotator, request.evaluator
+    options = request.options
 
     names = {
         "testbed": testbed,
@@ -319,14 +300,14 @@ def build_config(
     }
     config = RunConfig(
         **choices,
-        iterations=iterations,
-        budget=budget,
-        keep=keep,
-        n_responses=n_responses,
-        seed=seed,
-        world_seed=seed if world_seed is None else world_seed,
-        reference=reference,
-        allow_static_policy=bool(allow_static_policy),
+        iterations=request.iterations,
+        budget=request.budget,
+        keep=request.keep,
+        n_responses=request.n_responses,
+        seed=request.seed,
+        world_seed=request.seed if request.world_seed is None else request.world_seed,
+        reference=request.reference,
+        allow_static_policy=request.allow_static_policy,
     )
     check_budget_plan(config, instantiate(registry, config))
     return config

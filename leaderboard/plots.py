@@ -102,7 +102,7 @@ def collect(
     return data
 
 
-def _per_iteration(
+def per_iteration(
     runs: Sequence[Mapping[str, Any]], iterations: Mapping[str, list[dict[str, Any]]], metric: str
 ) -> tuple[list[int], list[float], list[float], list[float]]:
     """(iterations, mean, std, mean cumulative labels) of ``metric`` over a group's runs."""
@@ -124,7 +124,8 @@ def _per_iteration(
     return steps, mean, std, cumulative
 
 
-def _colors(n: int) -> list[Any]:
+def palette(n: int) -> list[Any]:
+    """``n`` distinct line colours (tab10, or tab20 past ten)."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
@@ -138,7 +139,8 @@ def _legend_columns(labels: Sequence[str], width_inches: float) -> int:
     return max(1, min(len(labels), fit, 4))
 
 
-def _legend(fig: Any, handles: list[Any], labels: list[str]) -> None:
+def figure_legend(fig: Any, handles: list[Any], labels: list[str]) -> None:
+    """One legend under the figure's axes, in as many columns as fit."""
     columns = _legend_columns(labels, fig.get_figwidth())
     fig.legend(handles, labels, loc="outside lower center", ncols=columns, frameon=False, fontsize=9)
 
@@ -153,7 +155,7 @@ def write_figures(data: PlotData, out_dir: Path, *, dpi: int = 120) -> list[Path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = _colors(len(data.groups))
+    colors = palette(len(data.groups))
     labels = [f"{g['label']} (n={g['seeds']})" for g in data.groups]
     handles = [Line2D([], [], color=c, marker="o", linewidth=2) for c in colors]
     n_groups = len(data.groups)
@@ -166,7 +168,7 @@ def write_figures(data: PlotData, out_dir: Path, *, dpi: int = 120) -> list[Path
     # (a) win rate against cumulative labels
     fig, ax = plt.subplots(figsize=(8, 5 + extra(8)), layout="constrained")
     for group, runs, color in zip(data.groups, data.runs, colors):
-        steps, mean, std, spent = _per_iteration(runs, data.iterations, "win_rate")
+        steps, mean, std, spent = per_iteration(runs, data.iterations, "win_rate")
         if steps:
             lo = [m - s for m, s in zip(mean, std)]
             hi = [m + s for m, s in zip(mean, std)]
@@ -181,7 +183,7 @@ def write_figures(data: PlotData, out_dir: Path, *, dpi: int = 120) -> list[Path
     ax.set_ylabel("win rate vs reference outputs")
     ax.set_title("Win rate against labels used (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    _legend(fig, handles, labels)
+    figure_legend(fig, handles, labels)
     paths.append(out_dir / FIGURES[0])
     fig.savefig(paths[-1], dpi=dpi)
     plt.close(fig)
@@ -192,7 +194,7 @@ def write_figures(data: PlotData, out_dir: Path, *, dpi: int = 120) -> list[Path
     for ax, (metric, title) in zip(axes, panels):
         drawn = False
         for runs, color in zip(data.runs, colors):
-            steps, mean, std, _ = _per_iteration(runs, data.iterations, metric)
+            steps, mean, std, _ = per_iteration(runs, data.iterations, metric)
             if not steps:
                 continue
             drawn = True
@@ -208,7 +210,7 @@ def write_figures(data: PlotData, out_dir: Path, *, dpi: int = 120) -> list[Path
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     fig.suptitle("Per-iteration metrics (mean ± std over seeds)")
-    _legend(fig, handles, labels)
+    figure_legend(fig, handles, labels)
     paths.append(out_dir / FIGURES[1])
     fig.savefig(paths[-1], dpi=dpi)
     plt.close(fig)
@@ -219,8 +221,8 @@ def write_figures(data: PlotData, out_dir: Path, *, dpi: int = 120) -> list[Path
     for group, runs, color in zip(data.groups, data.runs, colors):
         points = [(r["final_kl"], r["final_gold_reward"]) for r in runs
                   if r.get("final_kl") is not None and r.get("final_gold_reward") is not None]
-        _, gold, _, _ = _per_iteration(runs, data.iterations, "gold_reward")
-        _, kl, _, _ = _per_iteration(runs, data.iterations, "kl")
+        _, gold, _, _ = per_iteration(runs, data.iterations, "gold_reward")
+        _, kl, _, _ = per_iteration(runs, data.iterations, "kl")
         if len(gold) == len(kl) and len(gold) > 1:
             ax.plot(kl, gold, color=color, linewidth=1, alpha=0.6, linestyle="--")
             ax.plot(kl[0], gold[0], color=color, marker="x", markersize=6, alpha=0.8)
@@ -244,7 +246,7 @@ def write_figures(data: PlotData, out_dir: Path, *, dpi: int = 120) -> list[Path
         fontsize=10,
     )
     ax.grid(alpha=0.3)
-    _legend(fig, handles, labels)
+    figure_legend(fig, handles, labels)
     paths.append(out_dir / FIGURES[2])
     fig.savefig(paths[-1], dpi=dpi)
     plt.close(fig)

@@ -336,7 +336,7 @@ def configs_for(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, d
     return out
 
 
-def _format_setting(value: Any) -> str:
+def format_setting(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -385,7 +385,7 @@ def config_settings(
     last = [key.rsplit(".", 1)[-1] for key in varying]
     names = {key: short if last.count(short) == 1 else key for key, short in zip(varying, last)}
     return [
-        " ".join(f"{names[key]}={_format_setting(flat[key])}" for key in varying if key in flat and key in show)
+        " ".join(f"{names[key]}={format_setting(flat[key])}" for key in varying if key in flat and key in show)
         for flat, show in zip(flats, shows)
     ]
 

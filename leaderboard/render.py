@@ -626,16 +626,16 @@ def config_lines(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     ``("trainer native", "beta=1.0 lr=0.003 ...")``; the plain keys come last
     as ``("run", "iterations=3 budget=3000 ...")``.
     """
-    from leaderboard.query import _format_setting
+    from leaderboard.query import format_setting
 
     lines, plain = [], []
     for key, value in config.items():
         if isinstance(value, Mapping) and "name" in value and isinstance(value.get("settings"), Mapping):
             role = {"instance_selector": "instance", "corpus_selector": "corpus"}.get(key, key)
-            settings = " ".join(f"{k}={_format_setting(v)}" for k, v in value["settings"].items())
+            settings = " ".join(f"{k}={format_setting(v)}" for k, v in value["settings"].items())
             lines.append((f"{role} {value['name']}", settings))
         elif key not in ("seed", "world_seed"):
-            plain.append(f"{key}={_format_setting(value)}")
+            plain.append(f"{key}={format_setting(value)}")
     if plain:
         lines.append(("run", " ".join(plain)))
     return lines

@@ -495,17 +495,17 @@ class Leaderboard:
         if limit is not None:
             sql += " limit ?"
             params.append(limit)
-        return [_decode(row) for row in self._query(sql, params)]
+        return [decode_row(row) for row in self._query(sql, params)]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run with this id (JSON columns parsed), or None."""
         rows = self._query("select * from runs where id = ?", [run_id])
-        return _decode(rows[0]) if rows else None
+        return decode_row(rows[0]) if rows else None
 
     def iterations(self, run_id: str) -> list[dict[str, Any]]:
         """The run's iteration rows in order (iteration 0 first); [] for an unknown run."""
         return [
-            _decode(row)
+            decode_row(row)
             for row in self._query(
                 "select * from iterations where run_id = ? order by iteration", [run_id]
             )
@@ -644,7 +644,7 @@ def _column_type(key: str, value: Any) -> type:
     return float  # floats, and None: a metric whose first value is missing
 
 
-def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
+def decode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A stored row with its ``<key>_json`` columns parsed back under ``<key>``."""
     out: dict[str, Any] = {}
     for key, value in row.items():

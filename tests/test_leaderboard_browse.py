@@ -655,14 +655,14 @@ def test_plot_writes_three_pngs(strategies_db, tmp_path):
 
 
 def test_plot_data_bands_and_labels(strategies_db):
-    from leaderboard.plots import _per_iteration, collect
+    from leaderboard.plots import collect, per_iteration
 
     path, _ = strategies_db
     with Leaderboard(path, create=False) as board:
         data = collect(board.conn, query.Filters(allocator="constant"), query.STRATEGY_FIELDS, limit=3)
     assert len(data.groups) == 3 and "best 3 of 6" in data.notes[0]
     assert data.groups[0]["label"].startswith("smallest")
-    steps, mean, std, spent = _per_iteration(data.runs[0], data.iterations, "win_rate")
+    steps, mean, std, spent = per_iteration(data.runs[0], data.iterations, "win_rate")
     assert steps == [0, 1, 2] and spent == [0.0, 1000.0, 2000.0]
     assert mean[-1] == pytest.approx(data.groups[0]["final_win_rate_mean"])
     assert std[-1] == pytest.approx(data.groups[0]["final_win_rate_std"])

@@ -39,14 +39,14 @@ def preferences_command(
     the file as it is. Extra columns say where each row came from: pair_id,
     iteration, source (annotator) and annotator (who, when known).
     """
-    from harness.cli.label import _open_run
+    from harness.cli.label import open_run
     from harness.errors import UsageError
     from leaderboard.labels import preference_rows
 
     with cli_errors():
         if file_format not in PREFERENCE_FORMATS:
             raise UsageError(f"--format must be one of {', '.join(PREFERENCE_FORMATS)}; got {file_format!r}")
-        board, _ = _open_run(resolve_db(db), run_id)
+        board, _ = open_run(resolve_db(db), run_id)
         rows = preference_rows(board, run_id, iteration)
         if not rows:
             raise UsageError(f"run {run_id} has no labelled pairs to export"

@@ -33,7 +33,7 @@ label_app = typer.Typer(help=LABEL_HELP, no_args_is_help=True, rich_markup_mode=
 RunIdArgument = Annotated[str, typer.Argument(metavar="RUN_ID", help="The run (harness leaderboard --all shows ids).")]
 
 
-def _open_run(db_path: Path, run_id: str):
+def open_run(db_path: Path, run_id: str):
     from harness.errors import UnknownNameError, UsageError
     from leaderboard.store import Leaderboard
 
@@ -54,7 +54,7 @@ def status_command(run_id: RunIdArgument, db: DbOption = None, as_json: JsonOpti
     from leaderboard.labels import status
 
     with cli_errors():
-        board, run = _open_run(resolve_db(db), run_id)
+        board, run = open_run(resolve_db(db), run_id)
     rows = status(board, run_id)
     if as_json:
         typer.echo(json.dumps({"run_id": run_id, "status": run["status"], "iterations": [
@@ -95,7 +95,7 @@ def import_command(
 
     db_path = resolve_db(db)
     with cli_errors():
-        board, _ = _open_run(db_path, run_id)
+        board, _ = open_run(db_path, run_id)
         items = read_label_file(file, file_format)
         try:
             result = import_labels(board, run_id, items, source_file=str(file))
@@ -140,7 +140,7 @@ def labelstudio_command(
 
     db_path = resolve_db(db)
     with cli_errors():
-        board, run = _open_run(db_path, run_id)
+        board, run = open_run(db_path, run_id)
         if iteration is None:
             waiting = [s.iteration for s in status(board, run_id) if s.missing]
             if not waiting:

@@ -227,7 +227,7 @@ def leaderboard(
 def _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output) -> None:
     from leaderboard.query import check_name, is_numeric, select_runs, table_columns
     from leaderboard.render import print_leaderboard, to_json
-    from leaderboard.store import _decode
+    from leaderboard.store import decode_row
 
     columns = table_columns(lb.conn, "runs")
     if sort is not None:
@@ -239,7 +239,7 @@ def _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output)
 
         typer.echo(csv_text(rows), nl=False)
         return
-    runs = [_decode(row) for row in rows]
+    runs = [decode_row(row) for row in rows]
     if json_output:
         typer.echo(to_json(runs))
         return

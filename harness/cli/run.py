@@ -9,19 +9,15 @@ from typing import Annotated, Any, Optional
 import typer
 
 from harness.cli.common import (
-    BudgetOption,
     DbOption,
-    ReferenceOption,
-    IterationsOption,
     JsonOption,
-    KeepOption,
     PluginOption,
-    ResponsesOption,
     cli_errors,
     resolve_db,
     sigterm_interrupts,
     stderr_console,
 )
+from harness.cli.run_options import run_request_values, with_run_options
 
 RUN_HELP = """\
 Run one selection experiment and record it in the leaderboard.
@@ -67,57 +63,8 @@ def register(app: typer.Typer) -> None:
     app.command(name="run", help=RUN_HELP)(run_command)
 
 
+@with_run_options(sweep=False)
 def run_command(
-    selector: Annotated[str, typer.Option("--selector", "-s", help="Selector for both levels.")] = "random",
-    instance_selector: Annotated[
-        Optional[str], typer.Option(help="Override the instance-level selector (one pair per prompt).")
-    ] = None,
-    corpus_selector: Annotated[
-        Optional[str], typer.Option(help="Override the corpus-level selector (which pairs to keep).")
-    ] = None,
-    allocator: Annotated[
-        str, typer.Option("--allocator", "-a", help="Budget schedule over iterations.")
-    ] = "constant",
-    trainer: Annotated[str, typer.Option(help="Preference optimiser.")] = "native",
-    gold_judge: Annotated[
-        Optional[str],
-        typer.Option(help="Judge giving gold explicit scores (1 label per response). Default: the testbed's."),
-    ] = None,
-    proxy_judge: Annotated[
-        Optional[str],
-        typer.Option(help="Cheap proxy reward model (calls counted, not charged). Default: the testbed's."),
-    ] = None,
-    annotator: Annotated[
-        Optional[str],
-        typer.Option(help="Who labels the kept pairs: a judge (harness list judges), or 'external' to hand them "
-                          "to people (the run stops; harness label import, then --resume). Default: the testbed's."),
-    ] = None,
-    evaluator: Annotated[
-        Optional[str],
-        typer.Option(help="Judge whose verdict on policy vs reference outputs is the win rate. Default: the testbed's."),
-    ] = None,
-    testbed: Annotated[str, typer.Option(help="World to run in.")] = "synthetic",
-    iterations: IterationsOption = 3,
-    budget: BudgetOption = 3000,
-    keep: KeepOption = 0.5,
-    responses: ResponsesOption = 8,
-    seed: Annotated[int, typer.Option(help="Run seed: fixes every random stream of the run.")] = 0,
-    world_seed: Annotated[
-        Optional[int], typer.Option(help="World seed (world, pi_ref, pi_0, eval set). Default: --seed.")
-    ] = None,
-    reference: ReferenceOption = "fixed",
-    allow_static_policy: Annotated[
-        bool,
-        typer.Option(
-            "--allow-static-policy",
-            help="When an iteration's training changes no trainable parameter (too few steps, a learning rate "
-            "too small, frozen weights), record a warning on its row and go on instead of failing the run.",
-        ),
-    ] = False,
-    option: Annotated[
-        Optional[list[str]],
-        typer.Option("--option", "-o", metavar="KEY=VALUE", help="Set a component option (repeatable)."),
-    ] = None,
     threads: Annotated[
         int,
         typer.Option(
@@ -139,9 +86,11 @@ def run_command(
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
+    **request: Any,
 ) -> None:
     from harness.config import build_config, check_budget_plan, instantiate
     from harness.plugins import load_registry
+    from harness.run_request import RunRequest
 
     console = stderr_console()
     db_path = resolve_db(db)
@@ -159,28 +108,7 @@ def run_command(
 
     with cli_errors():
         registry = load_registry(plugin or ())
-        config = build_config(
-            registry,
-            testbed=testbed,
-            selector=selector,
-            instance_selector=instance_selector,
-            corpus_selector=corpus_selector,
-            allocator=allocator,
-            trainer=trainer,
-            gold_judge=gold_judge,
-            proxy_judge=proxy_judge,
-            annotator=annotator,
-            evaluator=evaluator,
-            options=option or (),
-            iterations=iterations,
-            budget=budget,
-            keep=keep,
-            n_responses=responses,
-            seed=seed,
-            world_seed=world_seed,
-            reference=reference,
-            allow_static_policy=allow_static_policy,
-        )
+        config = build_config(registry, RunRequest.from_values(**run_request_values(request)))
         components = instantiate(registry, config)
         plan = check_budget_plan(config, components)
 

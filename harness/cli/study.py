@@ -141,8 +141,9 @@ def run_command(
     import time
 
     from harness.experiments import study as st
-    from harness.cli.sweep import _counts, _execute, _escape, _plan_line
+    from harness.cli.grid_display import escape, plan_counts_line, plan_line, run_with_progress
     from harness.experiments.executors import executor_class
+    from harness.experiments.grid_run import GridOutcome, count_actions
 
     console = stderr_console()
     db_path = resolve_db(db)
@@ -155,19 +156,16 @@ def run_command(
     jobs = jobs or os.cpu_count() or 1
     display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
                for p in planned]
-    counts = _counts(display)
     console.print(
         f"[bold]study {study.plan.name}[/] ({study.variant}) · {len(study.grids)} grids, {len(study.claims)} claims, "
-        f"{len(display)} runs · {db_path}\n"
-        f"plan: {counts['new']} new, {counts['resume']} to resume, {counts['redo']} to redo, "
-        f"{counts['skip']} finished (skip), {counts['busy']} running elsewhere (left alone)"
+        f"{len(display)} runs · {db_path}\n" + plan_counts_line(count_actions(display))
     )
     for grid in study.grids:
         console.print(f"  grid {grid.plan.name}: {len(grid.cells)} cells × {len(grid.seeds)} seeds · "
                       f"sweep {grid.sweep_id}")
     if dry_run:
         for item in display:
-            console.print("  " + _escape(_plan_line(item)))
+            console.print("  " + escape(plan_line(item)))
         if as_json:
             typer.echo(json.dumps({"study": study.plan.name, "variant": study.variant, "plan": [
                 {"grid": p.grid, "cell": p.item.cell.key, "seed": p.item.seed, "action": p.item.action,
@@ -175,16 +173,15 @@ def run_command(
         return
 
     tasks = st.tasks(study, planned, db_path.resolve())
-    results: list[tuple[Any, Any]] = []
-    interrupted = False
+    grid_outcome = GridOutcome()
     if tasks:
-        results, interrupted = _execute(console, executor, min(jobs, len(tasks)), plugin, tasks, display)
+        grid_outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, display,
+                                         title="study")
     command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
                        publish=publish)
     outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish)
-    failed = [r for _, r in results if r.status in ("failed", "crashed") or (r.status == "interrupted" and not interrupted)]
-    code = 130 if interrupted else 1 if failed else 0
-    if interrupted or failed:
+    code = grid_outcome.exit_code
+    if code:
         console.print("Run the same command again to resume interrupted runs and redo failed ones "
                       "(finished runs are skipped).")
     seconds = time.monotonic() - started
@@ -193,7 +190,7 @@ def run_command(
         typer.echo(json.dumps({**outcome, "ran": len(tasks), "seconds": round(seconds, 2), "exit_code": code,
                                "results": [{"grid": planned[r.index].grid, "cell": planned[r.index].item.cell.key,
                                             "seed": planned[r.index].item.seed, "status": r.status,
-                                            "run_id": r.run_id} for _, r in results]}))
+                                            "run_id": r.run_id} for r in grid_outcome.results]}))
     if code:
         raise typer.Exit(code)
 

@@ -5,35 +5,33 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from harness.cli.common import (
-    sigterm_interrupts,
-    BudgetOption,
     DbOption,
     DryRunOption,
     ExecutorOption,
-    IterationsOption,
     JobsOption,
     JsonOption,
-    KeepOption,
     PluginOption,
-    ResponsesOption,
     cli_errors,
-    resolve_db,
     plugins_for_workers,
+    resolve_db,
     stderr_console,
 )
+from harness.cli.run_options import run_request_values, with_run_options
+from harness.run_request import sweep_options
+
+_GRID_FLAGS = ", ".join(option.flag for option in sweep_options() if option.grid)
 
 SWEEP_HELP = """\
 Run a grid of strategies over several seeds; every cell × seed is one leaderboard run.
 
-Comma lists make the grid: --selector, --instance-selector, --corpus-selector,
---allocator, --trainer, --testbed, --gold-judge, --proxy-judge and every
--o KEY=V1,V2 are axes, and the grid is every combination of their values,
-each run on every seed of --seeds (0-4, 0,2,5 or 0-2,7). The world seed is
+Comma lists make the grid: GRID_FLAGS and every -o KEY=V1,V2 are axes, and
+the grid is every combination of their values, each run on every seed of
+--seeds (0-4, 0,2,5 or 0-2,7). The world seed is
 the run seed unless --world-seed fixes one world for all. For a list-valued
 option the commas belong to the value, so separate its grid values with |
 (or ;):  -o "weights=1,1,2|2,1,1".
@@ -78,57 +76,15 @@ and was not separable from decrease; the prototypes found no effect at all.
 An --allocator grid there needs >= 30 seeds; see the README on budget schedules.
 """
 
-_STATUS_STYLE = {
-    "finished": "green", "failed": "red", "crashed": "red", "interrupted": "yellow",
-    "skipped": "dim", "cancelled": "dim",
-}
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="sweep", help=SWEEP_HELP)(sweep_command)
+    app.command(name="sweep", help=SWEEP_HELP.replace("GRID_FLAGS", _GRID_FLAGS))(sweep_command)
 
 
+@with_run_options(sweep=True)
 def sweep_command(
-    selector: Annotated[
-        str, typer.Option("--selector", "-s", help="Selector(s) for both levels, comma-separated.")
-    ] = "random",
-    instance_selector: Annotated[
-        Optional[str], typer.Option(help="Instance-level selector(s), comma-separated (override --selector).")
-    ] = None,
-    corpus_selector: Annotated[
-        Optional[str], typer.Option(help="Corpus-level selector(s), comma-separated (override --selector).")
-    ] = None,
-    allocator: Annotated[str, typer.Option("--allocator", "-a", help="Budget schedule(s), comma-separated.")] = "constant",
-    trainer: Annotated[str, typer.Option(help="Preference optimiser(s), comma-separated.")] = "native",
-    gold_judge: Annotated[
-        Optional[str], typer.Option(help="Gold judge(s) for explicit scores, comma-separated. Default: the testbed's.")
-    ] = None,
-    proxy_judge: Annotated[
-        Optional[str], typer.Option(help="Proxy judge(s), comma-separated. Default: the testbed's.")
-    ] = None,
-    annotator: Annotated[
-        Optional[str], typer.Option(help="Judge(s) labelling the kept pairs, comma-separated. Default: the testbed's.")
-    ] = None,
-    evaluator: Annotated[
-        Optional[str], typer.Option(help="Judge(s) giving the win rate, comma-separated. Default: the testbed's.")
-    ] = None,
-    testbed: Annotated[str, typer.Option(help="World(s) to run in, comma-separated.")] = "synthetic",
-    reference: Annotated[
-        str, typer.Option(help="DPO reference(s), comma-separated: fixed (pi_ref) and/or previous (pi_{i-1}).")
-    ] = "fixed",
-    option: Annotated[
-        Optional[list[str]],
-        typer.Option("--option", "-o", metavar="KEY=V1,V2",
-                     help="A component option and its grid values (repeatable; | separates values of list options)."),
-    ] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Run seeds: 0-4, 0,2,5 or 0-2,7.")] = "0",
-    world_seed: Annotated[
-        Optional[int], typer.Option(help="One world seed for every run. Default: each run's seed.")
-    ] = None,
-    iterations: IterationsOption = 3,
-    budget: BudgetOption = 3000,
-    keep: KeepOption = 0.5,
-    responses: ResponsesOption = 8,
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
     force: Annotated[bool, typer.Option("--force", help="Redo every cell × seed as a new run.")] = False,
@@ -136,9 +92,12 @@ def sweep_command(
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
+    **request: Any,
 ) -> None:
+    from harness.cli.grid_display import run_with_progress
     from harness.experiments import sweep as sw
     from harness.experiments.executors import executor_class
+    from harness.experiments.grid_run import GridOutcome, count_actions
     from harness.plugins import load_registry
 
     console = stderr_console()
@@ -149,12 +108,8 @@ def sweep_command(
     with cli_errors():
         registry = load_registry(plugin)
         seed_list = sw.parse_seeds(seeds)
-        spec = sw.GridSpec.from_cli(
-            registry, testbed=testbed, selector=selector, instance_selector=instance_selector,
-            corpus_selector=corpus_selector, allocator=allocator, trainer=trainer, gold_judge=gold_judge,
-            proxy_judge=proxy_judge, annotator=annotator, evaluator=evaluator, reference=reference, options=option or (),
-            iterations=iterations, budget=budget, keep=keep, n_responses=responses, world_seed=world_seed,
-        )
+        spec = sw.GridSpec.from_cli(registry, **run_request_values(request))
+        world_seed = spec.world_seed
         cells = sw.expand_grid(registry, spec, first_seed=seed_list[0])
         executor_class(executor)
         sweep = sw.sweep_id(cells, world_seed)
@@ -167,17 +122,16 @@ def sweep_command(
         return
 
     tasks = sw.tasks_from_plan(plan, sweep=sweep, db_path=db_path.resolve())
-    results: list[tuple[Any, Any]] = []
-    interrupted = False
+    outcome = GridOutcome()
     if tasks:
-        results, interrupted = _execute(console, executor, min(jobs, len(tasks)), plugin, tasks, plan)
+        outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, plan)
+    results = [(plan[result.index], result) for result in outcome.results]
 
     runs = sw.sweep_runs(db_path, sweep)
     summary = sw.summarise(cells, seed_list, world_seed, runs)
     _print_summary(console, sweep, summary, results, db_path)
-    failed = [r for _, r in results if r.status in ("failed", "crashed") or (r.status == "interrupted" and not interrupted)]
-    code = 130 if interrupted else 1 if failed else 0
-    if interrupted or failed:
+    code = outcome.exit_code
+    if code:
         console.print("Run the same command again to resume interrupted runs and redo failed ones "
                       "(finished runs are skipped).")
     if as_json:
@@ -186,7 +140,7 @@ def sweep_command(
             "db": str(db_path),
             "seeds": seed_list,
             "cells": summary,
-            "plan": _counts(plan),
+            "plan": count_actions(plan),
             "results": [_result_json(item, result) for item, result in results],
             "exit_code": code,
         }))
@@ -194,126 +148,13 @@ def sweep_command(
         raise typer.Exit(code)
 
 
-# -- running --------------------------------------------------------------------
-
-
-def _execute(console, executor_name, jobs, plugins, tasks, plan):
-    """Run ``tasks`` under a live progress display; returns ([(planned, result)], interrupted)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from harness.experiments.executors import WorkerStartError, create_executor
-
-    progress = Progress(
-        SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
-        MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False,
-    )
-    lines: dict[int, Any] = {}
-    iterations = {task.index: plan[task.index].config.iterations for task in tasks}
-
-    def on_event(event) -> None:
-        item = plan[event.index]
-        text = f"{item.cell.key} · seed {item.seed}"
-        if event.index not in lines:
-            lines[event.index] = progress.add_task(text, total=iterations[event.index] + 1)
-        if event.kind == "iteration":
-            progress.update(lines[event.index], completed=(event.iteration or 0) + 1)
-
-    def finish(result) -> None:
-        item = plan[result.index]
-        if result.index in lines:
-            progress.remove_task(lines.pop(result.index))
-        progress.advance(overall)
-        progress.console.print(_result_line(item, result))
-
-    results: list[tuple[Any, Any]] = []
-    interrupted = False
-    with sigterm_interrupts(), progress:  # a SIGTERM stops the sweep like Ctrl-C
-        overall = progress.add_task(f"[bold]sweep[/] ({jobs} {'job' if jobs == 1 else 'jobs'})", total=len(tasks))
-        with cli_errors():
-            pool = create_executor(executor_name, jobs=jobs, plugins=plugins, on_event=on_event)
-        try:
-            try:
-                for task in tasks:
-                    pool.submit(task)
-                for result in pool.as_completed():
-                    results.append((plan[result.index], result))
-                    finish(result)
-            except KeyboardInterrupt:
-                interrupted = True
-                progress.console.print(
-                    "[yellow]Stopping:[/] interrupting the running runs "
-                    "(each marks itself interrupted); waiting for them. Ctrl-C again kills them "
-                    "(a re-run still resumes them)."
-                )
-                for result in pool.cancel():
-                    if result.status == "cancelled":  # never started
-                        continue
-                    results.append((plan[result.index], result))
-                    finish(result)
-        except WorkerStartError as exc:
-            progress.console.print(f"[bold red]Error:[/] {exc}")
-            raise typer.Exit(1) from None
-        finally:
-            pool.close()
-    return results, interrupted
-
-
-# -- printing ---------------------------------------------------------------------
-
-
 def _fmt(value: Any, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _result_line(item, result) -> str:
-    style = _STATUS_STYLE.get(result.status, "")
-    status = result.status
-    if result.status == "interrupted" and result.run_id is None:
-        status = "not started"
-    text = f"[{style}]{status:>11}[/]  {item.cell.key} · seed {item.seed}"
-    if result.final:
-        text += f" · win [bold]{result.final['final_win_rate']:.3f}[/]"
-    text += f" · {result.seconds:.1f} s"
-    if result.run_id:
-        text += f" · {result.run_id}"
-    if item.action == "resume":
-        text += " (resumed)"
-    elif item.action == "redo":
-        text += f" (redo of {item.run_id})"
-    if result.unrecorded:
-        folder = _escape(str(Path(result.unrecorded).parent))
-        text += f"\n             [bold red]not in the leaderboard[/]: record it with harness leaderboard import {folder}"
-    if result.error and result.status in ("failed", "crashed", "skipped"):
-        last = result.error.strip().splitlines()[-1:] or [""]
-        text += f"\n             [dim]{_escape(last[0])}[/]"
-    return text
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
-def _counts(plan) -> dict[str, int]:
-    counts = {action: 0 for action in ("new", "resume", "redo", "skip", "busy")}
-    for item in plan:
-        counts[item.action] += 1
-    return counts
-
-
-def _plan_line(item) -> str:
-    text = f"{item.action:>6}  {item.cell.key} · seed {item.seed}"
-    if item.world_seed != item.seed:
-        text += f" (world {item.world_seed})"
-    if item.run_id:
-        text += f" · {item.run_id}"
-    if item.reason:
-        text += f" ({item.reason})"
-    return text
-
-
 def _print_plan(console, sweep, cells, seeds, plan, db_path: Path, executor: str, jobs: int, full: bool) -> None:
+    from harness.cli.grid_display import escape, plan_counts_line, plan_line
+    from harness.experiments.grid_run import count_actions
     from harness.experiments.sweep import format_seeds
 
     console.print(
@@ -323,15 +164,11 @@ def _print_plan(console, sweep, cells, seeds, plan, db_path: Path, executor: str
     )
     for number, cell in enumerate(cells, 1):
         console.print(f"  cell {number}: {cell.key}  [dim](config {cell.config_hash})[/]")
-    counts = _counts(plan)
-    console.print(
-        f"plan: {counts['new']} new, {counts['resume']} to resume, {counts['redo']} to redo, "
-        f"{counts['skip']} finished (skip), {counts['busy']} running elsewhere (left alone)"
-    )
+    console.print(plan_counts_line(count_actions(plan)))
     shown = plan if full else [item for item in plan if item.action != "new"]
     limit = len(shown) if full else 20
     for item in shown[:limit]:
-        console.print("  " + _escape(_plan_line(item)))
+        console.print("  " + escape(plan_line(item)))
     if len(shown) > limit:
         console.print(f"  … and {len(shown) - limit} more (--dry-run lists them all)")
 

@@ -41,9 +41,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
-import inspect
 import math
 import re
+import textwrap
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
+from harness.run_request import run_option, sweep_options
 
 ALPHA = 0.05
 DIRECTIONS = ("a > b", "a < b", "none")
@@ -74,28 +75,20 @@ CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
 FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
 TOP_KEYS = ("study", "quick", "grid", "claim", "figure")
-_NAME_LIST_KEYS = ("testbed", "selector", "instance_selector", "corpus_selector", "allocator", "trainer",
-                   "gold_judge", "proxy_judge", "annotator", "evaluator")
 _GRID_ALIASES = {"responses": "n_responses"}
 
 
 def grid_keys() -> tuple[str, ...]:
-    """The keys a ``[[grid]]`` accepts: ``name``, ``seeds`` and every argument of ``harness sweep``
-    (read from :meth:`harness.experiments.sweep.GridSpec.from_cli`, so a new sweep option is a new grid key)."""
-    from harness.experiments.sweep import GridSpec
-
-    params = [p for p in inspect.signature(GridSpec.from_cli).parameters if p not in ("cls", "registry")]
-    return ("name", "seeds", *params, *_GRID_ALIASES)
+    """The keys a ``[[grid]]`` accepts: ``name``, ``seeds`` and every run option ``harness sweep`` takes
+    (:func:`harness.run_request.sweep_options`, so a new run option is a new grid key)."""
+    return ("name", "seeds", *(option.name for option in sweep_options()), *_GRID_ALIASES)
 
 
-PLAN_SCHEMA_DOC = """\
+_PLAN_SCHEMA_TEMPLATE = """\
 [study]            title, source, description (text); seeds = 10 or "0-9" (default for every grid)
 [quick]            seeds; budget_scale (multiplies every grid's budget); options = ["k=v", ...]
                    (fixed options added to every grid; a grid's own option of the same key wins)
-[[grid]]           name (required) plus the arguments of `harness sweep`: selector, instance_selector,
-                   corpus_selector, allocator, trainer, testbed, gold_judge, proxy_judge, annotator,
-                   evaluator (a list or a comma string), options = ["k=v1,v2", ...], iterations, budget, keep, responses,
-                   world_seed; seeds (overrides [study] seeds)
+{grid}
 [[claim]]          id, metric, a, b, direction (required); finding, source, source_value, note
                    metric = "final_win_rate" (a runs column) or {metric = "win_rate", iteration = 1}
                    a / b = {grid = "...", instance_selector = "...", "trainer.epochs" = 1, ...}: equality
@@ -106,6 +99,22 @@ PLAN_SCHEMA_DOC = """\
                    sorted seed list (0-9, 10-19, ...), besides the pooled one
 [[figure]]         kind = "curves" (grid, metrics = ["win_rate", ...]) or "forest"; title
 """
+
+
+def _plan_schema_doc() -> str:
+    options = [option for option in sweep_options() if option.kind != "assignments"]
+    grid_names = ", ".join(option.name for option in options if option.grid)
+    fixed_names = ", ".join("responses" if option.name == "n_responses" else option.name
+                            for option in options if not option.grid)
+    grid = textwrap.fill(
+        f"name (required) plus the run options of `harness sweep`: grid axes {grid_names} (a list or a "
+        f'comma string); options = ["k=v1,v2", ...]; one value each: {fixed_names}; seeds (overrides [study] seeds)',
+        width=100, initial_indent="[[grid]]".ljust(19), subsequent_indent=" " * 19)
+    return _PLAN_SCHEMA_TEMPLATE.replace("{grid}", grid)
+
+
+#: The plan file's keys, in brief (the grid keys derived from the run options).
+PLAN_SCHEMA_DOC = _plan_schema_doc()
 
 
 class PlanError(UsageError):
@@ -349,23 +358,27 @@ def _load_grids(errors: _Errors, items: Any) -> list[GridPlan]:
             if key in ("name", "seeds") or key not in allowed:
                 continue
             target = _GRID_ALIASES.get(key, key)
-            if target in _NAME_LIST_KEYS:
+            option = run_option(target)
+            if option.grid:
                 if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
                     value = ",".join(value)
                 if not isinstance(value, str):
                     errors.add([*where, key], f"{value!r} is not a name or a list of names",
-                               f'write {key} = ["smallest", "random"] or {key} = "smallest"')
+                               f'write {key} = ["{option.default or "a"}", "b"] or {key} = "{option.default or "a"}"')
                     continue
-            elif target == "options":
+            elif option.kind == "assignments":
                 _check_strings(errors, [*where, key], value, 'options = ["trainer.epochs=1,2"]')
-            elif target == "keep":
+            elif option.type is float:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    errors.add([*where, key], f"{value!r} is not a number", "write e.g. keep = 0.5")
+                    errors.add([*where, key], f"{value!r} is not a number", f"write e.g. {key} = {option.default}")
                     continue
-            elif target in ("iterations", "budget", "n_responses", "world_seed"):
+            elif option.type is int:
                 if isinstance(value, bool) or not isinstance(value, int):
                     errors.add([*where, key], f"{value!r} is not an integer", f"write e.g. {key} = 3")
                     continue
+            elif option.type is bool and not isinstance(value, bool):
+                errors.add([*where, key], f"{value!r} is not true or false", f"write e.g. {key} = true")
+                continue
             args[target] = value
         seeds = item.get("seeds")
         if seeds is not None:

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leaderboard.plots import _colors, _legend, _per_iteration
+from leaderboard.plots import figure_legend, palette, per_iteration
 
 __all__ = ["REPORT_NAME", "VERDICT_COLORS", "block_rows", "fmt_signed", "publish", "readme_table", "time_text",
            "verdict_rows", "write_report"]
@@ -308,7 +308,7 @@ def _forest(results: Any, path: Path, title: str, dpi: int) -> Path:
         ax.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], color=c, marker="o", linewidth=2) for c in
                ("tab:green", "tab:red", "tab:gray", "tab:orange")]
-    _legend(fig, handles, ["reproduced", "reversed", "not separable", "separated (source: none)"])
+    figure_legend(fig, handles, ["reproduced", "reversed", "not separable", "separated (source: none)"])
     fig.suptitle(title or "Paired differences A − B: mean and 95% interval over seeds", fontsize=11)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
@@ -322,7 +322,7 @@ def _curves(results: Any, figure: Any, path: Path, dpi: int) -> Path:
     grid = results.study.grid(figure.grid)
     cells = grid.cells
     runs = results.runs[grid.plan.name]
-    colors = _colors(len(cells))
+    colors = palette(len(cells))
     metrics: Sequence[str] = figure.metrics or ("win_rate",)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics) + 0.6, 4.6), layout="constrained",
                              squeeze=False)
@@ -333,7 +333,7 @@ def _curves(results: Any, figure: Any, path: Path, dpi: int) -> Path:
     for ax, metric in zip(axes[0], metrics):
         drawn = False
         for cell, color in zip(cells, colors):
-            steps, mean, std, _ = _per_iteration(runs.get(cell.config_hash, []), results.iterations, metric)
+            steps, mean, std, _ = per_iteration(runs.get(cell.config_hash, []), results.iterations, metric)
             if not steps:
                 continue
             drawn = True
@@ -347,7 +347,7 @@ def _curves(results: Any, figure: Any, path: Path, dpi: int) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     fig.suptitle(figure.title or f"{grid.plan.name}: per-iteration metrics (mean ± std over seeds)", fontsize=11)
-    _legend(fig, [Line2D([], [], color=c, marker="o", linewidth=2) for c in colors], labels)
+    figure_legend(fig, [Line2D([], [], color=c, marker="o", linewidth=2) for c in colors], labels)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

@@ -43,6 +43,7 @@ from typing import Any
 from harness.config import EXTERNAL_ANNOTATOR, PREFIX_ALIASES, ROLES, RunConfig, build_config, parse_option_assignments
 from harness.errors import UnknownNameError, UsageError
 from harness.plugins import Registry
+from harness.run_request import RUN_OPTIONS, RunRequest, sweep_options
 
 #: Actions of a planned run. The first three start work; the last two do not.
 RUN_ACTIONS = ("new", "resume", "redo")
@@ -63,7 +64,7 @@ _ROLE_LABELS = {
     "annotator": "annotator",
     "evaluator": "evaluator",
 }
-_SCALARS = ("iterations", "budget", "keep", "n_responses", "reference")
+_SCALARS = tuple(option.name for option in RUN_OPTIONS if option.kind == "shape")
 
 
 # -- parsing ------------------------------------------------------------------
@@ -154,70 +155,48 @@ def _option_is_list_valued(registry: Registry, key: str, names: Mapping[str, Seq
 
 @dataclass(frozen=True)
 class GridSpec:
-    """What a sweep command asked for: the values of every axis, and the fixed run options."""
+    """What a sweep command asked for: the values of every grid axis, and the fixed run options.
 
-    testbed: tuple[str, ...] = ("synthetic",)
-    selector: tuple[str, ...] = ("random",)
-    instance_selector: tuple[str, ...] | None = None
-    corpus_selector: tuple[str, ...] | None = None
-    allocator: tuple[str, ...] = ("constant",)
-    trainer: tuple[str, ...] = ("native",)
-    gold_judge: tuple[str, ...] | None = None
-    proxy_judge: tuple[str, ...] | None = None
-    annotator: tuple[str, ...] | None = None
-    evaluator: tuple[str, ...] | None = None
-    reference: tuple[str, ...] = ("fixed",)
+    ``values`` holds every option of :func:`harness.run_request.sweep_options`:
+    a tuple of values for a grid option (``selector``: ``("smallest", "random")``;
+    None where the option was not given and has no default), one value for the
+    others (``iterations``, ``world_seed``, ...). ``options`` holds the ``-o``
+    axes as ``(key, values)``. Options read as attributes: ``spec.selector``.
+    """
+
+    values: Mapping[str, Any]
     options: tuple[tuple[str, tuple[str, ...]], ...] = ()
-    iterations: int = 3
-    budget: int = 3000
-    keep: float = 0.5
-    n_responses: int = 8
-    world_seed: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(name)
 
     @classmethod
-    def from_cli(
-        cls,
-        registry: Registry,
-        *,
-        testbed: str = "synthetic",
-        selector: str = "random",
-        instance_selector: str | None = None,
-        corpus_selector: str | None = None,
-        allocator: str = "constant",
-        trainer: str = "native",
-        gold_judge: str | None = None,
-        proxy_judge: str | None = None,
-        annotator: str | None = None,
-        evaluator: str | None = None,
-        reference: str = "fixed",
-        options: Sequence[str] = (),
-        iterations: int = 3,
-        budget: int = 3000,
-        keep: float = 0.5,
-        n_responses: int = 8,
-        world_seed: int | None = None,
-    ) -> GridSpec:
-        """Parse the comma lists of a command line; UsageError on malformed input."""
-        spec = cls(
-            testbed=parse_names(testbed, "--testbed"),
-            selector=parse_names(selector, "--selector"),
-            instance_selector=None if instance_selector is None else parse_names(instance_selector, "--instance-selector"),
-            corpus_selector=None if corpus_selector is None else parse_names(corpus_selector, "--corpus-selector"),
-            allocator=parse_names(allocator, "--allocator"),
-            trainer=parse_names(trainer, "--trainer"),
-            gold_judge=None if gold_judge is None else parse_names(gold_judge, "--gold-judge"),
-            proxy_judge=None if proxy_judge is None else parse_names(proxy_judge, "--proxy-judge"),
-            annotator=None if annotator is None else parse_names(annotator, "--annotator"),
-            evaluator=None if evaluator is None else parse_names(evaluator, "--evaluator"),
-            reference=parse_names(reference, "--reference"),
-            iterations=iterations,
-            budget=budget,
-            keep=keep,
-            n_responses=n_responses,
-            world_seed=world_seed,
-        )
-        if world_seed is not None and world_seed < 0:
-            raise UsageError("--world-seed must be >= 0")
+    def from_cli(cls, registry: Registry, **given: Any) -> GridSpec:
+        """Parse the comma lists of a command line (or a study grid); UsageError on malformed input.
+
+        ``given`` takes every option of :func:`harness.run_request.sweep_options`
+        by name: comma strings for grid options, values for the others, and
+        ``options``, the ``-o KEY=V1,V2`` assignments.
+        """
+        declared = {option.name: option for option in sweep_options()}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise TypeError(f"not sweep options: {', '.join(unknown)} (see harness.run_request.RUN_OPTIONS)")
+        values: dict[str, Any] = {}
+        for name, option in declared.items():
+            if name == "options":
+                continue
+            value = given.get(name, option.default)
+            if option.grid:
+                values[name] = None if value is None else parse_names(value, option.flag)
+            elif name == "world_seed":
+                values[name] = option.check(value)
+            else:
+                values[name] = value  # checked per cell by build_config, which names the cell
+        spec = cls(values)
         if spec.annotator is not None and EXTERNAL_ANNOTATOR in spec.annotator:
             raise UsageError(
                 "--annotator external stops each run for people to label its pairs, which a sweep cannot wait for: "
@@ -226,7 +205,7 @@ class GridSpec:
         names = spec.names_by_role(registry)
         axes: list[tuple[str, tuple[str, ...]]] = []
         seen: set[str] = set()
-        for key, value in parse_option_assignments(options):
+        for key, value in parse_option_assignments(given.get("options") or ()):
             if key in seen:
                 raise UsageError(
                     f"-o {key} is given twice; give one -o per key, with its grid values in one list "
@@ -263,24 +242,21 @@ class GridSpec:
         return names
 
     def axes(self) -> list[tuple[str, tuple[str, ...]]]:
-        """The grid's axes in expansion order, as (command-line flag, values)."""
-        axes: list[tuple[str, tuple[str, ...]]] = [("--testbed", self.testbed)]
-        if self.instance_selector is None or self.corpus_selector is None:
-            axes.append(("--selector", self.selector))
-        if self.instance_selector is not None:
-            axes.append(("--instance-selector", self.instance_selector))
-        if self.corpus_selector is not None:
-            axes.append(("--corpus-selector", self.corpus_selector))
-        axes += [("--allocator", self.allocator), ("--trainer", self.trainer)]
-        if self.gold_judge is not None:
-            axes.append(("--gold-judge", self.gold_judge))
-        if self.proxy_judge is not None:
-            axes.append(("--proxy-judge", self.proxy_judge))
-        if self.annotator is not None:
-            axes.append(("--annotator", self.annotator))
-        if self.evaluator is not None:
-            axes.append(("--evaluator", self.evaluator))
-        axes.append(("--reference", self.reference))
+        """The grid's axes in expansion order, as (command-line flag, values).
+
+        The world (``--testbed``) is the outermost axis, then every other grid
+        option in declaration order, then the ``-o`` axes. ``--selector`` is an
+        axis unless both levels are given.
+        """
+        grid = [option for option in sweep_options() if option.grid]
+        grid.sort(key=lambda option: option.name != "testbed")
+        axes: list[tuple[str, tuple[str, ...]]] = []
+        for option in grid:
+            values = self.values[option.name]
+            if option.name == "selector" and self.instance_selector is not None and self.corpus_selector is not None:
+                continue
+            if values is not None:
+                axes.append((option.flag, values))
         axes += [(f"-o {key}", values) for key, values in self.options]
         return axes
 
@@ -316,30 +292,13 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
         chosen = dict(zip(flags, combo))
         label = " ".join(f"{flag}{'=' if flag.startswith('-o ') else ' '}{value}"
                          for (flag, values), value in zip(axes, combo) if len(values) > 1)
-        selector = chosen.get("--selector", spec.selector[0])
-        options = [f"{flag[3:]}={chosen[flag]}" for flag in flags if flag.startswith("-o ")]
+        values = {option.name: chosen.get(option.flag) if option.grid else spec.values[option.name]
+                  for option in sweep_options() if option.name != "options"}
+        values["selector"] = chosen.get("--selector", spec.selector[0])
+        values["options"] = tuple(f"{flag[3:]}={chosen[flag]}" for flag in flags if flag.startswith("-o "))
         try:
-            config = build_config(
-                registry,
-                testbed=chosen["--testbed"],
-                selector=selector,
-                instance_selector=chosen.get("--instance-selector"),
-                corpus_selector=chosen.get("--corpus-selector"),
-                allocator=chosen["--allocator"],
-                trainer=chosen["--trainer"],
-                gold_judge=chosen.get("--gold-judge"),
-                proxy_judge=chosen.get("--proxy-judge"),
-                annotator=chosen.get("--annotator"),
-                evaluator=chosen.get("--evaluator"),
-                reference=chosen["--reference"],
-                options=options,
-                iterations=spec.iterations,
-                budget=spec.budget,
-                keep=spec.keep,
-                n_responses=spec.n_responses,
-                seed=first_seed,
-                world_seed=spec.world_seed,
-            )  # build_config ends with check_budget_plan
+            # build_config checks every value and ends with check_budget_plan
+            config = build_config(registry, RunRequest.from_values(**values, seed=first_seed))
         except UsageError as exc:
             where = f"cell {number} of {len(combos)}" + (f" ({label})" if label else "")
             raise UsageError(f"{where}: {exc}\nNothing was run; fix or drop that value and run the sweep again.") from None
