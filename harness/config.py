@@ -257,6 +257,20 @@ def build_config(registry: Registry, request: RunRequest | None = None, /, **giv
     (``build_config(registry, selector="smallest", budget=400)``); every option
     and its default is declared once, in :data:`harness.run_request.RUN_OPTIONS`.
     """
+    return plan_run(registry, request, **given).config
+
+
+@dataclass
+class RunPlan:
+    """A validated run: its config, its components (built once) and the initial label plan."""
+
+    config: RunConfig
+    components: Components
+    labels: list[int]
+
+
+def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: Any) -> RunPlan:
+    """:func:`build_config`, and the components and label plan it checked, for a command that runs it."""
     if request is None:
         request = RunRequest.from_values(**given)
     elif given:
@@ -288,16 +302,19 @@ def build_config(registry: Registry, request: RunRequest | None = None, /, **giv
     classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
     assignments = parse_option_assignments(options)
     routed = route_options(assignments, classes)
-    unused = _unused_judges(registry, names, routed, defaulted)
+    selectors = {role: registry.create("selector", names[role], routed[role])
+                 for role in ("instance_selector", "corpus_selector")}
+    unused = _unused_judges(names, selectors, defaulted)
     if unused:  # a run records only the judges its selectors read; route again without the others
         for role in unused:
             names.pop(role)
             classes.pop(role)
         routed = route_options(assignments, classes, unused)
-    choices = {
-        role: ComponentChoice(name, registry.create(ROLES[role], name, routed[role]).settings)
-        for role, name in names.items()
-    }
+    # every component is built once: the selectors above (their options route the same way without the
+    # unused judges), the other roles here
+    made = {role: selectors[role] if role in selectors else registry.create(ROLES[role], name, routed[role])
+            for role, name in names.items()}
+    choices = {role: ComponentChoice(names[role], component.settings) for role, component in made.items()}
     config = RunConfig(
         **choices,
         iterations=request.iterations,
@@ -309,11 +326,11 @@ def build_config(registry: Registry, request: RunRequest | None = None, /, **giv
         reference=request.reference,
         allow_static_policy=request.allow_static_policy,
     )
-    check_budget_plan(config, instantiate(registry, config))
-    return config
+    components = _assemble(registry, config, made)
+    return RunPlan(config, components, check_budget_plan(config, components))
 
 
-def _unused_judges(registry: Registry, names: Mapping[str, str], routed: Mapping[str, dict],
+def _unused_judges(names: Mapping[str, str], selectors: Mapping[str, Selector],
                    defaulted: set[str] = frozenset()) -> dict[str, str]:
     """Judge roles this run does not use, each with the reason, for error messages.
 
@@ -321,8 +338,7 @@ def _unused_judges(registry: Registry, names: Mapping[str, str], routed: Mapping
     testbed's default annotator when the pairs are labelled by gold scores.
     """
     sources = set()
-    for role in ("instance_selector", "corpus_selector"):
-        selector = registry.create("selector", names[role], routed[role])
+    for selector in selectors.values():
         if EXPLICIT_REWARD in selector.requires:
             sources.add(selector.explicit_source)
     unused = {}
@@ -342,6 +358,11 @@ def instantiate(registry: Registry, config: RunConfig) -> Components:
     made = {
         role: registry.create(ROLES[role], choice.name, choice.settings) for role, choice in config.choices().items()
     }
+    return _assemble(registry, config, made)
+
+
+def _assemble(registry: Registry, config: RunConfig, made: Mapping[str, Component]) -> Components:
+    """The run's components from its role instances, with the scorers its selectors need; checked."""
     components = Components(scorers={}, **made)
     for column in components.score_columns:
         if column != EXPLICIT_REWARD:

@@ -132,3 +132,23 @@ def test_sweep_and_study_take_allow_static_policy(registry):
     (plain,) = expand_grid(registry, GridSpec.from_cli(registry, selector="smallest"))
     assert plain.config.allow_static_policy is False
     assert "allow_static_policy" not in plain.config.to_dict()  # earlier strategy hashes are kept
+
+
+def test_harness_run_builds_each_component_once(cli, db_path, monkeypatch):
+    """build_config's instances are the run's: no role is built twice (a component may hold a client or a cache)."""
+    from conftest import TINY_RUN
+
+    from harness.plugins import Registry
+
+    built: list[tuple[str, str]] = []
+    create = Registry.create
+
+    def counting(self, kind, name, *args, **kwargs):
+        built.append((kind, name))
+        return create(self, kind, name, *args, **kwargs)
+
+    monkeypatch.setattr(Registry, "create", counting)
+    result = cli("run", "--instance-selector", "smallest", "--corpus-selector", "random", *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    assert sorted(built) == sorted([("selector", "smallest"), ("selector", "random"), ("testbed", "synthetic"),
+                                    ("allocator", "constant"), ("trainer", "native"), ("scorer", "implicit_reward")])

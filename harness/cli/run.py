@@ -88,7 +88,7 @@ def run_command(
     plugin: PluginOption = None,
     **request: Any,
 ) -> None:
-    from harness.config import build_config, check_budget_plan, instantiate
+    from harness.config import plan_run
     from harness.plugins import load_registry
     from harness.run_request import RunRequest
 
@@ -108,16 +108,15 @@ def run_command(
 
     with cli_errors():
         registry = load_registry(plugin or ())
-        config = build_config(registry, RunRequest.from_values(**run_request_values(request)))
-        components = instantiate(registry, config)
-        plan = check_budget_plan(config, components)
+        planned = plan_run(registry, RunRequest.from_values(**run_request_values(request)))
+        config, components, plan = planned.config, planned.components, planned.labels
 
     ranks = _launch_ranks() if not dry_run else None
     if ranks is not None and not ranks.is_main:
         from harness.experiments import runner
 
         _set_threads(threads)
-        _follow_main(lambda: runner.execute(config, registry, db_path=db_path, ranks=ranks))
+        _follow_main(lambda: runner.execute(config, registry, db_path=db_path, ranks=ranks, components=components))
     _print_plan(console, config, components, plan)
     if dry_run:
         if as_json:
@@ -131,7 +130,7 @@ def run_command(
         console,
         config.iterations + 1,
         lambda reporter, on_row: runner.execute(config, registry, db_path=db_path, reporter=reporter, on_row=on_row,
-                                                ranks=ranks),
+                                                ranks=ranks, components=components),
     )
     _report(console, outcome, db_path, as_json)
 

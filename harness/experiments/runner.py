@@ -110,8 +110,12 @@ def execute(
     tags: Mapping[str, Any] | None = None,
     on_start: Callable[[str], None] | None = None,
     ranks: Ranks = SINGLE,
+    components: Components | None = None,
 ) -> RunOutcome:
     """Run ``config`` as a new leaderboard run; see the module docstring.
+
+    ``components`` are the config's instances when the caller already built
+    them (:func:`harness.config.plan_run`); they are built here otherwise.
 
     ``tags`` are extra scalar columns of the run row (e.g. ``sweep_id``);
     ``on_start(run_id)`` is called once the row exists; ``on_row(run_id, row)``
@@ -121,7 +125,7 @@ def execute(
     from harness.experiments.journal import Recorder
     from leaderboard.store import Leaderboard, new_run_id
 
-    components = instantiate(registry, config)
+    components = components if components is not None else instantiate(registry, config)
     if not ranks.is_main:
         return _follow(ranks.share(None), config, components, ranks, restore=None)
     root = runs_root(db_path)
