@@ -489,7 +489,7 @@ class Judge(Component):
         return Labels(prefer_a=a > b, tie=a == b)
 
     def use_cache(self, cache: Any) -> None:
-        """Receive the run's judgement cache (:class:`leaderboard.judgements.JudgementCache`).
+        """Receive the run's judgement cache (a :class:`harness.judgements.JudgementCache`).
 
         Called once before the run; judges that pay per call keep every answer
         there so a re-run or resumed run never pays twice. Default: unused.

@@ -36,62 +36,21 @@ This module uses only the standard library.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import pathlib
 import sqlite3
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import NamedTuple
 
+from harness.judgements import VERDICTS, Judgement, JudgementKey, digest
 from leaderboard.migrations import JUDGEMENTS_TABLE_SQL  # created if missing, as the migration does
 from leaderboard.store import busy_timeout, enable_wal
 
 __all__ = ["JUDGEMENTS_TABLE_SQL", "Judgement", "JudgementCache", "JudgementKey", "VERDICTS", "digest"]
 
 
-#: What ``verdict`` may hold: the preferred shown position, or ``invalid``.
-VERDICTS = ("A", "B", "invalid")
-
 _COLUMNS = ("judge", "model", "prompt_hash", "pair_hash", "swapped",
             "verdict", "answer", "prompt_tokens", "completion_tokens", "created_at")
-
-
-class JudgementKey(NamedTuple):
-    """What identifies one question: same key, same request, same (temperature 0) answer."""
-
-    judge: str
-    model: str
-    prompt_hash: str
-    pair_hash: str
-    swapped: int
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """One answer: the preferred shown position (``A``/``B``/``invalid``), its text and its cost."""
-
-    key: JudgementKey
-    verdict: str
-    answer: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    created_at: str = ""
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}; got {self.verdict!r}")
-
-
-def digest(*parts: str) -> str:
-    """sha256 (64 hex digits) of ``parts``, each length-prefixed so that no two part lists collide."""
-    h = hashlib.sha256()
-    for part in parts:
-        data = part.encode("utf-8")
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.hexdigest()
 
 
 def _now() -> str:
@@ -100,7 +59,8 @@ def _now() -> str:
 
 
 class JudgementCache:
-    """The ``judgements`` table of the leaderboard database at ``path`` (created if needed).
+    """The ``judgements`` table of the leaderboard database at ``path`` (created if needed): the
+    :class:`harness.judgements.JudgementCache` the experiment layer gives paying judges.
 
     ``":memory:"`` gives a throwaway cache. Safe to share between threads;
     every :meth:`put` is its own committed transaction.

@@ -37,8 +37,6 @@ KNOWN = {
     ("plugins.selectors.uncertainty", "plugins.scorers.implicit"),
     ("plugins.selectors.uncertainty", "plugins.selectors.margin"),
     ("plugins.selectors.uncertainty", "plugins.selectors.random"),
-    # the openai judge keeps its answers in the store: a judgement-cache protocol removes it (same issue, item 3)
-    ("plugins.judges.openai", "leaderboard.judgements"),
 }
 
 

@@ -72,7 +72,7 @@ from harness import hookimpl
 from harness.errors import PluginError, UsageError
 from harness.interfaces import Judge, Labels, pair_texts
 from harness.options import Option
-from leaderboard.judgements import Judgement, JudgementKey, digest
+from harness.judgements import Judgement, JudgementKey, MemoryJudgementCache, digest
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -167,7 +167,7 @@ class OpenAIJudge(Judge):
     def __init__(self, settings: Mapping[str, Any] | None = None):
         super().__init__(settings)
         self._check_settings()
-        self._cache: Any = _MemoryCache()
+        self._cache: Any = MemoryJudgementCache()
         self._lock = threading.Lock()
         self._jitter = random.Random()
         self._usage = dict.fromkeys(
@@ -205,8 +205,8 @@ class OpenAIJudge(Judge):
         return self._labels(plans, answers)
 
     def use_cache(self, cache: Any) -> None:
-        """Keep every answer in ``cache`` (a :class:`leaderboard.judgements.JudgementCache`); None: in memory."""
-        self._cache = _MemoryCache() if cache is None else cache
+        """Keep every answer in ``cache`` (a :class:`harness.judgements.JudgementCache`); None: in memory."""
+        self._cache = MemoryJudgementCache() if cache is None else cache
 
     def usage(self) -> dict[str, int]:
         """Cumulative counters since construction.
@@ -545,19 +545,6 @@ def _count_of(usage: Mapping, name: str) -> int:
     """A token count from the ``usage`` object (0 when missing or not a number)."""
     value = usage.get(name)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
-class _MemoryCache:
-    """The cache of a judge given none: answers kept for the judge's lifetime only."""
-
-    def __init__(self):
-        self._answers: dict = {}
-
-    def get_many(self, keys: Iterable) -> dict:
-        return {key: self._answers[key] for key in keys if key in self._answers}
-
-    def put(self, judgement) -> bool:
-        return self._answers.setdefault(judgement.key, judgement) is judgement
 
 
 @hookimpl
