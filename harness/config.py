@@ -28,6 +28,7 @@ from harness.interfaces import (
     Selector,
     Testbed,
     Trainer,
+    TrainerFactory,
 )
 from harness.plugins import Registry
 from harness.run_request import RunRequest, run_option
@@ -150,6 +151,7 @@ class Components:
     proxy_judge: Judge | None = None
     annotator: Judge | None = None
     evaluator: Judge | None = None
+    trainers: TrainerFactory | None = None  # the registry's trainers, for a testbed's world building
 
     @property
     def external_annotation(self) -> bool:
@@ -363,7 +365,7 @@ def instantiate(registry: Registry, config: RunConfig) -> Components:
 
 def _assemble(registry: Registry, config: RunConfig, made: Mapping[str, Component]) -> Components:
     """The run's components from its role instances, with the scorers its selectors need; checked."""
-    components = Components(scorers={}, **made)
+    components = Components(scorers={}, trainers=registry.trainers(), **made)
     for column in components.score_columns:
         if column != EXPLICIT_REWARD:
             components.scorers[column] = registry.create("scorer", column)

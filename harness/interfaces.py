@@ -22,7 +22,7 @@ values, validated by the host before the component sees them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -514,14 +514,28 @@ class Testbed(Component):
     def build_world(self, *, seed: int, reporter: Reporter) -> World:
         """The world of ``seed``.
 
-        A testbed whose world building needs labels (the hf testbed's
-        on-policy seed round for pi_0) may declare a third keyword,
-        ``annotator``: the loop then passes the run's annotator judge (None
-        when the testbed annotates itself). Testbeds that do not declare it
-        are called exactly as before.
+        The contract has grown by optional keywords, each passed only to a
+        ``build_world`` that declares it, so a testbed written against an
+        earlier contract is called exactly as before:
+
+        - ``annotator`` (contract 2): the run's annotator judge (None when the
+          testbed annotates itself), for world building that needs labels
+          (the hf testbed's on-policy seed round for pi_0);
+        - ``trainers`` (contract 3): a :data:`TrainerFactory` over the run's
+          registry, for world building that trains (pi_0 of the synthetic
+          testbed, the hf seed round): ``trainers("native", {"lr": 1e-3})``.
+          A testbed obtains trainers this way, never by importing a
+          trainer plugin. Called directly, without it, a testbed may use
+          :func:`harness.plugins.default_trainers`.
         """
         raise NotImplementedError
 
+
+TrainerFactory = Callable[[str, Mapping[str, Any]], Trainer]
+"""``trainers(name, settings)``: a trainer component from the run's registry, its settings validated."""
+
+#: The version of the testbed contract: the optional keywords :meth:`Testbed.build_world` may declare.
+TESTBED_CONTRACT = 3
 
 COMPONENT_KINDS: dict[str, type[Component]] = {
     "scorer": Scorer,

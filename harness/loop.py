@@ -118,13 +118,14 @@ def run_experiment(
 
 
 def build_world(components: Components, world_seed: int, reporter: Reporter):
-    """The testbed's world; its ``build_world`` gets the run's annotator when it takes one (the hf seed round)."""
+    """The testbed's world, with the optional keywords its ``build_world`` declares
+    (:meth:`harness.interfaces.Testbed.build_world`): the run's annotator, the registry's trainers."""
     import inspect
 
     build = components.testbed.build_world
-    extra = {}
-    if "annotator" in inspect.signature(build).parameters:
-        extra["annotator"] = components.annotator
+    declared = inspect.signature(build).parameters
+    offered = {"annotator": components.annotator, "trainers": components.trainers}
+    extra = {name: value for name, value in offered.items() if name in declared}
     return build(seed=world_seed, reporter=reporter, **extra)
 
 

@@ -31,7 +31,7 @@ import pluggy
 
 from harness import __version__, hookspecs
 from harness.errors import PluginError, UnknownNameError
-from harness.interfaces import COMPONENT_KINDS, Component, check_component_class
+from harness.interfaces import COMPONENT_KINDS, Component, Trainer, TrainerFactory, check_component_class
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 
@@ -150,6 +150,13 @@ class Registry:
 
     def create(self, kind: str, name: str, settings: Mapping[str, Any] | None = None) -> Component:
         return self.get(kind, name).create(settings)
+
+    def trainers(self) -> TrainerFactory:
+        """A :data:`~harness.interfaces.TrainerFactory` over this registry's trainers (for testbeds)."""
+        def make(name: str, settings: Mapping[str, Any] | None = None) -> Trainer:
+            return self.get("trainer", name).create(settings)
+
+        return make
 
     def registered_by(self, plugin_name: str) -> dict[str, list[str]]:
         """``{kind: [names]}`` of what one plugin registered."""
@@ -277,6 +284,12 @@ def build_registry(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo]) ->
         kwargs = {"register": register_study}
         impl.function(**{name: kwargs[name] for name in impl.argnames})
     return registry
+
+
+def default_trainers() -> TrainerFactory:
+    """The trainers of the default registry (built-ins and installed plugins), for a testbed called without
+    a ``trainers`` factory (e.g. ``build_world`` called directly)."""
+    return load_registry().trainers()
 
 
 def load_registry(local_plugins: Iterable[str] = ()) -> Registry:

@@ -22,22 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "leaderboard", "plugins")
 
-KNOWN = {
-    # built-ins leaning on each other's modules: one shared private HF module (issue "A house a newcomer
-    # can move into", item 5) and testbeds that obtain trainers through the registry remove these
-    ("plugins.judges.embedding", "plugins.testbeds.hf.loading"),
-    ("plugins.judges.pairrm", "plugins.testbeds.hf.loading"),
-    ("plugins.judges.reward_model", "plugins.testbeds.hf.loading"),
-    ("plugins.testbeds.hf.seed", "plugins.trainers.native"),
-    ("plugins.testbeds.hf.seed", "plugins.trainers.trl"),
-    ("plugins.trainers.trl", "plugins.testbeds.hf.policy"),
-    ("plugins.testbeds.synthetic.world", "plugins.trainers.native"),
-    # selectors reusing other built-ins' code: a shared private selector module removes these (same item)
-    ("plugins.selectors.explicit", "plugins.scorers.implicit"),
-    ("plugins.selectors.uncertainty", "plugins.scorers.implicit"),
-    ("plugins.selectors.uncertainty", "plugins.selectors.margin"),
-    ("plugins.selectors.uncertainty", "plugins.selectors.random"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -144,10 +129,7 @@ def test_a_planted_forbidden_import_is_caught(tmp_path):
 
 
 # Private names imported from another module, each with what removes it.
-KNOWN_PRIVATE = {
-    # the trl trainer reaches into the hf testbed's policy wrapper: the shared private HF module removes it
-    ("plugins.trainers.trl", "plugins.testbeds.hf.policy", "_strip_patched_forward"),
-}
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 
 
 def private_imports(root: Path) -> set[tuple[str, str, str]]:

@@ -16,7 +16,7 @@ import pytest
 from harness.errors import UsageError
 from harness.interfaces import Pairs, Responses
 from plugins.judges.embedding import EmbeddingJudge
-from plugins.testbeds.hf import loading
+from plugins._hf import loading
 from tests.hf_tiny import tiny_paths, tiny_world
 
 pytest.importorskip("torch")

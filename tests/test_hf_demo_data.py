@@ -42,7 +42,7 @@ def test_eval_and_training_prompts_do_not_overlap():
 
 def test_the_files_read_with_the_testbed_loader():
     pytest.importorskip("datasets")
-    from plugins.testbeds.hf import loading
+    from plugins._hf import loading
 
     found = loading.load_columns(DATA / "eval.jsonl", ["prompt", "output"], "eval", optional=["target"])
     assert len(found["prompt"]) == len(found["output"]) == len(found["target"]) == 16

@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 
 from harness.errors import UsageError
-from plugins.testbeds.hf import loading
+from plugins._hf import loading
 
 
 def test_a_gguf_file_as_model_says_how_to_convert_it(tmp_path):

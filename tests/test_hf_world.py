@@ -392,7 +392,7 @@ def test_native_trainer_trains_an_hf_policy_from_loop_style_data(world, pool):
 
 def test_importing_the_testbed_is_cheap():
     code = ("import sys; import plugins.testbeds.hf, plugins.trainers.trl, plugins.judges.reward_model, "
-            "plugins.judges.function, plugins.testbeds.hf.loading; "
+            "plugins.judges.function, plugins._hf.loading; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'trl', 'datasets'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

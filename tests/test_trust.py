@@ -72,7 +72,7 @@ def test_trust_remote_code_is_an_explicit_option_defaulting_to_off():
 def test_loading_passes_the_flag_through(monkeypatch, tmp_path):
     """What from_pretrained receives is exactly the user's setting: False unless they asked."""
     transformers = pytest.importorskip("transformers")
-    from plugins.testbeds.hf import loading
+    from plugins._hf import loading
 
     seen = []
 

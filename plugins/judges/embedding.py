@@ -64,7 +64,7 @@ class EmbeddingJudge(Judge):
 
     def __init__(self, settings=None):
         super().__init__(settings)
-        from plugins.testbeds.hf import loading
+        from plugins._hf import loading
 
         if self.settings["model"]:  # a wrong path is an error before the run starts
             loading.local_model_dir(self.settings["model"], f"option 'model' of {LABEL}")
@@ -79,7 +79,7 @@ class EmbeddingJudge(Judge):
 
     def model_dir(self) -> Path:
         """The encoder directory: the ``model`` option, else the packaged all-MiniLM-L6-v2; UsageError if neither."""
-        from plugins.testbeds.hf import loading
+        from plugins._hf import loading
 
         if self.settings["model"]:
             return loading.local_model_dir(self.settings["model"], f"option 'model' of {LABEL}")
@@ -93,7 +93,7 @@ class EmbeddingJudge(Judge):
     def targets(self) -> dict[str, str]:
         """Target answer by prompt text, read from the ``targets`` file once."""
         if self._targets is None:
-            from plugins.testbeds.hf import loading
+            from plugins._hf import loading
 
             if not self.settings["targets"]:
                 raise UsageError(f"{LABEL} needs its `targets` option: a local file with the target answer of "
@@ -118,7 +118,7 @@ class EmbeddingJudge(Judge):
 
     def _load(self):
         if self._loaded is None:
-            from plugins.testbeds.hf import loading
+            from plugins._hf import loading
 
             path = self.model_dir()
             label = f"the encoder of {LABEL}"

@@ -150,7 +150,7 @@ class HFPairRM:
 
 def load_ranker(settings: dict[str, Any]):
     """The PairRM ranker of ``settings`` (an object with ``Blender.compare``'s signature), from local files only."""
-    from plugins.testbeds.hf import loading
+    from plugins._hf import loading
 
     label = "option 'model' of judge 'pairrm'"
     model_dir = loading.local_model_dir(settings["model"], label)
@@ -208,7 +208,7 @@ class PairRMJudge(Judge):
     def __init__(self, settings=None):
         super().__init__(settings)
         if self.settings["model"]:  # a wrong path is an error before the run starts; loading waits for first use
-            from plugins.testbeds.hf.loading import local_model_dir
+            from plugins._hf.loading import local_model_dir
 
             detect_layout(local_model_dir(self.settings["model"], "option 'model' of judge 'pairrm'"))
         self._ranker: Any = None

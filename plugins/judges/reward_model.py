@@ -59,7 +59,7 @@ class RewardModelJudge(Judge):
     def __init__(self, settings=None):
         super().__init__(settings)
         if self.settings["model"]:  # a wrong path is an error before the run starts; loading waits for first use
-            from plugins.testbeds.hf.loading import local_model_dir
+            from plugins._hf.loading import local_model_dir
 
             local_model_dir(self.settings["model"], "option 'model' of judge 'reward_model'")
         self._loaded: tuple[Any, Any] | None = None
@@ -75,7 +75,7 @@ class RewardModelJudge(Judge):
 
     def _load(self):
         if self._loaded is None:
-            from plugins.testbeds.hf import loading
+            from plugins._hf import loading
 
             label = "option 'model' of judge 'reward_model'"
             path = loading.local_model_dir(self.settings["model"], label)

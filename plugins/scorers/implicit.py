@@ -24,9 +24,7 @@ import numpy as np
 from harness import hookimpl
 from harness.interfaces import Scorer
 
-IMPLICIT_REWARD = "implicit_reward"
-IMPLICIT_REWARD_NORMALIZED = "implicit_reward_normalized"
-POLICY_LOGPROB_MEAN = "policy_logprob_mean"
+from plugins._columns import IMPLICIT_REWARD, IMPLICIT_REWARD_NORMALIZED, POLICY_LOGPROB_MEAN
 
 
 def _log_ratio(logp_policy: np.ndarray, logp_ref: np.ndarray) -> np.ndarray:

@@ -84,7 +84,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.interfaces import EXPLICIT_REWARD, EXPLICIT_SOURCES, Option, Pairs, SelectionBatch, Selector
-from plugins.scorers.implicit import IMPLICIT_REWARD, IMPLICIT_REWARD_NORMALIZED, POLICY_LOGPROB_MEAN
+from plugins._columns import IMPLICIT_REWARD, IMPLICIT_REWARD_NORMALIZED, POLICY_LOGPROB_MEAN
 from plugins.selectors._pairs import (
     extreme_score_pairs,
     keep_by_margin,

@@ -36,49 +36,11 @@ after every valid pair (for ``largest`` too), so it is kept only when
 
 from __future__ import annotations
 
-import numpy as np
-
 from harness import hookimpl
-from harness.interfaces import Option, Pairs, SelectionBatch, Selector
-from plugins.selectors._pairs import extreme_margin_pairs, keep_by_margin, pair_margins
-
-RAW_COLUMN = "implicit_reward"
-NORMALIZED_COLUMN = "implicit_reward_normalized"
-
-_NORMALIZE = Option(
-    "normalize",
-    bool,
-    False,
-    help="compute margins on implicit_reward_normalized (r(y)/|y|, paper eq. 6) "
-    "instead of implicit_reward",
-)
+from plugins.selectors._margin import NORMALIZED_COLUMN, MarginSelector
 
 
-class _MarginSelector(Selector):
-    """Shared body of the margin selectors; ``largest`` picks the direction."""
-
-    largest: bool = False
-    options = (_NORMALIZE,)
-    # The class attribute is the default (normalize=false); an instance sets its
-    # own ``requires`` from its settings in ``__init__``.
-    requires = (RAW_COLUMN,)
-
-    def __init__(self, settings=None):
-        super().__init__(settings)
-        self.column = NORMALIZED_COLUMN if self.settings.get("normalize") else RAW_COLUMN
-        self.requires = (self.column,)
-
-    def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
-        return extreme_margin_pairs(batch.score(self.column), batch.distinct, largest=self.largest)
-
-    def select_corpus(
-        self, batch: SelectionBatch, pairs: Pairs, n_keep: int, rng: np.random.Generator
-    ) -> Pairs:
-        margins = pair_margins(batch.score(self.column), pairs)
-        return pairs.take(keep_by_margin(margins, n_keep, largest=self.largest))
-
-
-class SmallestMargin(_MarginSelector):
+class SmallestMargin(MarginSelector):
     """Per prompt, the pair of distinct responses with the smallest |r(a) - r(b)|; keep the smallest margins."""
 
     name = "smallest"
@@ -90,7 +52,7 @@ class SmallestMargin(_MarginSelector):
     largest = False
 
 
-class LargestMargin(_MarginSelector):
+class LargestMargin(MarginSelector):
     """Per prompt, the pair of distinct responses with the largest |r(a) - r(b)|; keep the largest margins."""
 
     name = "largest"

@@ -17,21 +17,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.interfaces import Pairs, SelectionBatch, Selector
-from plugins.selectors._pairs import check_n_keep
-
-
-def first_two_distinct(distinct: np.ndarray) -> Pairs:
-    """Per prompt, the first two responses marked distinct; prompts with fewer give no pair."""
-    distinct = np.asarray(distinct, dtype=bool)
-    if distinct.shape[0] == 0 or distinct.shape[1] < 2:
-        return Pairs.empty()
-    seen = np.cumsum(distinct, axis=1)
-    prompts = np.flatnonzero(seen[:, -1] >= 2)
-    # argmax returns the first True: the first distinct response, then the
-    # response at which the running count of distinct responses reaches 2.
-    a = distinct[prompts].argmax(axis=1)
-    b = (seen[prompts] == 2).argmax(axis=1)
-    return Pairs(prompts, a, b)
+from plugins.selectors._pairs import check_n_keep, first_two_distinct
 
 
 class RandomSelector(Selector):

@@ -57,13 +57,12 @@ import numpy as np
 
 from harness import hookimpl
 from harness.interfaces import Pairs, SelectionBatch, Selector
-from plugins.scorers.implicit import POLICY_LOGPROB_MEAN
-from plugins.selectors._pairs import keep_by_margin, prompt_means, usable_responses
-from plugins.selectors.margin import LargestMargin, SmallestMargin
-from plugins.selectors.random import first_two_distinct
+from plugins._columns import POLICY_LOGPROB_MEAN
+from plugins.selectors._margin import MarginSelector
+from plugins.selectors._pairs import first_two_distinct, keep_by_margin, prompt_means, usable_responses
 
 
-class Certainty(LargestMargin):
+class Certainty(MarginSelector):
     """Muldrew et al.'s preference-model certainty: identical to ``largest``."""
 
     name = "certainty"
@@ -71,9 +70,10 @@ class Certainty(LargestMargin):
         "Muldrew et al. 2024 preference certainty: the largest |beta(r(a)-r(b))| at both levels; "
         "identical to largest (beta scales every margin alike); -o normalize as largest"
     )
+    largest = True
 
 
-class Uncertainty(SmallestMargin):
+class Uncertainty(MarginSelector):
     """Muldrew et al.'s preference uncertainty (entropy of sigmoid(beta d)): identical to ``smallest``."""
 
     name = "uncertainty"
@@ -81,6 +81,7 @@ class Uncertainty(SmallestMargin):
         "most uncertain implicit preference, max entropy of sigmoid(beta(r(a)-r(b))) at both levels; "
         "identical to smallest (that entropy decreases in |r(a)-r(b)|); -o normalize as smallest"
     )
+    largest = False
 
 
 def predictive_entropy(policy_logprob_mean: np.ndarray) -> np.ndarray:

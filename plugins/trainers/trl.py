@@ -2,7 +2,7 @@
 
 Every call trains a copy of pi_{i-1} (``policy.clone()``) with a fresh
 optimiser and returns it; the input policy is never modified. It trains the
-hf testbed's policies (:class:`plugins.testbeds.hf.policy.HFPolicy`: a
+hf testbed's policies (:class:`plugins._hf.policy.HFPolicy`: a
 transformers model, its tokenizer and the prompt table).
 
 **No reference pass.** :class:`~harness.interfaces.PreferenceData` carries the
@@ -366,9 +366,9 @@ def release(trainer, policy) -> None:
     """After training: the policy back in eval mode with its own forward, TRL's temporary directory removed."""
     import shutil
 
-    from plugins.testbeds.hf.policy import _strip_patched_forward
+    from plugins._hf.policy import strip_patched_forward
 
-    _strip_patched_forward(policy.model)
+    strip_patched_forward(policy.model)
     policy.model.eval()
     shutil.rmtree(getattr(trainer, "_pairsel_output_dir", ""), ignore_errors=True)
     trainer.model = trainer.model_wrapped = None

@@ -129,10 +129,10 @@ class HFTestbed(Testbed):
                "runs can pass it as initial_model instead of training it again"),
     )
 
-    def build_world(self, *, seed: int, reporter, annotator=None):
+    def build_world(self, *, seed: int, reporter, annotator=None, trainers=None):
         from plugins.testbeds.hf.world import build_world
 
-        return build_world(self.settings, seed=seed, reporter=reporter, annotator=annotator)
+        return build_world(self.settings, seed=seed, reporter=reporter, annotator=annotator, trainers=trainers)
 
 
 @hookimpl

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, "1")
 
     from harness.errors import UsageError
-    from plugins.testbeds.hf import loading
+    from plugins._hf import loading
 
     gguf = args.gguf or loading.packaged_smollm2_gguf()
     if gguf is None:

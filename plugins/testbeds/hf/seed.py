@@ -82,15 +82,14 @@ def trainer_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def make_trainer(settings: Mapping[str, Any]):
-    """The seed round's trainer component (``trl`` or ``native``), with :func:`trainer_settings`."""
-    if settings["seed_trainer"] == "native":
-        from plugins.trainers.native import NativeDPOTrainer
+def make_trainer(settings: Mapping[str, Any], trainers=None):
+    """The seed round's trainer component (``trl`` or ``native``) with :func:`trainer_settings`, from
+    ``trainers`` (a :data:`harness.interfaces.TrainerFactory`; without it, the default registry's)."""
+    if trainers is None:
+        from harness.plugins import default_trainers
 
-        return NativeDPOTrainer(trainer_settings(settings))
-    from plugins.trainers.trl import TRLDPOTrainer
-
-    return TRLDPOTrainer(trainer_settings(settings))
+        trainers = default_trainers()
+    return trainers(str(settings["seed_trainer"]), trainer_settings(settings))
 
 
 def _response_ids(tokenizer, text: str, eos: int) -> list[int]:
@@ -105,6 +104,7 @@ def train_initial_policy(
     encode_prompt: Callable[[str], list[int]],
     position_limit: int | None,
     world_seed: int,
+    trainers=None,
 ) -> tuple[Any, dict[str, Any]]:
     """pi_0: a copy of ``reference`` (an HFPolicy) trained with DPO on the pairs in ``path``; and diagnostics.
 
@@ -114,8 +114,8 @@ def train_initial_policy(
     """
     import torch
 
-    from plugins.testbeds.hf import loading
-    from plugins.testbeds.hf.policy import HFPolicy, PromptTable
+    from plugins._hf import loading
+    from plugins._hf.policy import HFPolicy, PromptTable
 
     s = settings
     label = "testbed option `seed_pairs`"
@@ -176,20 +176,20 @@ def train_initial_policy(
         ref_chosen_logps=reference_logps(chosen_tokens, chosen_lengths),
         ref_rejected_logps=reference_logps(rejected_tokens, rejected_lengths),
     )
-    model, trained = _train_round(s, seed_reference, data, world_seed)
+    model, trained = _train_round(s, seed_reference, data, world_seed, trainers)
     info = {"seed_round": "pairs", "seed_pairs": k, "seed_pairs_dropped": dropped, **trained}
     _save_copy(s, model, tokenizer, info)
     return model, info
 
 
-def _train_round(settings: Mapping[str, Any], reference, data: PreferenceData, world_seed: int):
+def _train_round(settings: Mapping[str, Any], reference, data: PreferenceData, world_seed: int, trainers=None):
     """A copy of ``reference`` trained on ``data`` by the seed trainer; and the round's ``seed_*`` diagnostics.
 
     StaticPolicyError when the round changed no trainable parameter.
     """
     from harness.static_policy import StaticPolicyError, compare_parameters
 
-    trainer = make_trainer(settings)
+    trainer = make_trainer(settings, trainers)
     result = trainer.train(policy=reference, data=data, rng=stream(world_seed, 0, "seed-pairs"))
     change = compare_parameters(reference, result.policy)
     log = dict(result.log)
@@ -255,6 +255,7 @@ def bootstrap_initial_policy(
     source: str,
     reporter=None,
     sampler=None,
+    trainers=None,
 ) -> tuple[Any, dict[str, Any]]:
     """pi_0 from pi_ref's own samples on the seed prompts, labelled by ``annotator`` (see the module docstring).
 
@@ -265,8 +266,9 @@ def bootstrap_initial_policy(
     """
     from harness.progress import NullReporter
     from harness.ranks import launched_processes
-    from plugins.testbeds.hf import loading, seed_cache
-    from plugins.testbeds.hf.policy import HFPolicy
+    from plugins._hf import loading
+    from plugins.testbeds.hf import seed_cache
+    from plugins._hf.policy import HFPolicy
     from plugins.testbeds.hf.world import HFWorld
 
     reporter = reporter or NullReporter()
@@ -346,7 +348,7 @@ def bootstrap_initial_policy(
     data = PreferenceData.from_labels(prompts=rows, responses=responses, pairs=trained_pairs, prefer_a=prefer_a,
                                       ref_logps=ref_logps)
     with reporter.stage(f"pi_0: DPO on {len(data)} seed pairs", total=None):
-        model, trained = _train_round(s, seed_reference, data, world_seed)
+        model, trained = _train_round(s, seed_reference, data, world_seed, trainers)
     info = {
         **base,
         "seed_labels": int(len(pairs)),

@@ -120,7 +120,7 @@ def cut_at_eos(tokens: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
 
 
 class VLLMSampler:
-    """Samples from :class:`~plugins.testbeds.hf.policy.HFPolicy` objects with one vLLM engine (see the module docstring).
+    """Samples from :class:`~plugins._hf.policy.HFPolicy` objects with one vLLM engine (see the module docstring).
 
     ``settings`` are the testbed's; ``tokenizer_dir`` is pi_ref's directory
     (every policy shares its tokenizer); ``max_model_len`` bounds prompt plus

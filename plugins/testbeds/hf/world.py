@@ -52,8 +52,9 @@ from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Labels, Pairs, Responses
 from harness.progress import NullReporter
 from harness.rng import torch_seed
-from plugins.testbeds.hf import alpaca, loading
-from plugins.testbeds.hf.policy import HFPolicy, PromptTable
+from plugins._hf import loading
+from plugins.testbeds.hf import alpaca
+from plugins._hf.policy import HFPolicy, PromptTable
 
 CHECKPOINT_FORMAT = "hf-policy-1"
 
@@ -496,11 +497,14 @@ def _position_limit(config) -> int | None:
     return None
 
 
-def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annotator=None) -> HFWorld:
+def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annotator=None,
+                trainers=None) -> HFWorld:
     """Load the models and prompt files of ``settings`` (all local); UsageError for anything missing.
 
     ``annotator`` is the run's annotator judge; only the on-policy seed round
     (:func:`plugins.testbeds.hf.seed.bootstrap_initial_policy`) uses it.
+    ``trainers`` (a :data:`harness.interfaces.TrainerFactory`) gives the seed
+    round's trainer; without it, the default registry's.
     """
     reporter = reporter or NullReporter()
     s = settings
@@ -682,7 +686,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         seed_table = PromptTable(texts=tuple(seed_texts), ids=tuple(seed_ids), n_train=len(seed_ids))
         initial_model, seed_info = bootstrap_initial_policy(
             settings=s, reference=reference, seed_table=seed_table, annotator=annotator, world_seed=seed,
-            source=seed_source, reporter=reporter, sampler=sampler)
+            source=seed_source, reporter=reporter, sampler=sampler, trainers=trainers)
         initial = HFPolicy(initial_model, tokenizer, table, pad_id)
     elif seed_file is not None:
         from plugins.testbeds.hf.seed import train_initial_policy
@@ -691,7 +695,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
             initial_model, seed_info = train_initial_policy(
                 settings=s, path=seed_file, reference=reference,
                 encode_prompt=lambda text: _encode_prompt(tokenizer, text, use_template),
-                position_limit=limit_positions, world_seed=seed)
+                position_limit=limit_positions, world_seed=seed, trainers=trainers)
         initial = HFPolicy(initial_model, tokenizer, table, pad_id)
     else:
         initial = (reference if initial_model is None

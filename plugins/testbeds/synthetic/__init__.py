@@ -57,10 +57,10 @@ class SyntheticTestbed(Testbed):
         Option("reference_best_of", int, 4, "the reference output is the best of this many pi_ref samples by gold reward", min=1),
     )
 
-    def build_world(self, *, seed: int, reporter):
+    def build_world(self, *, seed: int, reporter, trainers=None):
         from plugins.testbeds.synthetic.world import build_world
 
-        return build_world(self.settings, seed=seed, reporter=reporter, name=self.name)
+        return build_world(self.settings, seed=seed, reporter=reporter, name=self.name, trainers=trainers)
 
 
 @hookimpl

@@ -361,9 +361,13 @@ def _split_state(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, 
 
 
 def build_world(
-    settings: Mapping[str, Any], *, seed: int, reporter=None, name: str = "synthetic"
+    settings: Mapping[str, Any], *, seed: int, reporter=None, name: str = "synthetic", trainers=None
 ) -> SyntheticWorld:
-    """Build (or load from the cache) the world of ``settings`` and ``seed``."""
+    """Build (or load from the cache) the world of ``settings`` and ``seed``.
+
+    ``trainers`` (a :data:`harness.interfaces.TrainerFactory`) gives the
+    ``native`` trainer that trains pi_0; without it, the default registry's.
+    """
     reporter = reporter or NullReporter()
     seed = int(seed)
     tables = _tables(settings, seed)
@@ -393,7 +397,7 @@ def build_world(
                 advance(1)
             return world
 
-    world = _build_fresh(settings, seed, tables, config, reporter)
+    world = _build_fresh(settings, seed, tables, config, reporter, trainers)
     world.info["from_cache"] = False
     if path is not None:
         tensors = {"pi_ref." + k: v for k, v in world.reference_policy.state_dict().items()}
@@ -410,9 +414,12 @@ def build_world(
 
 
 def _build_fresh(
-    settings: Mapping[str, Any], seed: int, tables: Tables, config: PolicyConfig, reporter
+    settings: Mapping[str, Any], seed: int, tables: Tables, config: PolicyConfig, reporter, trainers=None
 ) -> SyntheticWorld:
-    from plugins.trainers.native import NativeDPOTrainer
+    if trainers is None:
+        from harness.plugins import default_trainers
+
+        trainers = default_trainers()
 
     v, p, max_len = config.vocab_size, config.prompt_length, config.max_len
     info: dict[str, Any] = {}
@@ -488,7 +495,8 @@ def _build_fresh(
             prefer_a=labels.prefer_a,
             ref_logps=ref_logps,
         )
-        trainer = NativeDPOTrainer(
+        trainer = trainers(
+            "native",
             {
                 "beta": settings["pi0_beta"],
                 "lr": settings["pi0_lr"],

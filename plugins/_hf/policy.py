@@ -54,7 +54,7 @@ def _rows(prompts) -> list[int]:
     return [int(r) for r in array.reshape(-1)]
 
 
-def _strip_patched_forward(model) -> None:
+def strip_patched_forward(model) -> None:
     """Drop an instance-level ``forward`` (TRL patches one in for its fused LM head) so the class's own runs."""
     if "forward" in vars(model):
         del model.forward
@@ -84,7 +84,7 @@ class HFPolicy:
 
         The copy has no ``source_dir``: a trainer changes its weights, so they are no longer those on disk.
         """
-        _strip_patched_forward(self.model)
+        strip_patched_forward(self.model)
         model = copy.deepcopy(self.model)
         model.eval()
         return HFPolicy(model, self.tokenizer, self.table, self.pad_id)
