@@ -104,7 +104,7 @@ class RunContext:
     reporter: Reporter
     timer: StageTimer
     ranks: Ranks
-    desk: LabelDesk | None
+    desk: LabelDesk
     checkpoint: Callable[[Any, LoopState], None] | None
     emit: Callable[[dict[str, Any]], None]
     policy: Any
@@ -156,8 +156,7 @@ def begin(run: RunContext, number: int) -> Iteration:
 def draw(run: RunContext, it: Iteration) -> None:
     """Fresh prompts from the world; on resume after external labelling, the pairs handed out instead."""
     def main() -> tuple[PendingSelection | None, np.ndarray | None]:
-        desk = run.desk
-        pending = desk.pending(it.number) if desk is not None and run.components.external_annotation else None
+        pending = run.desk.pending(it.number) if run.components.external_annotation else None
         if pending is not None:
             return pending, None
         with run.timer("prompts"):
@@ -223,7 +222,7 @@ def label(run: RunContext, it: Iteration) -> None:
                 run.ledger.charge(it.number, len(selection.kept))
                 verdict, source = _annotate(components, run.config, run.world, selection, run.desk, run.config.seed,
                                             it.number)
-        if run.desk is not None and source is not None:
+        if source is not None:
             with run.timer("labels"):  # harness work: keep every label with its text
                 run.desk.record_pairs(it.number, run.world, selection.prompts, selection.responses, selection.kept,
                                       verdict, source)
@@ -467,7 +466,7 @@ def _explicit_scores(components, world, prompts, responses, ledger, iteration, s
                              rng=streams.stream(seed, iteration, "judge"))
     scores = np.asarray(scores, dtype=np.float64)
     require_finite(scores, "judge", iteration, f"explicit scores of the {components.explicit_source} judge {judge.name!r}")
-    if desk is not None and components.explicit_source == "gold":
+    if components.explicit_source == "gold":
         desk.record_scores(iteration, world, prompts, responses, scores, source=f"gold_judge:{judge_source(judge)}")
     return scores
 
@@ -489,8 +488,6 @@ def _annotate(components: Components, config: RunConfig, world, selection: Pendi
     prompts, responses, kept = selection.prompts, selection.responses, selection.kept
     annotator = components.annotator
     if components.external_annotation:
-        if desk is None:
-            raise UsageError("--annotator external needs a leaderboard and a run directory: use harness run")
         labels = desk.collect(iteration, world, selection)
         if labels is None:
             desk.request(iteration, world, selection, streams.stream(seed, iteration, "display"))

@@ -12,6 +12,10 @@ or the experiment layer:
 * ``pending`` returns the :class:`PendingSelection` saved when the run
   stopped, so a resumed run continues from it instead of sampling again;
 * ``collect`` returns the imported labels of that selection.
+
+A run without a leaderboard (:func:`harness.loop.run_experiment` called from
+Python) gets a :class:`MemoryLabelDesk`: its labels are kept in memory, and
+pairs cannot be handed to people.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from harness.errors import UsageError
 from harness.interfaces import Labels, Pairs, Responses
 
 
@@ -66,3 +71,38 @@ class LabelDesk(Protocol):
 
     def request(self, iteration: int, world: Any, selection: PendingSelection, rng: np.random.Generator) -> None:
         """Hand the kept pairs out and raise :class:`AwaitingLabels`."""
+
+
+@dataclass
+class RecordedLabels:
+    """One batch of labels a :class:`MemoryLabelDesk` kept: pairs with their labels, or pointwise scores."""
+
+    iteration: int
+    source: str
+    pairs: Pairs | None = None
+    labels: Labels | None = None
+    scores: np.ndarray | None = None
+
+
+class MemoryLabelDesk:
+    """The :class:`LabelDesk` of a run without a leaderboard: labels kept in memory, no external annotation."""
+
+    def __init__(self) -> None:
+        self.records: list[RecordedLabels] = []
+
+    def record_pairs(self, iteration: int, world: Any, prompts: np.ndarray, responses: Responses,
+                     pairs: Pairs, labels: Labels, source: str) -> None:
+        self.records.append(RecordedLabels(iteration, source, pairs=pairs, labels=labels))
+
+    def record_scores(self, iteration: int, world: Any, prompts: np.ndarray, responses: Responses,
+                      scores: np.ndarray, source: str) -> None:
+        self.records.append(RecordedLabels(iteration, source, scores=np.asarray(scores)))
+
+    def pending(self, iteration: int) -> PendingSelection | None:
+        return None
+
+    def collect(self, iteration: int, world: Any, selection: PendingSelection) -> Labels | None:
+        return None
+
+    def request(self, iteration: int, world: Any, selection: PendingSelection, rng: np.random.Generator) -> None:
+        raise UsageError("--annotator external needs a leaderboard and a run directory: use harness run")

@@ -42,7 +42,7 @@ from harness.iteration import (
     select,
     train,
 )
-from harness.labelling import LabelDesk
+from harness.labelling import LabelDesk, MemoryLabelDesk
 from harness.progress import NullReporter
 from harness.ranks import SINGLE, Ranks
 
@@ -89,8 +89,9 @@ def run_experiment(
     ``checkpoint(world, state)`` is called after every completed iteration,
     before its row is emitted; ``restore(world)`` returns the state to continue
     from instead of starting at pi_0 (``harness run --resume``). ``desk``
-    keeps every label in the leaderboard and runs the external annotator's
-    round trip (:mod:`harness.labelling`): with ``--annotator external`` the
+    keeps every label (the experiment layer's keeps them in the leaderboard;
+    default: :class:`~harness.labelling.MemoryLabelDesk`) and runs the external
+    annotator's round trip (:mod:`harness.labelling`): with ``--annotator external`` the
     loop raises :class:`~harness.labelling.AwaitingLabels` at the annotation
     step, and on resume continues from the selection it saved there.
 
@@ -142,7 +143,8 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
                       if isinstance(value, (bool, int, float, str))}  # the seed ledger, on pi_0's row
         state = LoopState(0, world.initial_policy, [{"iteration": 0, **initial, **seed_round}], {}, [])
     run = RunContext(
-        config, components, world, reporter, timer, ranks, desk, checkpoint, emit,
+        config, components, world, reporter, timer, ranks, desk if desk is not None else MemoryLabelDesk(),
+        checkpoint, emit,
         policy=state.policy,
         # the reference the current policy was trained against: implicit rewards for selection use it
         reference=state.reference if state.reference is not None else world.reference_policy,

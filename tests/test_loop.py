@@ -165,3 +165,16 @@ def test_previous_reference_trains_against_the_policy_itself_and_selects_against
     # so the same pairs have margins smaller by exactly (scale_2 - 1) / scale_2.
     assert rows[1]["sel_mean_abs_margin"] == pytest.approx(fixed[1]["sel_mean_abs_margin"])
     assert rows[2]["sel_mean_abs_margin"] == pytest.approx(fixed[2]["sel_mean_abs_margin"] * (scale_2 - 1) / scale_2)
+
+
+def test_without_a_leaderboard_labels_are_kept_in_memory_and_people_cannot_label():
+    from harness.errors import UsageError
+    from harness.labelling import MemoryLabelDesk
+
+    config, components = make(SmallestMargin, budget=100, iterations=2)
+    desk = MemoryLabelDesk()
+    result = run_experiment(config, components, desk=desk)
+    assert sum(len(r.pairs) for r in desk.records) == result.final["labels_used"] == 100
+    assert {r.source for r in desk.records} == {"testbed:x"} and [r.iteration for r in desk.records] == [1, 2]
+    with pytest.raises(UsageError, match="needs a leaderboard"):
+        desk.request(1, None, None, np.random.default_rng(0))
