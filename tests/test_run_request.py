@@ -95,7 +95,7 @@ def test_choices_and_types_are_checked():
 
 
 def test_the_study_plan_takes_every_sweep_option_as_a_grid_key():
-    from harness.experiments.study import PLAN_SCHEMA_DOC, grid_keys
+    from harness.experiments.study_plan import PLAN_SCHEMA_DOC, grid_keys
 
     keys = grid_keys()
     for option in sweep_options():
@@ -109,7 +109,7 @@ def test_a_new_run_option_is_one_declaration(monkeypatch, registry):
     """Adding a RunOption reaches the run and sweep parameters, the grid spec and the study plan's keys."""
     import harness.run_request as rr
     from harness.cli.run_options import run_parameters
-    from harness.experiments.study import grid_keys
+    from harness.experiments.study_plan import grid_keys
     from harness.experiments.sweep import GridSpec
 
     extra = RunOption("warmup_labels", int, 0, "Labels bought before iteration 1.", "shape", "--warmup-labels", min=0)

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import TINY_TESTBED
 from harness.experiments import study as st
+from harness.experiments import study_plan as sp
+from harness.experiments import verdicts as vd
 from harness.errors import PluginError
 from harness.plugins import PluginInfo, load_registry
 from leaderboard.stats import t_ppf
@@ -78,14 +80,14 @@ def table(diffs, base=0.5):
 ])
 def test_verdicts_on_a_hand_made_table(diffs, direction, expected):
     a, b = table(diffs)
-    assert st.paired_verdict(a, b, direction)["verdict"] == expected
+    assert vd.paired_verdict(a, b, direction)["verdict"] == expected
 
 
 def test_interval_and_detectable_difference_arithmetic():
     diffs = [0.02, 0.05, -0.01, 0.04, 0.03]
     a, b = table(diffs)
     a[(99, 99)] = 1.0  # unpaired: ignored
-    out = st.paired_verdict(a, b, "a > b")
+    out = vd.paired_verdict(a, b, "a > b")
     n, mean = 5, sum(diffs) / 5
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 4)
     half = t_ppf(0.975, 4) * sd / math.sqrt(5)
@@ -95,7 +97,7 @@ def test_interval_and_detectable_difference_arithmetic():
     assert out["mde80"] == pytest.approx((t_ppf(0.975, 4) + t_ppf(0.8, 4)) * sd / math.sqrt(5))
     assert out["verdict"] == ("reproduced" if mean - half > 0 else "not separable")
     # A difference just past the half-width excludes 0, just inside does not.
-    assert st.verdict(1e-9, 0.2, "a > b") == "reproduced" and st.verdict(-1e-9, 0.2, "a > b") == "not separable"
+    assert vd.verdict(1e-9, 0.2, "a > b") == "reproduced" and vd.verdict(-1e-9, 0.2, "a > b") == "not separable"
 
 
 # -- plan validation: the line and the fix ----------------------------------------------------------------
@@ -111,8 +113,8 @@ def test_plan_errors_name_the_line_and_the_fix(tmp_path):
     path.write_text(text)
     lines = text.splitlines()
     line_of = lambda needle: next(i for i, line in enumerate(lines, 1) if needle in line)  # noqa: E731
-    with pytest.raises(st.PlanError) as info:
-        st.load_plan(path)
+    with pytest.raises(sp.PlanError) as info:
+        sp.load_plan(path)
     message = str(info.value)
     assert "has 4 problems" in message  # the typo also leaves claim 1 without its metric
     assert "[[claim]] #1: missing required field 'metric'; add metric = \"final_win_rate\"" in message
@@ -126,28 +128,28 @@ def test_plan_errors_name_the_line_and_the_fix(tmp_path):
 def test_syntax_errors_and_unbound_claims_name_the_line(tmp_path, registry):
     broken = tmp_path / "broken.toml"
     broken.write_text('[study]\ntitle = "x"\nseeds = \n')
-    with pytest.raises(st.PlanError, match=r"not valid TOML: .*line 3"):
-        st.load_plan(broken)
+    with pytest.raises(sp.PlanError, match=r"not valid TOML: .*line 3"):
+        sp.load_plan(broken)
     ambiguous = tmp_path / "ambiguous.toml"
     text = tiny_plan().replace('b = {grid = "one", selector = "random"}\ndirection = "a > b"',
                                'b = {grid = "one"}\ndirection = "a > b"')
     ambiguous.write_text(text)
-    plan = st.load_plan(ambiguous)
+    plan = sp.load_plan(ambiguous)
     line = next(i for i, l in enumerate(text.splitlines(), 1) if l == 'b = {grid = "one"}')
-    with pytest.raises(st.PlanError, match=rf"ambiguous.toml:{line}: \[\[claim\]\] #1 b: b = .* matches 2 cells .*add filters"):
+    with pytest.raises(sp.PlanError, match=rf"ambiguous.toml:{line}: \[\[claim\]\] #1 b: b = .* matches 2 cells .*add filters"):
         st.expand(plan, registry)
     grid_typo = tmp_path / "typo.toml"
     typo = tiny_plan().replace('selector = ["smallest", "random"]', 'selectr = ["smallest"]')
     grid_typo.write_text(typo)
     line = next(i for i, l in enumerate(typo.splitlines(), 1) if l.startswith("selectr"))
-    with pytest.raises(st.PlanError, match=rf"typo.toml:{line}: \[\[grid\]\] #1 selectr: unknown key 'selectr'; did you mean 'selector'"):
-        st.load_plan(grid_typo)
+    with pytest.raises(sp.PlanError, match=rf"typo.toml:{line}: \[\[grid\]\] #1 selectr: unknown key 'selectr'; did you mean 'selector'"):
+        sp.load_plan(grid_typo)
 
 
 def test_the_builtin_study_is_registered_and_expands(registry):
     path, plugin = registry.studies["yang2024"]
     assert plugin.name == "plugins.studies.builtin" and path.name == "yang2024.toml"
-    plan = st.find_plan("yang2024", registry)
+    plan = sp.find_plan("yang2024", registry)
     assert {c.finding for c in plan.claims} == {"F1", "F2", "F3", "F4", "F5", "reference"}
     quick = st.expand(plan, registry, quick=True)
     assert all(g.seeds == [0, 1, 2] for g in quick.grids) and len(quick.claims) == len(plan.claims)
@@ -234,7 +236,7 @@ def test_two_plugins_registering_one_study_name_is_an_error(tmp_path, registry):
 def test_the_huang2025_study_is_registered_and_its_claims_resolve(registry):
     path, plugin = registry.studies["huang2025"]
     assert plugin.name == "plugins.studies.builtin" and path.name == "huang2025.toml"
-    plan = st.find_plan("huang2025", registry)
+    plan = sp.find_plan("huang2025", registry)
     full = st.expand(plan, registry)
     assert all(g.seeds == list(range(10)) for g in full.grids)
     assert {cell.config.keep for g in full.grids for cell in g.cells} == {0.4}  # the paper's kept share

@@ -5,7 +5,8 @@ import textwrap
 
 import pytest
 
-from harness.experiments import study as st
+from harness.experiments import study_plan as sp
+from harness.experiments import verdicts as vd
 
 
 def blocked_table():
@@ -28,26 +29,26 @@ def blocked_table():
 
 def test_block_verdicts_on_a_hand_made_table():
     a, b, diffs = blocked_table()
-    blocks = st.paired_blocks(a, b, "a > b", list(range(30)), 10)
+    blocks = vd.paired_blocks(a, b, "a > b", list(range(30)), 10)
     assert [blk["seeds"] for blk in blocks] == [list(range(0, 10)), list(range(10, 20)), list(range(20, 30))]
     assert [blk["verdict"] for blk in blocks] == ["reproduced", "not separable", "reversed"]
     assert [blk["n"] for blk in blocks] == [9, 10, 10]  # seed 3 is unpaired: block 0 loses it, nothing shifts
     for blk, seeds in zip(blocks, ([s for s in range(10) if s != 3], range(10, 20), range(20, 30))):
-        expected = st.paired_verdict({(s, s): a[(s, s)] for s in seeds}, {(s, s): b[(s, s)] for s in seeds}, "a > b")
+        expected = vd.paired_verdict({(s, s): a[(s, s)] for s in seeds}, {(s, s): b[(s, s)] for s in seeds}, "a > b")
         assert blk["mean"] == pytest.approx(sum(diffs[s] for s in seeds) / len(seeds))
         assert (blk["ci_low"], blk["ci_high"]) == (pytest.approx(expected["ci_low"]), pytest.approx(expected["ci_high"]))
         assert blk["pairs"] == [[s, s] for s in seeds]
-    pooled = st.paired_verdict(a, b, "a > b")
+    pooled = vd.paired_verdict(a, b, "a > b")
     assert pooled["n"] == 29 and pooled["verdict"] == "not separable"
 
 
 def test_blocks_follow_the_design_seed_list_and_keep_a_short_last_block():
     a, b, _ = blocked_table()
-    blocks = st.paired_blocks(a, b, "a < b", list(range(25)), 10)  # a 25-seed design
+    blocks = vd.paired_blocks(a, b, "a < b", list(range(25)), 10)  # a 25-seed design
     assert [blk["seeds"][0] for blk in blocks] == [0, 10, 20] and [blk["n"] for blk in blocks] == [9, 10, 5]
     assert [blk["verdict"] for blk in blocks] == ["reversed", "not separable", "reproduced"]
-    assert st.seed_blocks([5, 1, 3, 9], 2) == [[1, 3], [5, 9]]  # sorted first, then cut
-    one = st.paired_blocks({(0, 0): 1.0}, {(0, 0): 0.0}, "a > b", [0], 10)
+    assert vd.seed_blocks([5, 1, 3, 9], 2) == [[1, 3], [5, 9]]  # sorted first, then cut
+    one = vd.paired_blocks({(0, 0): 1.0}, {(0, 0): 0.0}, "a > b", [0], 10)
     assert one[0]["verdict"] == "too few pairs"
 
 
@@ -83,23 +84,23 @@ def test_a_bad_blocks_value_names_the_line_and_the_fix(tmp_path, value, problem)
     path = tmp_path / "plan.toml"
     path.write_text(text)
     line = next(i for i, row in enumerate(text.splitlines(), 1) if row.startswith("blocks ="))
-    with pytest.raises(st.PlanError) as info:
-        st.load_plan(path)
+    with pytest.raises(sp.PlanError) as info:
+        sp.load_plan(path)
     assert f"{path}:{line}: [[claim]] #1 blocks: {problem}" in str(info.value)
 
 
 def test_a_good_blocks_value_and_a_misspelt_key(tmp_path):
     path = tmp_path / "plan.toml"
     path.write_text(PLAN.replace("BLOCKS", "2"))
-    assert st.load_plan(path).claims[0].blocks == 2
+    assert sp.load_plan(path).claims[0].blocks == 2
     path.write_text(PLAN.replace("blocks = BLOCKS", "block = 2"))
-    with pytest.raises(st.PlanError, match=r"plan.toml:16: \[\[claim\]\] #1 block: unknown key 'block'; did you mean 'blocks'"):
-        st.load_plan(path)
+    with pytest.raises(sp.PlanError, match=r"plan.toml:16: \[\[claim\]\] #1 block: unknown key 'block'; did you mean 'blocks'"):
+        sp.load_plan(path)
 
 
 def test_the_f3_claims_of_yang2024_are_blocked_by_10(tmp_path):
     from harness.plugins import load_registry
 
-    plan = st.find_plan("yang2024", load_registry())
+    plan = sp.find_plan("yang2024", load_registry())
     blocked = {c.id: c.blocks for c in plan.claims if c.blocks}
     assert set(blocked) == {c.id for c in plan.claims if c.finding == "F3"} and set(blocked.values()) == {10}

@@ -26,13 +26,13 @@ def test_the_readme_verdict_table_agrees_with_docs_reproduction(doc_text):
 
 
 def test_docs_reproduction_covers_every_claim_of_the_builtin_studies(doc_text):
-    from harness.experiments import study as st
+    from harness.experiments import study_plan as sp
     from harness.plugins import load_registry
 
     registry = load_registry()
     published = sr.published_verdicts(doc_text)
     for name in ("yang2024", "huang2025"):
-        plan = st.find_plan(name, registry)
+        plan = sp.find_plan(name, registry)
         rows = {row["claim"]: row for row in published.get(name, [])}
         assert list(rows) == [c.id for c in plan.claims], f"republish {name}: its section lists other claims"
         for claim in plan.claims:

@@ -81,13 +81,14 @@ study_app = typer.Typer(help=STUDY_HELP, no_args_is_help=True, rich_markup_mode=
 
 def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None):
     from harness.experiments import study as st
+    from harness.experiments import study_plan as sp
     from harness.plugins import load_registry
     from harness.experiments.sweep import parse_seeds
 
     registry = load_registry(plugin)
     if seeds is not None:
         parse_seeds(seeds)  # a bad --seeds is the command line's error, not a grid's
-    plan_obj = st.find_plan(plan, registry)
+    plan_obj = sp.find_plan(plan, registry)
     return registry, st.expand(plan_obj, registry, quick=quick, seeds=seeds)
 
 
@@ -223,7 +224,7 @@ def report_command(
 @study_app.command("list")
 def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> None:
     """The studies every plugin registered (built-ins included), with their claims."""
-    from harness.experiments import study as st
+    from harness.experiments import study_plan as sp
     from harness.plugins import load_registry
 
     console = stderr_console()
@@ -233,10 +234,10 @@ def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> No
     for name, (path, info) in sorted(registry.studies.items()):
         row: dict[str, Any] = {"name": name, "plugin": info.name, "source": info.source, "path": str(path)}
         try:
-            loaded = st.load_plan(path, name=name)
+            loaded = sp.load_plan(path, name=name)
             row.update(title=loaded.title, grids=len(loaded.grids), claims=len(loaded.claims),
                        findings=sorted({c.finding for c in loaded.claims if c.finding}), error=None)
-        except st.PlanError as exc:
+        except sp.PlanError as exc:
             row.update(title="", grids=0, claims=0, findings=[], error=str(exc))
         rows.append(row)
     if as_json:

@@ -10,10 +10,12 @@ another and knows nothing of files or databases. This package does the rest:
 * :mod:`~harness.experiments.checkpoints`: the state after each iteration;
 * :mod:`~harness.experiments.labels` and :mod:`~harness.experiments.label_files`:
   every label a run bought, and the round trip to people;
-* :mod:`~harness.experiments.sweep` and :mod:`~harness.experiments.executors`:
-  grids of runs and where they execute;
-* :mod:`~harness.experiments.study` and :mod:`~harness.experiments.study_report`:
-  plans of claims, their verdicts and the published report.
+* :mod:`~harness.experiments.sweep`, :mod:`~harness.experiments.grid_run` and
+  :mod:`~harness.experiments.executors`: grids of runs, running them with
+  progress callbacks, and where they execute;
+* :mod:`~harness.experiments.study_plan`, :mod:`~harness.experiments.study`,
+  :mod:`~harness.experiments.verdicts` and :mod:`~harness.experiments.study_report`:
+  plan files of claims, their runs, their verdicts and the published report.
 
 It may import the core and the store (``leaderboard``); the core and the store
 never import it (``tests/test_architecture.py``).

@@ -56,7 +56,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _stats_cells(stats: dict[str, Any]) -> dict[str, str]:
-    """The columns one :func:`harness.experiments.study.paired_verdict` result fills, as text."""
+    """The columns one :func:`harness.experiments.verdicts.paired_verdict` result fills, as text."""
     ci = "–" if stats["ci_low"] is None else f"[{fmt_signed(stats['ci_low'])}, {fmt_signed(stats['ci_high'])}]"
     measured = "–" if stats["mean"] is None else (
         f"{fmt_signed(stats['mean'])} ± {_fmt(stats['std'])}" if stats["std"] is not None else fmt_signed(stats["mean"]))
@@ -229,7 +229,7 @@ def _blocks_section(results: Any) -> list[str]:
 
 
 def _rule() -> str:
-    from harness.experiments.study import VERDICT_RULE
+    from harness.experiments.verdicts import VERDICT_RULE
 
     return VERDICT_RULE
 
@@ -261,7 +261,7 @@ def write_figures(results: Any, out_dir: Path, *, dpi: int = 110) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    from harness.experiments.study import FigurePlan
+    from harness.experiments.study_plan import FigurePlan
 
     study = results.study
     figures = list(study.plan.figures) or [

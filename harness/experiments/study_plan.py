@@ -1,0 +1,477 @@
+"""A study plan: the TOML file, its schema, and where in the text a mistake is.
+
+:func:`load_plan` reads and validates a plan. TOML syntax errors come from
+:mod:`tomllib`, which already names the line; schema errors (an unknown key,
+a missing claim field, a bad direction) are found on the parsed data and then
+*located* in the text by :func:`locate`, which scans the file for the
+offending table header (``[[claim]]`` number k, ``[quick]`` ...) and then for
+``key =`` inside that block. tomllib keeps no positions, so this scan is
+deliberately simple: it understands ``[table]``, ``[[array]]`` headers and
+``key = value`` lines (inline tables included), which is the plan style the
+schema documents; anything it cannot place falls back to the block's header.
+The keys of a ``[[grid]]`` are the run options ``harness sweep`` takes
+(:func:`harness.run_request.sweep_options`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import textwrap
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+from harness.experiments.verdicts import DIRECTIONS
+from harness.run_request import run_option, sweep_options
+
+# -- the schema ------------------------------------------------------------------------------------
+
+STUDY_KEYS = ("title", "source", "description", "seeds")
+QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
+CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks")
+CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
+FIGURE_KEYS = ("kind", "grid", "metrics", "title")
+FIGURE_KINDS = ("curves", "forest")
+TOP_KEYS = ("study", "quick", "grid", "claim", "figure")
+_GRID_ALIASES = {"responses": "n_responses"}
+
+
+def grid_keys() -> tuple[str, ...]:
+    """The keys a ``[[grid]]`` accepts: ``name``, ``seeds`` and every run option ``harness sweep`` takes
+    (:func:`harness.run_request.sweep_options`, so a new run option is a new grid key)."""
+    return ("name", "seeds", *(option.name for option in sweep_options()), *_GRID_ALIASES)
+
+
+_PLAN_SCHEMA_TEMPLATE = """\
+[study]            title, source, description (text); seeds = 10 or "0-9" (default for every grid)
+[quick]            seeds; budget_scale (multiplies every grid's budget); options = ["k=v", ...]
+                   (fixed options added to every grid; a grid's own option of the same key wins)
+{grid}
+[[claim]]          id, metric, a, b, direction (required); finding, source, source_value, note
+                   metric = "final_win_rate" (a runs column) or {metric = "win_rate", iteration = 1}
+                   a / b = {grid = "...", instance_selector = "...", "trainer.epochs" = 1, ...}: equality
+                   filters on the config (selector = X means both levels; iteration = k overrides the
+                   metric's iteration for that side); each must match exactly one cell
+                   direction = "a > b" | "a < b" | "none" (the source reports no difference)
+                   blocks = 10 (optional): also a verdict per consecutive block of 10 seeds of the
+                   sorted seed list (0-9, 10-19, ...), besides the pooled one
+[[figure]]         kind = "curves" (grid, metrics = ["win_rate", ...]) or "forest"; title
+"""
+
+
+def _plan_schema_doc() -> str:
+    options = [option for option in sweep_options() if option.kind != "assignments"]
+    grid_names = ", ".join(option.name for option in options if option.grid)
+    fixed_names = ", ".join("responses" if option.name == "n_responses" else option.name
+                            for option in options if not option.grid)
+    grid = textwrap.fill(
+        f"name (required) plus the run options of `harness sweep`: grid axes {grid_names} (a list or a "
+        f'comma string); options = ["k=v1,v2", ...]; one value each: {fixed_names}; seeds (overrides [study] seeds)',
+        width=100, initial_indent="[[grid]]".ljust(19), subsequent_indent=" " * 19)
+    return _PLAN_SCHEMA_TEMPLATE.replace("{grid}", grid)
+
+
+#: The plan file's keys, in brief (the grid keys derived from the run options).
+PLAN_SCHEMA_DOC = _plan_schema_doc()
+
+
+class PlanError(UsageError):
+    """A plan file that is not valid: the message names the file, the line and the fix."""
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    name: str
+    args: dict[str, Any]  # keyword arguments of GridSpec.from_cli (comma strings, options list)
+    seeds: int | str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    id: str
+    finding: str
+    metric: str
+    iteration: int | None
+    a: dict[str, Any]
+    b: dict[str, Any]
+    direction: str
+    source: str = ""
+    source_value: str = ""
+    note: str = ""
+    index: int = 0
+    blocks: int | None = None  # seeds per block: a verdict per block besides the pooled one
+
+    @property
+    def metric_label(self) -> str:
+        return self.metric if self.iteration is None else f"{self.metric} @ it{self.iteration}"
+
+
+@dataclass(frozen=True)
+class FigurePlan:
+    kind: str
+    grid: str | None = None
+    metrics: tuple[str, ...] = ("win_rate",)
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    name: str
+    path: Path
+    text: str
+    title: str
+    source: str
+    description: str
+    seeds: int | str
+    quick: dict[str, Any]
+    grids: tuple[GridPlan, ...]
+    claims: tuple[ClaimPlan, ...]
+    figures: tuple[FigurePlan, ...]
+
+    def grid(self, name: str) -> GridPlan:
+        return next(g for g in self.grids if g.name == name)
+
+
+# -- locating a key in the text ---------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*\[")
+
+
+def locate(text: str, path: Sequence[str | int]) -> int | None:
+    """The 1-based line of ``path`` in a plan's text, e.g. ``("claim", 2, "direction")``,
+    ``("quick", "seeds")``, ``("grid", 0)``; the enclosing header when the key is not written
+    (a missing field), None when even that is not found. See the module docstring."""
+    lines = text.splitlines()
+    path = list(path)
+    if not path:
+        return None
+    top, rest = path[0], path[1:]
+    start = None
+    if rest and isinstance(rest[0], int):
+        pattern = re.compile(rf"^\s*\[\[\s*{re.escape(str(top))}\s*\]\]")
+        headers = [i for i, line in enumerate(lines) if pattern.match(line)]
+        if rest[0] >= len(headers):
+            return None
+        start, rest = headers[rest[0]], rest[1:]
+    else:
+        pattern = re.compile(rf"^\s*\[\s*{re.escape(str(top))}\s*\]")
+        headers = [i for i, line in enumerate(lines) if pattern.match(line)]
+        if headers:
+            start = headers[0]
+        else:  # a top-level key (before the first header)
+            first = next((i for i, line in enumerate(lines) if _HEADER.match(line)), len(lines))
+            found = _find_key(lines, 0, first, str(top))
+            return None if found is None else found + 1
+    end = next((i for i in range(start + 1, len(lines)) if _HEADER.match(lines[i])), len(lines))
+    if not rest:
+        return start + 1
+    found = _find_key(lines, start + 1, end, str(rest[0]))
+    return (start if found is None else found) + 1
+
+
+def _find_key(lines: Sequence[str], start: int, end: int, key: str) -> int | None:
+    pattern = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    for i in range(start, end):
+        if pattern.match(lines[i]):
+            return i
+    inline = re.compile(rf"""[{{,]\s*(?:{re.escape(key)}|"{re.escape(key)}")\s*=""")
+    for i in range(start, end):  # a key inside an inline table, e.g. a = {grid = "x", iteration = 1}
+        if inline.search(lines[i]):
+            return i
+    return None
+
+
+class PlanErrors:
+    """Collects schema errors as ``FILE:LINE: where: problem; fix``."""
+
+    def __init__(self, path: Path, text: str):
+        self.path, self.text, self.items = path, text, []
+
+    def add(self, where: Sequence[str | int], problem: str, fix: str) -> None:
+        line = locate(self.text, where)
+        place = f"{self.path}:{line}" if line else str(self.path)
+        self.items.append(f"{place}: {_describe(where)}: {problem}; {fix}")
+
+    def unknown(self, where: Sequence[str | int], keys: Mapping[str, Any], allowed: Sequence[str]) -> None:
+        for key in keys:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                fix = f"did you mean {close[0]!r}?" if close else "remove it"
+                self.add([*where, key], f"unknown key {key!r}", f"{fix} (allowed: {', '.join(allowed)})")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            count = f"{len(self.items)} problems" if len(self.items) > 1 else "1 problem"
+            raise PlanError(f"plan {self.path} has {count}:\n" + "\n".join(self.items))
+
+
+def _describe(where: Sequence[str | int]) -> str:
+    parts, i = [], 0
+    where = list(where)
+    while i < len(where):
+        item = where[i]
+        if i + 1 < len(where) and isinstance(where[i + 1], int):
+            parts.append(f"[[{item}]] #{where[i + 1] + 1}")
+            i += 2
+            continue
+        parts.append(f"[{item}]" if i == 0 else str(item))
+        i += 1
+    return " ".join(parts)
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
+    """Read and validate the plan at ``path``; PlanError (exit 2) naming every problem's line and fix.
+
+    The study's name is ``name`` when given (a registered study), else the file name without ``.toml``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PlanError(f"cannot read plan {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"plan {path} is not valid TOML: {exc}") from None
+    errors = PlanErrors(path, text)
+    errors.unknown([], data, TOP_KEYS)
+
+    study = data.get("study", {})
+    if not isinstance(study, dict):
+        errors.add(["study"], "must be a table", "write it as a [study] section")
+        study = {}
+    errors.unknown(["study"], study, STUDY_KEYS)
+    seeds = study.get("seeds", 10)
+    _check_seeds(errors, ["study", "seeds"], seeds)
+
+    quick = data.get("quick", {})
+    if not isinstance(quick, dict):
+        errors.add(["quick"], "must be a table", "write it as a [quick] section")
+        quick = {}
+    errors.unknown(["quick"], quick, QUICK_KEYS)
+    if "seeds" in quick:
+        _check_seeds(errors, ["quick", "seeds"], quick["seeds"])
+    scale = quick.get("budget_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        errors.add(["quick", "budget_scale"], f"budget_scale {scale!r} is not a number in (0, 1]",
+                   "write e.g. budget_scale = 0.1")
+    _check_strings(errors, ["quick", "options"], quick.get("options", []), 'options = ["testbed.eval_prompts=100"]')
+
+    grids = _load_grids(errors, data.get("grid", []))
+    grid_names = [g.name for g in grids]
+    claims = _load_claims(errors, data.get("claim", []), grids)
+    figures = _load_figures(errors, data.get("figure", []), grid_names)
+    errors.raise_if_any()
+    return StudyPlan(
+        name=name or path.stem, path=path, text=text, title=str(study.get("title", name or path.stem)),
+        source=str(study.get("source", "")), description=str(study.get("description", "")).strip(),
+        seeds=seeds, quick=dict(quick), grids=tuple(grids), claims=tuple(claims), figures=tuple(figures),
+    )
+
+
+def _check_seeds(errors: PlanErrors, where: list, value: Any) -> None:
+    from harness.experiments.sweep import parse_seeds
+
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        errors.add(where, f"seeds {value!r} is neither a count nor a seed list", 'write seeds = 10 or seeds = "0-9"')
+    elif isinstance(value, int):
+        if value < 1:
+            errors.add(where, f"seeds = {value} runs nothing", "write a count >= 1, e.g. seeds = 10")
+    else:
+        try:
+            parse_seeds(value)
+        except UsageError as exc:
+            errors.add(where, str(exc).replace("--seeds", "seeds"), 'write e.g. seeds = "0-9"')
+
+
+def _check_strings(errors: PlanErrors, where: list, value: Any, example: str) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        errors.add(where, f"{value!r} is not a list of strings", f"write e.g. {example}")
+
+
+def _load_grids(errors: PlanErrors, items: Any) -> list[GridPlan]:
+    if not isinstance(items, list) or not items:
+        errors.add(["grid"], "a plan needs at least one [[grid]]",
+                   'add [[grid]] with name = "..." and the arguments of `harness sweep`')
+        return []
+    allowed = grid_keys()
+    grids, seen = [], set()
+    for index, item in enumerate(items):
+        where = ["grid", index]
+        errors.unknown(where, item, allowed)
+        name = item.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+            errors.add([*where, "name"], f"missing or bad grid name {name!r}",
+                       'write name = "one_iteration" (letters, digits, _ . -)')
+            name = f"grid{index + 1}"
+        if name in seen:
+            errors.add([*where, "name"], f"grid name {name!r} is used twice", "give every grid its own name")
+        seen.add(name)
+        args: dict[str, Any] = {}
+        for key, value in item.items():
+            if key in ("name", "seeds") or key not in allowed:
+                continue
+            target = _GRID_ALIASES.get(key, key)
+            option = run_option(target)
+            if option.grid:
+                if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                    value = ",".join(value)
+                if not isinstance(value, str):
+                    errors.add([*where, key], f"{value!r} is not a name or a list of names",
+                               f'write {key} = ["{option.default or "a"}", "b"] or {key} = "{option.default or "a"}"')
+                    continue
+            elif option.kind == "assignments":
+                _check_strings(errors, [*where, key], value, 'options = ["trainer.epochs=1,2"]')
+            elif option.type is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    errors.add([*where, key], f"{value!r} is not a number", f"write e.g. {key} = {option.default}")
+                    continue
+            elif option.type is int:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    errors.add([*where, key], f"{value!r} is not an integer", f"write e.g. {key} = 3")
+                    continue
+            elif option.type is bool and not isinstance(value, bool):
+                errors.add([*where, key], f"{value!r} is not true or false", f"write e.g. {key} = true")
+                continue
+            args[target] = value
+        seeds = item.get("seeds")
+        if seeds is not None:
+            _check_seeds(errors, [*where, "seeds"], seeds)
+        grids.append(GridPlan(name, args, seeds, index))
+    return grids
+
+
+def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> list[ClaimPlan]:
+    if not isinstance(items, list) or not items:
+        errors.add(["claim"], "a plan needs at least one [[claim]]",
+                   'add [[claim]] with id, metric, a, b and direction')
+        return []
+    claims, seen = [], set()
+    names = [g.name for g in grids]
+    for index, item in enumerate(items):
+        where = ["claim", index]
+        errors.unknown(where, item, CLAIM_KEYS)
+        for key in CLAIM_REQUIRED:
+            if key not in item:
+                example = {"id": 'id = "F1-smallest-vs-random"', "metric": 'metric = "final_win_rate"',
+                           "a": 'a = {grid = "one_iteration", selector = "smallest"}',
+                           "b": 'b = {grid = "one_iteration", selector = "random"}',
+                           "direction": 'direction = "a > b"'}[key]
+                errors.add(where, f"missing required field {key!r}", f"add {example}")
+        claim_id = str(item.get("id", f"claim{index + 1}"))
+        if claim_id in seen:
+            errors.add([*where, "id"], f"claim id {claim_id!r} is used twice", "give every claim its own id")
+        seen.add(claim_id)
+        direction = item.get("direction", "a > b")
+        if direction not in DIRECTIONS:
+            errors.add([*where, "direction"], f"direction {direction!r} is not one of {', '.join(map(repr, DIRECTIONS))}",
+                       'write direction = "a > b" when the source reports A above B, "a < b" for below, '
+                       '"none" when it reports no difference')
+        metric, iteration = item.get("metric", "final_win_rate"), None
+        if isinstance(metric, dict):
+            errors.unknown([*where, "metric"], metric, ("metric", "iteration"))
+            iteration = metric.get("iteration")
+            metric = metric.get("metric")
+            if iteration is not None and (isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0):
+                errors.add([*where, "metric"], f"iteration {iteration!r} is not an iteration number",
+                           "write e.g. metric = {metric = \"sel_ranking_accuracy\", iteration = 1}")
+                iteration = None
+        if not isinstance(metric, str) or not metric:
+            errors.add([*where, "metric"], f"metric {metric!r} is not a metric name",
+                       'write metric = "final_win_rate" or metric = {metric = "win_rate", iteration = 1}')
+            metric = "final_win_rate"
+        sides = {}
+        for side in ("a", "b"):
+            value = item.get(side, {})
+            if not isinstance(value, dict) or not value:
+                if side in item:
+                    errors.add([*where, side], f"{side} = {value!r} is not a table of filters",
+                               f'write {side} = {{grid = "{names[0] if names else "NAME"}", selector = "smallest"}}')
+                value = {}
+            grid = value.get("grid")
+            if grid is not None and grid not in names:
+                close = difflib.get_close_matches(str(grid), names, n=1)
+                errors.add([*where, side], f"grid {grid!r} is not a grid of this plan",
+                           (f"did you mean {close[0]!r}? " if close else "") + f"grids: {', '.join(names)}")
+            side_iteration = value.get("iteration")
+            if side_iteration is not None and (isinstance(side_iteration, bool) or not isinstance(side_iteration, int)):
+                errors.add([*where, side], f"iteration {side_iteration!r} is not an integer", "write iteration = 3")
+            sides[side] = dict(value)
+        for key in ("source", "source_value", "finding", "note"):
+            if key in item and not isinstance(item[key], (str, int, float)):
+                errors.add([*where, key], f"{key} must be text or a number", f'write {key} = "..."')
+        blocks = _check_blocks(errors, [*where, "blocks"], item.get("blocks"))
+        claims.append(ClaimPlan(
+            id=claim_id, finding=str(item.get("finding", "")), metric=metric, iteration=iteration,
+            a=sides["a"], b=sides["b"], direction=direction if direction in DIRECTIONS else "a > b",
+            source=str(item.get("source", "")), source_value=str(item.get("source_value", "")),
+            note=str(item.get("note", "")), index=index, blocks=blocks,
+        ))
+    return claims
+
+
+def _check_blocks(errors: PlanErrors, where: list, value: Any) -> int | None:
+    """A claim's ``blocks`` (seeds per block): an integer >= 2, since a block of one seed has no interval."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(where, f"blocks {value!r} is not a number of seeds",
+                   "write e.g. blocks = 10 (a verdict per block of 10 seeds, besides the pooled one)")
+        return None
+    if value < 2:
+        errors.add(where, f"blocks = {value} leaves no spread to build an interval from",
+                   "write a block size >= 2 seeds, e.g. blocks = 10")
+        return None
+    return value
+
+
+def _load_figures(errors: PlanErrors, items: Any, grid_names: Sequence[str]) -> list[FigurePlan]:
+    if not isinstance(items, list):
+        errors.add(["figure"], "must be an array of tables", "write each figure as [[figure]]")
+        return []
+    figures = []
+    for index, item in enumerate(items):
+        where = ["figure", index]
+        errors.unknown(where, item, FIGURE_KEYS)
+        kind = item.get("kind")
+        if kind not in FIGURE_KINDS:
+            errors.add([*where, "kind"], f"figure kind {kind!r} is not one of {', '.join(FIGURE_KINDS)}",
+                       'write kind = "curves" (with grid = "...") or kind = "forest"')
+            continue
+        grid = item.get("grid")
+        if kind == "curves" and grid not in grid_names:
+            errors.add([*where, "grid"], f"curves need the grid to draw; {grid!r} is not one",
+                       f"write grid = one of {', '.join(map(repr, grid_names))}")
+            continue
+        metrics = item.get("metrics", ["win_rate"])
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        figures.append(FigurePlan(kind, grid, tuple(metrics), str(item.get("title", ""))))
+    return figures
+
+
+# -- finding a study ----------------------------------------------------------------------------------
+
+
+def find_plan(spec: str, registry: Any) -> StudyPlan:
+    """``spec`` is a registered study's name (``harness study list``) or a path to a plan file."""
+    studies = getattr(registry, "studies", {})
+    if spec in studies:
+        path, _plugin = studies[spec]
+        return load_plan(path, name=spec)
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise PlanError(f"no plan file at {path}")
+        return load_plan(path)
+    from harness.errors import UnknownNameError
+
+    raise UnknownNameError("study", spec, studies)
