@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "trl", "datasets", "numpy")
+HEAVY = ("torch", "transformers", "trl", "datasets", "numpy", "scipy")  # scipy: study code only
 
 PROBE = """
 import json, sys
@@ -29,6 +29,9 @@ print("HEAVY=" + json.dumps(loaded), file=sys.stderr)
         (["leaderboard"], {"numpy"}),
         (["run", "--help"], {"numpy"}),
         (["plugins", "--all"], {"numpy"}),
+        (["list", "selectors"], {"numpy"}),
+        (["leaderboard", "compare", "--baseline", "random"], {"numpy"}),
+        (["study", "--help"], {"numpy"}),
     ],
 )
 def test_no_heavy_imports(args, allowed, tmp_path):

@@ -69,25 +69,30 @@ def table(diffs, base=0.5):
 @pytest.mark.parametrize("diffs, direction, expected", [
     ([0.10, 0.12, 0.11, 0.09], "a > b", "reproduced"),
     ([-0.10, -0.12, -0.11, -0.09], "a > b", "reversed"),
-    ([0.10, -0.12, 0.11, -0.09], "a > b", "not separable"),
+    ([0.10, -0.12, 0.11, -0.09], "a > b", "not significant"),
     ([-0.10, -0.12, -0.11, -0.09], "a < b", "reproduced"),
     ([0.10, 0.12, 0.11, 0.09], "a < b", "reversed"),
-    ([0.10, -0.12, 0.11, -0.09], "a < b", "not separable"),
-    ([0.10, -0.12, 0.11, -0.09], "none", "not separable"),
-    ([0.10, 0.12, 0.11, 0.09], "none", "separated (a > b)"),
-    ([-0.10, -0.12, -0.11, -0.09], "none", "separated (a < b)"),
+    ([0.10, -0.12, 0.11, -0.09], "a < b", "not significant"),
+    ([0.001, -0.002, 0.0015, -0.001, 0.0005, 0.0], "none", "equivalent within ±0.02"),
+    ([0.10, -0.12, 0.11, -0.09], "none", "inconclusive"),
+    ([0.10, 0.12, 0.11, 0.09], "none", "different"),
+    ([0.10, 0.12, 0.11, 0.09], "a <= b", "better"),
+    ([-0.10, -0.12, -0.11, -0.09], "a <= b", "no better (within 0.02)"),
+    ([0.001, -0.002, 0.0015, -0.001], "a >= b", "no worse (within 0.02)"),
+    ([-0.10, -0.12, -0.11, -0.09], "a >= b", "worse"),
     ([0.10], "a > b", "too few pairs"),
 ])
 def test_verdicts_on_a_hand_made_table(diffs, direction, expected):
     a, b = table(diffs)
-    assert vd.paired_verdict(a, b, direction)["verdict"] == expected
+    margin = 0.02 if direction in vd.MARGIN_DIRECTIONS else None
+    assert vd.claim_statistics(a, b, direction, margin=margin)["verdict"] == expected
 
 
 def test_interval_and_detectable_difference_arithmetic():
     diffs = [0.02, 0.05, -0.01, 0.04, 0.03]
     a, b = table(diffs)
     a[(99, 99)] = 1.0  # unpaired: ignored
-    out = vd.paired_verdict(a, b, "a > b")
+    out = vd.claim_statistics(a, b, "a > b")
     n, mean = 5, sum(diffs) / 5
     sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 4)
     half = t_ppf(0.975, 4) * sd / math.sqrt(5)
@@ -95,9 +100,23 @@ def test_interval_and_detectable_difference_arithmetic():
     assert out["half_width"] == pytest.approx(half) and half == pytest.approx(2.776445 * sd / math.sqrt(5), rel=1e-6)
     assert (out["ci_low"], out["ci_high"]) == (pytest.approx(mean - half), pytest.approx(mean + half))
     assert out["mde80"] == pytest.approx((t_ppf(0.975, 4) + t_ppf(0.8, 4)) * sd / math.sqrt(5))
-    assert out["verdict"] == ("reproduced" if mean - half > 0 else "not separable")
-    # A difference just past the half-width excludes 0, just inside does not.
-    assert vd.verdict(1e-9, 0.2, "a > b") == "reproduced" and vd.verdict(-1e-9, 0.2, "a > b") == "not separable"
+    assert out["verdict"] == ("reproduced" if mean - half > 0 else "not significant")
+    assert out["p_sign_flip"] == pytest.approx(4 / 32)  # the observed signs, -0.01 flipped, and their mirrors
+
+
+def test_holm_over_a_family_turns_a_lone_significant_claim_into_not_significant():
+    strong, weak = table([0.10, 0.12, 0.11, 0.09, 0.10]), table([0.01, 0.04, 0.005, 0.03, 0.02])  # p = 0.031
+    alone = vd.claim_statistics(*weak, "a > b")
+    assert alone["p"] < 0.05 and alone["verdict"] == "reproduced"
+    family = [vd.claim_statistics(*strong, "a > b"), vd.claim_statistics(*weak, "a > b"),
+              vd.claim_statistics(*table([0.02, -0.03, 0.01, -0.01, 0.0]), "a > b")]
+    vd.adjust_family(family, "holm")
+    assert [s["family_size"] for s in family] == [3, 3, 3]
+    assert family[0]["verdict"] == "reproduced"
+    assert family[1]["p_adjusted"] > alone["p"] and family[1]["verdict"] == "not significant"
+    bh = [dict(s) for s in family]
+    vd.adjust_family(bh, "bh")
+    assert all(b["p_adjusted"] <= h["p_adjusted"] for b, h in zip(bh, family))
 
 
 # -- plan validation: the line and the fix ----------------------------------------------------------------
@@ -154,8 +173,12 @@ def test_the_builtin_study_is_registered_and_expands(registry):
     quick = st.expand(plan, registry, quick=True)
     assert all(g.seeds == [0, 1, 2] for g in quick.grids) and len(quick.claims) == len(plan.claims)
     full = st.expand(plan, registry)
-    assert full.grid("schedules_default").seeds == list(range(30))
-    assert full.grid("three_iterations").seeds == list(range(10))
+    assert full.grid("schedules_default").seeds == list(range(1000, 1030))
+    assert full.grid("three_iterations").seeds == list(range(1000, 1010))
+    assert full.confirmatory and not quick.confirmatory
+    assert not st.expand(plan, registry, seeds="0-9").confirmatory  # exploration seeds: exploratory
+    assert {c.family for c in plan.claims} == {c.finding for c in plan.claims}
+    assert plan.margins == {"final_win_rate": 0.02, "win_rate": 0.02} and plan.margin_reason
     assert {g.sweep_id for g in quick.grids}.isdisjoint({g.sweep_id for g in full.grids})
     f3 = [c for c in plan.claims if c.finding == "F3"]
     assert len(f3) == 4 and all(c.direction == "a < b" for c in f3)
@@ -238,7 +261,7 @@ def test_the_huang2025_study_is_registered_and_its_claims_resolve(registry):
     assert plugin.name == "plugins.studies.builtin" and path.name == "huang2025.toml"
     plan = sp.find_plan("huang2025", registry)
     full = st.expand(plan, registry)
-    assert all(g.seeds == list(range(10)) for g in full.grids)
+    assert all(g.seeds == list(range(1000, 1010)) for g in full.grids)
     assert {cell.config.keep for g in full.grids for cell in g.cells} == {0.4}  # the paper's kept share
     gold = full.grid("gold")
     assert {cell.config.instance_selector.settings["explicit_source"] for cell in gold.cells} == {"gold"}

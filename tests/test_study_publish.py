@@ -85,7 +85,7 @@ def tiny_plan(title):
         """)
 
 
-def test_publish_writes_the_section_report_blocks_and_time(cli, db_path, tmp_path):
+def test_publish_writes_the_section_report_design_and_time(cli, db_path, tmp_path):
     plan = tmp_path / "tiny.toml"
     plan.write_text(tiny_plan("tiny"))
     published = tmp_path / "docs" / "reproduction.md"
@@ -95,28 +95,30 @@ def test_publish_writes_the_section_report_blocks_and_time(cli, db_path, tmp_pat
     assert summary["runs"] == {"finished": 8, "wanted": 8} and summary["published"] == str(published)
     assert summary["time"]["runs"] == 8 and summary["time"]["busy_seconds"] > 0
     blocked = next(c for c in summary["claims"] if c["claim"] == "smallest-vs-random")
-    assert [b["seeds"] for b in blocked["blocks"]] == [[0, 1], [2, 3]] and [b["n"] for b in blocked["blocks"]] == [2, 2]
-    assert next(c for c in summary["claims"] if c["claim"] == "ranking-accuracy")["blocks"] == []
+    assert blocked["family"] == "all claims" and blocked["family_size"] == 2 and blocked["correction"] == "holm"
+    assert blocked["p_adjusted"] >= blocked["p"] and 0 < blocked["p_sign_flip"] <= 1
+    assert "blocks" not in blocked  # retired: no per-block verdicts
     terminal = " ".join(result.stderr.split())
-    assert "blocks of 2 seeds" in terminal and "pooled" in terminal  # the terminal's second table
+    assert "blocks = 2 is deprecated and ignored" in terminal
+    assert "does not declare exploration seeds" in terminal
     assert "measured time of the study's 8 runs (from the database)" in terminal
 
     report = tmp_path / "docs" / "studies" / "tiny" / "report.md"  # publishing puts the report beside the file
     text = report.read_text()
     assert "- **Measured time:** " in text and "summed over the 8 runs" in text
-    assert "## Blocks of 2 seeds" in text and "| smallest-vs-random | 0-1 |" in text
-    assert "| smallest-vs-random | **pooled (0-3)** |" in text
+    assert "## Blocks of" not in text and "## Design" in text and "**Multiplicity:** Holm" in text
+    assert "sign-flip p" in text and "HOLM p" in text and "blocks = 2 is deprecated" in text
 
     doc = published.read_text()
     assert doc.startswith(sr.PUBLISH_HEADER)
     for phrase in ("<!-- study:tiny start -->", "<!-- study:tiny end -->", f"--publish {published}",
                    "git commit", "numpy ", "torch ", "Python ", "8 of 8 planned runs", "**Measured time:**",
                    "[studies/tiny/report.md](studies/tiny/report.md)", "(studies/tiny/forest.png)",
-                   "| ↳ seeds 0-1 |", "| ↳ seeds 2-3 |"):
+                   "sign-flip p", "HOLM p"):
         assert phrase in doc, phrase
     verdicts = sr.published_verdicts(doc)["tiny"]
     assert [r["claim"] for r in verdicts] == ["smallest-vs-random", "ranking-accuracy"]
-    assert [seeds for seeds, _ in verdicts[0]["blocks"]] == ["0-1", "2-3"] and verdicts[1]["blocks"] == []
+    assert verdicts[0]["blocks"] == [] and "↳ seeds" not in doc
     assert verdicts[0]["ci"] == blocked["ci"] and verdicts[0]["verdict"] == blocked["verdict"]
 
     other = tmp_path / "other.toml"  # a second study: its own section, the first one untouched
@@ -134,7 +136,6 @@ def test_publish_writes_the_section_report_blocks_and_time(cli, db_path, tmp_pat
     assert "harness study report" in final.split("study:other start")[0]
     table = sr.readme_table(final)
     assert "| tiny | smallest-vs-random |" in table and "| other | ranking-accuracy |" in table
-    assert "0-1: " in table
 
 
 def test_the_readme_table_is_written_and_checked_from_the_published_file(tmp_path):

@@ -164,6 +164,9 @@ def run_command(
     for grid in study.grids:
         console.print(f"  grid {grid.plan.name}: {len(grid.cells)} cells × {len(grid.seeds)} seeds · "
                       f"sweep {grid.sweep_id}")
+    console.print(escape(study.standing()))
+    for warning in study.plan.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if dry_run:
         for item in display:
             console.print("  " + escape(plan_line(item)))
@@ -256,12 +259,13 @@ def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> No
     console.print(table)
 
 
-_STAT_KEYS = ("n", "mean", "std", "ci_low", "ci_high", "half_width", "mde80", "verdict")
+_STAT_KEYS = ("n", "mean", "std", "ci_low", "ci_high", "half_width", "mde80", "direction", "p", "p_t", "p_sign_flip",
+              "family", "family_size", "correction", "p_adjusted", "margin", "smallest_margin", "verdict")
 
 
 def _report(console, study, db_path: Path, out_dir: Path, command: str, publish: Path | None = None) -> dict[str, Any]:
     from harness.experiments import study as st
-    from harness.experiments.study_report import block_rows, blocks_title, publish as publish_file, verdict_rows, write_report
+    from harness.experiments.study_report import publish as publish_file, verdict_rows, write_report
 
     with cli_errors():
         outcome = st.results(study, db_path)
@@ -269,9 +273,9 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
     rows = verdict_rows(outcome)
     time = st.study_time(outcome.finished_runs())
     _print_verdicts(console, study, rows, outcome.counts)
-    blocks = block_rows(outcome)
-    if blocks:
-        _print_blocks(console, blocks_title(outcome), blocks)
+    for warning in study.plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(study.standing())
     console.print(f"report: [bold]{paths[0]}[/] ({len(paths) - 1} figures)")
     if time["busy_seconds"] is not None:
         console.print(f"measured time of the study's {time['runs']} runs (from the database): "
@@ -291,12 +295,10 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
     return {"study": study.plan.name, "variant": study.variant, "report": str(paths[0]),
             "figures": [str(p) for p in paths[1:]], "runs": outcome.counts, "time": time,
             "published": None if publish is None else str(publish),
-            "claims": [{**row, **{k: item.stats[k] for k in _STAT_KEYS},
-                        "blocks": [{"seeds": b["seeds"], **{k: b[k] for k in _STAT_KEYS}} for b in item.blocks]}
-                       for row, item in zip(rows, outcome.claims)]}
+            "confirmatory": study.confirmatory,
+            "claims": [{**row, **{k: item.stats.get(k) for k in _STAT_KEYS}} for row, item in zip(rows, outcome.claims)]}
 
 
-_VERDICT_STYLE = {"reproduced": "green", "reversed": "red", "not separable": "dim", "too few pairs": "magenta"}
 
 
 def _print_verdicts(console, study, rows, counts) -> None:
@@ -306,37 +308,21 @@ def _print_verdicts(console, study, rows, counts) -> None:
 
     table = Table(
         title=f"study {study.plan.name} ({study.variant}) · {counts['finished']}/{counts['wanted']} runs finished",
-        caption="Δ = A − B paired by (seed, world_seed); reproduced / reversed: the 95% CI excludes 0 in / against "
-                "the source's direction; detectable: the CI half-width t·sd/√n",
+        caption="Δ = A − B paired by (seed, world_seed); p: the claim's test (t, TOST or one-sided with the plan's "
+                "margin), adjusted over its family; † the sign-flip test disagrees; the rule is in the report",
         title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
     )
+    from harness.experiments.study_report import verdict_color
+
     for header, justify in (("claim", "left"), ("metric", "left"), ("contrast A − B", "left"), ("source", "left"),
-                            ("mean Δ ± sd", "right"), ("95% CI", "right"), ("n", "right"),
-                            ("detectable", "right"), ("verdict", "left")):
+                            ("mean Δ ± sd", "right"), ("95% CI", "right"), ("n", "right"), ("test", "left"),
+                            ("p", "right"), ("sign-flip p", "right"), ("family", "left"), ("adjusted p", "right"),
+                            ("verdict", "left")):
         table.add_column(header, justify=justify)
     for row in rows:
-        style = _VERDICT_STYLE.get(row["verdict"], "yellow")
+        style = verdict_color(row["verdict"]).removeprefix("tab:").replace("gray", "dim").replace("purple", "magenta")
         source = row["source"].split(" (", 1)[0]
         table.add_row(escape(row["claim"]), escape(row["metric"]), escape(row["contrast"]), escape(source),
-                      row["measured"], row["ci"], row["n"], row["detectable"], f"[{style}]{row['verdict']}[/]")
-    console.print(table)
-
-
-def _print_blocks(console, title: str, rows) -> None:
-    """The second table: each blocked claim's verdict per block of seeds, then pooled."""
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=title.lower() + " (claims with blocks), then pooled", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    for header, justify in (("claim", "left"), ("seeds", "left"), ("mean Δ ± sd", "right"), ("95% CI", "right"),
-                            ("n", "right"), ("detectable", "right"), ("verdict", "left")):
-        table.add_column(header, justify=justify)
-    for row in rows:
-        style = _VERDICT_STYLE.get(row["verdict"], "yellow")
-        pooled = row["seeds"].startswith("pooled")
-        table.add_row(escape(row["claim"]), f"[bold]{row['seeds']}[/]" if pooled else row["seeds"], row["measured"],
-                      row["ci"], row["n"], row["detectable"], f"[{style}]{row['verdict']}[/]",
-                      end_section=pooled)
+                      row["measured"], row["ci"], row["n"], escape(row["test"]), row["p"], row["p_sign_flip"],
+                      escape(row["family"]), row["p_adjusted"], f"[{style}]{escape(row['verdict'])}[/]")
     console.print(table)

@@ -13,10 +13,9 @@ of a verdict is :mod:`harness.experiments.verdicts`.
   :func:`harness.experiments.sweep.tasks_from_plan`, so skip / resume / redo and the
   executors behave exactly as in ``harness sweep``; every task is also tagged
   ``study`` and ``study_grid``.
-- :func:`results` reads the leaderboard and computes each claim's paired
-  difference and verdict with :func:`harness.experiments.verdicts.paired_verdict`,
-  and, for a claim with ``blocks = N``, the same per consecutive block of N
-  seeds with :func:`harness.experiments.verdicts.paired_blocks`.
+- :func:`results` reads the leaderboard, computes each claim's tests with
+  :func:`harness.experiments.verdicts.claim_statistics` and adjusts them over
+  each family with :func:`harness.experiments.verdicts.adjust_family`.
 - :func:`study_time` and :func:`run_provenance` read, from the runs' own rows,
   how long the study took (so an interrupted study and its re-run add up) and
   what it ran with.
@@ -38,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.experiments.study_plan import ClaimPlan, GridPlan, PlanErrors, StudyPlan
-from harness.experiments.verdicts import paired_blocks, paired_verdict
+from harness.experiments.study_plan import ClaimPlan, GridPlan, PlanErrors, StudyPlan, seed_list
+from harness.experiments.verdicts import adjust_family, claim_statistics
 
 # -- expansion --------------------------------------------------------------------------------------
 
@@ -74,21 +73,37 @@ class ExpandedStudy:
     def variant(self) -> str:
         return "quick" if self.quick else "full"
 
+    @property
+    def confirmatory(self) -> bool:
+        """Whether these are confirmatory verdicts: the full study, on seeds that no exploration used."""
+        if self.quick:
+            return False
+        if self.plan.exploration_seeds is None:
+            return True
+        explored = set(seed_list(self.plan.exploration_seeds))
+        return not any(explored & set(grid.seeds) for grid in self.grids)
+
+    def standing(self) -> str:
+        """One sentence for reports: are these verdicts confirmatory, and on which seeds."""
+        if self.quick:
+            return "Quick variant: few seeds and small pools, to check the mechanics. These are not verdicts."
+        if not self.confirmatory:
+            return ("Exploratory: these seeds overlap the plan's exploration seeds, so the verdicts below are "
+                    "exploratory, not confirmation.")
+        if self.plan.exploration_seeds is None:
+            return ("The plan does not declare exploration seeds, so whether its seeds were used to explore is "
+                    "not recorded: read the verdicts as exploratory unless you know they were not.")
+        from harness.experiments.sweep import format_seeds
+
+        return (f"Confirmatory: every grid runs on confirmation seeds, disjoint from the exploration seeds "
+                f"({format_seeds(seed_list(self.plan.exploration_seeds))}).")
+
     def grid(self, name: str) -> ExpandedGrid:
         return next(g for g in self.grids if g.plan.name == name)
 
     @property
     def n_runs(self) -> int:
         return sum(len(g.cells) * len(g.seeds) for g in self.grids)
-
-
-def seed_list(value: int | str) -> list[int]:
-    """A ``seeds`` value: a count (``10`` -> 0..9) or a list spec (``"0-9"``, ``"0,2,5"``)."""
-    from harness.experiments.sweep import parse_seeds
-
-    if isinstance(value, int) and not isinstance(value, bool):
-        return list(range(value))
-    return parse_seeds(str(value))
 
 
 def study_sweep_id(study: str, cells: Sequence[Any], world_seed: int | None) -> str:
@@ -266,7 +281,6 @@ class ClaimResult:
     a_mean: float | None = None
     b_mean: float | None = None
     notes: list[str] = field(default_factory=list)
-    blocks: list[dict[str, Any]] = field(default_factory=list)  # paired_blocks(), when the claim sets blocks
 
 
 @dataclass
@@ -366,14 +380,12 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
             if runs[grid][cell.config_hash] and not side:
                 notes.append(f"no run of {grid}: {cell.key or 'its cell'} has {claim.metric_label}")
             values.append(side)
-        stats = paired_verdict(values[0], values[1], claim.direction)
-        blocks = []
-        if claim.blocks:
-            seeds = set(study.grid(bound.a[0]).seeds) | set(study.grid(bound.b[0]).seeds)
-            blocks = paired_blocks(values[0], values[1], claim.direction, sorted(seeds), claim.blocks)
+        stats = claim_statistics(values[0], values[1], claim.direction, margin=study.plan.margins.get(claim.metric))
+        stats["family"] = claim.family
         mean = lambda d: sum(d.values()) / len(d) if d else None  # noqa: E731
-        claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes,
-                                  blocks))
+        claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes))
+    for family in dict.fromkeys(item.claim.plan.family for item in claims):
+        adjust_family([item.stats for item in claims if item.claim.plan.family == family], study.plan.correction)
     finished = len(ids)
     return StudyResults(study, runs, iterations, claims, {"finished": finished, "wanted": wanted})
 

@@ -20,34 +20,48 @@ import re
 import textwrap
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.experiments.verdicts import DIRECTIONS
+from harness.experiments.statistics import CORRECTIONS
+from harness.experiments.verdicts import DIRECTIONS, MARGIN_DIRECTIONS
 from harness.run_request import run_option, sweep_options
 
 # -- the schema ------------------------------------------------------------------------------------
 
-STUDY_KEYS = ("title", "source", "description", "seeds")
+STUDY_KEYS = ("title", "source", "description", "seeds", "exploration_seeds", "confirmation_seeds", "correction",
+              "margins", "margin_reason", "families")
 QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
-CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks")
+CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks", "family")
 CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
 FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
 TOP_KEYS = ("study", "quick", "grid", "claim", "figure")
 _GRID_ALIASES = {"responses": "n_responses"}
+#: The family of every claim in a plan that names none.
+ALL_CLAIMS = "all claims"
 
 
 def grid_keys() -> tuple[str, ...]:
     """The keys a ``[[grid]]`` accepts: ``name``, ``seeds`` and every run option ``harness sweep`` takes
     (:func:`harness.run_request.sweep_options`, so a new run option is a new grid key)."""
-    return ("name", "seeds", *(option.name for option in sweep_options()), *_GRID_ALIASES)
+    return ("name", "seeds", "confirmation_seeds", *(option.name for option in sweep_options()), *_GRID_ALIASES)
 
 
 _PLAN_SCHEMA_TEMPLATE = """\
-[study]            title, source, description (text); seeds = 10 or "0-9" (default for every grid)
+[study]            title, source, description (text)
+                   confirmation_seeds = "1000-1009" (or a count): the seeds every grid runs and the only
+                   seeds verdicts use; exploration_seeds = "0-9": seeds used to explore (figures, tuning,
+                   calibration), never in a verdict; the two must not overlap. (seeds = ...: the older
+                   name of confirmation_seeds, for plans that do not separate the two.)
+                   correction = "holm" (default) or "bh": the multiplicity correction within a family
+                   families = {F1 = "why these claims are one family", ...}: a note per family (required
+                   for a family of one claim)
+                   margins = {final_win_rate = 0.02, ...}: the equivalence / non-inferiority margin of each
+                   metric a claim tests with direction none, a <= b or a >= b; margin_reason (required
+                   with margins): why that difference is too small to matter, stated before the runs
 [quick]            seeds; budget_scale (multiplies every grid's budget); options = ["k=v", ...]
                    (fixed options added to every grid; a grid's own option of the same key wins)
 {grid}
@@ -56,9 +70,10 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    a / b = {grid = "...", instance_selector = "...", "trainer.epochs" = 1, ...}: equality
                    filters on the config (selector = X means both levels; iteration = k overrides the
                    metric's iteration for that side); each must match exactly one cell
-                   direction = "a > b" | "a < b" | "none" (the source reports no difference)
-                   blocks = 10 (optional): also a verdict per consecutive block of 10 seeds of the
-                   sorted seed list (0-9, 10-19, ...), besides the pooled one
+                   direction = "a > b" | "a < b" (the source reports a difference) | "none" (no
+                   difference: an equivalence test) | "a <= b" / "a >= b" (A no better / no worse than B)
+                   family = "F1": the family whose error rate the correction controls (a plan without
+                   families puts every claim in one); blocks: deprecated, ignored with a warning
 [[figure]]         kind = "curves" (grid, metrics = ["win_rate", ...]) or "forest"; title
 """
 
@@ -70,7 +85,8 @@ def _plan_schema_doc() -> str:
                             for option in options if not option.grid)
     grid = textwrap.fill(
         f"name (required) plus the run options of `harness sweep`: grid axes {grid_names} (a list or a "
-        f'comma string); options = ["k=v1,v2", ...]; one value each: {fixed_names}; seeds (overrides [study] seeds)',
+        f'comma string); options = ["k=v1,v2", ...]; one value each: {fixed_names}; confirmation_seeds '
+        f"(overrides the study's)",
         width=100, initial_indent="[[grid]]".ljust(19), subsequent_indent=" " * 19)
     return _PLAN_SCHEMA_TEMPLATE.replace("{grid}", grid)
 
@@ -87,8 +103,9 @@ class PlanError(UsageError):
 class GridPlan:
     name: str
     args: dict[str, Any]  # keyword arguments of GridSpec.from_cli (comma strings, options list)
-    seeds: int | str | None
+    seeds: int | str | None  # the grid's own confirmation seeds, if it sets them
     index: int
+    seeds_key: str = "seeds"  # the key that set them: confirmation_seeds, or the older seeds
 
 
 @dataclass(frozen=True)
@@ -104,7 +121,8 @@ class ClaimPlan:
     source_value: str = ""
     note: str = ""
     index: int = 0
-    blocks: int | None = None  # seeds per block: a verdict per block besides the pooled one
+    blocks: int | None = None  # deprecated: read and ignored (a warning says so)
+    family: str = ALL_CLAIMS
 
     @property
     def metric_label(self) -> str:
@@ -127,11 +145,22 @@ class StudyPlan:
     title: str
     source: str
     description: str
-    seeds: int | str
+    seeds: int | str  # the confirmation seeds (the older key `seeds`, or `confirmation_seeds`)
     quick: dict[str, Any]
     grids: tuple[GridPlan, ...]
     claims: tuple[ClaimPlan, ...]
     figures: tuple[FigurePlan, ...]
+    exploration_seeds: int | str | None = None
+    correction: str = "holm"
+    margins: dict[str, float] = field(default_factory=dict)
+    margin_reason: str = ""
+    families: dict[str, str] = field(default_factory=dict)  # family -> its note
+    warnings: tuple[str, ...] = ()  # deprecated keys and the like: printed, never fatal
+
+    @property
+    def separates_seeds(self) -> bool:
+        """Whether the plan declares exploration seeds apart from its confirmation seeds."""
+        return self.exploration_seeds is not None
 
     def grid(self, name: str) -> GridPlan:
         return next(g for g in self.grids if g.name == name)
@@ -249,8 +278,26 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         errors.add(["study"], "must be a table", "write it as a [study] section")
         study = {}
     errors.unknown(["study"], study, STUDY_KEYS)
-    seeds = study.get("seeds", 10)
-    _check_seeds(errors, ["study", "seeds"], seeds)
+    if "seeds" in study and "confirmation_seeds" in study:
+        errors.add(["study", "seeds"], "seeds and confirmation_seeds name the same thing",
+                   "keep confirmation_seeds and drop seeds")
+    seeds_key = "confirmation_seeds" if "confirmation_seeds" in study else "seeds"
+    seeds = study.get(seeds_key, 10)
+    _check_seeds(errors, ["study", seeds_key], seeds)
+    exploration = study.get("exploration_seeds")
+    if exploration is not None:
+        _check_seeds(errors, ["study", "exploration_seeds"], exploration)
+    correction = study.get("correction", "holm")
+    if correction not in CORRECTIONS:
+        errors.add(["study", "correction"], f"correction {correction!r} is not one of {', '.join(CORRECTIONS)}",
+                   'write correction = "holm" (family-wise error) or "bh" (false discovery rate)')
+        correction = "holm"
+    margins = _load_margins(errors, study)
+    families = study.get("families", {})
+    if not isinstance(families, dict) or not all(isinstance(v, str) and v.strip() for v in families.values()):
+        errors.add(["study", "families"], f"families {families!r} is not a table of notes",
+                   'write families = {F1 = "smallest vs the baselines, one iteration", ...}')
+        families = {}
 
     quick = data.get("quick", {})
     if not isinstance(quick, dict):
@@ -269,12 +316,99 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
     grid_names = [g.name for g in grids]
     claims = _load_claims(errors, data.get("claim", []), grids)
     figures = _load_figures(errors, data.get("figure", []), grid_names)
+    _check_seed_sets(errors, seeds, seeds_key, exploration, grids)
+    _check_claim_margins(errors, claims, margins)
+    families = _check_families(errors, claims, families)
+    warnings = tuple(f"claim {c.id!r}: blocks = {c.blocks} is deprecated and ignored (blocks of seeds are vote "
+                     "counting; verdicts pool every confirmation seed)" for c in claims if c.blocks)
     errors.raise_if_any()
     return StudyPlan(
         name=name or path.stem, path=path, text=text, title=str(study.get("title", name or path.stem)),
         source=str(study.get("source", "")), description=str(study.get("description", "")).strip(),
         seeds=seeds, quick=dict(quick), grids=tuple(grids), claims=tuple(claims), figures=tuple(figures),
+        exploration_seeds=exploration, correction=correction, margins=margins,
+        margin_reason=str(study.get("margin_reason", "")).strip(), families=families, warnings=warnings,
     )
+
+
+def seed_list(value: int | str) -> list[int]:
+    """A seeds value: a count (``10`` -> 0..9) or a list spec (``"0-9"``, ``"1000-1009,1020"``)."""
+    from harness.experiments.sweep import parse_seeds
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(range(value))
+    return parse_seeds(str(value))
+
+
+def _load_margins(errors: PlanErrors, study: Mapping[str, Any]) -> dict[str, float]:
+    margins = study.get("margins", {})
+    if not isinstance(margins, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in margins.values()):
+        errors.add(["study", "margins"], f"margins {margins!r} is not a table of positive numbers",
+                   "write margins = {final_win_rate = 0.02}")
+        return {}
+    if margins and not str(study.get("margin_reason", "")).strip():
+        errors.add(["study", "margins"], "margins need margin_reason: why a difference that small does not matter",
+                   'add margin_reason = "..." (stated before the confirmation runs, never from their numbers)')
+    return {str(k): float(v) for k, v in margins.items()}
+
+
+def _check_seed_sets(errors: PlanErrors, seeds: Any, seeds_key: str, exploration: Any,
+                     grids: Sequence[GridPlan]) -> None:
+    """Exploration seeds never overlap a confirmation seed (the study's or a grid's own)."""
+    if exploration is None:
+        return
+    try:
+        explored = set(seed_list(exploration))
+    except UsageError:
+        return  # reported by _check_seeds
+    sets = [(["study", seeds_key], seeds)] + [
+        (["grid", g.index, "confirmation_seeds" if g.seeds_key == "confirmation_seeds" else "seeds"], g.seeds)
+        for g in grids if g.seeds is not None]
+    for where, value in sets:
+        try:
+            shared = sorted(explored & set(seed_list(value)))
+        except UsageError:
+            continue
+        if shared:
+            from harness.experiments.sweep import format_seeds
+
+            errors.add(where, f"confirmation seeds {value!r} overlap the exploration seeds in "
+                       f"{format_seeds(shared)}", "confirm on seeds no exploration used, e.g. from 1000 up")
+
+
+def _check_claim_margins(errors: PlanErrors, claims: Sequence[ClaimPlan], margins: Mapping[str, float]) -> None:
+    for claim in claims:
+        if claim.direction in MARGIN_DIRECTIONS and claim.metric not in margins:
+            errors.add(["claim", claim.index, "direction"],
+                       f"direction {claim.direction!r} is tested against a margin, and [study] margins has none "
+                       f"for {claim.metric!r}",
+                       f"add margins = {{{claim.metric} = ...}} and margin_reason to [study], one margin per metric "
+                       "for the whole plan, chosen for practical relevance before any confirmation run")
+
+
+def _check_families(errors: PlanErrors, claims: Sequence[ClaimPlan], notes: Mapping[str, str]) -> dict[str, str]:
+    """Every claim in a family, or none (then all in one); a family of one claim needs a note saying why."""
+    named = [c for c in claims if c.family != ALL_CLAIMS]
+    if named and len(named) != len(claims):
+        first = next(c for c in claims if c.family == ALL_CLAIMS)
+        errors.add(["claim", first.index, "id"], f"claim {first.id!r} has no family while others do",
+                   'give every claim a family = "..." (or none of them, for one family of all claims)')
+    sizes: dict[str, int] = {}
+    for claim in claims:
+        sizes[claim.family] = sizes.get(claim.family, 0) + 1
+    for family in notes:
+        if family not in sizes:
+            errors.add(["study", "families"], f"family {family!r} has a note but no claim",
+                       f"families in this plan: {', '.join(sorted(sizes))}")
+    for claim in claims:
+        if sizes.get(claim.family) == 1 and claim.family != ALL_CLAIMS and not notes.get(claim.family):
+            errors.add(["claim", claim.index, "family"], f"family {claim.family!r} has one claim and no note",
+                       f'add {claim.family} = "why this claim is a family of its own" to [study] families')
+    out = dict(notes)
+    if not named:
+        out.setdefault(ALL_CLAIMS, "the plan names no families: every claim is in one")
+    return out
 
 
 def _check_seeds(errors: PlanErrors, where: list, value: Any) -> None:
@@ -317,7 +451,7 @@ def _load_grids(errors: PlanErrors, items: Any) -> list[GridPlan]:
         seen.add(name)
         args: dict[str, Any] = {}
         for key, value in item.items():
-            if key in ("name", "seeds") or key not in allowed:
+            if key in ("name", "seeds", "confirmation_seeds") or key not in allowed:
                 continue
             target = _GRID_ALIASES.get(key, key)
             option = run_option(target)
@@ -342,10 +476,14 @@ def _load_grids(errors: PlanErrors, items: Any) -> list[GridPlan]:
                 errors.add([*where, key], f"{value!r} is not true or false", f"write e.g. {key} = true")
                 continue
             args[target] = value
-        seeds = item.get("seeds")
+        if "seeds" in item and "confirmation_seeds" in item:
+            errors.add([*where, "seeds"], "seeds and confirmation_seeds name the same thing",
+                       "keep confirmation_seeds and drop seeds")
+        seeds_key = "confirmation_seeds" if "confirmation_seeds" in item else "seeds"
+        seeds = item.get(seeds_key)
         if seeds is not None:
-            _check_seeds(errors, [*where, "seeds"], seeds)
-        grids.append(GridPlan(name, args, seeds, index))
+            _check_seeds(errors, [*where, seeds_key], seeds)
+        grids.append(GridPlan(name, args, seeds, index, seeds_key))
     return grids
 
 
@@ -374,7 +512,7 @@ def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> l
         if direction not in DIRECTIONS:
             errors.add([*where, "direction"], f"direction {direction!r} is not one of {', '.join(map(repr, DIRECTIONS))}",
                        'write direction = "a > b" when the source reports A above B, "a < b" for below, '
-                       '"none" when it reports no difference')
+                       '"none" when it reports no difference, "a <= b" / "a >= b" for no better / no worse')
         metric, iteration = item.get("metric", "final_win_rate"), None
         if isinstance(metric, dict):
             errors.unknown([*where, "metric"], metric, ("metric", "iteration"))
@@ -409,11 +547,15 @@ def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> l
             if key in item and not isinstance(item[key], (str, int, float)):
                 errors.add([*where, key], f"{key} must be text or a number", f'write {key} = "..."')
         blocks = _check_blocks(errors, [*where, "blocks"], item.get("blocks"))
+        family = item.get("family", ALL_CLAIMS)
+        if not isinstance(family, str) or not family.strip():
+            errors.add([*where, "family"], f"family {family!r} is not a name", 'write family = "F1"')
+            family = ALL_CLAIMS
         claims.append(ClaimPlan(
             id=claim_id, finding=str(item.get("finding", "")), metric=metric, iteration=iteration,
             a=sides["a"], b=sides["b"], direction=direction if direction in DIRECTIONS else "a > b",
             source=str(item.get("source", "")), source_value=str(item.get("source_value", "")),
-            note=str(item.get("note", "")), index=index, blocks=blocks,
+            note=str(item.get("note", "")), index=index, blocks=blocks, family=family,
         ))
     return claims
 

@@ -5,10 +5,11 @@ leaderboard by :func:`harness.experiments.study.results`; nothing runs here) and
 
 * ``report.md`` -- the plan, the exact command, harness version / git commit /
   date, the measured time of the study's runs, the verdict rule, the verdict
-  table (claim, finding, metric, contrast, the source's direction and value,
-  measured mean Δ ± sd, 95% CI, n, detectable difference, verdict), the verdicts
-  per block of seeds of the claims that set ``blocks``, the cells each claim
-  compared, then the figures;
+  design (families and their correction, margins, exploration and confirmation
+  seeds, the plan's commit), the verdict table (claim, finding, metric, contrast,
+  the source's direction and value, measured mean Δ ± sd, 95% CI, n, the claim's
+  test, its p, the sign-flip p, the family and the adjusted p, detectable
+  difference, verdict), the cells each claim compared, then the figures;
 * ``forest.png`` -- every claim's mean paired difference with its 95% interval,
   one panel per metric (their scales differ), coloured by verdict;
 * ``curves_<grid>.png`` -- per-iteration curves of a grid's cells, mean ± std
@@ -37,14 +38,21 @@ from typing import Any
 
 from leaderboard.plots import figure_legend, palette, per_iteration
 
-__all__ = ["REPORT_NAME", "VERDICT_COLORS", "block_rows", "fmt_signed", "publish", "readme_table", "time_text",
+__all__ = ["REPORT_NAME", "fmt_signed", "publish", "readme_table", "time_text", "verdict_color",
            "verdict_rows", "write_report"]
 
 REPORT_NAME = "report.md"
-VERDICT_COLORS = {
-    "reproduced": "tab:green", "reversed": "tab:red", "not separable": "tab:gray",
-    "separated (a > b)": "tab:orange", "separated (a < b)": "tab:orange", "too few pairs": "tab:purple",
-}
+#: Colours of verdicts in figures, by the verdict's first word(s).
+_VERDICT_COLORS = (
+    ("reproduced", "tab:green"), ("equivalent", "tab:green"), ("no better", "tab:green"), ("no worse", "tab:green"),
+    ("reversed", "tab:red"), ("different", "tab:red"), ("better", "tab:red"), ("worse", "tab:red"),
+    ("too few pairs", "tab:purple"),
+)
+
+
+def verdict_color(verdict: str) -> str:
+    """Green where the source's claim held, red where the data say otherwise, grey when inconclusive."""
+    return next((color for prefix, color in _VERDICT_COLORS if verdict.startswith(prefix)), "tab:gray")
 
 
 def fmt_signed(value: float | None, digits: int = 3) -> str:
@@ -56,12 +64,21 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _stats_cells(stats: dict[str, Any]) -> dict[str, str]:
-    """The columns one :func:`harness.experiments.verdicts.paired_verdict` result fills, as text."""
+    """The columns one :func:`harness.experiments.verdicts.claim_statistics` result fills, as text."""
+    from harness.experiments.verdicts import fmt_p
+
     ci = "–" if stats["ci_low"] is None else f"[{fmt_signed(stats['ci_low'])}, {fmt_signed(stats['ci_high'])}]"
     measured = "–" if stats["mean"] is None else (
         f"{fmt_signed(stats['mean'])} ± {_fmt(stats['std'])}" if stats["std"] is not None else fmt_signed(stats["mean"]))
+    test = {"none": "TOST", "a <= b": "no better", "a >= b": "no worse"}.get(stats["direction"], "t")
+    margin = "" if stats.get("margin") is None else f" ±{stats['margin']:g}" if stats["direction"] == "none" \
+        else f" {stats['margin']:g}"
+    verdict = stats["verdict"] + (" †" if stats.get("sign_flip_disagrees") else "")
     return {"measured": measured, "ci": ci, "n": str(stats["n"]), "detectable": _fmt(stats["half_width"]),
-            "mde80": _fmt(stats["mde80"]), "verdict": stats["verdict"]}
+            "mde80": _fmt(stats["mde80"]), "verdict": verdict, "test": test + margin, "p": fmt_p(stats["p"]),
+            "p_sign_flip": fmt_p(stats["p_sign_flip"]), "p_adjusted": fmt_p(stats.get("p_adjusted")),
+            "family": f"{stats.get('family', '–')} ({stats.get('family_size', '–')})",
+            "smallest_margin": _fmt(stats.get("smallest_margin"))}
 
 
 def verdict_rows(results: Any) -> list[dict[str, str]]:
@@ -77,31 +94,6 @@ def verdict_rows(results: Any) -> list[dict[str, str]]:
             "contrast": contrast_label(item.claim), "source": source, **_stats_cells(item.stats),
         })
     return rows
-
-
-def block_rows(results: Any) -> list[dict[str, str]]:
-    """For every claim that sets ``blocks``: one row per block of seeds, then the pooled row
-    (``seeds`` = ``pooled (0-29)``); the same columns as :func:`verdict_rows` plus ``seeds`` and ``size``."""
-    from harness.experiments.sweep import format_seeds
-
-    rows = []
-    for item in results.claims:
-        if not item.blocks:
-            continue
-        claim = item.claim.plan
-        every = sorted({seed for block in item.blocks for seed in block["seeds"]})
-        for block in item.blocks:
-            rows.append({"claim": claim.id, "size": str(claim.blocks), "seeds": format_seeds(block["seeds"]),
-                         "direction": claim.direction, **_stats_cells(block)})
-        rows.append({"claim": claim.id, "size": str(claim.blocks), "seeds": f"pooled ({format_seeds(every)})",
-                     "direction": claim.direction, **_stats_cells(item.stats)})
-    return rows
-
-
-def blocks_title(results: Any) -> str:
-    """``Blocks of 10 seeds`` (or ``Blocks of seeds`` when claims use different sizes)."""
-    sizes = sorted({item.claim.plan.blocks for item in results.claims if item.claim.plan.blocks})
-    return f"Blocks of {sizes[0]} seeds" if len(sizes) == 1 else "Blocks of seeds"
 
 
 def _seconds(value: float) -> str:
@@ -165,17 +157,20 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     if study.quick:
         lines += ["> **Quick variant:** few seeds and small pools. It checks the mechanics (runs, reuse, "
                   "report); its verdicts are not scientific evidence.", ""]
-    lines += ["## Verdict rule", "", f"Alpha = 0.05. {_rule()}", "", "## Verdicts", ""]
+    lines += [f"> {study.standing()}", ""]
+    lines += [f"> **Warning:** {_md(w)}" for w in plan.warnings] + ([""] if plan.warnings else [])
+    lines += ["## Verdict rule", "", f"Alpha = 0.05. {_rule()}", "", *_design_lines(results), "", "## Verdicts", ""]
     headers = ["claim", "finding", "metric", "contrast A − B", "source direction (value)", "measured mean Δ ± sd",
-               "95% CI", "n", "detectable Δ (CI half-width)", "MDE (80% power)", "verdict"]
-    keys = ["claim", "finding", "metric", "contrast", "source", "measured", "ci", "n", "detectable", "mde80", "verdict"]
+               "95% CI", "n", "test", "p", "sign-flip p", "family (size)", f"{plan.correction.upper()} p",
+               "detectable Δ (CI half-width)", "MDE (80% power)", "smallest equivalence margin", "verdict"]
+    keys = ["claim", "finding", "metric", "contrast", "source", "measured", "ci", "n", "test", "p", "p_sign_flip",
+            "family", "p_adjusted", "detectable", "mde80", "smallest_margin", "verdict"]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("| " + " | ".join("---" for _ in headers) + " |")
     for row in verdict_rows(results):
         cells = [_md(row[k]) for k in keys]
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
-    lines += _blocks_section(results)
     lines += ["", "## What each claim compared", "",
               "| claim | source | A: grid / cell (config) | B: grid / cell (config) | mean A | mean B | pairs (seed, world) |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -209,23 +204,44 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     return [report, *figures]
 
 
-def _blocks_section(results: Any) -> list[str]:
-    """report.md's "Blocks of N seeds" section (nothing when no claim sets ``blocks``)."""
-    rows = block_rows(results)
-    if not rows:
-        return []
-    lines = ["", f"## {blocks_title(results)}", "",
-             "The same paired difference and verdict rule within each consecutive block of seeds of the sorted "
-             "seed list (the claim's `blocks` key), then pooled over all of them. A pooled effect that only "
-             "one block shows is weaker evidence than one every block shows.", "",
-             "| claim | seeds | source direction | measured mean Δ ± sd | 95% CI | n | detectable Δ | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in rows:
-        seeds = f"**{row['seeds']}**" if row["seeds"].startswith("pooled") else row["seeds"]
-        lines.append("| " + " | ".join(_md(x) for x in (
-            row["claim"], seeds, row["direction"], row["measured"], row["ci"], row["n"], row["detectable"],
-            f"**{row['verdict']}**")) + " |")
+def _design_lines(results: Any) -> list[str]:
+    """The study's design as the report states it: families, correction, margins and seeds."""
+    from harness.experiments.study_plan import ALL_CLAIMS, seed_list
+    from harness.experiments.sweep import format_seeds
+
+    study, plan = results.study, results.study.plan
+    lines = ["## Design", ""]
+    sizes: dict[str, int] = {}
+    for claim in plan.claims:
+        sizes[claim.family] = sizes.get(claim.family, 0) + 1
+    correction = {"holm": "Holm (family-wise error rate)", "bh": "Benjamini-Hochberg (false discovery rate)"}
+    lines.append(f"- **Multiplicity:** {correction[plan.correction]}, within each family:")
+    for family, size in sizes.items():
+        note = plan.families.get(family, "")
+        shown = "all claims" if family == ALL_CLAIMS else f"`{family}`"
+        lines.append(f"  - {shown}: {size} claim{'s' if size != 1 else ''}" + (f": {_md(note)}" if note else ""))
+    if plan.margins:
+        shown = ", ".join(f"`{metric}` ±{value:g}" for metric, value in plan.margins.items())
+        lines.append(f"- **Equivalence / non-inferiority margins:** {shown}. Why: {_md(plan.margin_reason)}")
+    explored = "not declared" if plan.exploration_seeds is None else format_seeds(seed_list(plan.exploration_seeds))
+    lines.append(f"- **Seeds:** exploration {explored}; this report's grids ran on "
+                 + "; ".join(f"{g.plan.name} {format_seeds(g.seeds)}" for g in study.grids))
+    commit = _plan_commit(plan.path)
+    lines.append(f"- **Plan file:** `{plan.path}`, last committed in `{commit}`" if commit
+                 else f"- **Plan file:** `{plan.path}` (not in a git checkout: its commit is unknown)")
     return lines
+
+
+def _plan_commit(path: Path) -> str | None:
+    """The last git commit that touched the plan file, when it lives in a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%h %cI", "--", Path(path).name], cwd=Path(path).parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _rule() -> str:
@@ -291,14 +307,15 @@ def _forest(results: Any, path: Path, title: str, dpi: int) -> Path:
     for ax, (metric, items) in zip(axes[:, 0], panels.items()):
         for row, item in enumerate(reversed(items)):
             stats = item.stats
-            color = VERDICT_COLORS.get(stats["verdict"], "black")
+            color = verdict_color(stats["verdict"])
             if stats["mean"] is None:
                 ax.text(0, row, "no pairs", ha="center", va="center", fontsize=8, color=color)
                 continue
             if stats["ci_low"] is not None:
                 ax.plot([stats["ci_low"], stats["ci_high"]], [row, row], color=color, linewidth=2.2)
             ax.plot(stats["mean"], row, marker="o", color=color, markersize=7)
-            wanted = {"a > b": "A > B", "a < b": "A < B", "none": "A = B"}[item.claim.plan.direction]
+            wanted = {"a > b": "A > B", "a < b": "A < B", "none": "A = B", "a <= b": "A ≤ B",
+                      "a >= b": "A ≥ B"}[item.claim.plan.direction]
             ax.annotate(f"source: {wanted} · n={stats['n']}", (1.0, row), xycoords=("axes fraction", "data"),
                         xytext=(4, 0), textcoords="offset points", va="center", fontsize=8, color="dimgray")
         ax.axvline(0.0, color="black", linewidth=0.8)
@@ -372,7 +389,7 @@ other way, **not separable** otherwise (the full rule is in each study's report)
 README_START = "<!-- reproduction:start -->"
 README_END = "<!-- reproduction:end -->"
 README_COMMAND = "python -m harness.experiments.study_report --write README.md"
-BLOCK_PREFIX = "↳ seeds "
+BLOCK_PREFIX = "↳ seeds "  # rows of blocks of seeds in sections published before blocks were retired
 
 
 def section_key(results: Any) -> str:
@@ -391,8 +408,7 @@ def _link(target: Path, base: Path) -> str:
 
 def publish_section(results: Any, path: Path, *, command: str, db_path: Path, paths: Sequence[Path]) -> str:
     """The Markdown of one study's section (markers included): command, provenance, measured time,
-    links to the report and figures (``paths``, report first), and the verdict table with a row per
-    block of seeds under each claim that sets ``blocks``."""
+    links to the report and figures (``paths``, report first), and the verdict table."""
     from harness import __version__
     from harness.provenance import git_commit
     from harness.experiments.study import run_provenance, study_time
@@ -421,27 +437,16 @@ def publish_section(results: Any, path: Path, *, command: str, db_path: Path, pa
         + (", ".join(f"[{p.name}]({_link(p, base)})" for p in figures) or "none"),
         "",
     ]
-    if study.quick:
-        lines += ["> **Quick variant:** few seeds and small pools; its verdicts are not scientific evidence.", ""]
+    lines += [f"> {study.standing()}", ""]
     lines += ["| claim | finding | metric | contrast A − B | source direction | measured Δ ± sd | 95% CI | n | "
-              "detectable Δ | verdict |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    blocks = {}
-    for row in block_rows(results):
-        if not row["seeds"].startswith("pooled"):
-            blocks.setdefault(row["claim"], []).append(row)
+              f"p | sign-flip p | family (size) | {plan.correction.upper()} p | verdict |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in verdict_rows(results):
         lines.append("| " + " | ".join(_md(x) for x in (
             row["claim"], row["finding"], row["metric"], row["contrast"], row["source"].split(" (", 1)[0],
-            row["measured"], row["ci"], row["n"], row["detectable"], f"**{row['verdict']}**")) + " |")
-        for block in blocks.get(row["claim"], []):
-            lines.append("| " + " | ".join(_md(x) for x in (
-                BLOCK_PREFIX + block["seeds"], "", "", "", "", block["measured"], block["ci"], block["n"],
-                block["detectable"], f"**{block['verdict']}**")) + " |")
-    if blocks:
-        lines += ["", f"Rows {BLOCK_PREFIX}… are the claim above within one block of seeds "
-                      "(the claim's `blocks` key); the claim's own row pools all its seeds."]
-    lines += ["", end]
+            row["measured"], row["ci"], row["n"], row["p"], row["p_sign_flip"], row["family"], row["p_adjusted"],
+            f"**{row['verdict']}**")) + " |")
+    lines += ["", "The verdict rule and each claim's test are in the study's report.", "", end]
     return "\n".join(lines)
 
 

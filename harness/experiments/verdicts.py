@@ -1,11 +1,13 @@
-"""The verdict on one claim: a paired difference A − B over seeds, its interval, and what it says.
+"""The verdict on one claim: a paired difference A − B over seeds, its tests, and what they say.
 
 A study (:mod:`harness.experiments.study`) runs the two cells of each claim on
-the same seeds and hands the per-seed metric values here:
-:func:`paired_verdict` pairs them by ``(seed, world_seed)``, computes the
-Student-t interval of the mean difference (:func:`leaderboard.stats.paired_interval`)
-and reads the verdict off it (:data:`VERDICT_RULE`); :func:`paired_blocks`
-does the same per consecutive block of seeds.
+the same seeds and hands the per-seed metric values here.
+:func:`claim_statistics` pairs them by ``(seed, world_seed)`` and computes the
+Student-t test and interval, the exact sign-flip p and, for claims of "no
+difference" or "no better / no worse", the equivalence or non-inferiority
+test with the plan's margin (:mod:`harness.experiments.statistics`).
+:func:`adjust_family` then adjusts the claims' p-values over their family
+(Holm by default) and sets each verdict by :data:`VERDICT_RULE`.
 """
 
 from __future__ import annotations
@@ -14,86 +16,133 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.experiments import statistics
+
 ALPHA = 0.05
-DIRECTIONS = ("a > b", "a < b", "none")
+#: What a claim says of A − B: a direction, "no difference" (``none``), or "no better" / "no worse".
+DIRECTIONS = ("a > b", "a < b", "none", "a <= b", "a >= b")
+#: Directions tested against a margin: they need the plan's margin for their metric.
+MARGIN_DIRECTIONS = ("none", "a <= b", "a >= b")
+
 VERDICT_RULE = (
-    "Verdict per claim, from the paired differences Δ = A − B over the (seed, world_seed) pairs both "
-    "sides ran: **reproduced** when the 95% Student-t interval of the mean Δ excludes 0 in the source's "
-    "direction, **reversed** when it excludes 0 the other way, **not separable** otherwise. For a claim "
-    "whose source reports no difference (direction `none`) the verdict is **not separable** (as the "
-    "source reports) or **separated (a > b / a < b)**. Fewer than 2 pairs: **too few pairs**. "
-    "*Detectable Δ* is the interval's half-width t₀.₉₇₅,ₙ₋₁·sd/√n: the smallest |mean Δ| that would "
-    "have excluded 0 at this study's n and spread. *MDE (80% power)* is (t₀.₉₇₅,ₙ₋₁ + t₀.₈,ₙ₋₁)·sd/√n: "
-    "the true difference this design would detect 80% of the time."
+    "Each claim is tested on the paired differences Δ = A − B over the (seed, world_seed) pairs both sides ran, "
+    "and its p-value is adjusted over the claim's family (Holm by default; the plan names the families and the "
+    "correction). **Direction claims** (`a > b`, `a < b`): two-sided one-sample t-test of mean Δ = 0; "
+    "**reproduced** when the adjusted p < 0.05 and mean Δ has the source's sign, **reversed** when the adjusted "
+    "p < 0.05 with the other sign, **not significant** otherwise. **No difference** (`none`): two one-sided tests "
+    "(TOST) against the plan's equivalence margin ±m for the metric; **equivalent within ±m** when the adjusted "
+    "TOST p < 0.05, **different** when not and the 95% interval excludes 0, **inconclusive** otherwise; the "
+    "*smallest equivalence margin* is where TOST would succeed at this n and spread. **No better / no worse** "
+    "(`a <= b`, `a >= b`): one one-sided test against the margin; **no better (within m)** / **no worse (within "
+    "m)** when the adjusted p < 0.05, **better** / **worse** when not and the 95% interval excludes 0 that way, "
+    "**inconclusive** otherwise. Fewer than 2 pairs (or no spread): **too few pairs**. Beside every t-based p, "
+    "the exact sign-flip permutation p (all 2^n sign patterns up to n = 20) checks it without assuming normality; "
+    "a verdict whose sign-flip p disagrees at 0.05 is marked †. *Detectable Δ* is the 95% interval's half-width "
+    "t₀.₉₇₅,ₙ₋₁·sd/√n; *MDE (80% power)* is (t₀.₉₇₅,ₙ₋₁ + t₀.₈,ₙ₋₁)·sd/√n."
 )
 
 
-def paired_verdict(
-    a: Mapping[Any, float], b: Mapping[Any, float], direction: str, *, alpha: float = ALPHA
-) -> dict[str, Any]:
-    """The paired difference A − B over the keys (``(seed, world_seed)``) both sides have, and its verdict.
+def _pair_order(key: Any) -> tuple:
+    return tuple(-1 if v is None else v for v in (key if isinstance(key, tuple) else (key,)))
 
-    Returns :func:`leaderboard.stats.paired_interval`'s ``n, mean, std, ci_low, ci_high,
-    excludes_zero`` plus ``pairs``, ``half_width`` (t_{1-alpha/2, n-1}·sd/sqrt(n), the detectable
-    difference), ``mde80`` ((t_{1-alpha/2} + t_{0.8})·sd/sqrt(n)) and ``verdict`` (the rule is
-    :data:`VERDICT_RULE`).
+
+def claim_statistics(
+    a: Mapping[Any, float], b: Mapping[Any, float], direction: str, *, margin: float | None = None,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """Every test of one claim on the keys (``(seed, world_seed)``) both sides have; its verdict unadjusted.
+
+    Returns ``n, mean, std, ci_low, ci_high, excludes_zero, pairs, half_width,
+    mde80`` (the t interval and detectable differences), ``p_t`` (two-sided
+    t), ``p_sign_flip``, ``p`` (the claim's own test: ``p_t`` for a direction,
+    TOST for ``none``, the one-sided margin test for ``a <= b`` / ``a >= b``),
+    ``margin`` and, for ``none``, ``smallest_margin``; and ``verdict`` as if
+    the claim were alone in its family (:func:`adjust_family` sets the final one).
     """
-    from leaderboard.stats import paired_interval, t_ppf
+    from scipy import stats as scipy_stats
 
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}; got {direction!r}")
-    common = sorted(set(a) & set(b), key=lambda k: tuple(-1 if v is None else v for v in (k if isinstance(k, tuple) else (k,))))
+    if direction in MARGIN_DIRECTIONS and not (margin is not None and margin > 0):
+        raise ValueError(f"a claim with direction {direction!r} needs a margin > 0; got {margin!r}")
+    common = sorted(set(a) & set(b), key=_pair_order)
     diffs = [float(a[k]) - float(b[k]) for k in common]
-    out = paired_interval(diffs, 1.0 - alpha)
-    out["pairs"] = [list(k) if isinstance(k, tuple) else k for k in common]
-    out["half_width"] = out["mde80"] = None
-    if out["n"] >= 2 and out["std"] is not None:
-        n = out["n"]
-        se = out["std"] / math.sqrt(n)
-        out["half_width"] = t_ppf(1.0 - alpha / 2.0, n - 1) * se
-        out["mde80"] = (t_ppf(1.0 - alpha / 2.0, n - 1) + t_ppf(0.8, n - 1)) * se
-    out["verdict"] = verdict(out.get("ci_low"), out.get("ci_high"), direction)
-    return out
-
-
-def seed_blocks(seeds: Sequence[int], size: int) -> list[list[int]]:
-    """The sorted ``seeds`` cut into consecutive blocks of ``size`` (0-9, 10-19, ...); the last may be shorter."""
-    if size < 1:
-        raise ValueError(f"block size must be >= 1; got {size}")
-    ordered = sorted(set(seeds))
-    return [ordered[i:i + size] for i in range(0, len(ordered), size)]
-
-
-def paired_blocks(
-    a: Mapping[Any, float], b: Mapping[Any, float], direction: str, seeds: Sequence[int], size: int,
-    *, alpha: float = ALPHA,
-) -> list[dict[str, Any]]:
-    """:func:`paired_verdict` once per block of ``size`` consecutive seeds of the sorted ``seeds``.
-
-    ``seeds`` is the design's seed list (the claim's grids'), not the seeds that happen to have finished,
-    so a missing run shrinks its own block's n and never shifts the other blocks. Keys are as for
-    :func:`paired_verdict` (``(seed, world_seed)``, blocked by the seed). Each result also holds
-    ``seeds``, the block's seeds.
-    """
-    out = []
-    for block in seed_blocks(seeds, size):
-        members = set(block)
-        a_block = {k: v for k, v in a.items() if _seed_of(k) in members}
-        b_block = {k: v for k, v in b.items() if _seed_of(k) in members}
-        out.append({"seeds": block, **paired_verdict(a_block, b_block, direction, alpha=alpha)})
-    return out
-
-
-def _seed_of(key: Any) -> Any:
-    return key[0] if isinstance(key, tuple) else key
-
-
-def verdict(ci_low: float | None, ci_high: float | None, direction: str) -> str:
-    """The verdict of one interval (see :data:`VERDICT_RULE`)."""
-    if ci_low is None or ci_high is None:
-        return "too few pairs"
-    above, below = ci_low > 0.0, ci_high < 0.0
+    t = statistics.t_test(diffs, alpha=alpha)
+    out: dict[str, Any] = {
+        "n": t["n"], "mean": t["mean"], "std": t["std"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+        "excludes_zero": None if t["ci_low"] is None else bool(t["ci_low"] > 0.0 or t["ci_high"] < 0.0),
+        "pairs": [list(k) if isinstance(k, tuple) else k for k in common],
+        "half_width": None, "mde80": None, "p_t": t["p"], "p_sign_flip": statistics.sign_flip_p(diffs),
+        "p": t["p"], "margin": margin if direction in MARGIN_DIRECTIONS else None, "smallest_margin": None,
+        "direction": direction,
+    }
+    if t["se"] is not None:
+        n = t["n"]
+        out["half_width"] = float(scipy_stats.t.ppf(1.0 - alpha / 2.0, n - 1)) * t["se"]
+        out["mde80"] = (float(scipy_stats.t.ppf(1.0 - alpha / 2.0, n - 1))
+                        + float(scipy_stats.t.ppf(0.8, n - 1))) * t["se"]
     if direction == "none":
-        return "separated (a > b)" if above else "separated (a < b)" if below else "not separable"
-    agrees, disagrees = (above, below) if direction == "a > b" else (below, above)
-    return "reproduced" if agrees else "reversed" if disagrees else "not separable"
+        equivalence = statistics.tost(diffs, margin, alpha=alpha)
+        out.update(p=equivalence["p"], smallest_margin=equivalence["smallest_margin"])
+    elif direction in ("a <= b", "a >= b"):
+        out["p"] = statistics.non_inferiority(diffs, margin, direction, alpha=alpha)["p"]
+    out["p_adjusted"] = out["p"]
+    out["verdict"] = decide(out, alpha=alpha)
+    return out
+
+
+def decide(stats: Mapping[str, Any], *, alpha: float = ALPHA) -> str:
+    """The verdict of one claim from its statistics and its adjusted p (:data:`VERDICT_RULE`)."""
+    direction, p = stats["direction"], stats.get("p_adjusted")
+    if p is None or stats.get("mean") is None:
+        return "too few pairs"
+    mean = stats["mean"]
+    if direction in ("a > b", "a < b"):
+        if p >= alpha:
+            return "not significant"
+        agrees = mean > 0 if direction == "a > b" else mean < 0
+        return "reproduced" if agrees else "reversed"
+    margin = f"{stats['margin']:g}"
+    if p < alpha:
+        return {"none": f"equivalent within ±{margin}", "a <= b": f"no better (within {margin})",
+                "a >= b": f"no worse (within {margin})"}[direction]
+    if stats.get("excludes_zero"):
+        if direction == "none":
+            return "different"
+        if direction == "a <= b" and mean > 0:
+            return "better"
+        if direction == "a >= b" and mean < 0:
+            return "worse"
+    return "inconclusive"
+
+
+def sign_flip_disagrees(stats: Mapping[str, Any], *, alpha: float = ALPHA) -> bool:
+    """True when the t-based and the sign-flip test of mean Δ = 0 fall on different sides of ``alpha``
+    (a direction claim's verdict then rests on the normal approximation: marked † in reports)."""
+    p_t, p_flip = stats.get("p_t"), stats.get("p_sign_flip")
+    if p_t is None or p_flip is None:
+        return False
+    return (p_t < alpha) != (p_flip < alpha)
+
+
+def adjust_family(claim_stats: Sequence[dict[str, Any]], correction: str = "holm", *,
+                  alpha: float = ALPHA) -> None:
+    """Adjust the claims of one family in place: ``p_adjusted``, ``family_size``, ``correction``, ``verdict``.
+
+    The family size counts the claims that have a p-value (claims with too
+    few pairs take no share of the error rate).
+    """
+    adjust = statistics.CORRECTIONS[correction]
+    adjusted = adjust([s["p"] for s in claim_stats])
+    size = sum(1 for s in claim_stats if s["p"] is not None)
+    for stats, p in zip(claim_stats, adjusted):
+        stats.update(p_adjusted=p, family_size=size, correction=correction)
+        stats["verdict"] = decide(stats, alpha=alpha)
+        stats["sign_flip_disagrees"] = sign_flip_disagrees(stats, alpha=alpha)
+
+
+def fmt_p(value: float | None) -> str:
+    """A p-value as text: ``0.0123``, ``<0.0001``, or ``–``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
