@@ -169,7 +169,8 @@ def test_the_builtin_study_is_registered_and_expands(registry):
     path, plugin = registry.studies["yang2024"]
     assert plugin.name == "plugins.studies.builtin" and path.name == "yang2024.toml"
     plan = sp.find_plan("yang2024", registry)
-    assert {c.finding for c in plan.claims} == {"F1", "F2", "F3", "F4", "F5", "reference"}
+    assert {c.family for c in plan.claims} == {"F1", "F2", "F3", "F4", "F5", "questions"}
+    assert all(c.finding.startswith("Yang et al. 2024, ") for c in plan.claims if c.kind == "paper")
     quick = st.expand(plan, registry, quick=True)
     assert all(g.seeds == [0, 1, 2] for g in quick.grids) and len(quick.claims) == len(plan.claims)
     full = st.expand(plan, registry)
@@ -177,10 +178,9 @@ def test_the_builtin_study_is_registered_and_expands(registry):
     assert full.grid("three_iterations").seeds == list(range(1000, 1010))
     assert full.confirmatory and not quick.confirmatory
     assert not st.expand(plan, registry, seeds="0-9").confirmatory  # exploration seeds: exploratory
-    assert {c.family for c in plan.claims} == {c.finding for c in plan.claims}
     assert plan.margins == {"final_win_rate": 0.02, "win_rate": 0.02} and plan.margin_reason
     assert {g.sweep_id for g in quick.grids}.isdisjoint({g.sweep_id for g in full.grids})
-    f3 = [c for c in plan.claims if c.finding == "F3"]
+    f3 = [c for c in plan.claims if c.family == "F3"]
     assert len(f3) == 4 and all(c.direction == "a < b" for c in f3)
     moving = full.grid("three_iterations_previous")
     assert {cell.config.reference for cell in moving.cells} == {"previous"}

@@ -239,9 +239,9 @@ def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> No
         try:
             loaded = sp.load_plan(path, name=name)
             row.update(title=loaded.title, grids=len(loaded.grids), claims=len(loaded.claims),
-                       findings=sorted({c.finding for c in loaded.claims if c.finding}), error=None)
+                       families=list(dict.fromkeys(c.family for c in loaded.claims)), error=None)
         except sp.PlanError as exc:
-            row.update(title="", grids=0, claims=0, findings=[], error=str(exc))
+            row.update(title="", grids=0, claims=0, families=[], error=str(exc))
         rows.append(row)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -251,11 +251,11 @@ def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> No
     table = Table(title="studies", title_justify="left",
                   caption="run one: harness study run NAME --quick (mechanics) or harness study run NAME",
                   caption_justify="left")
-    for header in ("study", "plugin", "claims", "findings", "title"):
+    for header in ("study", "plugin", "claims", "families", "title"):
         table.add_column(header)
     for row in rows:
         title = row["title"] if not row["error"] else f"[red]invalid plan:[/] {row['error'].splitlines()[-1]}"
-        table.add_row(row["name"], row["plugin"], str(row["claims"]), ", ".join(row["findings"]), title)
+        table.add_row(row["name"], row["plugin"], str(row["claims"]), ", ".join(row["families"]), title)
     console.print(table)
 
 

@@ -381,7 +381,7 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
                 notes.append(f"no run of {grid}: {cell.key or 'its cell'} has {claim.metric_label}")
             values.append(side)
         stats = claim_statistics(values[0], values[1], claim.direction, margin=study.plan.margins.get(claim.metric))
-        stats["family"] = claim.family
+        stats.update(family=claim.family, kind=claim.kind)
         mean = lambda d: sum(d.values()) / len(d) if d else None  # noqa: E731
         claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes))
     for family in dict.fromkeys(item.claim.plan.family for item in claims):

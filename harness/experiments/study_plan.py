@@ -34,7 +34,11 @@ from harness.run_request import run_option, sweep_options
 STUDY_KEYS = ("title", "source", "description", "seeds", "exploration_seeds", "confirmation_seeds", "correction",
               "margins", "margin_reason", "families")
 QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
-CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks", "family")
+CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks", "family",
+              "kind", "was")
+#: What a claim is: the paper's own claim, the harness's question, or a contrast whose sides see unequal
+#: information (one reads scores the other does not have); only a paper claim can be "reproduced".
+CLAIM_KINDS = ("paper", "question", "unequal")
 CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
 FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
@@ -74,6 +78,9 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    difference: an equivalence test) | "a <= b" / "a >= b" (A no better / no worse than B)
                    family = "F1": the family whose error rate the correction controls (a plan without
                    families puts every claim in one); blocks: deprecated, ignored with a warning
+                   kind = "paper" (default: the source's claim, which can be reproduced) | "question" (the
+                   harness's own: it holds or not) | "unequal" (the sides see different information)
+                   was = "...": the claim's earlier encoding and its published verdict, shown beside it
 [[figure]]         kind = "curves" (grid, metrics = ["win_rate", ...]) or "forest"; title
 """
 
@@ -123,6 +130,8 @@ class ClaimPlan:
     index: int = 0
     blocks: int | None = None  # deprecated: read and ignored (a warning says so)
     family: str = ALL_CLAIMS
+    kind: str = "paper"  # one of CLAIM_KINDS
+    was: str = ""  # the claim's earlier encoding and its published verdict, shown beside the new one
 
     @property
     def metric_label(self) -> str:
@@ -543,7 +552,7 @@ def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> l
             if side_iteration is not None and (isinstance(side_iteration, bool) or not isinstance(side_iteration, int)):
                 errors.add([*where, side], f"iteration {side_iteration!r} is not an integer", "write iteration = 3")
             sides[side] = dict(value)
-        for key in ("source", "source_value", "finding", "note"):
+        for key in ("source", "source_value", "finding", "note", "was"):
             if key in item and not isinstance(item[key], (str, int, float)):
                 errors.add([*where, key], f"{key} must be text or a number", f'write {key} = "..."')
         blocks = _check_blocks(errors, [*where, "blocks"], item.get("blocks"))
@@ -551,11 +560,18 @@ def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> l
         if not isinstance(family, str) or not family.strip():
             errors.add([*where, "family"], f"family {family!r} is not a name", 'write family = "F1"')
             family = ALL_CLAIMS
+        kind = item.get("kind", "paper")
+        if kind not in CLAIM_KINDS:
+            errors.add([*where, "kind"], f"kind {kind!r} is not one of {', '.join(CLAIM_KINDS)}",
+                       'write kind = "paper" (the source\'s claim), "question" (the harness\'s own) or "unequal" '
+                       "(the two sides see different information)")
+            kind = "paper"
         claims.append(ClaimPlan(
             id=claim_id, finding=str(item.get("finding", "")), metric=metric, iteration=iteration,
             a=sides["a"], b=sides["b"], direction=direction if direction in DIRECTIONS else "a > b",
             source=str(item.get("source", "")), source_value=str(item.get("source_value", "")),
-            note=str(item.get("note", "")), index=index, blocks=blocks, family=family,
+            note=str(item.get("note", "")), index=index, blocks=blocks, family=family, kind=kind,
+            was=str(item.get("was", "")),
         ))
     return claims
 

@@ -89,9 +89,12 @@ def verdict_rows(results: Any) -> list[dict[str, str]]:
     for item in results.claims:
         claim = item.claim.plan
         source = claim.direction + (f" ({claim.source_value})" if claim.source_value else "")
+        finding = claim.finding + {"question": " (the harness's question)",
+                                   "unequal": " (unequal information)"}.get(claim.kind, "")
         rows.append({
-            "claim": claim.id, "finding": claim.finding, "metric": claim.metric_label,
+            "claim": claim.id, "finding": finding, "metric": claim.metric_label,
             "contrast": contrast_label(item.claim), "source": source, **_stats_cells(item.stats),
+            "was": claim.was or "–",
         })
     return rows
 
@@ -184,6 +187,14 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
             f"{ga} / {ca.key or 'the only cell'} ({ca.config_hash[:8]})",
             f"{gb} / {cb.key or 'the only cell'} ({cb.config_hash[:8]})",
             _fmt(item.a_mean), _fmt(item.b_mean), pairs or "–")) + " |")
+    earlier = [item.claim.plan for item in results.claims if item.claim.plan.was]
+    if earlier:
+        lines += ["", "## Re-encoded claims", "",
+                  "Claims whose encoding changed, with the earlier encoding and the verdict published for it "
+                  "(under the earlier rule, on the seeds then used):", "",
+                  "| claim | earlier encoding and its published verdict | verdict now |", "| --- | --- | --- |"]
+        now = {row["claim"]: row["verdict"] for row in verdict_rows(results)}
+        lines += [f"| {_md(c.id)} | {_md(c.was)} | **{_md(now[c.id])}** |" for c in earlier]
     notes = [f"{item.claim.plan.id}: {note}" for item in results.claims for note in item.notes]
     notes += [f"{item.claim.plan.id}: {item.claim.plan.note}" for item in results.claims if item.claim.plan.note]
     if notes:

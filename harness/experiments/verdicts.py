@@ -29,7 +29,9 @@ VERDICT_RULE = (
     "and its p-value is adjusted over the claim's family (Holm by default; the plan names the families and the "
     "correction). **Direction claims** (`a > b`, `a < b`): two-sided one-sample t-test of mean Δ = 0; "
     "**reproduced** when the adjusted p < 0.05 and mean Δ has the source's sign, **reversed** when the adjusted "
-    "p < 0.05 with the other sign, **not significant** otherwise. **No difference** (`none`): two one-sided tests "
+    "p < 0.05 with the other sign, **not significant** otherwise; a claim that is the harness's own question (plan "
+    "key `kind = \"question\"`) **holds** instead of being reproduced, and one whose sides see unequal "
+    "information (`kind = \"unequal\"`) **holds (unequal information)**. **No difference** (`none`): two one-sided tests "
     "(TOST) against the plan's equivalence margin ±m for the metric; **equivalent within ±m** when the adjusted "
     "TOST p < 0.05, **different** when not and the 95% interval excludes 0, **inconclusive** otherwise; the "
     "*smallest equivalence margin* is where TOST would succeed at this n and spread. **No better / no worse** "
@@ -101,7 +103,10 @@ def decide(stats: Mapping[str, Any], *, alpha: float = ALPHA) -> str:
         if p >= alpha:
             return "not significant"
         agrees = mean > 0 if direction == "a > b" else mean < 0
-        return "reproduced" if agrees else "reversed"
+        if not agrees:
+            return "reversed"
+        # only the source's own claim, on equal information, is reproduced (plan key ``kind``)
+        return {"question": "holds", "unequal": "holds (unequal information)"}.get(stats.get("kind"), "reproduced")
     margin = f"{stats['margin']:g}"
     if p < alpha:
         return {"none": f"equivalent within ±{margin}", "a <= b": f"no better (within {margin})",
