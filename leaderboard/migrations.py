@@ -30,50 +30,20 @@ import textwrap
 
 from sqlite_utils import Migrations
 
+from leaderboard.columns import columns
+
 # leaderboard/store.py names this set and its migrations (MIGRATION_SET,
 # MIGRATION_NAMES) so that it can open an up-to-date database without
 # importing sqlite-utils: add a new migration's name there too.
 migrations = Migrations("pairsel_harness.leaderboard")
 
-#: Columns of ``runs`` written by ``start_run`` (the run's identity and setup).
-RUN_COLUMNS: dict[str, type] = {
-    "id": str,
-    "status": str,
-    "started_at": str,
-    "finished_at": str,
-    "testbed": str,
-    "instance_selector": str,
-    "corpus_selector": str,
-    "allocator": str,
-    "trainer": str,
-    "scorer_columns": str,
-    "seed": int,
-    "world_seed": int,
-    "iterations": int,
-    "budget": int,
-    "keep": float,
-    "n_responses": int,
-    "config_hash": str,
-    "config_json": str,
-    "plugins_json": str,
-    "versions_json": str,
-    "git_commit": str,
-    "command": str,
-    "harness_version": str,
-    "error": str,
-}
+#: Columns of ``runs`` that m001 created besides the final metrics (:mod:`leaderboard.columns` declares them).
+RUN_COLUMNS: dict[str, type] = {name: kind for name, kind in columns(since="m001").items()
+                                if name not in columns(part="final")}
 
 #: Final metrics written by ``finish_run``; declared so that they have a type,
 #: can be indexed and appear in datasette before the first run finishes.
-FINAL_COLUMNS: dict[str, type] = {
-    "initial_win_rate": float,
-    "final_win_rate": float,
-    "final_win_rate_se": float,
-    "final_gold_reward": float,
-    "final_kl": float,
-    "labels_used": int,
-    "wall_seconds": float,
-}
+FINAL_COLUMNS: dict[str, type] = columns(part="final")
 
 
 @migrations(name="m001_create_runs")

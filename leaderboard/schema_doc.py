@@ -16,45 +16,15 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from leaderboard.columns import descriptions as run_descriptions
+
 START = "<!-- schema:start -->"
 END = "<!-- schema:end -->"
 REFRESH_COMMAND = "python -m leaderboard.schema_doc --write README.md"
 
 #: What the declared columns hold; a column without an entry gets an empty cell.
 DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "runs": {
-        "id": "run id: `r` + 10 hex digits",
-        "status": "`running`, `finished`, `failed`, `interrupted` or `awaiting_labels`",
-        "started_at": "UTC, ISO 8601",
-        "finished_at": "UTC, ISO 8601; set with the final status",
-        "testbed": "testbed name",
-        "instance_selector": "selector at the instance level (one pair per prompt)",
-        "corpus_selector": "selector at the corpus level (which pairs to keep)",
-        "allocator": "budget allocator",
-        "trainer": "trainer name",
-        "scorer_columns": "score columns computed, comma-separated",
-        "seed": "run seed (prompts, samples, training)",
-        "world_seed": "world seed (world, pi_ref, pi_0, evaluation set)",
-        "iterations": "iterations planned",
-        "budget": "gold-label budget",
-        "keep": "corpus-level share of pairs kept",
-        "n_responses": "responses sampled per prompt (N)",
-        "config_hash": "hash of the config without its seeds: one strategy",
-        "config_json": "the full config, every option (JSON)",
-        "plugins_json": "plugin and version behind every component (JSON)",
-        "versions_json": "library versions (JSON)",
-        "git_commit": "commit of the harness checkout (`-dirty` with changes)",
-        "command": "the command line",
-        "harness_version": "pairsel-harness version",
-        "error": "traceback of a failed or interrupted run",
-        "initial_win_rate": "win rate of pi_0",
-        "final_win_rate": "win rate of the final policy vs the reference outputs (ties 1/2)",
-        "final_win_rate_se": "its standard error (one run's evaluation error)",
-        "final_gold_reward": "mean gold reward of the final policy",
-        "final_kl": "KL(pi ‖ pi_ref) of the final policy",
-        "labels_used": "gold labels charged to the ledger",
-        "wall_seconds": "wall time of the run",
-    },
+    "runs": run_descriptions(),  # declared once, with the columns (leaderboard.columns)
     "iterations": {
         "run_id": "the run (`runs.id`)",
         "iteration": "0 = pi_0, then 1..K",

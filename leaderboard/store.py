@@ -32,9 +32,9 @@ import secrets
 import sqlite3
 import traceback
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from typing import TYPE_CHECKING
+from leaderboard.columns import required_run_keys
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -55,28 +55,8 @@ def busy_timeout() -> float:
     except ValueError:
         return BUSY_TIMEOUT_SECONDS
 
-#: Keys ``start_run`` requires, with the Python types each value may have.
-REQUIRED_RUN_KEYS: dict[str, tuple[type, ...]] = {
-    "config": (dict,),
-    "config_hash": (str,),
-    "seed": (int,),
-    "world_seed": (int,),
-    "testbed": (str,),
-    "instance_selector": (str,),
-    "corpus_selector": (str,),
-    "allocator": (str,),
-    "trainer": (str,),
-    "scorer_columns": (str,),
-    "plugins": (dict,),
-    "versions": (dict,),
-    "git_commit": (str, type(None)),
-    "command": (str,),
-    "iterations": (int,),
-    "budget": (int,),
-    "keep": (int, float),
-    "n_responses": (int,),
-    "harness_version": (str,),
-}
+#: Keys ``start_run`` requires, with the Python types each value may have (from :mod:`leaderboard.columns`).
+REQUIRED_RUN_KEYS: dict[str, tuple[type, ...]] = required_run_keys()
 
 # Columns only the store itself writes.
 _MANAGED = frozenset({"id", "status", "started_at", "finished_at", "error"})
