@@ -11,11 +11,18 @@ Layout under a run directory::
     RUN_DIR/checkpoint-<i>/policy.safetensors
     RUN_DIR/LATEST                        # "checkpoint-<i>", replaced atomically
 
+    RUN_DIR/OWNER.json                    # the run this directory belongs to, and its token
+
 A checkpoint directory is complete before ``LATEST`` points at it, so a crash
 at any moment leaves the previous checkpoint usable; older ones are removed.
 The policy file's sha256 is stored in the state and checked on load: a
 truncated or altered checkpoint is an error naming the file, never a silently
 different continuation.
+
+Format 2 also stores, per iteration, the ids of the labels the run had bought
+when the checkpoint was written, so that a resume can check that its database
+still holds them (a database restored from a backup may not); format 1
+checkpoints, which lack them, still load.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ from typing import Any
 from harness.errors import CheckpointError
 from harness.interfaces import IterationRecord
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 POINTER = "LATEST"
+OWNER = "OWNER.json"
 
 
 def _sha256(path: Path) -> str:
@@ -43,8 +52,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save(run_dir: Path, world: Any, state: Any) -> Path:
-    """Write ``state`` (a :class:`harness.loop.LoopState`) as the run's latest checkpoint."""
+def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | None = None) -> Path:
+    """Write ``state`` (a :class:`harness.loop.LoopState`) as the run's latest checkpoint, with the ids of
+    the labels bought so far per iteration (``labels``; None when the database could not be read)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     name = f"checkpoint-{state.iteration}"
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=run_dir))
@@ -61,6 +71,7 @@ def save(run_dir: Path, world: Any, state: Any) -> Path:
             "history": [
                 {"iteration": r.iteration, "labels": r.labels, "metrics": dict(r.metrics)} for r in state.history
             ],
+            "labels": None if labels is None else {str(k): sorted(v) for k, v in labels.items()},
             "policy_sha256": _sha256(staging / "policy.safetensors"),
             "reference_sha256": (
                 _sha256(staging / "reference.safetensors") if state.reference is not None else None
@@ -109,8 +120,8 @@ def load(run_dir: Path, world: Any):
     state_file, policy_file = directory / "state.json", directory / "policy.safetensors"
     try:
         document = json.loads(state_file.read_text())
-        if document.get("format") != FORMAT:
-            raise ValueError(f"format {document.get('format')!r}, expected {FORMAT}")
+        if document.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"format {document.get('format')!r}, expected one of {READABLE_FORMATS}")
         expected_sha = document["policy_sha256"]
         iteration = int(document["iteration"])
         rows = list(document["rows"])
@@ -140,3 +151,41 @@ def load(run_dir: Path, world: Any):
         proxy_calls=proxy_calls,
         reference=world.load_policy(reference_file) if document.get("reference_sha256") else None,
     )
+
+
+def saved_state(run_dir: Path) -> dict[str, Any]:
+    """The latest checkpoint's state document (no policy is loaded): ``format``, ``iteration``,
+    ``charged``, ``labels`` (format 2; None otherwise), ...; CheckpointError if unreadable."""
+    directory = latest(run_dir)
+    if directory is None:
+        raise CheckpointError(f"no checkpoint under {run_dir}: the run stopped before its first one")
+    state_file = directory / "state.json"
+    try:
+        document = json.loads(state_file.read_text())
+        if document.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"format {document.get('format')!r}, expected one of {READABLE_FORMATS}")
+        document["iteration"] = int(document["iteration"])
+        document["charged"] = {int(k): int(v) for k, v in document["charged"].items()}
+        labels = document.get("labels")
+        document["labels"] = None if labels is None else {int(k): list(v) for k, v in labels.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint state {state_file} is unusable: {type(exc).__name__}: {exc}") from None
+    return document
+
+
+def write_owner(run_dir: Path, run_id: str, token: str) -> None:
+    """Mark ``run_dir`` as the directory of ``run_id`` (its run row holds the same ``token``)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".OWNER.", dir=run_dir)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"run_id": run_id, "token": token}, handle)
+    os.replace(tmp, run_dir / OWNER)
+
+
+def read_owner(run_dir: Path) -> dict[str, str] | None:
+    """The ``{"run_id", "token"}`` a run directory was marked with, or None (none, or unreadable)."""
+    try:
+        data = json.loads((run_dir / OWNER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

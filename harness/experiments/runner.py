@@ -128,8 +128,12 @@ def execute(
     components = components if components is not None else instantiate(registry, config)
     if not ranks.is_main:
         return _follow(ranks.share(None), config, components, ranks, restore=None)
+    import secrets
+
     root = runs_root(db_path)
-    record = {**run_record(config, components, registry), "runs_root": str(root), **dict(tags or {})}
+    token = secrets.token_hex(8)  # the run directory's owner mark, also on the run row
+    record = {**run_record(config, components, registry), "runs_root": str(root), "run_dir_token": token,
+              **dict(tags or {})}
     if ranks.parallel:  # the optimiser steps (and so the numbers) depend on how many processes trained
         record["versions"] = {**record["versions"], "processes": str(ranks.size)}
     run_id = new_run_id()
@@ -142,6 +146,7 @@ def execute(
     started_at = _utc_now()
     recorder.write("start", {"record": record, "started_at": started_at},
                    lambda: board.start_run(record, run_id=run_id, started_at=started_at))
+    checkpoints.write_owner(root / run_id, run_id, token)
     if on_start is not None:
         on_start(run_id)
     return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None, db_path=db_path,
@@ -215,6 +220,8 @@ def resume(
             "start it again with harness run"
         )
     keep_through = int(directory.name.rsplit("-", 1)[1])
+    _check_directory_owner(run, run_dir, db_path)
+    _check_against_database(board, run_id, run_dir, db_path)
     if run["status"] == "awaiting_labels":
         _check_labels_complete(board, run_id, keep_through + 1)
     board.reopen_run(run_id, keep_through=keep_through)
@@ -268,6 +275,77 @@ def _check_labels_complete(board: Any, run_id: str, iteration: int) -> None:
             )
 
 
+def _bought_labels(board: Any, run_id: str) -> dict[int, list[str]] | None:
+    """The ids of the labels (and gold scores) ``run_id`` holds, per iteration; None without a readable board."""
+    if board is None:
+        return None
+    try:
+        cursor = board.conn.execute("SELECT iteration, id FROM labels WHERE run_id = ? AND "
+                                    "(label IS NOT NULL OR score IS NOT NULL)", (run_id,))
+        bought: dict[int, list[str]] = {}
+        for iteration, label_id in cursor:
+            bought.setdefault(int(iteration), []).append(str(label_id))
+    except sqlite3.Error:
+        return None
+    return bought
+
+
+def _check_directory_owner(run: Mapping[str, Any], run_dir: Path, db_path: Path) -> None:
+    """UsageError when ``run_dir`` was made for another run (another database's, or another id)."""
+    token = run.get("run_dir_token")
+    owner = checkpoints.read_owner(run_dir)
+    if token is None or owner is None:
+        return  # runs recorded before directories were marked
+    if owner.get("run_id") != run["id"] or owner.get("token") != token:
+        raise UsageError(
+            f"run directory {run_dir} belongs to run {owner.get('run_id')} (mark {owner.get('token')}), not to "
+            f"run {run['id']} of {db_path} (mark {token}): another database's run wrote it. Resume that run with "
+            "its own database, or point HARNESS_RUNS_DIR at this run's own directory"
+        )
+
+
+def _check_against_database(board: Any, run_id: str, run_dir: Path, db_path: Path) -> None:
+    """UsageError (nothing changed) unless the latest checkpoint's history is in the database.
+
+    Its iterations (all but the last, which may have been killed between checkpoint and
+    record), its ledger per iteration and, for format-2 checkpoints, the ids of the labels it
+    had bought must all be in ``iterations`` and ``labels`` for ``run_id``. A database
+    restored from a backup, or a run directory from another copy of it, fails here instead
+    of finishing a run without its labels.
+    """
+    import warnings
+
+    from leaderboard.labels import count_labels
+
+    state = checkpoints.saved_state(run_dir)
+    name = f"{run_dir / ('checkpoint-' + str(state['iteration']))}"
+    fix = (f"the run directory and the database {db_path} come from different moments (a restored backup, or "
+           "a copy of the database): put back the run directory that belongs to this database, or the database "
+           "that belongs to this run directory, or start the run again with harness run")
+    recorded = {int(row["iteration"]) for row in board.iterations(run_id)}
+    missing = sorted(set(range(state["iteration"])) - recorded)
+    if missing:
+        raise UsageError(f"{name} continues from iteration {state['iteration']}, but the database has no row "
+                         f"for iteration(s) {', '.join(map(str, missing))} of run {run_id}; {fix}")
+    held = _bought_labels(board, run_id) or {}
+    counted = count_labels(board, run_id)
+    for iteration, charged in sorted(state["charged"].items()):
+        have = len(held.get(iteration, []))
+        if have != charged:
+            raise UsageError(f"{name} bought {charged} labels in iteration {iteration}, but the database holds "
+                             f"{have} labelled rows for it ({counted.get(iteration, 0)} rows in all) for run "
+                             f"{run_id}; {fix}")
+    if state["labels"] is None:
+        warnings.warn(f"{name} is an older checkpoint without label ids: checked on its iterations and ledger only",
+                      RuntimeWarning, stacklevel=2)
+        return
+    for iteration, ids in sorted(state["labels"].items()):
+        absent = sorted(set(ids) - set(held.get(iteration, [])))
+        if absent:
+            raise UsageError(f"{name} trained on {len(absent)} label(s) of iteration {iteration} that the database "
+                             f"does not hold for run {run_id} (e.g. {absent[0]}); {fix}")
+
+
 def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore, db_path, recorder=None,
            ranks: Ranks = SINGLE) -> RunOutcome:
     from leaderboard.judgements import JudgementCache
@@ -305,7 +383,7 @@ def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, rest
 
     def checkpoint(world: Any, state: Any) -> None:
         if hasattr(world, "save_policy") and hasattr(world, "load_policy"):
-            checkpoints.save(run_dir, world, state)
+            checkpoints.save(run_dir, world, state, labels=_bought_labels(board, run_id))
 
     try:
         result = run_experiment(
