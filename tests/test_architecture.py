@@ -108,17 +108,25 @@ def test_the_layers_keep_their_import_rules():
     assert not gone, f"listed as known but no longer there: remove them from KNOWN: {gone}"
 
 
+def plant(root: Path, files: dict[str, str]) -> Path:
+    """A tree of the three packages under ``root`` with ``files`` (path -> source) and their packages."""
+    for path, source in {**{f"{p}/__init__.py": "" for p in PACKAGES}, **files}.items():
+        target = root / path
+        for folder in reversed(target.parents[: len(Path(path).parts) - 1]):
+            folder.mkdir(exist_ok=True)
+            (folder / "__init__.py").touch()
+        target.write_text(source)
+    return root
+
+
 def test_a_planted_forbidden_import_is_caught(tmp_path):
-    for package in PACKAGES:
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "harness" / "experiments").mkdir()
-    (tmp_path / "harness" / "experiments" / "__init__.py").write_text("")
-    (tmp_path / "harness" / "experiments" / "runner.py").write_text("X = 1\n")
-    (tmp_path / "leaderboard" / "store.py").write_text("X = 1\n")
-    (tmp_path / "harness" / "loop.py").write_text("from harness.experiments.runner import X\n")
-    (tmp_path / "leaderboard" / "query.py").write_text("def f():\n    from harness.experiments import runner\n")
-    (tmp_path / "harness" / "budget.py").write_text("from .experiments import runner\nimport leaderboard.store\n")
+    plant(tmp_path, {
+        "harness/experiments/runner.py": "X = 1\n",
+        "leaderboard/store.py": "X = 1\n",
+        "harness/loop.py": "from harness.experiments.runner import X\n",
+        "leaderboard/query.py": "def f():\n    from harness.experiments import runner\n",
+        "harness/budget.py": "from .experiments import runner\nimport leaderboard.store\n",
+    })
     found = violations(graph(tmp_path))
     assert found == {
         ("harness.loop", "harness.experiments.runner"),
@@ -168,15 +176,12 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_a_planted_private_import_is_caught(tmp_path):
-    for package in PACKAGES:
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "harness" / "cli").mkdir()
-    (tmp_path / "harness" / "cli" / "__init__.py").write_text("")
-    (tmp_path / "harness" / "cli" / "sweep.py").write_text("def _execute():\n    pass\n")
-    (tmp_path / "harness" / "cli" / "study.py").write_text("def f():\n    from harness.cli.sweep import _execute\n")
-    (tmp_path / "plugins" / "_shared.py").write_text("X = 1\n")
-    (tmp_path / "plugins" / "mine.py").write_text("from plugins import _shared\nfrom . import _shared\n")
+    plant(tmp_path, {
+        "harness/cli/sweep.py": "def _execute():\n    pass\n",
+        "harness/cli/study.py": "def f():\n    from harness.cli.sweep import _execute\n",
+        "plugins/_shared.py": "X = 1\n",
+        "plugins/mine.py": "from plugins import _shared\nfrom . import _shared\n",
+    })
     assert private_imports(tmp_path) == {("harness.cli.study", "harness.cli.sweep", "_execute")}
 
 
