@@ -393,9 +393,13 @@ nothing and rebuilds the section from the database). A study rewrites only its o
 command at its top again: finished runs in its database are reused, so only missing runs run. The
 verdict table of the README is made from this file with `python -m harness.experiments.study_report --write README.md`.
 
-Every verdict compares the paired difference Δ = A − B over seeds with the direction the source reports:
-**reproduced** when its 95% interval excludes 0 in that direction, **reversed** when it excludes 0 the
-other way, **not separable** otherwise (the full rule is in each study's report).
+Every claim is tested on the paired differences Δ = A − B over its confirmation seeds, and its p-value is
+adjusted over the claim's family (Holm). A direction claim is **reproduced** (or, for the harness's own
+questions, **holds**) when the adjusted p < 0.05 with the source's sign, **reversed** with the other sign,
+**not significant** otherwise; "no difference" is tested for equivalence within the plan's margin (TOST),
+"no better" / "no worse" one-sided against it. The full rule, the margins and their reasons, and the
+exact sign-flip p beside every t-based p are in each study's report. What the synthetic testbed cannot
+tell you: [toy-limits.md](toy-limits.md); verdicts that changed with this rule: [verdict-changes.md](verdict-changes.md).
 """
 README_START = "<!-- reproduction:start -->"
 README_END = "<!-- reproduction:end -->"
