@@ -44,7 +44,8 @@ __all__ = ["REPORT_NAME", "fmt_signed", "publish", "readme_table", "time_text", 
 REPORT_NAME = "report.md"
 #: Colours of verdicts in figures, by the verdict's first word(s).
 _VERDICT_COLORS = (
-    ("reproduced", "tab:green"), ("equivalent", "tab:green"), ("no better", "tab:green"), ("no worse", "tab:green"),
+    ("reproduced", "tab:green"), ("holds", "tab:green"), ("equivalent", "tab:green"), ("no better", "tab:green"),
+    ("no worse", "tab:green"),
     ("reversed", "tab:red"), ("different", "tab:red"), ("better", "tab:red"), ("worse", "tab:red"),
     ("too few pairs", "tab:purple"),
 )
@@ -335,8 +336,9 @@ def _forest(results: Any, path: Path, title: str, dpi: int) -> Path:
         ax.set_title(f"Δ {metric} (A − B)", fontsize=10, loc="left")
         ax.grid(axis="x", alpha=0.3)
     handles = [Line2D([], [], color=c, marker="o", linewidth=2) for c in
-               ("tab:green", "tab:red", "tab:gray", "tab:orange")]
-    figure_legend(fig, handles, ["reproduced", "reversed", "not separable", "separated (source: none)"])
+               ("tab:green", "tab:red", "tab:gray", "tab:purple")]
+    figure_legend(fig, handles, ["reproduced / holds / equivalent / no better / no worse", "reversed / different / "
+                                 "better / worse", "not significant / inconclusive", "too few pairs"])
     fig.suptitle(title or "Paired differences A − B: mean and 95% interval over seeds", fontsize=11)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
