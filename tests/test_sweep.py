@@ -349,7 +349,7 @@ def test_ctrl_c_marks_running_runs_interrupted_and_a_rerun_resumes_them(db_path,
 def test_help_teaches_and_planning_imports_no_torch(cli, tmp_path):
     text = cli("sweep", "--help").output
     for phrase in ("harness sweep --selector smallest,random,largest --seeds 0-9", "weights=1,1,2|2,1,1",
-                   "resumed from its last checkpoint", "redone as a new run", "differ little"):
+                   "resumed from its last checkpoint", "redone as a new run", "docs/reproduction.md"):
         assert phrase in text, phrase
     probe = ("import sys\nfrom harness.cli import main\nsys.argv = ['harness', *sys.argv[1:]]\n"
              "try:\n    main()\nexcept SystemExit:\n    pass\n"

@@ -51,11 +51,9 @@ accelerate launch --multi_gpu --num_processes 4 -m harness run --testbed hf
 The main process samples, buys the labels and records one run; every process
 scores and trains (see the README, "Several processes").
 
-Note: on the synthetic testbed the budget schedules (constant / increase /
-decrease) differ little: at 30 seeds increase trailed constant by about
-0.015 and was not separable from decrease, and the prototypes found no
-effect at all. See the README before reading anything into an allocator
-difference.
+Findings (which strategy and which schedule won, in which regime) are not in
+this help: they are in docs/reproduction.md, with what the synthetic testbed
+cannot tell you in docs/toy-limits.md.
 """
 
 

@@ -70,10 +70,9 @@ A run that fails does not stop the sweep; the exit code is 1 if any did.
 --executor ray runs on Ray instead (pip install 'pairsel-harness\\[ray]';
 $RAY_ADDRESS, else a local Ray).
 
-Note: on the synthetic testbed the budget schedules (constant / increase /
-decrease) differ little: at 30 seeds increase trailed constant by about 0.015
-and was not separable from decrease; the prototypes found no effect at all.
-An --allocator grid there needs >= 30 seeds; see the README on budget schedules.
+Schedule and strategy differences can be small: size a grid by the detectable
+difference you need (harness study reports it per claim). Findings are in
+docs/reproduction.md, not in this help.
 """
 
 
