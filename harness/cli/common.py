@@ -81,6 +81,18 @@ def resolve_db(db: Path | None) -> Path:
     return default_db_path()
 
 
+def writable_db(db: Path | None) -> Path:
+    """:func:`resolve_db`, checked for writing before anything is made: exit 2 naming the path and the fix
+    when the database or the runs directory beside it cannot be used (:mod:`harness.experiments.locations`)."""
+    from harness.experiments.locations import check_locations
+    from harness.experiments.runner import runs_root
+
+    db_path = resolve_db(db)
+    with cli_errors():
+        check_locations(db_path, runs_root(db_path))
+    return db_path
+
+
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn the harness's own errors into a message on stderr and exit code 2."""

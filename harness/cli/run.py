@@ -13,9 +13,9 @@ from harness.cli.common import (
     JsonOption,
     PluginOption,
     cli_errors,
-    resolve_db,
     sigterm_interrupts,
     stderr_console,
+    writable_db,
 )
 from harness.cli.run_options import run_request_values, with_run_options
 
@@ -91,7 +91,7 @@ def run_command(
     from harness.run_request import RunRequest
 
     console = stderr_console()
-    db_path = resolve_db(db)
+    db_path = writable_db(db)
     if resume:
         with cli_errors():
             registry = load_registry(plugin or ())

@@ -22,6 +22,7 @@ from harness.cli.common import (
     plugins_for_workers,
     resolve_db,
     stderr_console,
+    writable_db,
 )
 
 STUDY_HELP = """\
@@ -147,7 +148,7 @@ def run_command(
     from harness.experiments.grid_run import GridOutcome, count_actions
 
     console = stderr_console()
-    db_path = resolve_db(db)
+    db_path = writable_db(db)
     plugin = plugins_for_workers(plugin)
     started = time.monotonic()
     with cli_errors():

@@ -18,8 +18,8 @@ from harness.cli.common import (
     PluginOption,
     cli_errors,
     plugins_for_workers,
-    resolve_db,
     stderr_console,
+    writable_db,
 )
 from harness.cli.run_options import run_request_values, with_run_options
 from harness.run_request import sweep_options
@@ -100,7 +100,7 @@ def sweep_command(
     from harness.plugins import load_registry
 
     console = stderr_console()
-    db_path = resolve_db(db)
+    db_path = writable_db(db)
     jobs = jobs or os.cpu_count() or 1
     # Workers load the same plugins; a plugin file is passed to them by its absolute path.
     plugin = plugins_for_workers(plugin)
