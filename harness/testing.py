@@ -40,31 +40,79 @@ checks that:
 iteration, that labels already spent plus the plan for the remaining
 iterations never exceed the total, and that plans are deterministic and leave
 the global RNGs alone.
+
+The other four kinds have a contract each, subclassed the same way:
+``ScorerContract`` (``scorer_class``), ``TrainerContract``
+(``trainer_class``), ``JudgeContract`` (``judge_class``) and
+``TestbedContract`` (``testbed_class``), which also checks the world the
+testbed builds, its optional methods included. Each class documents its
+checks and the inputs it builds; every one also checks that the class passes
+the host's registration checks, that the instance's ``settings`` are exactly
+its declared options (defaults, or the contract's ``settings`` coerced) and
+that an unknown option is a :class:`~harness.errors.UsageError`.
+:data:`CONTRACTS` maps each kind to its contract. A test that needs an
+optional method the world does not have raises :class:`unittest.SkipTest`,
+which pytest and unittest both report as a skip.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
+import math
 import numbers
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import sys
+import tempfile
+import unittest
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import numpy as np
 
 from harness import validation
-from harness.errors import SelectionError
+from harness.errors import CheckpointError, SelectionError, UsageError
 from harness.interfaces import (
     Allocator,
+    Component,
     IterationRecord,
+    Judge,
+    Labels,
     Pairs,
+    Policy,
+    PreferenceData,
     Responses,
+    Scorer,
     SelectionBatch,
     Selector,
+    Testbed,
+    Trainer,
+    TrainerFactory,
+    TrainResult,
     check_component_class,
 )
 
-__all__ = ["AllocatorContract", "SelectorContract", "SyntheticPool", "make_pool"]
+__all__ = [
+    "CONTRACTS",
+    "AllocatorContract",
+    "JudgeContract",
+    "ScorerContract",
+    "SelectorContract",
+    "SyntheticPool",
+    "TestbedContract",
+    "TokenTextWorld",
+    "ToyPolicy",
+    "TrainerContract",
+    "check_labels",
+    "check_settings",
+    "make_pool",
+    "scorer_inputs",
+    "toy_preference_data",
+    "world_preference_data",
+]
 
 
 # ----------------------------------------------------------------- synthetic pools
@@ -502,3 +550,1334 @@ class AllocatorContract:
         for iterations in self.iterations:
             allocator.allocate(total_labels=self.totals[-1], iterations=iterations, history=())
         assert_global_rng_unchanged(before, "the allocator")
+
+
+# ------------------------------------------------------------------ shared checks
+
+
+def _raises(expected: type[BaseException], call: Callable[[], Any], what: str) -> BaseException:
+    """Run ``call`` and return the ``expected`` exception it raised; AssertionError otherwise."""
+    try:
+        call()
+    except expected as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - any other exception breaks the contract
+        raise AssertionError(
+            f"{what} must raise {expected.__name__}, but raised {type(exc).__name__}: {exc}"
+        ) from exc
+    raise AssertionError(f"{what} must raise {expected.__name__}, but returned normally")
+
+
+def check_settings(component: Component, given: Mapping[str, Any]) -> None:
+    """``component.settings`` holds exactly its declared options: ``given`` coerced, defaults elsewhere.
+
+    Catches a component whose ``__init__`` skips :class:`~harness.interfaces.Component`'s
+    (no settings, or settings that ignore what the user passed).
+
+    Args:
+        component: the component built with ``given``.
+        given: the option values it was built with (strings are coerced as the host coerces them).
+
+    Raises:
+        AssertionError: naming the first option whose value is not the expected one.
+    """
+    cls = type(component)
+    declared = {option.name: option for option in cls.options}
+    settings = getattr(component, "settings", None)
+    assert isinstance(settings, dict), (
+        f"{cls.__name__}.settings must be the dict Component.__init__ builds, got {type(settings).__name__}; "
+        "call super().__init__(settings) first"
+    )
+    assert set(settings) == set(declared), (
+        f"{cls.__name__}.settings has keys {sorted(settings)} but the class declares options {sorted(declared)}"
+    )
+    for name, option in declared.items():
+        expected = option.coerce(given[name], owner=cls.__name__) if name in given else option.default
+        assert settings[name] == expected, (
+            f"{cls.__name__}.settings[{name!r}] is {settings[name]!r}, expected {expected!r}"
+        )
+
+
+def _torch_rng_state() -> Any:
+    """torch's global CPU RNG state, or None when torch was never imported (nothing could have used it)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.get_rng_state().clone()
+
+
+def _assert_torch_rng_unchanged(before: Any, what: str) -> None:
+    torch = sys.modules.get("torch")
+    if before is None or torch is None:
+        return
+    assert torch.equal(before, torch.get_rng_state()), (
+        f"{what} used torch's global RNG; seed a torch.Generator from the numpy Generator it is passed"
+    )
+
+
+class _GlobalSeeds:
+    """Context manager: seed the global ``random``, numpy and torch RNGs, then restore them."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def __enter__(self) -> None:
+        self.saved = _global_rng_state(), _torch_rng_state()
+        np.random.seed(self.seed)
+        random.seed(self.seed)
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        (np_state, py_state), torch_state = self.saved
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch_state is not None:
+            torch.set_rng_state(torch_state)
+
+
+def _parameters(policy: Any) -> list[Any] | None:
+    """Detached copies of ``policy.parameters()``, or None when it exposes no torch parameters."""
+    get = getattr(policy, "parameters", None)
+    if not callable(get):
+        return None
+    found = list(get())
+    if not all(hasattr(p, "detach") for p in found):
+        return None
+    return [p.detach().clone() for p in found]
+
+
+def _assert_parameters_unchanged(before: list[Any] | None, policy: Any, what: str) -> None:
+    if before is None:
+        return
+    import torch
+
+    after = list(policy.parameters())
+    assert len(after) == len(before), f"{what} changed the number of the policy's parameters"
+    for k, (old, new) in enumerate(zip(before, after)):
+        assert old.shape == new.shape and torch.equal(old, new.detach()), (
+            f"{what} modified the policy it was given (parameter {k}); work on policy.clone()"
+        )
+
+
+def _parameters_equal(first: Any, second: Any) -> bool:
+    import torch
+
+    a, b = list(first.parameters()), list(second.parameters())
+    return len(a) == len(b) and all(
+        x.shape == y.shape and torch.equal(x.detach(), y.detach()) for x, y in zip(a, b)
+    )
+
+
+def _copy_responses(responses: Responses) -> Responses:
+    return Responses(tokens=np.array(responses.tokens, copy=True), lengths=np.array(responses.lengths, copy=True))
+
+
+def _assert_arrays_unchanged(before: Mapping[str, np.ndarray], after: Mapping[str, Any], what: str) -> None:
+    for name, old in before.items():
+        new = np.asarray(after[name])
+        assert old.shape == new.shape and np.array_equal(old, new, equal_nan=old.dtype.kind == "f"), (
+            f"{what} modified its input {name}"
+        )
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_labels(labels: Any, n_pairs: int, what: str) -> None:
+    """``labels`` is a :class:`~harness.interfaces.Labels` with one bool per pair in every field it sets.
+
+    Args:
+        labels: what an annotator or a judge returned.
+        n_pairs: the number of pairs it was asked about.
+        what: the call, for the message (``"compare"``, ``"annotate"``).
+
+    Raises:
+        AssertionError: saying which field has the wrong type, dtype or length.
+    """
+    assert isinstance(labels, Labels), f"{what} must return harness.interfaces.Labels, got {type(labels).__name__}"
+    for name in ("prefer_a", "tie", "gold_agrees"):
+        values = getattr(labels, name)
+        if values is None:
+            assert name != "prefer_a", f"{what}: labels.prefer_a is None"
+            continue
+        values = np.asarray(values)
+        assert values.shape == (n_pairs,), (
+            f"{what}: labels.{name} has shape {values.shape}, expected ({n_pairs},): one value per pair"
+        )
+        assert values.dtype == np.bool_, f"{what}: labels.{name} must be a bool array, got {values.dtype}"
+
+
+def _assert_labels_equal(first: Labels, second: Labels, what: str) -> None:
+    for name in ("prefer_a", "tie", "gold_agrees"):
+        a, b = getattr(first, name), getattr(second, name)
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), (
+            f"{what}: labels.{name} differ between two calls"
+        )
+
+
+def _check_responses(responses: Any, n_prompts: int, n_responses: int, what: str) -> None:
+    assert isinstance(responses, Responses), (
+        f"{what} must return harness.interfaces.Responses, got {type(responses).__name__}"
+    )
+    tokens, lengths = responses.tokens, responses.lengths
+    assert isinstance(tokens, np.ndarray) and tokens.dtype == np.int64 and tokens.ndim == 3, (
+        f"{what}: tokens must be an (M, N, L) int64 array, got {getattr(tokens, 'dtype', type(tokens))} "
+        f"of shape {getattr(tokens, 'shape', None)}"
+    )
+    assert isinstance(lengths, np.ndarray) and lengths.dtype == np.int64, f"{what}: lengths must be int64"
+    assert tokens.shape[:2] == (n_prompts, n_responses) and lengths.shape == (n_prompts, n_responses), (
+        f"{what}: tokens {tokens.shape} and lengths {lengths.shape} for {n_prompts} prompts x {n_responses} responses"
+    )
+    if lengths.size:
+        assert lengths.min() >= 1, f"{what}: a response has length {lengths.min()}; lengths count EOS, so >= 1"
+        assert lengths.max() <= tokens.shape[2], (
+            f"{what}: a length ({lengths.max()}) exceeds the token rows' width {tokens.shape[2]}"
+        )
+
+
+def _assert_responses_equal(first: Responses, second: Responses, what: str) -> None:
+    assert np.array_equal(first.lengths, second.lengths) and np.array_equal(first.tokens, second.tokens), (
+        f"{what}: the responses differ between two calls"
+    )
+
+
+class _ComponentContract:
+    """What every component contract checks of the class and its options (see the module docstring)."""
+
+    kind: ClassVar[str]
+    settings: ClassVar[Mapping[str, Any]] = {}
+
+    def component_class(self) -> type[Component]:
+        return getattr(self, f"{self.kind}_class")
+
+    def make_settings(self) -> dict[str, Any]:
+        """The settings the contract builds its component with (override for settings known only at run time)."""
+        return dict(self.settings)
+
+    def make_component(self) -> Component:
+        return self.component_class()(self.make_settings())
+
+    def test_class_registers(self):
+        try:
+            check_component_class(self.kind, self.component_class())
+        except TypeError as exc:
+            raise AssertionError(f"the host would refuse to register it: {exc}") from None
+
+    def test_settings_are_the_declared_options(self):
+        check_settings(self.make_component(), self.make_settings())
+
+    def test_an_unknown_option_is_a_usage_error(self):
+        cls = self.component_class()
+        _raises(UsageError, lambda: cls({**self.make_settings(), "no_such_option_zz": 1}),
+                f"{cls.__name__}({{'no_such_option_zz': 1}})")
+
+
+# ------------------------------------------------------------------ scorer contract
+
+
+def scorer_inputs(seed: int, n_prompts: int = 16, n_responses: int = 8) -> dict[str, np.ndarray]:
+    """Keyword arguments of :meth:`Scorer.score <harness.interfaces.Scorer.score>`, a pure function of ``seed``.
+
+    ``lengths`` in 1..12 (EOS included); ``logp_ref`` a negative per-token
+    log-prob times the length; ``logp_policy`` that plus standard-normal
+    noise, capped below 0: ``(M, N)`` float64 summed log-probs as the loop
+    computes them.
+
+    Args:
+        seed: the inputs' seed.
+        n_prompts: M.
+        n_responses: N.
+
+    Returns:
+        ``{"logp_policy": ..., "logp_ref": ..., "lengths": ...}``, each ``(M, N)``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5C0E]))
+    shape = (int(n_prompts), int(n_responses))
+    lengths = rng.integers(1, 13, size=shape).astype(np.int64)
+    logp_ref = -lengths * rng.uniform(0.2, 3.0, size=shape)
+    logp_policy = np.minimum(logp_ref + rng.standard_normal(shape), -1e-3)
+    return {"logp_policy": logp_policy, "logp_ref": logp_ref, "lengths": lengths}
+
+
+class ScorerContract(_ComponentContract):
+    """Mixin of contract tests for a :class:`~harness.interfaces.Scorer`.
+
+    Subclass it in a class whose name starts with ``Test`` and set
+    ``scorer_class`` (and ``settings`` for non-default options). Inputs come
+    from :func:`scorer_inputs` (override ``make_inputs`` for others). It
+    checks that:
+
+    * the column is ``(M, N)``, real and finite, for the shapes in ``shapes``
+      (an empty pool and a single prompt included) and for extreme inputs
+      (length 1 and very long responses, log-probs of 0 and -1e4);
+    * scoring is a pure function of the inputs: equal on a second call and on
+      a fresh instance, never touching or depending on the global RNGs, and
+      never modifying the input arrays;
+    * the order of prompts and of the responses of a prompt carries no
+      meaning: permuting either permutes the column the same way, and
+      identical inputs give identical scores (selectors rely on identical
+      responses tying).
+    """
+
+    kind = "scorer"
+    scorer_class: ClassVar[type[Scorer]]
+    seeds: ClassVar[tuple[int, ...]] = (0, 1, 2)
+    shapes: ClassVar[tuple[tuple[int, int], ...]] = ((16, 8), (1, 2), (0, 8), (5, 2))
+
+    def make_scorer(self) -> Scorer:
+        return self.make_component()
+
+    def make_inputs(self, seed: int, n_prompts: int = 16, n_responses: int = 8) -> dict[str, np.ndarray]:
+        return scorer_inputs(seed, n_prompts, n_responses)
+
+    def column(self, inputs: Mapping[str, np.ndarray], scorer: Scorer | None = None) -> np.ndarray:
+        """The scorer's column for ``inputs``, checked for shape and values."""
+        scorer = scorer or self.make_scorer()
+        out = scorer.score(**inputs)
+        shape = np.shape(inputs["lengths"])
+        assert isinstance(out, np.ndarray), f"score must return a numpy array, got {type(out).__name__}"
+        assert out.shape == shape, f"score returned shape {out.shape} for inputs of shape {shape}"
+        assert out.dtype.kind in "fiu", f"score must return real numbers, got dtype {out.dtype}"
+        assert np.isfinite(out).all(), "score returned NaN or infinite values for finite inputs"
+        return np.asarray(out, dtype=np.float64)
+
+    def test_column_shape_and_values(self):
+        for seed in self.seeds:
+            for m, n in self.shapes:
+                self.column(self.make_inputs(seed, m, n))
+
+    def test_extreme_inputs_stay_finite(self):
+        inputs = self.make_inputs(self.seeds[0], 4, 4)
+        inputs["lengths"][0] = 1
+        inputs["lengths"][1] = 4096
+        inputs["logp_policy"][2] = 0.0
+        inputs["logp_ref"][2] = 0.0
+        inputs["logp_policy"][3] = -1e4
+        inputs["logp_ref"][3] = -1e4 + 3.0
+        self.column(inputs)
+
+    def test_deterministic(self):
+        for seed in self.seeds:
+            inputs = self.make_inputs(seed)
+            scorer = self.make_scorer()
+            first = self.column(inputs, scorer)
+            assert np.array_equal(first, self.column(inputs, scorer)), "a second call on the same instance differs"
+            assert np.array_equal(first, self.column(inputs)), "a fresh instance scores differently"
+
+    def test_does_not_modify_its_inputs(self):
+        inputs = self.make_inputs(self.seeds[0])
+        before = {name: value.copy() for name, value in inputs.items()}
+        self.column(inputs)
+        _assert_arrays_unchanged(before, inputs, "score")
+
+    def test_does_not_touch_global_rng(self):
+        before, torch_before = _global_rng_state(), _torch_rng_state()
+        self.column(self.make_inputs(self.seeds[0]))
+        assert_global_rng_unchanged(before, "the scorer")
+        _assert_torch_rng_unchanged(torch_before, "the scorer")
+
+    def test_does_not_depend_on_global_rng(self):
+        inputs = self.make_inputs(self.seeds[0])
+        columns = []
+        for global_seed in (1, 12345):
+            with _GlobalSeeds(global_seed):
+                columns.append(self.column(inputs))
+        assert np.array_equal(columns[0], columns[1]), "the column changes with the global RNG seeds"
+
+    def test_permuting_prompts_permutes_the_column(self):
+        for seed in self.seeds:
+            inputs = self.make_inputs(seed)
+            order = np.random.default_rng(seed).permutation(np.shape(inputs["lengths"])[0])
+            permuted = {name: value[order] for name, value in inputs.items()}
+            assert np.allclose(self.column(permuted), self.column(inputs)[order], rtol=1e-12, atol=1e-12), (
+                "permuting the prompts changed their scores: a score must not depend on a prompt's position"
+            )
+
+    def test_permuting_responses_permutes_the_column(self):
+        for seed in self.seeds:
+            inputs = self.make_inputs(seed)
+            m, n = np.shape(inputs["lengths"])
+            order = np.argsort(np.random.default_rng(seed).random((m, n)), axis=1)
+            rows = np.arange(m)[:, None]
+            permuted = {name: value[rows, order] for name, value in inputs.items()}
+            assert np.allclose(self.column(permuted), self.column(inputs)[rows, order], rtol=1e-12, atol=1e-12), (
+                "permuting the responses of a prompt changed their scores: a score must not depend on "
+                "a response's position"
+            )
+
+    def test_identical_responses_score_the_same(self):
+        for seed in self.seeds:
+            inputs = self.make_inputs(seed)
+            for value in inputs.values():
+                value[:, 1] = value[:, 0]
+            column = self.column(inputs)
+            assert np.allclose(column[:, 0], column[:, 1], rtol=1e-12, atol=1e-12), (
+                "two responses with identical log-probs and lengths got different scores"
+            )
+
+
+# ------------------------------------------------------------------ trainer contract
+
+
+class ToyPolicy:
+    """A minimal :class:`~harness.interfaces.Policy` for trainer contracts: a few hundred torch parameters.
+
+    Content tokens are ``0 .. vocab_size - 1`` (0 doubles as padding after a
+    response's end). The next-token logits are a start row (first response
+    token) or a bigram row of the previous token, plus a bias averaged over
+    the prompt's tokens. A pure function of ``seed``; torch is imported on
+    construction only.
+    """
+
+    def __init__(self, vocab_size: int = 16, seed: int = 0):
+        import torch
+
+        generator = torch.Generator().manual_seed(int(seed))
+        v = self.vocab_size = int(vocab_size)
+        self.start = torch.nn.Parameter(0.5 * torch.randn(v, generator=generator))
+        self.bigram = torch.nn.Parameter(0.5 * torch.randn(v, v, generator=generator))
+        self.prompt_bias = torch.nn.Parameter(0.5 * torch.randn(v, v, generator=generator))
+
+    def clone(self) -> ToyPolicy:
+        return copy.deepcopy(self)
+
+    def parameters(self) -> list[Any]:
+        return [self.start, self.bigram, self.prompt_bias]
+
+    def sequence_logprobs(self, prompts, responses, lengths):
+        import torch
+
+        prompts, responses, lengths = (torch.as_tensor(x, dtype=torch.long) for x in (prompts, responses, lengths))
+        b, width = responses.shape
+        bias = self.prompt_bias[prompts].mean(dim=1)
+        logits = torch.cat([self.start.expand(b, 1, self.vocab_size), self.bigram[responses[:, :-1]]], dim=1)
+        logp = torch.log_softmax(logits + bias[:, None, :], dim=-1)
+        picked = logp.gather(-1, responses.clamp(0, self.vocab_size - 1).unsqueeze(-1)).squeeze(-1)
+        mask = torch.arange(width)[None, :] < lengths[:, None]
+        return (picked * mask).sum(dim=1)
+
+
+def _policy_logps(policy: Any, prompts: np.ndarray, responses: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``policy.sequence_logprobs`` as float64 numpy, without grad."""
+    import torch
+
+    with torch.no_grad():
+        values = policy.sequence_logprobs(
+            torch.as_tensor(np.ascontiguousarray(prompts), dtype=torch.long),
+            torch.as_tensor(np.ascontiguousarray(responses), dtype=torch.long),
+            torch.as_tensor(np.ascontiguousarray(lengths), dtype=torch.long),
+        )
+    return values.detach().double().cpu().numpy()
+
+
+def toy_preference_data(policy: ToyPolicy, *, n_pairs: int, seed: int, prompt_length: int = 3,
+                        max_length: int = 6) -> PreferenceData:
+    """``n_pairs`` random preference pairs for a :class:`ToyPolicy`, a pure function of ``seed``.
+
+    Chosen and rejected responses always differ in their first token; the
+    reference log-probs are ``policy``'s own, so every DPO margin starts at 0.
+
+    Args:
+        policy: the policy the data is for (its vocabulary; its log-probs are the reference).
+        n_pairs: K, the number of pairs.
+        seed: the data's seed.
+        prompt_length: P, tokens per prompt.
+        max_length: L, the width of the response rows (lengths are drawn in 1..L).
+
+    Returns:
+        :class:`~harness.interfaces.PreferenceData` of K pairs.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7A1D]))
+    k, v = int(n_pairs), policy.vocab_size
+    prompts = rng.integers(0, v, size=(k, prompt_length), dtype=np.int64)
+
+    def responses(first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tokens = rng.integers(0, v, size=(k, max_length), dtype=np.int64)
+        tokens[:, 0] = first
+        lengths = rng.integers(1, max_length + 1, size=k).astype(np.int64)
+        tokens[np.arange(max_length)[None, :] >= lengths[:, None]] = 0
+        return tokens, lengths
+
+    chosen_first = rng.integers(0, v, size=k)
+    chosen, chosen_lengths = responses(chosen_first)
+    rejected, rejected_lengths = responses((chosen_first + rng.integers(1, v, size=k)) % v)
+    return PreferenceData(
+        prompts=prompts,
+        chosen=chosen,
+        chosen_lengths=chosen_lengths,
+        rejected=rejected,
+        rejected_lengths=rejected_lengths,
+        ref_chosen_logps=_policy_logps(policy, prompts, chosen, chosen_lengths),
+        ref_rejected_logps=_policy_logps(policy, prompts, rejected, rejected_lengths),
+    )
+
+
+def world_preference_data(world: Any, *, n_pairs: int, seed: int, policy: Any = None,
+                          n_responses: int = 4) -> PreferenceData:
+    """Preference data built from a world as the loop builds it (at most ``n_pairs`` pairs).
+
+    ``n_pairs`` prompts, ``n_responses`` samples of ``policy`` (default: the
+    world's pi_0) each; each prompt's first two distinct responses make a
+    pair, the shorter one chosen; reference log-probs from the world's pi_ref.
+    Prompts without two distinct responses are left out.
+
+    Args:
+        world: a :class:`~harness.interfaces.World` (``draw_prompts``, ``sample``, ``logprobs``).
+        n_pairs: the number of prompts drawn, hence the most pairs.
+        seed: the seed of the draws and samples.
+        policy: the policy sampled (default: ``world.initial_policy``).
+        n_responses: samples per prompt.
+
+    Returns:
+        :class:`~harness.interfaces.PreferenceData` of at least one pair.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xDA7A]))
+    policy = world.initial_policy if policy is None else policy
+    prompts = world.draw_prompts(int(n_pairs), rng)
+    responses = world.sample(policy, prompts, int(n_responses), rng)
+    distinct = responses.distinct_mask()
+    rows = [m for m in range(distinct.shape[0]) if distinct[m].sum() >= 2]
+    assert rows, "the world sampled no prompt with two distinct responses; raise n_pairs or n_responses"
+    a = [int(np.flatnonzero(distinct[m])[0]) for m in rows]
+    b = [int(np.flatnonzero(distinct[m])[1]) for m in rows]
+    pairs = Pairs(rows, a, b)
+    prefer_a = responses.lengths[pairs.prompt, pairs.a] <= responses.lengths[pairs.prompt, pairs.b]
+    return PreferenceData.from_labels(prompts=prompts, responses=responses, pairs=pairs, prefer_a=prefer_a,
+                                      ref_logps=world.logprobs(world.reference_policy, prompts, responses))
+
+
+def _take(data: PreferenceData, index: Any) -> PreferenceData:
+    return PreferenceData(**{f.name: np.asarray(getattr(data, f.name))[index] for f in fields(PreferenceData)})
+
+
+def _data_arrays(data: PreferenceData) -> dict[str, np.ndarray]:
+    return {f.name: np.array(getattr(data, f.name), copy=True) for f in fields(PreferenceData)}
+
+
+class TrainerContract(_ComponentContract):
+    """Mixin of contract tests for a :class:`~harness.interfaces.Trainer`.
+
+    Subclass it in a class whose name starts with ``Test`` and set
+    ``trainer_class`` (and ``settings``: keep training short). By default it
+    trains a :class:`ToyPolicy` on :func:`toy_preference_data`; a trainer of
+    one testbed's policies overrides ``make_policy`` and ``make_data`` (e.g.
+    with :func:`world_preference_data`). It checks that:
+
+    * ``beta`` is a positive finite float (the option's value when the
+      trainer declares a ``beta`` option);
+    * ``train`` returns a :class:`~harness.interfaces.TrainResult`: ``steps``
+      a non-negative int, ``epochs`` a non-negative real, finite losses, and
+      a ``log`` of finite numbers by name;
+    * it trains a clone: the returned policy is another object, the input
+      policy and the data arrays are unchanged bit for bit, and with pairs to
+      train on at least one step runs and the trainable parameters change
+      (the loop's static-policy guard fails a run otherwise);
+    * training raises the DPO margin of the chosen over the rejected
+      responses on the training pairs, and the trained policy still is a
+      :class:`~harness.interfaces.Policy` with finite log-probs;
+    * training is deterministic for equal Generator seeds (equal losses and
+      bit-identical parameters), never touches the global ``random``, numpy
+      or torch RNGs and does not depend on them;
+    * no pairs train nothing (``steps`` 0, finite losses), one pair trains;
+    * a trainer that declares an int option ``steps`` runs exactly that many
+      optimiser steps (the built-ins' convention for an exact budget).
+    """
+
+    kind = "trainer"
+    trainer_class: ClassVar[type[Trainer]]
+    seeds: ClassVar[tuple[int, ...]] = (0, 1)
+    n_pairs: ClassVar[int] = 16
+
+    def make_trainer(self, **overrides: Any) -> Trainer:
+        return self.trainer_class({**self.make_settings(), **overrides})
+
+    def make_policy(self) -> Any:
+        """The policy every test trains (it must not be modified by training)."""
+        return ToyPolicy(seed=0)
+
+    def make_data(self, policy: Any, n_pairs: int, seed: int) -> PreferenceData:
+        """Preference data for ``policy``, a pure function of ``seed``."""
+        return toy_preference_data(policy, n_pairs=n_pairs, seed=seed)
+
+    def train(self, trainer: Trainer, policy: Any, data: PreferenceData, seed: int) -> TrainResult:
+        result = trainer.train(policy=policy, data=data, rng=np.random.default_rng(seed))
+        self.check_result(result)
+        return result
+
+    def check_result(self, result: Any) -> None:
+        assert isinstance(result, TrainResult), (
+            f"train must return harness.interfaces.TrainResult, got {type(result).__name__}"
+        )
+        assert isinstance(result.steps, numbers.Integral) and not isinstance(result.steps, bool), (
+            f"TrainResult.steps must be an int, got {result.steps!r}"
+        )
+        assert result.steps >= 0, f"TrainResult.steps is negative: {result.steps}"
+        assert _is_real(result.epochs) and math.isfinite(result.epochs) and result.epochs >= 0, (
+            f"TrainResult.epochs must be a finite real >= 0, got {result.epochs!r}"
+        )
+        for name in ("loss_first", "loss_last"):
+            value = getattr(result, name)
+            assert _is_real(value) and math.isfinite(value), f"TrainResult.{name} must be a finite real, got {value!r}"
+        log = result.log if result.log is not None else {}
+        assert isinstance(log, Mapping), f"TrainResult.log must be a mapping, got {type(log).__name__}"
+        for key, value in log.items():
+            assert isinstance(key, str) and key, f"TrainResult.log has a key {key!r}; keys must be names"
+            assert _is_real(value) and math.isfinite(value), f"TrainResult.log[{key!r}] = {value!r} is not finite"
+
+    def margin(self, policy: Any, data: PreferenceData) -> float:
+        """Mean DPO margin (log-ratio of chosen minus rejected, against the data's reference)."""
+        chosen = _policy_logps(policy, data.prompts, data.chosen, data.chosen_lengths)
+        rejected = _policy_logps(policy, data.prompts, data.rejected, data.rejected_lengths)
+        return float(np.mean((chosen - data.ref_chosen_logps) - (rejected - data.ref_rejected_logps)))
+
+    def test_beta_is_a_positive_float(self):
+        trainer = self.make_trainer()
+        beta = trainer.beta
+        assert _is_real(beta) and math.isfinite(beta) and beta > 0, f"beta must be a positive float, got {beta!r}"
+        if any(option.name == "beta" for option in self.trainer_class.options):
+            assert beta == trainer.settings["beta"], f"beta is {beta} but the beta option is {trainer.settings['beta']}"
+            other = self.make_trainer(beta=0.37)
+            assert other.beta == 0.37, f"with beta=0.37 the trainer reports beta {other.beta}"
+
+    def test_trains_a_clone_and_leaves_its_inputs_alone(self):
+        policy = self.make_policy()
+        data = self.make_data(policy, self.n_pairs, self.seeds[0])
+        assert len(data) > 0, "make_data returned no pairs"
+        before, arrays = _parameters(policy), _data_arrays(data)
+        result = self.train(self.make_trainer(), policy, data, self.seeds[0])
+        assert result.policy is not policy, "train returned the policy it was given; train and return a clone"
+        _assert_parameters_unchanged(before, policy, "train")
+        _assert_arrays_unchanged(arrays, {f.name: getattr(data, f.name) for f in fields(PreferenceData)}, "train")
+        assert result.steps >= 1, f"training on {len(data)} pairs ran {result.steps} steps"
+        if before is not None:
+            assert not _parameters_equal(policy, result.policy), (
+                f"training on {len(data)} pairs in {result.steps} step(s) changed no parameter"
+            )
+
+    def test_training_raises_the_margin_of_the_chosen(self):
+        policy = self.make_policy()
+        for seed in self.seeds:
+            data = self.make_data(policy, self.n_pairs, seed)
+            result = self.train(self.make_trainer(), policy, data, seed)
+            before, after = self.margin(policy, data), self.margin(result.policy, data)
+            assert after > before, (
+                f"the mean DPO margin of chosen over rejected went from {before:.6g} to {after:.6g}: "
+                "training did not prefer the chosen responses"
+            )
+
+    def test_trained_policy_is_a_policy(self):
+        policy = self.make_policy()
+        data = self.make_data(policy, self.n_pairs, self.seeds[0])
+        trained = self.train(self.make_trainer(), policy, data, self.seeds[0]).policy
+        assert isinstance(trained, Policy), "the trained policy lacks clone, parameters or sequence_logprobs"
+        values = _policy_logps(trained, data.prompts, data.chosen, data.chosen_lengths)
+        assert values.shape == (len(data),) and np.isfinite(values).all(), (
+            "the trained policy's sequence_logprobs are not one finite value per response"
+        )
+
+    def test_deterministic_for_equal_seeds(self):
+        policy = self.make_policy()
+        for seed in self.seeds:
+            data = self.make_data(policy, self.n_pairs, seed)
+            first = self.train(self.make_trainer(), policy, data, seed)
+            second = self.train(self.make_trainer(), policy, data, seed)
+            assert (first.steps, first.loss_first, first.loss_last) == (second.steps, second.loss_first,
+                                                                        second.loss_last), (
+                "two trainings with equal seeds gave different steps or losses: "
+                f"{(first.steps, first.loss_first, first.loss_last)} and "
+                f"{(second.steps, second.loss_first, second.loss_last)}"
+            )
+            assert _parameters_equal(first.policy, second.policy), (
+                "two trainings with equal seeds gave different parameters"
+            )
+
+    def test_does_not_touch_global_rng(self):
+        policy = self.make_policy()
+        data = self.make_data(policy, self.n_pairs, self.seeds[0])
+        trainer = self.make_trainer()
+        before, torch_before = _global_rng_state(), _torch_rng_state()
+        self.train(trainer, policy, data, self.seeds[0])
+        assert_global_rng_unchanged(before, "the trainer")
+        _assert_torch_rng_unchanged(torch_before, "the trainer")
+
+    def test_does_not_depend_on_global_rng(self):
+        policy = self.make_policy()
+        data = self.make_data(policy, self.n_pairs, self.seeds[0])
+        results = []
+        for global_seed in (1, 12345):
+            with _GlobalSeeds(global_seed):
+                results.append(self.train(self.make_trainer(), policy, data, self.seeds[0]))
+        assert results[0].loss_last == results[1].loss_last and _parameters_equal(
+            results[0].policy, results[1].policy
+        ), "the trained policy changes with the global RNG seeds"
+
+    def test_no_pairs_train_nothing(self):
+        policy = self.make_policy()
+        data = _take(self.make_data(policy, self.n_pairs, self.seeds[0]), slice(0, 0))
+        before = _parameters(policy)
+        result = self.train(self.make_trainer(), policy, data, self.seeds[0])
+        assert result.steps == 0, f"training on no pairs ran {result.steps} steps"
+        _assert_parameters_unchanged(before, policy, "train on no pairs")
+
+    def test_one_pair_trains(self):
+        policy = self.make_policy()
+        data = _take(self.make_data(policy, self.n_pairs, self.seeds[0]), slice(0, 1))
+        result = self.train(self.make_trainer(), policy, data, self.seeds[0])
+        assert result.steps >= 1, "training on one pair ran no step"
+
+    def test_steps_option_is_honoured(self):
+        option = next((o for o in self.trainer_class.options if o.name == "steps"), None)
+        if option is None or option.type is not int:
+            raise unittest.SkipTest(f"{self.trainer_class.__name__} declares no int option 'steps'")
+        policy = self.make_policy()
+        data = self.make_data(policy, self.n_pairs, self.seeds[0])
+        for steps in (1, 3):
+            result = self.train(self.make_trainer(steps=steps), policy, data, self.seeds[0])
+            assert result.steps == steps, f"with steps={steps} the trainer ran {result.steps} steps"
+
+
+# ------------------------------------------------------------------ judge contract
+
+
+class TokenTextWorld:
+    """The least a text judge reads of a world: :meth:`texts`, rendering token ids as words ``t<id>``.
+
+    A response's text stops at its length. It has no models; judges that
+    need a testbed's world (a gold reward, a tokenizer) override
+    ``JudgeContract.make_world``.
+    """
+
+    def texts(self, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[list[str]]]:
+        prompt_texts = [" ".join(f"t{int(t)}" for t in row) for row in np.asarray(prompts).reshape(len(prompts), -1)]
+        response_texts = [
+            [" ".join(f"t{int(t)}" for t in row[: int(length)]) for row, length in zip(rows, lengths)]
+            for rows, lengths in zip(responses.tokens, responses.lengths)
+        ]
+        return prompt_texts, response_texts
+
+
+class _AlienWorld:
+    """A world no judge can read: no text, no gold reward, no tables, nothing."""
+
+
+def _judge_batch(world: Any, seed: int, n_prompts: int, n_responses: int) -> tuple[np.ndarray, Responses, Pairs]:
+    """Prompts, responses and pairs for a judge: from the world's own models when it has them."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x1D6E]))
+    if hasattr(world, "draw_prompts") and hasattr(world, "sample"):
+        prompts = world.draw_prompts(n_prompts, rng)
+        responses = world.sample(world.initial_policy, prompts, n_responses, rng)
+    else:
+        pool = make_pool(seed, n_prompts=n_prompts, n_responses=n_responses, duplication="mixed")
+        prompts = rng.integers(0, 30, size=(n_prompts, 3), dtype=np.int64)
+        responses = Responses(tokens=pool.tokens, lengths=pool.batch.lengths)
+    m = np.arange(n_prompts)
+    pairs = Pairs(np.concatenate([m, m]), np.concatenate([np.zeros(n_prompts), np.full(n_prompts, n_responses - 1)]),
+                  np.concatenate([np.ones(n_prompts), np.zeros(n_prompts)]))
+    return prompts, responses, pairs
+
+
+class JudgeContract(_ComponentContract):
+    """Mixin of contract tests for a :class:`~harness.interfaces.Judge`.
+
+    Subclass it in a class whose name starts with ``Test`` and set
+    ``judge_class`` (and ``settings``). ``make_world`` gives the world the
+    judge reads (default: a :class:`TokenTextWorld`); prompts and responses
+    come from the world's own ``draw_prompts`` and ``sample`` when it has
+    them, else they are synthetic token rows with repeated responses. Pairs
+    are responses (0, 1) and (N-1, 0) of every prompt, so some join two
+    identical responses. Set ``pointwise = False`` for a judge that gives no
+    score per response and ``pairwise = False`` for one that gives no
+    verdicts (the external annotator): the contract then checks that the
+    method raises :class:`~harness.errors.UsageError`. It checks that:
+
+    * ``score`` returns an ``(M, N)`` array of finite reals, equal for equal
+      Generator seeds; ``compare`` returns :class:`~harness.interfaces.Labels`
+      with one bool per pair in ``prefer_a`` (and in ``tie`` and
+      ``gold_agrees`` when set), equal for equal seeds, and empty labels for
+      no pairs;
+    * neither method modifies its inputs or touches the global RNGs;
+    * on a world the judge cannot read (one with no method at all) both
+      methods raise UsageError or work, never another exception;
+    * ``usage`` returns non-negative int counters by name that never
+      decrease;
+    * after ``use_cache`` with a :class:`~harness.judgements.MemoryJudgementCache`
+      the verdicts are unchanged, also for a second judge reading the same
+      cache.
+    """
+
+    kind = "judge"
+    judge_class: ClassVar[type[Judge]]
+    pointwise: ClassVar[bool] = True
+    pairwise: ClassVar[bool] = True
+    seeds: ClassVar[tuple[int, ...]] = (0, 1)
+    n_prompts: ClassVar[int] = 6
+    n_responses: ClassVar[int] = 3
+
+    def make_judge(self) -> Judge:
+        return self.make_component()
+
+    def make_world(self) -> Any:
+        return TokenTextWorld()
+
+    def make_batch(self, world: Any, seed: int) -> tuple[np.ndarray, Responses, Pairs]:
+        return _judge_batch(world, seed, self.n_prompts, self.n_responses)
+
+    def score(self, judge: Judge, world: Any, batch: tuple[np.ndarray, Responses, Pairs], seed: int) -> np.ndarray:
+        prompts, responses, _ = batch
+        out = judge.score(world=world, prompts=prompts, responses=responses, rng=np.random.default_rng(seed))
+        assert isinstance(out, np.ndarray), f"score must return a numpy array, got {type(out).__name__}"
+        assert out.shape == responses.lengths.shape, (
+            f"score returned shape {out.shape} for {responses.lengths.shape} responses"
+        )
+        assert out.dtype.kind in "fiu", f"score must return real numbers, got dtype {out.dtype}"
+        assert np.isfinite(out).all(), "score returned NaN or infinite values"
+        return out
+
+    def compare(self, judge: Judge, world: Any, batch: tuple[np.ndarray, Responses, Pairs], seed: int,
+                pairs: Pairs | None = None) -> Labels:
+        prompts, responses, default_pairs = batch
+        pairs = default_pairs if pairs is None else pairs
+        labels = judge.compare(world=world, prompts=prompts, responses=responses, pairs=pairs,
+                               rng=np.random.default_rng(seed))
+        check_labels(labels, len(pairs), "compare")
+        return labels
+
+    def _batch(self, seed: int | None = None) -> tuple[Any, tuple[np.ndarray, Responses, Pairs]]:
+        world = self.make_world()
+        return world, self.make_batch(world, self.seeds[0] if seed is None else seed)
+
+    def test_score(self):
+        world, batch = self._batch()
+        if not self.pointwise:
+            _raises(UsageError, lambda: self.make_judge().score(world=world, prompts=batch[0], responses=batch[1],
+                                                                rng=np.random.default_rng(0)),
+                    "score of a judge declared pointwise = False")
+            return
+        for seed in self.seeds:
+            world, batch = self._batch(seed)
+            first = self.score(self.make_judge(), world, batch, seed)
+            second = self.score(self.make_judge(), world, batch, seed)
+            assert np.array_equal(first, second), "two score calls with equal seeds differ"
+
+    def test_compare(self):
+        world, batch = self._batch()
+        if not self.pairwise:
+            _raises(UsageError, lambda: self.make_judge().compare(world=world, prompts=batch[0], responses=batch[1],
+                                                                  pairs=batch[2], rng=np.random.default_rng(0)),
+                    "compare of a judge declared pairwise = False")
+            return
+        for seed in self.seeds:
+            world, batch = self._batch(seed)
+            first = self.compare(self.make_judge(), world, batch, seed)
+            second = self.compare(self.make_judge(), world, batch, seed)
+            _assert_labels_equal(first, second, "compare with equal seeds")
+
+    def test_compare_of_no_pairs(self):
+        if not self.pairwise:
+            raise unittest.SkipTest("the judge gives no verdicts (pairwise = False)")
+        world, batch = self._batch()
+        self.compare(self.make_judge(), world, batch, self.seeds[0], pairs=Pairs.empty())
+
+    def test_does_not_modify_its_inputs(self):
+        world, batch = self._batch()
+        prompts, responses, pairs = batch
+        before = {"prompts": np.array(prompts, copy=True), "tokens": responses.tokens.copy(),
+                  "lengths": responses.lengths.copy(), "pairs.prompt": pairs.prompt.copy(),
+                  "pairs.a": pairs.a.copy(), "pairs.b": pairs.b.copy()}
+        judge = self.make_judge()
+        if self.pointwise:
+            self.score(judge, world, batch, 0)
+        if self.pairwise:
+            self.compare(judge, world, batch, 0)
+        _assert_arrays_unchanged(before, {"prompts": prompts, "tokens": responses.tokens, "lengths": responses.lengths,
+                                          "pairs.prompt": pairs.prompt, "pairs.a": pairs.a, "pairs.b": pairs.b},
+                                 "the judge")
+
+    def test_does_not_touch_global_rng(self):
+        world, batch = self._batch()
+        judge = self.make_judge()
+        before, torch_before = _global_rng_state(), _torch_rng_state()
+        if self.pointwise:
+            self.score(judge, world, batch, 0)
+        if self.pairwise:
+            self.compare(judge, world, batch, 0)
+        assert_global_rng_unchanged(before, "the judge")
+        _assert_torch_rng_unchanged(torch_before, "the judge")
+
+    def test_a_world_it_cannot_read_is_a_usage_error(self):
+        _, batch = self._batch()
+        prompts, responses, pairs = batch
+        judge = self.make_judge()
+        for method, call in (
+            ("score", lambda: judge.score(world=_AlienWorld(), prompts=prompts, responses=responses,
+                                          rng=np.random.default_rng(0))),
+            ("compare", lambda: judge.compare(world=_AlienWorld(), prompts=prompts, responses=responses, pairs=pairs,
+                                              rng=np.random.default_rng(0))),
+        ):
+            try:
+                call()
+            except UsageError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - anything but UsageError breaks the contract
+                raise AssertionError(
+                    f"{method} on a world the judge cannot read raised {type(exc).__name__}: {exc}; "
+                    "a judge raises UsageError for worlds it does not know"
+                ) from exc
+
+    def test_usage_counters_never_decrease(self):
+        world, batch = self._batch()
+        judge = self.make_judge()
+        readings = [judge.usage()]
+        for calls in (2, 1):  # less work in the second round: a counter of the last round's work goes down
+            for _ in range(calls):
+                if self.pointwise:
+                    self.score(judge, world, batch, 0)
+                if self.pairwise:
+                    self.compare(judge, world, batch, 0)
+            readings.append(judge.usage())
+        for reading in readings:
+            assert isinstance(reading, dict), f"usage must return a dict, got {type(reading).__name__}"
+            for key, value in reading.items():
+                assert isinstance(key, str) and key, f"usage has a key {key!r}; keys must be names"
+                assert isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0, (
+                    f"usage()[{key!r}] = {value!r}; counters are non-negative ints"
+                )
+        for earlier, later in zip(readings, readings[1:]):
+            for key, value in earlier.items():
+                assert key in later and later[key] >= value, f"usage counter {key!r} went down or disappeared"
+
+    def test_a_judgement_cache_changes_no_verdict(self):
+        from harness.judgements import MemoryJudgementCache
+
+        cache = MemoryJudgementCache()
+        judge = self.make_judge()
+        judge.use_cache(cache)
+        if not self.pairwise:
+            return
+        world, batch = self._batch()
+        plain = self.compare(self.make_judge(), world, batch, 0)
+        _assert_labels_equal(plain, self.compare(judge, world, batch, 0), "compare with a judgement cache")
+        second = self.make_judge()
+        second.use_cache(cache)
+        _assert_labels_equal(plain, self.compare(second, world, batch, 0), "compare reading a filled cache")
+
+
+# ------------------------------------------------------------------ testbed contract
+
+
+_METRIC_ROLES = ("gold", "proxy", "annotator", "evaluator")
+
+
+class TestbedContract(_ComponentContract):
+    """Mixin of contract tests for a :class:`~harness.interfaces.Testbed` and the world it builds.
+
+    Subclass it in a class whose name starts with ``Test`` and set
+    ``testbed_class`` and ``settings`` (a tiny world: every test reads it,
+    and it is built once per class, as :func:`harness.loop.build_world`
+    builds it, with ``make_annotator`` and ``make_trainers``). Set
+    ``annotates = False`` for a world without an annotator of its own,
+    ``required_metrics`` to the metric names your ``evaluate`` promises, and
+    ``tolerance`` (absolute and relative) for log-probs recomputed in other
+    batches. It checks:
+
+    * the testbed: ``default_judges`` maps roles (``gold``, ``proxy``,
+      ``annotator``, ``evaluator``) to registered judges; ``build_world``
+      takes ``seed`` and ``reporter`` by keyword and every other parameter is
+      an optional keyword the loop knows or has a default;
+    * a world is a pure function of the options and the seed: built again,
+      directly (without the optional keywords), it draws, samples, scores and
+      evaluates the same;
+    * the world has ``reference_policy`` and ``initial_policy`` (both
+      :class:`~harness.interfaces.Policy`) and ``draw_prompts``, ``sample``,
+      ``logprobs``, ``annotate`` and ``evaluate``: ``(n, P)`` int64 prompts;
+      :class:`~harness.interfaces.Responses` of ``(M, N, L)`` int64 tokens
+      with lengths in ``1..L``; ``(M, N)`` finite log-probs <= 0 that do not
+      depend on which other prompts or responses share the call (the loop
+      splits and regroups them); labels with one bool per pair (or
+      UsageError with ``annotates = False``); metrics of finite numbers with
+      ``win_rate`` in [0, 1] and ``win_rate_se`` >= 0, or no ``win_rate`` and
+      an ``evaluation_pairs`` method for an evaluator judge; a KL of 0 for
+      pi_ref itself. Each is deterministic for equal Generator seeds and
+      leaves the policy and the input arrays unchanged;
+    * the optional methods, each when the world has it (else the test is
+      skipped): ``save_policy``/``load_policy`` (both or neither; a round
+      trip keeps the log-probs, a corrupt or truncated file is a
+      :class:`~harness.errors.CheckpointError`); ``texts`` (one string per
+      prompt and response, identical responses read the same);
+      ``evaluation_pairs`` (``(E, 2)`` responses whose second column, the
+      reference output, does not depend on the policy); ``gold_rewards``
+      (``(M, N)`` finite, identical responses equal); ``seed_round``
+      (``seed_*`` keys with bool, int, float or str values, which is what the
+      loop records); ``evaluation_report`` (finite numbers by name).
+    """
+
+    kind = "testbed"
+    __test__ = False  # its name starts with "Test", but only its subclasses are test classes
+    testbed_class: ClassVar[type[Testbed]]
+    seed: ClassVar[int] = 0
+    n_prompts: ClassVar[int] = 4
+    n_responses: ClassVar[int] = 3
+    annotates: ClassVar[bool] = True
+    required_metrics: ClassVar[tuple[str, ...]] = ()
+    tolerance: ClassVar[float] = 1e-4
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__test__" not in cls.__dict__:
+            cls.__test__ = True
+
+    # -- helpers a subclass may override or use in its own tests
+
+    def make_testbed(self) -> Testbed:
+        return self.make_component()
+
+    def make_annotator(self) -> Judge | None:
+        """The run's annotator handed to a ``build_world`` that declares ``annotator`` (default: none)."""
+        return None
+
+    def make_trainers(self) -> TrainerFactory:
+        """The trainer factory handed to a ``build_world`` that declares ``trainers``: the registry's."""
+        from harness.plugins import default_trainers
+
+        return default_trainers()
+
+    def judge_names(self) -> set[str]:
+        """The judges ``default_judges`` may name: the default registry's."""
+        from harness.plugins import load_registry
+
+        return set(load_registry().names("judge"))
+
+    def build(self) -> Any:
+        """The world of ``seed``, built as the loop builds it; once per contract class."""
+        cls = type(self)
+        worlds = cls.__dict__.get("_contract_worlds")
+        if worlds is None:
+            worlds = {}
+            cls._contract_worlds = worlds
+        if self.seed not in worlds:
+            from harness.loop import build_world
+            from harness.progress import NullReporter
+
+            components = SimpleNamespace(testbed=self.make_testbed(), annotator=self.make_annotator(),
+                                         trainers=self.make_trainers())
+            worlds[self.seed] = build_world(components, self.seed, NullReporter())
+        return worlds[self.seed]
+
+    def batch(self, world: Any, seed: int, policy: Any = None) -> tuple[np.ndarray, Responses]:
+        """``n_prompts`` prompts and ``n_responses`` samples of ``policy`` (default pi_0) each."""
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7E57]))
+        prompts = world.draw_prompts(self.n_prompts, rng)
+        policy = world.initial_policy if policy is None else policy
+        return prompts, world.sample(policy, prompts, self.n_responses, rng)
+
+    def logprobs(self, world: Any, policy: Any, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        out = world.logprobs(policy, prompts, responses)
+        shape = responses.lengths.shape
+        assert isinstance(out, np.ndarray) and out.dtype == np.float64, (
+            f"logprobs must return a float64 numpy array, got {getattr(out, 'dtype', type(out).__name__)}"
+        )
+        assert out.shape == shape, f"logprobs returned shape {out.shape} for {shape} responses"
+        assert np.isfinite(out).all(), "logprobs returned NaN or infinite values"
+        assert (out <= self.tolerance).all(), f"a summed log-prob is positive ({out.max():.6g})"
+        return out
+
+    def evaluate(self, world: Any, policy: Any, seed: int) -> dict[str, Any]:
+        metrics = world.evaluate(policy, np.random.default_rng(seed))
+        assert isinstance(metrics, Mapping), f"evaluate must return a dict, got {type(metrics).__name__}"
+        for key, value in metrics.items():
+            assert isinstance(key, str) and key, f"evaluate returned a metric named {key!r}"
+            assert _is_real(value) and math.isfinite(value), f"metric {key!r} = {value!r} is not a finite number"
+        missing = [name for name in self.required_metrics if name not in metrics]
+        assert not missing, f"evaluate reports no {missing}"
+        if "win_rate" in metrics:
+            assert 0.0 <= metrics["win_rate"] <= 1.0, f"win_rate {metrics['win_rate']} is outside [0, 1]"
+            assert metrics.get("win_rate_se", -1.0) >= 0.0, "a world reporting win_rate reports win_rate_se >= 0 too"
+        else:
+            assert hasattr(world, "evaluation_pairs"), (
+                "evaluate reports no win_rate and the world has no evaluation_pairs: no run could evaluate it"
+            )
+        return dict(metrics)
+
+    def _close(self, first: np.ndarray, second: np.ndarray) -> bool:
+        return np.allclose(first, second, rtol=self.tolerance, atol=self.tolerance)
+
+    def _optional(self, world: Any, name: str) -> None:
+        if not hasattr(world, name):
+            raise unittest.SkipTest(f"{type(world).__name__} has no optional {name}")
+
+    # -- the testbed
+
+    def test_default_judges_are_registered_judges(self):
+        defaults = self.testbed_class.default_judges
+        assert isinstance(defaults, Mapping), "default_judges must be a dict {role: judge name}"
+        unknown_roles = sorted(set(defaults) - set(_METRIC_ROLES))
+        assert not unknown_roles, f"default_judges has roles {unknown_roles}; the roles are {list(_METRIC_ROLES)}"
+        if defaults:
+            names = self.judge_names()
+            unknown = sorted(str(name) for name in defaults.values() if name not in names)
+            assert not unknown, f"default_judges names judges that are not registered: {unknown}"
+
+    def test_build_world_takes_the_loops_keywords(self):
+        parameters = inspect.signature(self.make_testbed().build_world).parameters
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for name in ("seed", "reporter"):
+            assert name in parameters and parameters[name].kind in kinds, (
+                f"build_world must take {name!r} by keyword"
+            )
+        for name, parameter in parameters.items():
+            if name in ("seed", "reporter", "annotator", "trainers") or parameter.kind in (
+                inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL
+            ):
+                continue
+            assert parameter.default is not inspect.Parameter.empty, (
+                f"build_world's parameter {name!r} has no default, and the loop never passes it"
+            )
+
+    # -- the world
+
+    def test_world_has_the_loops_attributes(self):
+        world = self.build()
+        for name in ("reference_policy", "initial_policy"):
+            policy = getattr(world, name, None)
+            assert isinstance(policy, Policy), f"world.{name} must be a Policy (clone, parameters, sequence_logprobs)"
+        for name in ("draw_prompts", "sample", "logprobs", "annotate", "evaluate"):
+            assert callable(getattr(world, name, None)), f"the world has no method {name}"
+        assert hasattr(world, "save_policy") == hasattr(world, "load_policy"), (
+            "a world has both save_policy and load_policy or neither (resume needs both)"
+        )
+
+    def test_world_is_a_function_of_its_seed(self):
+        from harness.progress import NullReporter
+
+        world = self.build()
+        again = self.make_testbed().build_world(seed=self.seed, reporter=NullReporter())
+        prompts, responses = self.batch(world, 1)
+        prompts_again, responses_again = self.batch(again, 1)
+        assert np.array_equal(prompts, prompts_again), "a world built again draws other prompts"
+        _assert_responses_equal(responses, responses_again, "the initial policy of a world built again")
+        for name in ("initial_policy", "reference_policy"):
+            assert self._close(self.logprobs(world, getattr(world, name), prompts, responses),
+                               self.logprobs(again, getattr(again, name), prompts, responses)), (
+                f"the {name} of a world built again scores the same responses differently"
+            )
+        first, second = self.evaluate(world, world.initial_policy, 3), self.evaluate(again, again.initial_policy, 3)
+        assert first.keys() == second.keys() and all(self._close(first[k], second[k]) for k in first), (
+            f"a world built again evaluates pi_0 differently: {first} and {second}"
+        )
+
+    def test_draw_prompts(self):
+        world = self.build()
+        width = None
+        for n in (0, 1, self.n_prompts):
+            prompts = world.draw_prompts(n, np.random.default_rng(5))
+            assert isinstance(prompts, np.ndarray) and prompts.dtype == np.int64 and prompts.ndim == 2, (
+                f"draw_prompts must return an (n, P) int64 array, got {getattr(prompts, 'dtype', type(prompts))} "
+                f"of shape {getattr(prompts, 'shape', None)}"
+            )
+            assert prompts.shape[0] == n, f"draw_prompts({n}) returned {prompts.shape[0]} prompts"
+            width = prompts.shape[1] if width is None else width
+            assert prompts.shape[1] == width, "draw_prompts returned prompts of another width"
+            assert np.array_equal(prompts, world.draw_prompts(n, np.random.default_rng(5))), (
+                "draw_prompts differs for equal seeds"
+            )
+
+    def test_sample(self):
+        world = self.build()
+        prompts = world.draw_prompts(self.n_prompts, np.random.default_rng(2))
+        prompts_before = prompts.copy()
+        for name in ("initial_policy", "reference_policy"):
+            policy = getattr(world, name)
+            before = _parameters(policy)
+            first = world.sample(policy, prompts, self.n_responses, np.random.default_rng(4))
+            _check_responses(first, self.n_prompts, self.n_responses, f"sample from {name}")
+            second = world.sample(policy, prompts, self.n_responses, np.random.default_rng(4))
+            _assert_responses_equal(first, second, f"sample from {name} with equal seeds")
+            _assert_parameters_unchanged(before, policy, "sample")
+        assert np.array_equal(prompts, prompts_before), "sample modified the prompts"
+
+    def test_logprobs(self):
+        world = self.build()
+        prompts, responses = self.batch(world, 6)
+        kept = _copy_responses(responses)
+        prompts_before = np.array(prompts, copy=True)
+        for name in ("initial_policy", "reference_policy"):
+            policy = getattr(world, name)
+            before = _parameters(policy)
+            first = self.logprobs(world, policy, prompts, responses)
+            assert np.array_equal(first, self.logprobs(world, policy, prompts, responses)), (
+                f"logprobs under {name} differ between two calls"
+            )
+            _assert_parameters_unchanged(before, policy, "logprobs")
+        _assert_responses_equal(kept, responses, "logprobs modified its responses;")
+        assert np.array_equal(prompts, prompts_before), "logprobs modified the prompts"
+
+    def test_logprobs_do_not_depend_on_the_batch(self):
+        world = self.build()
+        policy = world.initial_policy
+        prompts, responses = self.batch(world, 7)
+        full = self.logprobs(world, policy, prompts, responses)
+        rows = slice(1, 3)
+        part = Responses(tokens=responses.tokens[rows], lengths=responses.lengths[rows])
+        assert self._close(self.logprobs(world, policy, prompts[rows], part), full[rows]), (
+            "log-probs of some of the prompts differ from the same rows scored with all of them"
+        )
+        columns = [0, self.n_responses - 1]
+        part = Responses(tokens=responses.tokens[:, columns], lengths=responses.lengths[:, columns])
+        assert self._close(self.logprobs(world, policy, prompts, part), full[:, columns]), (
+            "log-probs of some of the responses differ from the same responses scored with all of them"
+        )
+
+    def test_annotate(self):
+        world = self.build()
+        prompts, responses = self.batch(world, 8)
+        _, _, pairs = _judge_batch(TokenTextWorld(), 0, self.n_prompts, self.n_responses)
+        if not self.annotates:
+            _raises(UsageError, lambda: world.annotate(prompts, responses, pairs, np.random.default_rng(0)),
+                    "annotate of a world declared annotates = False")
+            return
+        kept = _copy_responses(responses)
+        first = world.annotate(prompts, responses, pairs, np.random.default_rng(9))
+        check_labels(first, len(pairs), "annotate")
+        _assert_labels_equal(first, world.annotate(prompts, responses, pairs, np.random.default_rng(9)),
+                             "annotate with equal seeds")
+        check_labels(world.annotate(prompts, responses, Pairs.empty(), np.random.default_rng(9)), 0,
+                     "annotate of no pairs")
+        _assert_responses_equal(kept, responses, "annotate modified its responses;")
+
+    def test_evaluate(self):
+        world = self.build()
+        policy = world.initial_policy
+        before = _parameters(policy)
+        first = self.evaluate(world, policy, 11)
+        assert first == self.evaluate(world, policy, 11), "evaluate differs for equal seeds"
+        _assert_parameters_unchanged(before, policy, "evaluate")
+
+    def test_evaluating_the_reference_reports_no_kl(self):
+        world = self.build()
+        metrics = self.evaluate(world, world.reference_policy, 12)
+        if "kl" not in metrics:
+            raise unittest.SkipTest("evaluate reports no kl")
+        assert abs(metrics["kl"]) <= self.tolerance, f"KL(pi_ref || pi_ref) is reported as {metrics['kl']}"
+
+    # -- the world's optional methods
+
+    def test_checkpoints(self):
+        world = self.build()
+        self._optional(world, "save_policy")
+        self._optional(world, "load_policy")
+        prompts, responses = self.batch(world, 13)
+        expected = self.logprobs(world, world.initial_policy, prompts, responses)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "policy.ckpt"
+            world.save_policy(world.initial_policy, path)
+            assert path.is_file(), "save_policy wrote no file at the path it was given"
+            loaded = world.load_policy(path)
+            assert isinstance(loaded, Policy), "load_policy must return a Policy"
+            assert self._close(self.logprobs(world, loaded, prompts, responses), expected), (
+                "the policy loaded back scores responses differently"
+            )
+            data = path.read_bytes()
+            corrupt = Path(folder) / "corrupt.ckpt"
+            corrupt.write_bytes(b"not a checkpoint" * 8)
+            _raises(CheckpointError, lambda: world.load_policy(corrupt), "load_policy of a corrupt file")
+            truncated = Path(folder) / "truncated.ckpt"
+            truncated.write_bytes(data[: len(data) // 2])
+            _raises(CheckpointError, lambda: world.load_policy(truncated), "load_policy of a truncated file")
+
+    def test_texts(self):
+        world = self.build()
+        self._optional(world, "texts")
+        prompts, responses = self.batch(world, 14)
+        tokens, lengths = responses.tokens.copy(), responses.lengths.copy()
+        tokens[:, 1], lengths[:, 1] = tokens[:, 0], lengths[:, 0]
+        twins = Responses(tokens=tokens, lengths=lengths)
+        prompt_texts, response_texts = world.texts(prompts, twins)
+        assert isinstance(prompt_texts, list) and len(prompt_texts) == self.n_prompts, (
+            "texts must return a list of one prompt text per prompt"
+        )
+        assert all(isinstance(t, str) for t in prompt_texts), "prompt texts must be str"
+        assert isinstance(response_texts, list) and len(response_texts) == self.n_prompts and all(
+            isinstance(row, list) and len(row) == self.n_responses and all(isinstance(t, str) for t in row)
+            for row in response_texts
+        ), "texts must return an (M, N) list of lists of str for the responses"
+        assert all(row[0] == row[1] for row in response_texts), "two identical responses read differently"
+        assert world.texts(prompts, twins) == (prompt_texts, response_texts), "texts differs between two calls"
+
+    def test_evaluation_pairs(self):
+        world = self.build()
+        self._optional(world, "evaluation_pairs")
+        by_policy = {}
+        for name in ("initial_policy", "reference_policy"):
+            policy = getattr(world, name)
+            before = _parameters(policy)
+            prompts, pairs = world.evaluation_pairs(policy, np.random.default_rng(15))
+            assert isinstance(prompts, np.ndarray) and prompts.dtype == np.int64 and prompts.ndim == 2, (
+                "evaluation_pairs must return (E, P) int64 prompts"
+            )
+            _check_responses(pairs, len(prompts), 2, "evaluation_pairs")
+            again = world.evaluation_pairs(policy, np.random.default_rng(15))
+            assert np.array_equal(prompts, again[0]), "evaluation_pairs gives other prompts for equal seeds"
+            _assert_responses_equal(pairs, again[1], "evaluation_pairs with equal seeds")
+            _assert_parameters_unchanged(before, policy, "evaluation_pairs")
+            if hasattr(world, "texts"):
+                world.texts(prompts, pairs)
+            by_policy[name] = prompts, pairs
+        (prompts, first), (other_prompts, second) = by_policy.values()
+        assert np.array_equal(prompts, other_prompts), "the evaluation prompts depend on the policy"
+        lengths = first.lengths[:, 1]
+        assert np.array_equal(lengths, second.lengths[:, 1]) and all(
+            np.array_equal(first.tokens[e, 1, :n], second.tokens[e, 1, :n]) for e, n in enumerate(lengths)
+        ), "the reference output (response 1) depends on the policy evaluated"
+
+    def test_gold_rewards(self):
+        world = self.build()
+        self._optional(world, "gold_rewards")
+        prompts, responses = self.batch(world, 16)
+        tokens, lengths = responses.tokens.copy(), responses.lengths.copy()
+        tokens[:, 1], lengths[:, 1] = tokens[:, 0], lengths[:, 0]
+        twins = Responses(tokens=tokens, lengths=lengths)
+        gold = np.asarray(world.gold_rewards(prompts, twins))
+        assert gold.shape == lengths.shape and gold.dtype.kind == "f" and np.isfinite(gold).all(), (
+            f"gold_rewards must return an (M, N) array of finite floats, got {gold.dtype} {gold.shape}"
+        )
+        assert np.array_equal(gold[:, 0], gold[:, 1]), "two identical responses have different gold rewards"
+        assert np.array_equal(gold, np.asarray(world.gold_rewards(prompts, twins))), "gold_rewards is not deterministic"
+
+    def test_seed_round(self):
+        world = self.build()
+        self._optional(world, "seed_round")
+        seed_round = world.seed_round
+        assert isinstance(seed_round, Mapping), f"seed_round must be a mapping, got {type(seed_round).__name__}"
+        for key, value in seed_round.items():
+            assert isinstance(key, str) and key.startswith("seed_"), f"seed_round key {key!r} does not start with seed_"
+            assert isinstance(value, (bool, int, float, str)), (
+                f"seed_round[{key!r}] is a {type(value).__name__}; the loop records only bool, int, float and str"
+            )
+
+    def test_evaluation_report(self):
+        world = self.build()
+        self._optional(world, "evaluation_report")
+        assert hasattr(world, "evaluation_pairs"), "evaluation_report reads evaluation_pairs, which the world lacks"
+        prompts, pairs = world.evaluation_pairs(world.initial_policy, np.random.default_rng(17))
+        e = len(prompts)
+        labels = Labels(prefer_a=np.arange(e) % 2 == 0, tie=np.arange(e) % 3 == 0)
+        report = world.evaluation_report(iteration=1, seed=0, prompts=prompts, responses=pairs, labels=labels,
+                                         annotator="contract")
+        assert isinstance(report, Mapping), "evaluation_report must return a dict"
+        for key, value in report.items():
+            assert isinstance(key, str) and _is_real(value) and math.isfinite(value), (
+                f"evaluation_report[{key!r}] = {value!r} is not a finite number"
+            )
+
+
+CONTRACTS: dict[str, type] = {
+    "scorer": ScorerContract,
+    "selector": SelectorContract,
+    "allocator": AllocatorContract,
+    "trainer": TrainerContract,
+    "testbed": TestbedContract,
+    "judge": JudgeContract,
+}
+"""The contract of each component kind; a contract class names its component in ``<kind>_class``."""

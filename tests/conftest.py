@@ -1,8 +1,46 @@
-"""Shared fixtures: an isolated leaderboard and world cache per test session, one torch thread."""
+"""Shared fixtures: an isolated leaderboard and world cache per test session, one torch thread.
+
+Entry-point plugins are off for the whole session (:func:`pytest_configure`).
+"""
 
 import os
 
 import pytest
+
+#: The variable that selects entry-point plugins (harness.plugins); "" loads none.
+LOAD_PLUGINS = "HARNESS_LOAD_PLUGINS"
+_before_session: list[str | None] = []  # its value before the session, restored after it
+
+
+def pytest_configure(config):
+    """Switch entry-point plugins off for the session, so that installed third-party plugins change nothing.
+
+    With ``HARNESS_LOAD_PLUGINS`` set to the empty string the host loads no
+    entry point; the built-ins are registered on their own
+    (``harness.plugins.DEFAULT_PLUGINS``) and load as always, and so do the
+    ``--plugin`` files tests pass. It is set in the environment, so the
+    processes tests start (``harness`` subprocesses, sweep and multi-process
+    workers) see the same registry as the test itself. A test of entry-point
+    loading switches it back on for itself: ``monkeypatch.delenv(LOAD_PLUGINS)``
+    in-process, or an environment without it for a subprocess.
+    """
+    _before_session.append(os.environ.get(LOAD_PLUGINS))
+    os.environ[LOAD_PLUGINS] = ""
+
+
+def pytest_unconfigure(config):
+    if not _before_session:
+        return
+    before = _before_session.pop()
+    if before is None:
+        os.environ.pop(LOAD_PLUGINS, None)
+    else:
+        os.environ[LOAD_PLUGINS] = before
+
+
+def pytest_report_header(config):
+    return f"harness: entry-point plugins are off for this session ({LOAD_PLUGINS}='')"
+
 
 # A world small enough to build in about a second: the real code paths, tiny sizes.
 TINY_TESTBED = [

@@ -38,7 +38,7 @@ def test_no_heavy_imports(args, allowed, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
         capture_output=True, text=True, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "HARNESS_DB": str(tmp_path / "none.db")},
+        env={"PATH": "/usr/bin:/bin", "HARNESS_DB": str(tmp_path / "none.db"), "HARNESS_LOAD_PLUGINS": ""},
     )
     line = [l for l in result.stderr.splitlines() if l.startswith("HEAVY=")]
     assert line, result.stderr
