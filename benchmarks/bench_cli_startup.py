@@ -4,7 +4,7 @@ Times, as the median of REPEATS fresh subprocesses each (interleaved, so that
 load changes hit every command alike):
 
 * ``python -c "pass"``                        the interpreter alone (the baseline)
-* ``python -c "import harness.cli.leaderboard"`` the sub-app module (typer only, DESIGN D6)
+* ``python -c "import harness.cli.leaderboard"`` the sub-app module (typer only: docs/internals/architecture.md)
 * ``python -c "import leaderboard.store"``    the store (reads need only sqlite3)
 * ``python -c "import sqlite_utils"``         what the store defers to its first write
   (sqlite-utils imports numpy when it is installed)

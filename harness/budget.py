@@ -73,7 +73,7 @@ def plan_pool(labels: int, keep: float, labels_per_prompt: int = 0, labels_per_p
     So ``prompts = floor(labels / (labels_per_prompt + keep * labels_per_pair))``.
 
     For the margin selectors (0 per prompt, 1 per pair) that is
-    ``prompts = labels / keep`` and ``pairs = labels``, as in DESIGN.md.
+    ``prompts = labels / keep`` and ``pairs = labels`` (docs/internals/definitions.md#budget-accounting).
     """
     if labels < 0:
         raise ValueError("labels must be >= 0")

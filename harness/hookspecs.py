@@ -115,8 +115,8 @@ def register_studies(register):
     Called when the host builds its registry, before any command runs (so
     ``harness study list`` and ``harness study run NAME`` see every study).
     Unlike the other ``register_*`` hooks this one registers a *file*, not a
-    component class: a study is data (a TOML plan, schema in the README section
-    *Studies: claims with verdicts*), validated when it is loaded.
+    component class: a study is data (a TOML plan, its schema in
+    docs/experiments/plans.md), validated when it is loaded.
 
     :param register: call ``register(path)`` with the path (``str`` or
         ``pathlib.Path``) of a plan file ending in ``.toml``; the study's name is

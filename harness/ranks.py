@@ -1,4 +1,6 @@
-"""The processes of one run under a multi-process launch, and who does what (DESIGN D9).
+"""The processes of one run under a multi-process launch, and who does what.
+
+The rule is written down in docs/internals/architecture.md#several-processes-the-main-process-decides.
 
 ``torchrun --nproc_per_node K -m harness run ...`` and ``accelerate launch
 --num_processes K -m harness run ...`` start K copies of the same command; they

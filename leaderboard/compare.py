@@ -2,7 +2,7 @@
 
 Two runs with the same ``seed`` and ``world_seed`` share the world, pi_0, the
 iteration-1 prompts and the iteration-1 samples (common random numbers,
-DESIGN section 1), so the seed-to-seed spread (about 0.05 win rate on the
+docs/internals/definitions.md#common-random-numbers), so the seed-to-seed spread (about 0.05 win rate on the
 synthetic testbed, as large as most effects) cancels in their difference.
 
 The baseline rule (:data:`BASELINE_RULE`):

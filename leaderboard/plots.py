@@ -11,7 +11,7 @@
 * ``frontier.png`` -- gold reward against KL: every run's final policy a dot
   coloured by its group, the group's mean ± std a diamond, and its mean path
   over the iterations (pi_0 first) a thin line. Up and to the left is better:
-  more gold reward for less drift from pi_ref (DESIGN section 1).
+  more gold reward for less drift from pi_ref (docs/internals/pitfalls.md#the-kl-confound).
 """
 
 from __future__ import annotations

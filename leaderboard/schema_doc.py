@@ -1,12 +1,12 @@
 """The leaderboard schema as Markdown, generated from a freshly migrated in-memory database.
 
-The README's "Leaderboard schema" section is this module's output, between the
-markers ``<!-- schema:start -->`` and ``<!-- schema:end -->``; a test fails when
+The docs page ``docs/leaderboard/schema.md`` holds this module's output between the
+marker lines ``<!-- schema:start -->`` and ``<!-- schema:end -->``; a test fails when
 they differ. Refresh it after adding a migration::
 
-    python -m leaderboard.schema_doc --write README.md     # rewrite the README section
-    python -m leaderboard.schema_doc --check README.md     # exit 1 if it is stale
-    python -m leaderboard.schema_doc                       # print the Markdown
+    python -m leaderboard.schema_doc --write docs/leaderboard/schema.md   # rewrite the page's section
+    python -m leaderboard.schema_doc --check docs/leaderboard/schema.md   # exit 1 if it is stale
+    python -m leaderboard.schema_doc                                      # print the Markdown
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import sqlite3
 import sys
 from pathlib import Path
 
+from harness import markers
 from leaderboard.columns import descriptions as run_descriptions
 
-START = "<!-- schema:start -->"
-END = "<!-- schema:end -->"
-REFRESH_COMMAND = "python -m leaderboard.schema_doc --write README.md"
+PAGE = "docs/leaderboard/schema.md"
+START, END = markers.markers("schema")
+REFRESH_COMMAND = f"python -m leaderboard.schema_doc --write {PAGE}"
 
 #: What the declared columns hold; a column without an entry gets an empty cell.
 DESCRIPTIONS: dict[str, dict[str, str]] = {
@@ -123,7 +124,7 @@ def generate(conn: sqlite3.Connection | None = None) -> str:
         )
     ]
     for table in tables:
-        lines += ["", f"#### Table `{table}`", ""]
+        lines += ["", f"## Table `{table}`", ""]
         if table in _NOTES:
             lines += [_NOTES[table], ""]
         pk = {
@@ -171,25 +172,18 @@ def generate(conn: sqlite3.Connection | None = None) -> str:
         "select name, sql from sqlite_master where type = 'view' order by name"
     ).fetchall()
     for name, sql in views:
-        lines += ["", f"#### View `{name}`", "", "```sql", sql.strip(), "```"]
+        lines += ["", f"## View `{name}`", "", "```sql", sql.strip(), "```"]
     return "\n".join(lines) + "\n"
 
 
 def replace_section(text: str, generated: str) -> str:
     """``text`` with what lies between the schema markers replaced by ``generated``."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(f"no {START} ... {END} section found")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{generated}{END}{tail}"
+    return markers.replace(text, START, END, generated)
 
 
 def section(text: str) -> str:
     """What lies between the schema markers of ``text`` (without the markers' own lines)."""
-    if START not in text or END not in text:
-        raise ValueError(f"no {START} ... {END} section found")
-    inner = text.split(START, 1)[1].split(END, 1)[0]
-    return inner[1:] if inner.startswith("\n") else inner
+    return markers.section(text, START, END)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,32 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m leaderboard.schema_doc", description=__doc__.splitlines()[0]
     )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", metavar="FILE", type=Path, help="replace the schema section of FILE")
+    group.add_argument("--write", metavar="FILE", type=Path, help=f"replace the schema section of FILE ({PAGE})")
     group.add_argument("--check", metavar="FILE", type=Path, help="exit 1 if FILE's schema section is stale")
     args = parser.parse_args(argv)
     generated = generate()
     if args.write is None and args.check is None:
         sys.stdout.write(generated)
         return 0
-    target = args.write or args.check
-    text = target.read_text(encoding="utf-8")
-    try:
-        current = section(text)
-    except ValueError as exc:
-        print(f"{target}: {exc}", file=sys.stderr)
-        return 2
-    if args.check is not None:
-        if current != generated:
-            print(f"{target}: the schema section is stale; refresh it with `{REFRESH_COMMAND}`", file=sys.stderr)
-            return 1
-        print(f"{target}: the schema section is up to date", file=sys.stderr)
-        return 0
-    if current != generated:
-        target.write_text(replace_section(text, generated), encoding="utf-8")
-        print(f"{target}: schema section rewritten", file=sys.stderr)
-    else:
-        print(f"{target}: schema section already up to date", file=sys.stderr)
-    return 0
+    return markers.refresh(args.write or args.check, START, END, generated, check=args.check is not None,
+                           command=REFRESH_COMMAND)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's central result on the synthetic testbed (README, "measured here"):
+# The paper's central result on the synthetic testbed (docs/results/central-result.md):
 # always-smallest vs always-random vs always-largest, default settings, paired by seed.
 #   bash scripts/central_result.sh [SEEDS...]     (default seeds 0 1 2 3 4; ~6 s per run, 8 s per new world)
 set -euo pipefail

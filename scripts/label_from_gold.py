@@ -1,6 +1,6 @@
 """Answer a synthetic run's to-label.jsonl from the world's gold reward: a stand-in for people.
 
-Used by the README's external-annotator walk-through and its test. It reads the
+Used by the external-annotator walk-through (docs/annotators/people.md) and its test. It reads the
 run's config from the leaderboard, rebuilds the same synthetic world, turns each
 pair's text back into tokens and labels it with the noiseless gold reward::
 

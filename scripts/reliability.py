@@ -1,7 +1,7 @@
-"""The README's Reliability figures, measured: run the fault and bad-input tests and count.
+"""The reliability figures of the docs, measured: run the fault and bad-input tests and count.
 
-    python scripts/reliability.py                    # prints the Markdown the README shows
-    python scripts/reliability.py --write README.md  # and puts it between the reliability markers
+    python scripts/reliability.py                                     # prints the Markdown
+    python scripts/reliability.py --write docs/results/reliability.md # and puts it between the page's markers
 
 It runs ``pytest -m "fault or bad_input"`` (the tests that inject a fault into
 a run or feed malformed input), which report what they tried through
@@ -22,29 +22,27 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout: the harness's own modules
 
+from harness import markers  # noqa: E402
 
-START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
+PAGE = "docs/results/reliability.md"
+START, END = markers.markers("reliability")
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", type=Path, metavar="FILE", help="replace the section between the markers in FILE")
+    parser.add_argument("--write", type=Path, metavar="FILE", help=f"replace the section between the markers in FILE ({PAGE})")
     args = parser.parse_args(argv)
     lines: list[str] = []
     code = _measure(lines)
     text = "\n".join(lines)
     print(text)
     if args.write is not None and code == 0:
-        document = args.write.read_text(encoding="utf-8")
-        if START not in document or END not in document:
-            print(f"{args.write} has no {START} ... {END} markers", file=sys.stderr)
-            return 2
-        head, rest = document.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        args.write.write_text(f"{head}{START}\n{text}\n{END}{tail}", encoding="utf-8")
+        return markers.refresh(args.write, START, END, text, check=False,
+                               command=f"python scripts/reliability.py --write {PAGE}")
     return code
 
 

@@ -25,7 +25,7 @@ from harness.cli.leaderboard import leaderboard_app
 from harness.errors import UnknownNameError, UsageError
 from leaderboard import query, schema_doc, stats
 from leaderboard.compare import compare
-from leaderboard.store import MIGRATION_NAMES, Leaderboard, NewerSchemaError
+from leaderboard.store import Leaderboard, NewerSchemaError
 
 REPO = Path(__file__).resolve().parents[1]
 T975_DF4 = 2.7764451051977987  # Student t, 97.5% quantile, 4 degrees of freedom
@@ -718,16 +718,7 @@ def test_export_format_errors_exit_2(strategies_db, tmp_path, args):
 # -- schema documentation -------------------------------------------------------------------
 
 
-def test_readme_schema_section_is_generated():
-    readme = (REPO / "README.md").read_text()
-    assert "### Leaderboard schema" in readme
-    generated = schema_doc.generate()
-    assert schema_doc.section(readme) == generated, (
-        f"the README's schema section is stale: refresh it with `{schema_doc.REFRESH_COMMAND}`"
-    )
-    for item in ("#### Table `runs`", "#### Table `iterations`", "`final_win_rate` | REAL",
-                 "idx_runs_config_hash", "#### View `ranked_runs`", *MIGRATION_NAMES):
-        assert item in generated
+# (the check that docs/leaderboard/schema.md is generated lives in tests/test_docs_generated.py)
 
 
 def test_schema_doc_check_and_write(tmp_path):

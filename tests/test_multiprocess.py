@@ -1,4 +1,5 @@
-"""`harness run` under a multi-process launch (torchrun, ``accelerate launch``): DESIGN D9.
+"""`harness run` under a multi-process launch (torchrun, ``accelerate launch``): the main process decides
+(docs/internals/architecture.md#several-processes-the-main-process-decides).
 
 Two processes on this CPU machine, joined by gloo: the main process alone
 samples, selects, buys labels, evaluates and writes the leaderboard; both

@@ -122,7 +122,7 @@ def test_process_lengths_and_layout():
     prompts = world.draw_prompts(4000, rng)
     tokens, lengths = sample_process(world.tables, prompts, rng, max_len=12, eos_base=1.0, eos_slope=0.5)
     assert tokens.shape == (4000, 13) and lengths.min() >= 2 and lengths.max() <= 13
-    assert 5.0 < (lengths - 1).mean() < 8.5  # DESIGN: mean about 6-7 content tokens
+    assert 5.0 < (lengths - 1).mean() < 8.5  # docs/internals/synthetic-testbed.md: mean about 6-7 content tokens
     assert (lengths == 13).any()  # the forced EOS is reachable
     rows = np.arange(4000)
     assert np.all(tokens[rows, lengths - 1] == world.eos_id)

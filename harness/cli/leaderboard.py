@@ -2,7 +2,8 @@
 
 Mounted by the core CLI with ``app.add_typer(leaderboard_app, name="leaderboard")``.
 Importing this module stays cheap (typer only): the store, rich, and for
-``plot`` matplotlib and numpy, are imported inside the commands (DESIGN D6).
+``plot`` matplotlib and numpy, are imported inside the commands
+(docs/internals/architecture.md#heavy-imports-and-the-two-output-streams).
 Tables and messages go to stderr; stdout carries only ``--json`` and ``--csv``.
 
 Every column a user names (``--by``, ``--sort``, ``--metric``) is checked

@@ -18,11 +18,11 @@ leaderboard by :func:`harness.experiments.study.results`; nothing runs here) and
 :func:`publish` writes (or updates in place) the study's section of a combined
 Markdown file such as ``docs/reproduction.md``, between ``<!-- study:NAME start -->``
 and ``<!-- study:NAME end -->``, leaving the other studies' sections alone.
-:func:`readme_table` turns that file into the README's verdict table (between
-``<!-- reproduction:start -->`` and ``<!-- reproduction:end -->``)::
+:func:`readme_table` turns that file into the verdict table of the docs' results page
+``docs/results/index.md`` (between ``<!-- reproduction:start -->`` and ``<!-- reproduction:end -->``)::
 
-    python -m harness.experiments.study_report --write README.md     # rewrite the README's table
-    python -m harness.experiments.study_report --check README.md     # exit 1 if it disagrees with the file
+    python -m harness.experiments.study_report --write docs/results/index.md   # rewrite the page's table
+    python -m harness.experiments.study_report --check docs/results/index.md   # exit 1 if it disagrees with the file
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness import markers
 from leaderboard.plots import figure_legend, palette, per_iteration
 
 __all__ = ["REPORT_NAME", "fmt_signed", "publish", "readme_table", "time_text", "verdict_color",
@@ -393,7 +394,8 @@ This file is generated; do not edit it by hand. Each section is one study of the
 nothing and rebuilds the section from the database). A study rewrites only its own section, between its
 `<!-- study:NAME start -->` and `<!-- study:NAME end -->` markers. To regenerate a section, run the
 command at its top again: finished runs in its database are reused, so only missing runs run. The
-verdict table of the README is made from this file with `python -m harness.experiments.study_report --write README.md`.
+verdict table of the docs' results page is made from this file with
+`python -m harness.experiments.study_report --write docs/results/index.md`.
 
 Every claim is tested on the paired differences Δ = A − B over its confirmation seeds, and its p-value is
 adjusted over the claim's family (Holm). A direction claim is **reproduced** (or, for the harness's own
@@ -403,9 +405,11 @@ questions, **holds**) when the adjusted p < 0.05 with the source's sign, **rever
 exact sign-flip p beside every t-based p are in each study's report. What the synthetic testbed cannot
 tell you: [toy-limits.md](toy-limits.md); verdicts that changed with this rule: [verdict-changes.md](verdict-changes.md).
 """
-README_START = "<!-- reproduction:start -->"
-README_END = "<!-- reproduction:end -->"
-README_COMMAND = "python -m harness.experiments.study_report --write README.md"
+#: The marker lines of the verdict table on the results page, and the command that rewrites it.
+#: (The names say README: the table lived there before the docs site.)
+README_START, README_END = markers.markers("reproduction")
+TABLE_PAGE = "docs/results/index.md"
+README_COMMAND = f"python -m harness.experiments.study_report --write {TABLE_PAGE}"
 BLOCK_PREFIX = "↳ seeds "  # rows of blocks of seeds in sections published before blocks were retired
 
 
@@ -472,12 +476,13 @@ def replace_study_section(text: str, key: str, section: str) -> str:
     ``section`` appended when the study has none yet; every other byte is kept. Markers count only as
     whole lines, so the header's mention of them is not a section."""
     start, end = _markers(key)
-    found = [re.search(rf"^{re.escape(marker)}[ \t]*$", text, re.M) for marker in (start, end)]
-    if found[0] and found[1] and found[0].start() < found[1].start():
-        return text[:found[0].start()] + section + text[found[1].end():]
-    if found[0] or found[1]:
+    try:
+        found = markers.span(text, start, end)
+    except markers.MarkerError:
         raise ValueError(f"the section of {key!r} lacks one of its marker lines {start} / {end}, or has them "
-                         "in the wrong order; restore the section or delete both, then publish again")
+                         "in the wrong order; restore the section or delete both, then publish again") from None
+    if found is not None:
+        return text[:found[0]] + section + text[found[1]:]
     return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
@@ -529,7 +534,7 @@ def published_verdicts(text: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def readme_table(text: str, source: str = "docs/reproduction.md") -> str:
-    """The README's verdict table, made from the published file's text (see :func:`published_verdicts`)."""
+    """The results page's verdict table, made from the published file's text (see :func:`published_verdicts`)."""
     published = published_verdicts(text)
     every = [row for rows in published.values() for row in rows]
     with_blocks = any(row["blocks"] for row in every)  # sections published before blocks were retired
@@ -550,19 +555,16 @@ def readme_table(text: str, source: str = "docs/reproduction.md") -> str:
 
 
 def readme_section(text: str) -> str:
-    """What lies between the README's reproduction markers (without the markers' own lines)."""
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"no {README_START} ... {README_END} section found")
-    inner = text.split(README_START, 1)[1].split(README_END, 1)[0]
-    return inner[1:] if inner.startswith("\n") else inner
+    """What lies between the reproduction markers of a page (without the markers' own lines)."""
+    return markers.section(text, README_START, README_END)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m harness.experiments.study_report",
-        description="The README's verdict table, made from the published reproduction file.")
+        description="The verdict table of the docs' results page, made from the published reproduction file.")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--write", metavar="FILE", type=Path, help="replace the reproduction table of FILE (README.md)")
+    group.add_argument("--write", metavar="FILE", type=Path, help=f"replace the reproduction table of FILE ({TABLE_PAGE})")
     group.add_argument("--check", metavar="FILE", type=Path, help="exit 1 if FILE's reproduction table is stale")
     parser.add_argument("--from", dest="source", metavar="FILE", type=Path, default=Path("docs/reproduction.md"),
                         help="the file written by `harness study run NAME --publish FILE` (default: %(default)s)")
@@ -576,28 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write is None and args.check is None:
         sys.stdout.write(generated)
         return 0
-    target = args.write or args.check
-    text = target.read_text(encoding="utf-8")
-    try:
-        current = readme_section(text)
-    except ValueError as exc:
-        print(f"{target}: {exc}; add the two marker lines where the table belongs", file=sys.stderr)
-        return 2
-    if args.check is not None:
-        if current != generated:
-            print(f"{target}: the reproduction table disagrees with {args.source}; refresh it with "
-                  f"`{README_COMMAND}`", file=sys.stderr)
-            return 1
-        print(f"{target}: the reproduction table is up to date", file=sys.stderr)
-        return 0
-    if current != generated:
-        head, rest = text.split(README_START, 1)
-        tail = rest.split(README_END, 1)[1]
-        target.write_text(f"{head}{README_START}\n{generated}{README_END}{tail}", encoding="utf-8")
-        print(f"{target}: reproduction table rewritten from {args.source}", file=sys.stderr)
-    else:
-        print(f"{target}: reproduction table already up to date", file=sys.stderr)
-    return 0
+    return markers.refresh(args.write or args.check, README_START, README_END, generated,
+                           check=args.check is not None, command=README_COMMAND)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ same before every iteration. (Yang et al. 2024, Table 2, 30k labels over three
 iterations: increase 5k/10k/15k, constant 10k/10k/10k, decrease 15k/10k/5k.)
 
 On the default synthetic testbed these schedules could not be told apart in
-any of 12 designs (DESIGN.md section 3, notes/testbed-schedules.md).
+any of 12 designs (docs/internals/synthetic-testbed.md#budget-schedules-in-the-prototypes).
 """
 
 from __future__ import annotations

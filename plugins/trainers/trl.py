@@ -354,7 +354,7 @@ def build_trainer(policy, rows: dict[str, list], settings: dict[str, Any], *, se
     trainer._pairsel_warmup_ratio = float(settings["warmup_ratio"])
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    for callback in (PrinterCallback, ProgressCallback):  # stdout is for what a script pipes (DESIGN D6)
+    for callback in (PrinterCallback, ProgressCallback):  # stdout: only piped output (docs/internals/architecture.md)
         trainer.remove_callback(callback)
     if trainer.ref_model is not None:  # the whole point: no reference model in memory
         raise RuntimeError("TRL built a reference model although the reference log-probs were precomputed")

@@ -1,4 +1,4 @@
-"""The ``synthetic`` testbed: a tiny world with a known gold reward (DESIGN §3).
+"""The ``synthetic`` testbed: a tiny world with a known gold reward (docs/internals/synthetic-testbed.md).
 
 Prompts are 6 uniform content tokens; responses come from a 1-layer GRU policy;
 the SFT model pi_ref is trained on a bigram Markov process; the gold reward is

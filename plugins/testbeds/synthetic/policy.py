@@ -12,7 +12,7 @@ The additive EOS shaping is the same fixed, non-learned term the SFT data
 process uses, so the GRU learns only the residual EOS preference; the ban and
 the forcing are applied identically in :meth:`GRUPolicy.sample` and
 :meth:`GRUPolicy.sequence_logprobs`, so log-probs are exactly those of the
-distribution sampling draws from (DESIGN §4 pitfall 2).
+distribution sampling draws from (docs/internals/pitfalls.md#masking-log-probs).
 """
 
 from __future__ import annotations

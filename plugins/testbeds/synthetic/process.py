@@ -100,7 +100,7 @@ def make_tables(
     gold_prompt_scale: float,
     gold_token_scale: float,
 ) -> Tables:
-    """Draw a world's tables (DESIGN §3): T ~ N(0, s_T^2), Pb ~ N(0, s_P^2),
+    """Draw a world's tables (docs/internals/synthetic-testbed.md#the-world): T ~ N(0, s_T^2), Pb ~ N(0, s_P^2),
     B = a standardize(T) + sqrt(1 - a^2) noise, U ~ N(0, s_U^2), u ~ N(0, s_u^2)."""
     v = vocab_size
     transition = rng.normal(0.0, 1.0, size=(v + 1, v)) * transition_scale

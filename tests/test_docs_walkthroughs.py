@@ -1,8 +1,9 @@
-"""The README's annotator walk-throughs, run verbatim in bash from a scratch directory.
+"""The annotator walk-throughs of the docs, run verbatim in bash from a scratch directory.
 
-Each block is the README's own text: if a command, a flag or a path in it
-stops working, this test fails. The only changes are the environment: the
-session's world cache and a free port for the stand-in endpoint.
+Each block is the page's own text (the one bash block under its "Walk-through" heading): if a
+command, a flag or a path in it stops working, this test fails. The only changes are the
+environment: the session's world cache and a free port for the stand-in endpoint.
+(These walk-throughs were in the README before the manual moved to docs/.)
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
 
 
-def _block(heading: str) -> str:
-    section = README.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+def _block(page: str) -> str:
+    """The one bash block of the "## Walk-through" section of ``docs/<page>``."""
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    section = text.split("\n## Walk-through\n", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```bash\n(.+?)\n```", section, flags=re.S)
     return block
 
@@ -45,7 +47,7 @@ def _free_port() -> int:
 
 
 def test_people_as_annotators_walkthrough(tmp_path):
-    result = _run(_block("### People as annotators"), tmp_path)
+    result = _run(_block("annotators/people.md"), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     output = " ".join((result.stdout + result.stderr).split())
     assert "awaits labels: iteration 2" in output
@@ -55,7 +57,7 @@ def test_people_as_annotators_walkthrough(tmp_path):
 
 def test_llm_judge_walkthrough(tmp_path):
     port = str(_free_port())
-    block = _block("### An LLM judge over any OpenAI-compatible endpoint").replace("8765", port)
+    block = _block("annotators/llm-judge.md").replace("8765", port)
     result = _run(block, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     output = " ".join((result.stdout + result.stderr).split())
