@@ -3,7 +3,7 @@
 Browsing and comparing: ``query`` (filters, sort, grouping by strategy),
 ``compare`` (paired differences to a baseline), ``stats`` (Student t, no
 scipy), ``plots`` (matplotlib figures), ``export`` (CSV/JSON files) and
-``schema_doc`` (the README's schema section, generated).
+``schema_doc`` (the schema page of the docs, generated).
 
 Importing this package is free: ``Leaderboard`` and ``default_db_path`` load
 ``leaderboard.store`` (and sqlite-utils) on first use.

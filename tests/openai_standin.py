@@ -235,7 +235,7 @@ def _completion(request: Any, content: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the stand-in from the command line (the README's walk-through): prefers the longer response."""
+    """Serve the stand-in from the command line (the docs' walk-through): prefers the longer response."""
     import argparse
     import time
 

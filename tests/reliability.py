@@ -1,4 +1,4 @@
-"""Counts for the README's Reliability section (``python scripts/reliability.py``).
+"""Counts for the docs' reliability page (``python scripts/reliability.py``).
 
 Tests marked ``fault`` or ``bad_input`` report what they tried here: bad
 inputs fed, and for each fault the rows a run should have recorded against the

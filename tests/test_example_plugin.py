@@ -1,4 +1,4 @@
-"""The README's plugin tutorial, for real: pip-install tests/example_plugin and use it.
+"""The plugin tutorial of the docs (docs/plugins/index.md), for real: pip-install tests/example_plugin and use it.
 
 The package is installed with ``pip install --target`` into a temporary
 folder (the test environment is left untouched), so the harness discovers it

@@ -15,7 +15,7 @@ from conftest import TINY_TESTBED
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-import label_from_gold  # noqa: E402  (the README's stand-in for people)
+import label_from_gold  # noqa: E402  (the docs' stand-in for people)
 
 TINY = ["--iterations", "2", "--budget", "80", "-o", "trainer.epochs=2",
         *sum((["-o", o] for o in TINY_TESTBED), [])]

@@ -24,7 +24,7 @@ def _load_script(name: str):
     return module
 
 
-label_from_gold = _load_script("label_from_gold")  # the README's stand-in for people
+label_from_gold = _load_script("label_from_gold")  # the docs' stand-in for people
 
 TINY = ["--iterations", "2", "--budget", "80", "-o", "trainer.epochs=2", *sum((["-o", o] for o in TINY_TESTBED), [])]
 

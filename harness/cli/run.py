@@ -49,7 +49,7 @@ Several GPUs: start the same command under a launcher, e.g.
 accelerate launch --multi_gpu --num_processes 4 -m harness run --testbed hf
 --trainer trl -o testbed.device=cuda ... (or torchrun --nproc_per_node 4).
 The main process samples, buys the labels and records one run; every process
-scores and trains (see the README, "Several processes").
+scores and trains (docs/real-models/processes.md).
 
 Findings (which strategy and which schedule won, in which regime) are not in
 this help: they are in docs/reproduction.md, with what the synthetic testbed

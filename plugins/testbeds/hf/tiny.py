@@ -1,4 +1,4 @@
-"""Tiny offline models and data for tests and the README demo: built in code, saved, reloaded by path.
+"""Tiny offline models and data for tests and the docs' demo: built in code, saved, reloaded by path.
 
 :func:`build_tiny_models` writes, under one directory:
 
