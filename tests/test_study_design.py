@@ -141,3 +141,23 @@ def test_the_builtin_plans_separate_exploration_from_confirmation():
         confirmed = set(sp.seed_list(plan.seeds)) | {s for g in plan.grids if g.seeds for s in sp.seed_list(g.seeds)}
         assert min(confirmed) >= 1000 and not explored & confirmed and plan.warnings == ()
         assert len({c.family for c in plan.claims}) > 1 and plan.margin_reason
+
+
+@pytest.mark.parametrize("group, problem", [
+    ('claims = ["c1"]', "is not a list of two or more claim ids"),
+    ('claims = ["c1", "c9"]', "'c9' is not a claim of this plan"),
+    ('claims = ["c1", "c2"]\ncolour = "red"', "unknown key 'colour'"),
+])
+def test_a_bad_heterogeneity_group_names_the_line(tmp_path, group, problem):
+    text = plan_text() + "\n[[heterogeneity]]\n" + group + "\n"
+    path, message = error(tmp_path, text)
+    assert problem in message and f"{path}:" in message
+
+
+def test_a_heterogeneity_group_needs_one_contrast(tmp_path):
+    text = plan_text().replace('id = "c2"\nmetric = "final_win_rate"', 'id = "c2"\nmetric = "final_gold_reward"')
+    text += '\n[[heterogeneity]]\nclaims = ["c1", "c2"]\n'
+    _, message = error(tmp_path, text)
+    assert "the claims measure different metrics or directions" in message
+    _, plan = load(tmp_path, plan_text() + '\n[[heterogeneity]]\ntitle = "t"\nclaims = ["c1", "c2"]\n')
+    assert plan.heterogeneity[0].claims == ("c1", "c2") and plan.heterogeneity[0].title == "t"

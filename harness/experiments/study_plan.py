@@ -42,7 +42,8 @@ CLAIM_KINDS = ("paper", "question", "unequal")
 CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
 FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
-TOP_KEYS = ("study", "quick", "grid", "claim", "figure")
+TOP_KEYS = ("study", "quick", "grid", "claim", "figure", "heterogeneity")
+HETEROGENEITY_KEYS = ("claims", "title")
 _GRID_ALIASES = {"responses": "n_responses"}
 #: The family of every claim in a plan that names none.
 ALL_CLAIMS = "all claims"
@@ -81,6 +82,9 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    kind = "paper" (default: the source's claim, which can be reproduced) | "question" (the
                    harness's own: it holds or not) | "unequal" (the sides see different information)
                    was = "...": the claim's earlier encoding and its published verdict, shown beside it
+[[heterogeneity]]  claims = ["F3-default-...", "F3-step-limited-..."]: one contrast (same metric and direction)
+                   in different regimes or recipes; the report gives Cochran's Q and I² across them (never
+                   across blocks of seeds of one design); title
 [[figure]]         kind = "curves" (grid, metrics = ["win_rate", ...]) or "forest"; title
 """
 
@@ -147,6 +151,14 @@ class FigurePlan:
 
 
 @dataclass(frozen=True)
+class HeterogeneityPlan:
+    """Claims that are one contrast measured in different regimes or recipes: Cochran's Q across them."""
+
+    claims: tuple[str, ...]
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class StudyPlan:
     name: str
     path: Path
@@ -165,6 +177,7 @@ class StudyPlan:
     margin_reason: str = ""
     families: dict[str, str] = field(default_factory=dict)  # family -> its note
     warnings: tuple[str, ...] = ()  # deprecated keys and the like: printed, never fatal
+    heterogeneity: tuple[HeterogeneityPlan, ...] = ()  # one contrast across regimes or recipes
 
     @property
     def separates_seeds(self) -> bool:
@@ -325,6 +338,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
     grid_names = [g.name for g in grids]
     claims = _load_claims(errors, data.get("claim", []), grids)
     figures = _load_figures(errors, data.get("figure", []), grid_names)
+    heterogeneity = _load_heterogeneity(errors, data.get("heterogeneity", []), claims)
     _check_seed_sets(errors, seeds, seeds_key, exploration, grids)
     _check_claim_margins(errors, claims, margins)
     families = _check_families(errors, claims, families)
@@ -335,6 +349,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         name=name or path.stem, path=path, text=text, title=str(study.get("title", name or path.stem)),
         source=str(study.get("source", "")), description=str(study.get("description", "")).strip(),
         seeds=seeds, quick=dict(quick), grids=tuple(grids), claims=tuple(claims), figures=tuple(figures),
+        heterogeneity=tuple(heterogeneity),
         exploration_seeds=exploration, correction=correction, margins=margins,
         margin_reason=str(study.get("margin_reason", "")).strip(), families=families, warnings=warnings,
     )
@@ -589,6 +604,34 @@ def _check_blocks(errors: PlanErrors, where: list, value: Any) -> int | None:
                    "write a block size >= 2 seeds, e.g. blocks = 10")
         return None
     return value
+
+
+def _load_heterogeneity(errors: PlanErrors, items: Any, claims: Sequence[ClaimPlan]) -> list[HeterogeneityPlan]:
+    if not isinstance(items, list):
+        errors.add(["heterogeneity"], "must be an array of tables", "write each group as [[heterogeneity]]")
+        return []
+    by_id = {c.id: c for c in claims}
+    groups = []
+    for index, item in enumerate(items):
+        where = ["heterogeneity", index]
+        errors.unknown(where, item, HETEROGENEITY_KEYS)
+        ids = item.get("claims")
+        if not isinstance(ids, list) or len(ids) < 2 or not all(isinstance(i, str) for i in ids):
+            errors.add([*where, "claims"], f"claims {ids!r} is not a list of two or more claim ids",
+                       'write claims = ["F3-default-increase-vs-constant", "F3-step-limited-increase-vs-constant"]')
+            continue
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            errors.add([*where, "claims"], f"{unknown[0]!r} is not a claim of this plan",
+                       "list claim ids from the plan's [[claim]] tables")
+            continue
+        kinds = {(by_id[i].metric_label, by_id[i].direction) for i in ids}
+        if len(kinds) > 1:
+            errors.add([*where, "claims"], "the claims measure different metrics or directions",
+                       "group only one contrast measured in different regimes or recipes")
+            continue
+        groups.append(HeterogeneityPlan(tuple(ids), str(item.get("title", ""))))
+    return groups
 
 
 def _load_figures(errors: PlanErrors, items: Any, grid_names: Sequence[str]) -> list[FigurePlan]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import re
 import sys
@@ -43,6 +44,9 @@ __all__ = ["REPORT_NAME", "fmt_signed", "publish", "readme_table", "time_text", 
            "verdict_rows", "write_report"]
 
 REPORT_NAME = "report.md"
+RUNS_CSV = "runs.csv"
+#: The columns of runs.csv besides the run-level metrics the plan's claims read.
+RUNS_CSV_COLUMNS = ("id", "study_grid", "sweep_cell", "config_hash", "seed", "world_seed", "started_at", "git_commit")
 #: Colours of verdicts in figures, by the verdict's first word(s).
 _VERDICT_COLORS = (
     ("reproduced", "tab:green"), ("holds", "tab:green"), ("equivalent", "tab:green"), ("no better", "tab:green"),
@@ -140,6 +144,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     study = results.study
     plan = study.plan
     figures = write_figures(results, out_dir, dpi=dpi)
+    runs_file = write_runs_csv(results, out_dir / RUNS_CSV)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# Study `{plan.name}`{' (quick)' if study.quick else ''}: {plan.title}",
@@ -189,6 +194,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
             f"{ga} / {ca.key or 'the only cell'} ({ca.config_hash[:8]})",
             f"{gb} / {cb.key or 'the only cell'} ({cb.config_hash[:8]})",
             _fmt(item.a_mean), _fmt(item.b_mean), pairs or "–")) + " |")
+    lines += _heterogeneity_lines(results)
     earlier = [item.claim.plan for item in results.claims if item.claim.plan.was]
     if earlier:
         lines += ["", "## Re-encoded claims", "",
@@ -209,12 +215,71 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         done = sum(len(v) for v in results.runs[grid.plan.name].values())
         lines.append(f"| {grid.plan.name} | `{grid.sweep_id}` | {len(grid.cells)} | {format_seeds(grid.seeds)} | "
                      f"{grid.spec.iterations} | {grid.spec.budget} | {done} / {len(grid.cells) * len(grid.seeds)} |")
-    lines += ["", "Browse a grid's runs with `harness leaderboard --sweep SWEEP_ID`.", "", "## Figures", ""]
+    lines += ["", "Browse a grid's runs with `harness leaderboard --sweep SWEEP_ID`. Every run the verdicts used, "
+              f"with the run-level metrics of the claims, is in [{runs_file.name}]({runs_file.name}): each "
+              "verdict can be recomputed from it.", "", "## Figures", ""]
     for path in figures:
         lines += [f"![{path.stem}]({path.name})", ""]
     report = out_dir / REPORT_NAME
     report.write_text("\n".join(lines))
     return [report, *figures]
+
+
+def heterogeneity_rows(results: Any) -> list[dict[str, Any]]:
+    """Cochran's Q and I² of every ``[[heterogeneity]]`` group of the plan (one contrast across regimes)."""
+    from harness.experiments.statistics import cochran_q
+
+    stats = {item.claim.plan.id: item.stats for item in results.claims}
+    rows = []
+    for group in results.study.plan.heterogeneity:
+        members = [stats[claim] for claim in group.claims]
+        if any(s["std"] is None or s["n"] < 2 or s["std"] == 0 for s in members):
+            rows.append({"group": group, "result": None})
+            continue
+        ses = [s["std"] / math.sqrt(s["n"]) for s in members]
+        rows.append({"group": group, "result": cochran_q([s["mean"] for s in members], ses)})
+    return rows
+
+
+def _heterogeneity_lines(results: Any) -> list[str]:
+    rows = heterogeneity_rows(results)
+    if not rows:
+        return []
+    lines = ["", "## Heterogeneity across regimes", "",
+             "One contrast measured in different regimes or recipes (the plan's `[[heterogeneity]]` groups): "
+             "Cochran's Q with inverse-variance weights, its p (χ², k − 1 degrees of freedom), I², and the pooled "
+             "mean difference. A large I² says the regime changes the effect; never computed across blocks of "
+             "seeds of one design.", "",
+             "| group | claims | Q | df | p | I² | pooled Δ ± se |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        group, out = row["group"], row["result"]
+        claims = ", ".join(group.claims)
+        if out is None:
+            lines.append(f"| {_md(group.title or '–')} | {_md(claims)} | – | – | – | – | too few pairs |")
+            continue
+        lines.append(f"| {_md(group.title or '–')} | {_md(claims)} | {out['q']:.2f} | {out['df']} | "
+                     f"{out['p']:.4f} | {100 * out['i2']:.0f}% | {fmt_signed(out['pooled'])} ± {out['pooled_se']:.3f} |")
+    return lines
+
+
+def write_runs_csv(results: Any, path: Path) -> Path:
+    """Every run the verdicts used, with the run-level metrics of the plan's claims (one row per run)."""
+    import csv
+
+    metrics = list(dict.fromkeys(c.metric for c in (item.claim.plan for item in results.claims)
+                                 if c.iteration is None and "iteration" not in c.a and "iteration" not in c.b))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*RUNS_CSV_COLUMNS, *metrics])
+        for run in results.finished_runs():
+            writer.writerow([run.get(c) for c in RUNS_CSV_COLUMNS] + [_run_metric(run, m) for m in metrics])
+    return path
+
+
+def _run_metric(run: dict[str, Any], metric: str) -> Any:
+    from harness.experiments.study import metric_value
+
+    return metric_value(run, [], metric, None)
 
 
 def _design_lines(results: Any) -> list[str]:
