@@ -102,3 +102,103 @@ def test_verdicts_recomputed_by_hand_from_the_runs_table(cli, db_path, tmp_path)
     patterns = list(itertools.product((-1, 1), repeat=len(d)))
     hits = sum(abs(sum(s * abs(x) for s, x in zip(signs, d))) >= observed - 1e-12 for signs in patterns)
     assert claims["smallest-vs-random"]["p_sign_flip"] == pytest.approx(hits / len(patterns))
+
+
+# -- the built-in studies as published: every verdict recomputes from the runs file beside the report --------
+
+
+def _published(study: str) -> tuple[dict[str, dict[str, str]], dict]:
+    """The verdict table of docs/studies/STUDY/report.md by claim, and runs.csv's values by (grid, cell, seed)."""
+    import csv
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "docs" / "studies" / study
+    table, header = {}, None
+    for line in (folder / "report.md").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|"):
+            header = None if table else header
+            continue
+        cells = [c.strip().replace("\\|", "|").strip("*") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if cells[:2] == ["claim", "finding"]:
+            header = cells
+        elif header and not set(cells) <= {"---"} and len(cells) == len(header):
+            table[cells[0]] = dict(zip(header, cells))
+    with open(folder / "runs.csv", encoding="utf-8") as handle:
+        runs = {(r["study_grid"], r["sweep_cell"], int(r["seed"])): r for r in csv.DictReader(handle)}
+    return table, runs
+
+
+def _fmt(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def test_the_published_yang2024_verdicts_recompute_from_its_runs_file():
+    table, runs = _published("yang2024")
+    seeds = range(1000, 1010)
+    value = lambda grid, cell, seed: float(runs[(grid, cell, seed)]["final_win_rate"])  # noqa: E731
+    family = {
+        "F1-instance-smallest-vs-random": (("one_iteration_instance", "instance=smallest"),
+                                           ("one_iteration_instance", "instance=random")),
+        "F1-instance-smallest-vs-largest": (("one_iteration_instance", "instance=smallest"),
+                                            ("one_iteration_instance", "instance=largest")),
+        "F1-corpus-smallest-vs-random": (("one_iteration_corpus", "corpus=smallest"),
+                                         ("one_iteration_instance", "instance=random")),
+        "F1-corpus-smallest-vs-largest": (("one_iteration_corpus", "corpus=smallest"),
+                                          ("one_iteration_corpus", "corpus=largest")),
+    }
+    diffs = {claim: [value(*a, s) - value(*b, s) for s in seeds] for claim, (a, b) in family.items()}
+    raw = {claim: stats.ttest_1samp(d, 0.0).pvalue for claim, d in diffs.items()}
+    order = sorted(raw, key=raw.get)
+    holm, running = {}, 0.0
+    for rank, claim in enumerate(order):  # Holm by hand: (m - rank) * p, never below the one before
+        running = max(running, min(1.0, (len(order) - rank) * raw[claim]))
+        holm[claim] = running
+    for claim in family:
+        row = table[claim]
+        assert row["p"] == _fmt(raw[claim]) and row["HOLM p"] == _fmt(holm[claim]), claim
+        assert row["family (size)"] == "F1 (4)"
+        expected = ("not significant" if holm[claim] >= 0.05 else "reproduced" if sum(diffs[claim]) > 0 else "reversed")
+        assert row["verdict"] == expected, claim
+    d = diffs["F1-instance-smallest-vs-random"]  # the sign-flip p by enumerating the 2^10 sign patterns
+    hits = sum(abs(sum(s * abs(x) for s, x in zip(signs, d))) >= abs(sum(d)) - 1e-12
+               for signs in itertools.product((-1, 1), repeat=len(d)))
+    assert table["F1-instance-smallest-vs-random"]["sign-flip p"] == _fmt(hits / 2 ** len(d))
+
+
+GOLD_CELL = "selector=map allocator=constant"  # the gold grid's only cell, as runs.csv keys it
+
+
+def test_the_published_huang2025_equivalence_verdict_recomputes_from_its_runs_file():
+    table, runs = _published("huang2025")
+    seeds = range(1000, 1010)
+    gain = lambda grid, cell, seed: float(runs[(grid, cell, seed)]["win_gain_per_1k_labels"])  # noqa: E731
+    d = [gain("gold", GOLD_CELL, s) - gain("implicit", "selector=smallest", s) for s in seeds]
+    margin = 0.007  # the plan's margin for win_gain_per_1k_labels
+    tost = max(stats.ttest_1samp(d, -margin, alternative="greater").pvalue,
+               stats.ttest_1samp(d, margin, alternative="less").pvalue)
+    row = table["MAP-gold-vs-smallest-per-1k-labels"]
+    assert row["p"] == _fmt(tost) == row["HOLM p"] and row["test"] == "TOST ±0.007"
+    interval = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    different = interval.low > 0 or interval.high < 0
+    assert row["verdict"] == ("equivalent within ±0.007" if tost < 0.05 else "different" if different else "inconclusive")
+
+
+def test_the_published_heterogeneity_of_the_schedule_effect_recomputes_from_its_runs_file():
+    from pathlib import Path
+
+    _, runs = _published("yang2024")
+    seeds = range(1000, 1030)
+    means, ses = [], []
+    for grid in ("schedules_default", "schedules_step_limited"):
+        d = [float(runs[(grid, "allocator=increase", s)]["final_win_rate"])
+             - float(runs[(grid, "allocator=constant", s)]["final_win_rate"]) for s in seeds]
+        means.append(sum(d) / len(d))
+        ses.append(stats.tstd(d) / len(d) ** 0.5)
+    weights = [1 / se ** 2 for se in ses]
+    pooled = sum(w * m for w, m in zip(weights, means)) / sum(weights)
+    q = sum(w * (m - pooled) ** 2 for w, m in zip(weights, means))
+    i2 = max(0.0, (q - 1) / q) if q > 0 else 0.0
+    report = (Path(__file__).resolve().parents[1] / "docs" / "studies" / "yang2024" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| increase − constant, default vs step"))
+    assert f"| {q:.2f} | 1 | {stats.chi2.sf(q, 1):.4f} | {100 * i2:.0f}% |" in row
