@@ -104,3 +104,16 @@ def test_cochran_q_worked_example():
     assert apart["p"] == pytest.approx(stats.chi2.sf(12.5, 1))
     assert apart["i2"] == pytest.approx((12.5 - 1) / 12.5)
     assert apart["pooled_se"] == pytest.approx(math.sqrt(1 / (2 / 0.02**2)))
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 9, 29, 100])
+def test_the_leaderboards_pure_python_t_distribution_matches_scipy(df):
+    from leaderboard.stats import betainc, t_cdf, t_ppf
+    from scipy import special
+
+    for t in (-6.0, -2.3, -0.4, 0.0, 0.7, 1.96, 4.5):
+        assert t_cdf(t, df) == pytest.approx(stats.t.cdf(t, df), abs=1e-10)
+    for p in (0.005, 0.05, 0.5, 0.8, 0.975, 0.995):
+        assert t_ppf(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-8)
+    for x in (0.01, 0.3, 0.77, 0.99):
+        assert betainc(df / 2, 0.5, x) == pytest.approx(special.betainc(df / 2, 0.5, x), abs=1e-12)
