@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "trl", "datasets", "numpy", "scipy")  # scipy: study code only
+HEAVY = ("torch", "transformers", "trl", "datasets", "numpy", "scipy", "pandas")  # scipy: study code only
 
 PROBE = """
 import json, sys

@@ -161,3 +161,18 @@ def test_a_heterogeneity_group_needs_one_contrast(tmp_path):
     assert "the claims measure different metrics or directions" in message
     _, plan = load(tmp_path, plan_text() + '\n[[heterogeneity]]\ntitle = "t"\nclaims = ["c1", "c2"]\n')
     assert plan.heterogeneity[0].claims == ("c1", "c2") and plan.heterogeneity[0].title == "t"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"c1": 'family = "F1"'}, 'id = "c2"'),  # a bad family
+    ({"direction": "none"}, 'direction = "none"'),  # a missing margin
+    ({"grid": 'confirmation_seeds = "5-8"'}, 'confirmation_seeds = "5-8"'),  # overlapping seed sets
+])
+def test_the_cli_exits_2_with_the_line_at_fault(cli, tmp_path, db_path, kwargs, needle):
+    text = plan_text(**kwargs)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    for command in (("study", "run", path, "--dry-run"), ("study", "report", path)):
+        result = cli(*command)
+        assert result.exit_code == 2, result.output
+        assert f"bad.toml:{line_of(text, needle)}:" in " ".join(result.output.split())
