@@ -27,6 +27,11 @@ from typing import Any
 
 from harness.errors import UsageError
 
+#: The largest integer the leaderboard can store (SQLite INTEGER is 64-bit, signed).
+STORE_INT_MAX = 2**63 - 1
+#: The most iterations a run may plan (each is a round of sampling, labelling and training).
+MAX_ITERATIONS = 10_000
+
 #: What an option sets: a component's name, the shape of the run, a seed, or a switch.
 KINDS = ("component", "shape", "seed", "switch", "assignments")
 
@@ -132,17 +137,19 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     _component("evaluator", "judge", None,
                "Judge whose verdict on policy vs reference outputs is the win rate. Default: the testbed's."),
     _component("testbed", "testbed", "synthetic", "World to run in."),
-    RunOption("iterations", int, 3, "DPO iterations.", "shape", "--iterations", "-k", min=1),
+    RunOption("iterations", int, 3, "DPO iterations.", "shape", "--iterations", "-k", min=1, max=MAX_ITERATIONS,
+              why="each iteration is a whole round of sampling, labelling and training"),
     RunOption("budget", int, 3000, "Total gold labels of a run, over all its iterations.", "shape", "--budget",
-              min=0, min_inclusive=False, rule="must be a positive number of gold labels"),
+              min=0, min_inclusive=False, max=STORE_INT_MAX,
+              rule="must be a positive number of gold labels, at most 2^63 - 1"),
     RunOption("keep", float, 0.5, "Share of instance pairs kept at corpus level.", "shape", "--keep",
               min=0, min_inclusive=False, max=1, why="the share of instance pairs kept"),
     RunOption("n_responses", int, 8, "Responses sampled per prompt.", "shape", "--responses", "-n", min=2,
               why="a pair needs two responses"),
     RunOption("seed", int, 0, "Run seed: fixes every random stream of the run.", "seed", "--seed", min=0,
-              sweep=False),
+              max=STORE_INT_MAX, why="the leaderboard stores it as a 64-bit integer", sweep=False),
     RunOption("world_seed", int, None, "World seed (world, pi_ref, pi_0, eval set). Default: the run seed.",
-              "seed", "--world-seed", min=0),
+              "seed", "--world-seed", min=0, max=STORE_INT_MAX, why="the leaderboard stores it as a 64-bit integer"),
     RunOption("reference", str, "fixed",
               "DPO reference each iteration trains against: fixed (pi_ref, the SFT model; the paper's default) "
               "or previous (pi_{i-1}). Selection scores use the reference the policy was trained with.",

@@ -13,16 +13,17 @@ pytestmark = pytest.mark.bad_input
 REGISTRY = load_registry([])
 
 RUN_OPTIONS = [
-    (["--iterations", "0"], ">= 1"),
-    (["--iterations", "-3"], ">= 1"),
+    (["--iterations", "0"], "in [1, 10000]"),
+    (["--iterations", "-3"], "in [1, 10000]"),
     (["--budget", "0"], "positive"),
     (["--budget", "-5"], "positive"),
     (["--keep", "0"], "(0, 1]"),
     (["--keep", "1.5"], "(0, 1]"),
     (["--keep", "nan"], "(0, 1]"),
     (["--responses", "1"], ">= 2"),
-    (["--seed", "-1"], "--seed must be >= 0"),
-    (["--world-seed", "-2"], "--world-seed must be >= 0"),
+    (["--seed", "-1"], "--seed must be in [0, 9223372036854775807]"),
+    (["--seed", str(2**63)], "--seed must be in [0, 9223372036854775807] (the leaderboard stores it as a 64-bit"),
+    (["--world-seed", "-2"], "--world-seed must be in [0, 9223372036854775807]"),
     (["--threads", "0"], "greater than or equal to 1"),
     (["--budget", "abc"], "valid integer"),
 ]
