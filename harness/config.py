@@ -277,32 +277,27 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
         request = RunRequest.from_values(**given)
     elif given:
         raise TypeError("pass a RunRequest or keyword options, not both")
-    testbed, selector = request.testbed, request.selector
-    instance_selector, corpus_selector = request.instance_selector, request.corpus_selector
-    allocator, trainer = request.allocator, request.trainer
-    gold_judge, proxy_judge = request.gold_judge, request.proxy_judge
-    annotator, evaluator = request.annotator, request.evaluator
-    options = request.options
-
     names = {
-        "testbed": testbed,
-        "instance_selector": instance_selector or selector,
-        "corpus_selector": corpus_selector or selector,
-        "allocator": allocator,
-        "trainer": trainer,
+        "testbed": request.testbed,
+        "instance_selector": request.instance_selector or request.selector,
+        "corpus_selector": request.corpus_selector or request.selector,
+        "allocator": request.allocator,
+        "trainer": request.trainer,
     }
-    defaults = registry.get("testbed", testbed).cls.default_judges
-    for role, given, key in (("gold_judge", gold_judge, "gold"), ("proxy_judge", proxy_judge, "proxy")):
+    defaults = registry.get("testbed", request.testbed).cls.default_judges
+    for role, key in (("gold_judge", "gold"), ("proxy_judge", "proxy")):
+        given = getattr(request, role)
         if given or defaults.get(key):
             names[role] = given or defaults[key]
     defaulted = set()
-    for role, given in (("annotator", annotator), ("evaluator", evaluator)):
+    for role in ("annotator", "evaluator"):
+        given = getattr(request, role)
         if given or defaults.get(role):
             names[role] = given or defaults[role]
             if not given:
                 defaulted.add(role)
     classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
-    assignments = parse_option_assignments(options)
+    assignments = parse_option_assignments(request.options)
     routed = route_options(assignments, classes)
     selectors = {role: registry.create("selector", names[role], routed[role])
                  for role in ("instance_selector", "corpus_selector")}
