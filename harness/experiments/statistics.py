@@ -44,7 +44,8 @@ def _std(d: np.ndarray) -> float:
 
 
 def t_test(values: Sequence[float], *, alpha: float = 0.05) -> dict[str, Any]:
-    """``n, mean, std, se, df, t, p`` (two-sided) and the ``1 − alpha`` interval ``ci_low, ci_high``.
+    """``n, mean, std, se, df, t, p`` (two-sided), the ``1 − alpha`` interval ``ci_low, ci_high`` and its
+    ``half_width`` t_{1−alpha/2, n−1}·se.
 
     Below two pairs, or with no spread, the test is undefined: ``p`` and the
     interval are None (with no spread and a nonzero mean every test would be
@@ -55,7 +56,8 @@ def t_test(values: Sequence[float], *, alpha: float = 0.05) -> dict[str, Any]:
     d = _diffs(values)
     n = int(d.size)
     out: dict[str, Any] = {"n": n, "mean": float(d.mean()) if n else None, "std": None, "se": None,
-                           "df": n - 1 if n else None, "t": None, "p": None, "ci_low": None, "ci_high": None}
+                           "df": n - 1 if n else None, "t": None, "p": None, "ci_low": None, "ci_high": None,
+                           "half_width": None}
     if n < 2:
         return out
     std = _std(d)
@@ -66,7 +68,7 @@ def t_test(values: Sequence[float], *, alpha: float = 0.05) -> dict[str, Any]:
     t = out["mean"] / se
     half = float(stats.t.ppf(1.0 - alpha / 2.0, n - 1)) * se
     out.update(se=se, t=t, p=float(2.0 * stats.t.sf(abs(t), n - 1)),
-               ci_low=out["mean"] - half, ci_high=out["mean"] + half)
+               ci_low=out["mean"] - half, ci_high=out["mean"] + half, half_width=half)
     return out
 
 

@@ -74,15 +74,12 @@ def claim_statistics(
         "n": t["n"], "mean": t["mean"], "std": t["std"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
         "excludes_zero": None if t["ci_low"] is None else bool(t["ci_low"] > 0.0 or t["ci_high"] < 0.0),
         "pairs": [list(k) if isinstance(k, tuple) else k for k in common],
-        "half_width": None, "mde80": None, "p_t": t["p"], "p_sign_flip": statistics.sign_flip_p(diffs),
+        "half_width": t["half_width"], "mde80": None, "p_t": t["p"], "p_sign_flip": statistics.sign_flip_p(diffs),
         "p": t["p"], "margin": margin if direction in MARGIN_DIRECTIONS else None, "smallest_margin": None,
         "direction": direction,
     }
-    if t["se"] is not None:
-        n = t["n"]
-        out["half_width"] = float(scipy_stats.t.ppf(1.0 - alpha / 2.0, n - 1)) * t["se"]
-        out["mde80"] = (float(scipy_stats.t.ppf(1.0 - alpha / 2.0, n - 1))
-                        + float(scipy_stats.t.ppf(0.8, n - 1))) * t["se"]
+    if t["se"] is not None:  # the true difference this design detects 80% of the time
+        out["mde80"] = t["half_width"] + float(scipy_stats.t.ppf(0.8, t["n"] - 1)) * t["se"]
     if direction == "none":
         equivalence = statistics.tost(diffs, margin, alpha=alpha)
         out.update(p=equivalence["p"], smallest_margin=equivalence["smallest_margin"])
