@@ -19,6 +19,7 @@ from typing import Any
 
 from harness.budget import plan_pool
 from harness.errors import UnknownNameError, UsageError
+from harness.memory import MemoryEstimate, check_memory, estimate
 from harness.interfaces import (
     EXPLICIT_REWARD,
     EXPLICIT_SOURCES,
@@ -269,6 +270,7 @@ class RunPlan:
     config: RunConfig
     components: Components
     labels: list[int]
+    memory: MemoryEstimate
 
 
 def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: Any) -> RunPlan:
@@ -324,7 +326,17 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
         allow_static_policy=request.allow_static_policy,
     )
     components = _assemble(registry, config, made)
-    return RunPlan(config, components, check_budget_plan(config, components))
+    labels = check_budget_plan(config, components)
+    memory = estimate_memory(config, components, labels)
+    check_memory(memory)
+    return RunPlan(config, components, labels, memory)
+
+
+def estimate_memory(config: RunConfig, components: Components, labels: Sequence[int]) -> MemoryEstimate:
+    """The memory the plan's largest pool and the testbed's world need (:mod:`harness.memory`)."""
+    per_prompt, per_pair = components.pool_costs(config.n_responses)
+    prompts = [plan_pool(n, config.keep, per_prompt, per_pair).prompts for n in labels]
+    return estimate(components.testbed.memory_needs(), prompts, config.n_responses)
 
 
 def _unused_judges(names: Mapping[str, str], selectors: Mapping[str, Selector],

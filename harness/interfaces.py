@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from harness.errors import UsageError
+from harness.memory import MemoryNeeds
 from harness.options import Option, resolve_options
 
 if TYPE_CHECKING:  # torch is imported only where a model runs
@@ -110,7 +111,14 @@ class Pairs:
 
     def __post_init__(self) -> None:
         for name in ("prompt", "a", "b"):
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64).reshape(-1))
+            given = np.asarray(getattr(self, name))
+            # a fractional index would be truncated without a word (1.7 -> 1), a bool one read as 0 or 1
+            if given.size and (given.dtype.kind not in "iuf" or (given.dtype.kind == "f" and not (
+                    np.isfinite(given).all() and np.array_equal(given, np.round(given))))):
+                raise TypeError(f"Pairs.{name} must hold whole-number indices, got {given.dtype} values such as "
+                                f"{given.reshape(-1)[:3].tolist()}; build them as integers (np.argsort, "
+                                "np.arange, rng.integers)")
+            object.__setattr__(self, name, given.astype(np.int64, copy=False).reshape(-1))
 
     def __len__(self) -> int:
         return int(self.prompt.shape[0])
@@ -529,6 +537,17 @@ class Testbed(Component):
           :func:`harness.plugins.default_trainers`.
         """
         raise NotImplementedError
+
+    def memory_needs(self) -> MemoryNeeds | None:
+        """What this testbed's world holds and what each pool prompt and response costs, in bytes.
+
+        Optional: the plan's memory check (:mod:`harness.memory`) adds the
+        harness's own arrays, and refuses a plan that would not fit before
+        anything is built. Computed from the options alone, without building
+        anything. None (the default) leaves the testbed's part out of the
+        estimate.
+        """
+        return None
 
 
 TrainerFactory = Callable[[str, Mapping[str, Any]], Trainer]

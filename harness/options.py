@@ -45,6 +45,10 @@ _PARSERS: dict[type, Callable[[str], Any]] = {
 
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool", tuple: "list of numbers"}
 
+#: The largest integer an int option may hold, whatever its declared range: the leaderboard and numpy
+#: store integers in 64 bits, so a larger one would fail later, mid-run, with a traceback.
+INT64_MAX = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class Option:
@@ -106,6 +110,8 @@ class Option:
         for number in numbers:
             if not self._in_range(number):
                 raise UsageError(f"{label} must be in {self.range_text()}; got {_fmt(number)}")
+        if self.type is int and abs(value) > INT64_MAX:
+            raise UsageError(f"{label} must fit a 64-bit integer (at most {INT64_MAX:,} in size); got {value}")
         return value
 
     def _in_range(self, number: float) -> bool:

@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UsageError
-
-#: The largest integer the leaderboard can store (SQLite INTEGER is 64-bit, signed).
-STORE_INT_MAX = 2**63 - 1
+from harness.options import INT64_MAX as STORE_INT_MAX  # SQLite's INTEGER is 64-bit, signed
 #: The most iterations a run may plan (each is a round of sampling, labelling and training).
 MAX_ITERATIONS = 10_000
 

@@ -92,7 +92,7 @@ def run_command(
 
     console = stderr_console()
     db_path = writable_db(db)
-    if resume:
+    if resume is not None:
         with cli_errors():
             registry = load_registry(plugin or ())
         _set_threads(threads)
@@ -117,8 +117,10 @@ def run_command(
         _follow_main(lambda: runner.execute(config, registry, db_path=db_path, ranks=ranks, components=components))
     _print_plan(console, config, components, plan)
     if dry_run:
+        console.print(planned.memory.describe())
         if as_json:
-            typer.echo(json.dumps({"config": config.to_dict(), "plan": plan}, default=list))
+            typer.echo(json.dumps({"config": config.to_dict(), "plan": plan,
+                                   "memory_bytes": planned.memory.total_bytes}, default=list))
         return
 
     from harness.experiments import runner

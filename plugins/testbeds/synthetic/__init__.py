@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from harness import hookimpl
 from harness.interfaces import Testbed
+from harness.memory import MemoryNeeds
 from harness.options import Option
 
 _POSITIVE = {"min": 0.0, "min_inclusive": False}
@@ -61,6 +62,25 @@ class SyntheticTestbed(Testbed):
         from plugins.testbeds.synthetic.world import build_world
 
         return build_world(self.settings, seed=seed, reporter=reporter, name=self.name, trainers=trainers)
+
+    def memory_needs(self) -> MemoryNeeds:
+        """Bytes of the world and of one pool prompt and response, from the options (measured against peak RSS
+        in ``benchmarks/bench_memory_estimate.py``).
+
+        A response is sampled with every other one of its iteration at once: its tokens (a torch tensor, its
+        numpy copy and the int64 array the world returns) and one step's logits, Gumbel noise and GRU state. The
+        world holds the SFT corpus, the evaluation samples and the reference best-of draws, and the policies'
+        weights (pi_ref, pi_0, the policy, its gradients and Adam's two moments).
+        """
+        s = self.settings
+        vocab, width, hidden = s["vocab_size"] + 4, s["max_response_length"] + 1, s["hidden_dim"]
+        embedding, prompt_length = s["embedding_dim"], s["prompt_length"]
+        response = 24 * width + 20 * vocab + 24 * hidden
+        prompt = 16 * prompt_length + 12 * hidden
+        parameters = vocab * embedding + 3 * hidden * (embedding + hidden + 2) + hidden * vocab + vocab
+        evaluation = s["eval_prompts"] * (prompt + (s["eval_samples"] + s["reference_best_of"]) * response)
+        world = 24 * s["sft_samples"] * (prompt_length + width) + evaluation + 6 * 4 * parameters
+        return MemoryNeeds(world_bytes=world, bytes_per_prompt=prompt, bytes_per_response=response)
 
 
 @hookimpl
