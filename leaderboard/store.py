@@ -48,12 +48,21 @@ BUSY_TIMEOUT_SECONDS = 30.0
 
 
 def busy_timeout() -> float:
-    """Seconds a write waits for another process's lock: ``$HARNESS_DB_TIMEOUT``, else 30."""
+    """Seconds a write waits for another process's lock: ``$HARNESS_DB_TIMEOUT``, else 30.
+
+    ValueError naming the variable and the fix when it is set to anything but a finite number >= 0.
+    """
     value = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
-    try:
-        return float(value) if value else BUSY_TIMEOUT_SECONDS
-    except ValueError:
+    if not value:
         return BUSY_TIMEOUT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{BUSY_TIMEOUT_ENV}={value!r} is not a number of seconds; set it to a number >= 0 "
+                         f"(e.g. {BUSY_TIMEOUT_ENV}=60), or unset it for the default of {BUSY_TIMEOUT_SECONDS:g}")
+    return seconds
 
 #: Keys ``start_run`` requires, with the Python types each value may have (from :mod:`leaderboard.columns`).
 REQUIRED_RUN_KEYS: dict[str, tuple[type, ...]] = required_run_keys()

@@ -7,8 +7,10 @@ It runs ``pytest -m "fault or bad_input"`` (the tests that inject a fault into
 a run or feed malformed input), which report what they tried through
 ``tests/reliability.py``, and prints: every fault injected with the leaderboard
 rows the run should have kept and did keep, the bad inputs tried by kind, and
-the rows lost (expected minus kept, summed). Exit code: pytest's, or 1 if any
-row was lost.
+the rows lost (expected minus kept, summed), and for the generated bad input
+(``tests/test_bad_input_generator.py``) how many ended in a clean exit 2, in a
+traceback, or with files left behind. Exit code: pytest's, or 1 if any row was
+lost or any generated input did not end cleanly.
 """
 
 from __future__ import annotations
@@ -72,10 +74,21 @@ def _measure(lines: list[str]) -> int:
     print("| --- | --- |")
     for kind, n in sorted(bad.items()):
         print(f"| {kind} | {n:,} |")
-    print(f"\n**{sum(bad.values()):,} bad inputs tried, each answered with a valid result or a typed error.**")
+    print(f"\n**{sum(bad.values()):,} bad inputs tried, each answered with a valid result or a typed error.**\n")
+    outcomes = counts.get("outcomes", {})
+    print("Generated bad input (`tests/test_bad_input_generator.py`), each expected to end in a clean exit 2 "
+          "with nothing written:\n")
+    print("| class | tried | clean exit 2 | tracebacks | partial writes |")
+    print("| --- | --- | --- | --- | --- |")
+    for kind, row in sorted(outcomes.items()):
+        print(f"| {kind} | {row['tried']:,} | {row['clean']:,} | {row['traceback']} | {row['partial']} |")
+    total = {key: sum(row[key] for row in outcomes.values()) for key in ("tried", "clean", "traceback", "partial")}
+    print(f"\n**{total['tried']:,} generated bad inputs: {total['clean']:,} clean errors, {total['traceback']} "
+          f"tracebacks, {total['partial']} partial writes.**")
     if tests.returncode != 0:
         print(tests.stdout[-3000:])
-    return tests.returncode or (1 if lost else 0)
+    failed = lost or total["traceback"] or total["partial"] or total["clean"] != total["tried"]
+    return tests.returncode or (1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -653,9 +653,9 @@ def test_cli_show(populated):
     payload = json.loads(invoke(["show", ids["failed"], "--db", str(path), "--json"]).stdout)
     assert payload["status"] == "failed" and "RuntimeError: boom" in payload["error"]
     result = invoke(["--db", str(path), "show", "rzzzzzzzzzz"])
-    assert result.exit_code == 1 and "no run" in result.stderr
+    assert result.exit_code == 2 and "no run" in result.stderr
     result = invoke(["--db", str(path), "show", "r"])
-    assert result.exit_code == 1 and "ambiguous" in result.stderr
+    assert result.exit_code == 2 and "ambiguous" in result.stderr
 
 
 def test_cli_help_teaches_the_ranking():

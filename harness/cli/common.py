@@ -73,12 +73,22 @@ def stderr_console():
 
 
 def resolve_db(db: Path | None) -> Path:
-    """``--db`` if given, else the leaderboard's default (``$HARNESS_DB`` or ./leaderboard.db)."""
-    if db is not None:
-        return db
-    from leaderboard.store import default_db_path
+    """``--db`` if given, else the leaderboard's default (``$HARNESS_DB`` or ./leaderboard.db).
 
-    return default_db_path()
+    Exit 2 when the path could never hold a database (:func:`harness.experiments.locations.check_database_path`)
+    or ``$HARNESS_DB_TIMEOUT``, which every open of the database reads, is not a number of seconds.
+    """
+    from harness.experiments.locations import check_database_path
+    from leaderboard.store import busy_timeout, default_db_path
+
+    path = db if db is not None else default_db_path()
+    try:
+        busy_timeout()
+        check_database_path(path)
+    except (ValueError, UsageError) as exc:  # both name the fix
+        stderr_console().print(f"[bold red]Error:[/] {_escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    return path
 
 
 def writable_db(db: Path | None) -> Path:
@@ -90,6 +100,9 @@ def writable_db(db: Path | None) -> Path:
     db_path = resolve_db(db)
     with cli_errors():
         check_locations(db_path, runs_root(db_path))
+    if not db_path.parent.exists():  # made on the first write; said now, so that a typo in --db is seen
+        stderr_console().print(f"note: {db_path.parent} does not exist; it will be made for the database",
+                               style="dim", soft_wrap=True)
     return db_path
 
 

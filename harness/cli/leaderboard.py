@@ -157,8 +157,21 @@ ByOption = Annotated[
 
 
 def _merged(ctx: typer.Context, name: str, value: Any) -> Any:
-    """A subcommand option, else the same option given before the subcommand."""
-    if value not in (None, False) or ctx.parent is None:
+    """A subcommand option, else the same option given before the subcommand.
+
+    Typed on the command line beats read from the environment (``--db`` and ``$HARNESS_DB``) wherever it
+    was typed: ``harness leaderboard --db X compare`` reads X even with ``HARNESS_DB`` set.
+    """
+    def typed(context) -> bool:  # by name: typer may bring its own copy of click's ParameterSource
+        return getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
+
+    if ctx.parent is None:
+        return value
+    if typed(ctx):
+        return value
+    if typed(ctx.parent):
+        return ctx.parent.params.get(name, value)
+    if value not in (None, False):
         return value
     return ctx.parent.params.get(name, value)
 
@@ -386,11 +399,11 @@ def show(
         run = lb.get_run(run_id)
         if run is None:
             ids = [r for (r,) in lb.conn.execute("select id from runs")]
-            matches = [i for i in ids if i.startswith(run_id)]
+            matches = [i for i in ids if run_id and i.startswith(run_id)]  # an empty prefix names no run
             if len(matches) == 1:
                 run = lb.get_run(matches[0])
             else:
-                _error(_unknown_run(run_id, ids, matches, path), code=1)
+                _error(_unknown_run(run_id, ids, matches, path), code=2)
         iterations = lb.iterations(run["id"])
     if _merged(ctx, "json_output", json_output):
         typer.echo(json.dumps({**run, "iteration_rows": iterations}, indent=2, ensure_ascii=False))
@@ -509,8 +522,10 @@ def plot(
             import matplotlib  # noqa: F401  (a core dependency; a broken install gets a clear message)
         except ImportError as exc:
             _error(f"plot needs matplotlib ({exc}); install it with: pip install 'matplotlib>=3.11.2,<4'", code=1)
+        from harness.experiments.locations import check_output_dir
         from leaderboard.plots import write_figures
 
+        check_output_dir(out, "the plot directory", "--out")
         paths = write_figures(data, out)
     if json_output:
         typer.echo(json.dumps([str(p) for p in paths]))

@@ -19,6 +19,7 @@ the loop (scoring and training their share) and write nothing.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import sys
 import traceback
@@ -35,6 +36,9 @@ from harness.plugins import Registry
 from harness.ranks import SINGLE, MainProcessStopped, Ranks
 
 RUNS_DIR_ENV = "HARNESS_RUNS_DIR"
+#: What a run id may look like (the store makes ``r`` and ten hex digits); anything else is refused before it is
+#: used as a directory name.
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass
@@ -194,6 +198,10 @@ def resume(
                        restore=lambda world: checkpoints.load(Path(run_dir), world))
     if not Path(db_path).exists():
         raise UsageError(f"no leaderboard database at {db_path}; pass the --db the run was recorded in")
+    if not RUN_ID.fullmatch(run_id):  # never a path: an id the OS would refuse as a directory name fails here
+        raise UsageError(f"{run_id[:60]!r}{'...' if len(run_id) > 60 else ''} is not a run id (ids are letters, "
+                         "digits, '-' and '_', at most 64 of them, e.g. r8a54543680); `harness leaderboard --all "
+                         f"--db {db_path}` lists them")
     board = Leaderboard(db_path, create=False)
     run = board.get_run(run_id)
     from harness.experiments.journal import JOURNAL
