@@ -38,7 +38,7 @@ from harness import rng as streams
 from harness.budget import Ledger, PoolPlan, plan_pool
 from harness.config import Components, RunConfig
 from harness.diagnostics import pool_margin_diagnostics, selected_pair_diagnostics
-from harness.errors import NonFiniteError, PluginError, UsageError
+from harness.errors import NonFiniteError, PluginError, SelectionError, UsageError
 from harness.interfaces import (
     EXPLICIT_REWARD,
     IterationRecord,
@@ -609,12 +609,25 @@ def _select_pairs(
 ) -> tuple[Pairs, Pairs]:
     """Instance level, then corpus level, each checked against the selector contract."""
     instance, corpus = components.instance_selector, components.corpus_selector
+    before = streams.global_rng_state()
     offered = instance.select_instances(batch, streams.stream(seed, iteration, "instance"))
+    _refuse_global_draws(before, f"instance selector {instance.name!r}")
     check_instance_pairs(offered, batch, f"instance selector {instance.name!r}")
     n_keep = min(n_pairs, len(offered))
     kept = corpus.select_corpus(batch, offered, n_keep, streams.stream(seed, iteration, "corpus"))
+    _refuse_global_draws(before, f"corpus selector {corpus.name!r}")
     check_corpus_pairs(kept, offered, n_keep, f"corpus selector {corpus.name!r}")
     return offered, kept
+
+
+def _refuse_global_draws(before: tuple, selector: str) -> None:
+    """SelectionError when a selector drew from a global RNG: the same seed would not give the same pairs."""
+    used = streams.global_rngs_used(before)
+    if used:
+        raise SelectionError(
+            f"{selector} drew from the global {' and '.join(used)} RNG, so the same seed would not select the "
+            "same pairs; draw from the numpy Generator it is passed (`rng`), e.g. rng.permutation(n)"
+        )
 
 
 def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:

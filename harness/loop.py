@@ -162,7 +162,10 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
 def _final_metrics(rows: list[dict[str, Any]], ledger: Ledger, timer: StageTimer, wall: float) -> dict[str, Any]:
     """The run's summary: the last policy's metrics, labels spent and where the time went."""
     last = rows[-1]
-    model = timer.model_seconds()
+    # building (or loading) the world is the testbed's cost, not the strategy's: the first run on a new world
+    # would otherwise look slower than the rest; it stays on the row as time_setup
+    setup = timer.seconds.get("setup", 0.0)
+    wall, model = max(0.0, wall - setup), max(0.0, timer.model_seconds() - setup)
     gain = last["win_rate"] - rows[0]["win_rate"]
     return {
         "final_win_rate": last["win_rate"],

@@ -8,7 +8,10 @@ strategies did, and no stage's draws shift another's.
 
 from __future__ import annotations
 
+import random
+import sys
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -25,3 +28,25 @@ def stream(seed: int, iteration: int, stage: str) -> np.random.Generator:
 def torch_seed(rng: np.random.Generator) -> int:
     """A seed for a ``torch.Generator`` drawn from ``rng``."""
     return int(rng.integers(0, 2**62))
+
+
+def global_rng_state() -> tuple[Any, Any, Any]:
+    """The global ``numpy.random``, ``random`` and torch CPU RNG states (torch's None when it is not imported)."""
+    torch = sys.modules.get("torch")
+    return (np.random.get_state(), random.getstate(),
+            None if torch is None else torch.get_rng_state().clone())
+
+
+def global_rngs_used(before: tuple[Any, Any, Any]) -> list[str]:
+    """The global RNGs whose state moved since ``before`` (:func:`global_rng_state`), by name."""
+    np_before, py_before, torch_before = before
+    np_after, py_after, torch_after = global_rng_state()
+    used = []
+    if not (np_before[0] == np_after[0] and np.array_equal(np_before[1], np_after[1])
+            and tuple(np_before[2:]) == tuple(np_after[2:])):
+        used.append("numpy.random")
+    if py_before != py_after:
+        used.append("random")
+    if torch_before is not None and not sys.modules["torch"].equal(torch_before, torch_after):
+        used.append("torch")
+    return used

@@ -77,7 +77,7 @@ RUN_COLUMNS: tuple[Column, ...] = (
     Column("final_gold_reward", float, "mean gold reward of the final policy", "final"),
     Column("final_kl", float, "KL(pi ‖ pi_ref) of the final policy", "final"),
     Column("labels_used", int, "gold labels charged to the ledger", "final"),
-    Column("wall_seconds", float, "wall time of the run", "final"),
+    Column("wall_seconds", float, "wall time of the run, building its world excluded (that is time_setup)", "final"),
 )
 
 

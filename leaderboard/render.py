@@ -277,7 +277,8 @@ def _table(
         elif kind == "key":  # names that identify a row: left-aligned, never cut
             table.add_column(header, no_wrap=True, min_width=_width(header, cells))
         else:
-            table.add_column(header, no_wrap=True, overflow="ellipsis", min_width=min(6, _width(header, cells)))
+            # folded, never cut: a cut cell can make two rows look alike
+            table.add_column(header, overflow="fold", min_width=min(6, _width(header, cells)))
     breaks = set(sections)
     for index, row in enumerate(zip(*(cells for _, _, cells in columns))):
         if index in breaks and index > 0:

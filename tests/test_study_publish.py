@@ -148,7 +148,7 @@ def test_the_readme_table_is_written_and_checked_from_the_published_file(tmp_pat
         | ↳ seeds 10-19 |  |  |  |  | -0.001 ± 0.030 | [-0.022, +0.020] | 10 | 0.021 | **not separable** |
         | c2 | F1 | win\\|rate | [g] x − y | a > b | +0.104 ± 0.049 | [+0.069, +0.140] | 10 | 0.035 | **reproduced** |""")))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n\n{sr.README_START}\nstale\n{sr.README_END}\n\nrest\n")
+    readme.write_text(f"intro\n\n{sr.TABLE_START}\nstale\n{sr.TABLE_END}\n\nrest\n")
     assert sr.main(["--check", str(readme), "--from", str(doc)]) == 1
     assert sr.main(["--write", str(readme), "--from", str(doc)]) == 0
     assert sr.main(["--check", str(readme), "--from", str(doc)]) == 0

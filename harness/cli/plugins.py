@@ -54,6 +54,11 @@ def plugins_command(
     for header in ("plugin", "version", "source", "registered"):
         table.add_column(header)
     for row in rows:
-        registered = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in row["registered"].items())
+        registered = "; ".join(f"{_plural(kind)}: {', '.join(names)}" for kind, names in row["registered"].items())
         table.add_row(row["name"], row["version"], row["source"], registered or ", ".join(row["hooks"]))
     console.print(table)
+
+
+def _plural(kind: str) -> str:
+    """``selector`` -> ``selectors``, ``study`` -> ``studies``."""
+    return kind[:-1] + "ies" if kind.endswith("y") else kind + "s"

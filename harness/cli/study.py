@@ -302,6 +302,10 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
 
 
 
+#: The console width from which the verdicts are one table; narrower, one block per claim.
+WIDE_VERDICTS = 160
+
+
 def _print_verdicts(console, study, rows, counts) -> None:
     from rich import box
     from rich.markup import escape
@@ -315,6 +319,18 @@ def _print_verdicts(console, study, rows, counts) -> None:
     )
     from harness.experiments.study_report import verdict_color
 
+    if console.width < WIDE_VERDICTS:  # thirteen columns would cut the claims' names until they look alike
+        console.print(table.title)
+        for row in rows:
+            style = verdict_color(row["verdict"]).removeprefix("tab:").replace("gray", "dim").replace("purple", "magenta")
+            console.print(f"[bold]{escape(row['claim'])}[/]: [{style}]{escape(row['verdict'])}[/]", soft_wrap=True)
+            console.print(f"  {escape(row['contrast'])} on {escape(row['metric'])} ({escape(row['source'].split(' (', 1)[0])})",
+                          soft_wrap=True)
+            console.print(f"  Δ {row['measured']}, 95% CI {row['ci']}, n {row['n']}; {escape(row['test'])} p {row['p']}, "
+                          f"sign-flip p {row['p_sign_flip']}; family {escape(row['family'])}, adjusted p "
+                          f"{row['p_adjusted']}", soft_wrap=True)
+        console.print(table.caption, style="dim")
+        return
     for header, justify in (("claim", "left"), ("metric", "left"), ("contrast A − B", "left"), ("source", "left"),
                             ("mean Δ ± sd", "right"), ("95% CI", "right"), ("n", "right"), ("test", "left"),
                             ("p", "right"), ("sign-flip p", "right"), ("family", "left"), ("adjusted p", "right"),

@@ -59,7 +59,21 @@ def print_summary(console, run_id: str, config, rows: list[dict[str, Any]], fina
     for row in rows:
         if row.get("warning"):
             console.print(f"[yellow]warning[/] (iteration {row['iteration']}): {row['warning']}")
-    console.print(f"recorded as run [bold]{run_id}[/] in {db_path}; compare with [bold]harness leaderboard[/]")
+    console.print(f"recorded as run [bold]{run_id}[/] in {db_path}; compare with "
+                  f"[bold]{leaderboard_command(db_path)}[/]")
+
+
+def leaderboard_command(db_path, command: str = "harness leaderboard") -> str:
+    """``command``, with ``--db PATH`` unless ``db_path`` is the database it opens by default."""
+    from pathlib import Path
+
+    from leaderboard.store import default_db_path
+
+    import shlex
+
+    if Path(db_path).resolve() == Path(default_db_path()).resolve():
+        return command
+    return f"{command} --db {shlex.quote(str(db_path))}"
 
 
 def judge_spending_lines(config, rows: list[dict[str, Any]]) -> list[str]:
