@@ -73,6 +73,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from harness import rng as streams
 from harness import validation
 from harness.errors import CheckpointError, SelectionError, UsageError
 from harness.interfaces import (
@@ -252,20 +253,12 @@ def assert_pairs_equal(first: Pairs, second: Pairs, what: str) -> None:
         )
 
 
-def _global_rng_state() -> tuple[Any, Any]:
-    return np.random.get_state(), random.getstate()
-
-
-def assert_global_rng_unchanged(before: tuple[Any, Any], what: str) -> None:
-    np_before, py_before = before
-    np_after, py_after = _global_rng_state()
-    same_np = (
-        np_before[0] == np_after[0]
-        and np.array_equal(np_before[1], np_after[1])
-        and tuple(np_before[2:]) == tuple(np_after[2:])
-    )
-    assert same_np, f"{what} used the global numpy.random state; use the Generator it is passed"
-    assert py_before == py_after, f"{what} used the global `random` state; use the Generator it is passed"
+def assert_global_rng_unchanged(before: tuple[Any, Any, Any], what: str) -> None:
+    """No global RNG (numpy's, ``random``'s, torch's) moved since ``before`` (:func:`harness.rng.global_rng_state`):
+    the loop refuses the same thing at run time."""
+    used = streams.global_rngs_used(before)
+    assert not used, (f"{what} used the global {' and '.join(used)} RNG; draw from the numpy Generator it is "
+                      "passed (for torch, seed a torch.Generator from it)")
 
 
 def _foreign_pairs(pool: SyntheticPool, seed: int) -> Pairs:
@@ -395,13 +388,13 @@ class SelectorContract:
 
     def test_does_not_touch_global_rng(self):
         pool = self.make_pool(self.seeds[0])
-        before = _global_rng_state()
+        before = streams.global_rng_state()
         self.run_both_levels(self.make_selector(), pool, self.seeds[0])
         assert_global_rng_unchanged(before, "the selector")
 
     def test_does_not_depend_on_global_rng(self):
         pool = self.make_pool(self.seeds[0])
-        saved = _global_rng_state()
+        saved = streams.global_rng_state()
         try:
             results = []
             for global_seed in (1, 12345):
@@ -545,7 +538,7 @@ class AllocatorContract:
                 assert list(first) == list(second), f"two equal calls gave {first} and {second}"
 
     def test_does_not_touch_global_rng(self):
-        before = _global_rng_state()
+        before = streams.global_rng_state()
         allocator = self.make_allocator()
         for iterations in self.iterations:
             allocator.allocate(total_labels=self.totals[-1], iterations=iterations, history=())
@@ -598,21 +591,6 @@ def check_settings(component: Component, given: Mapping[str, Any]) -> None:
         )
 
 
-def _torch_rng_state() -> Any:
-    """torch's global CPU RNG state, or None when torch was never imported (nothing could have used it)."""
-    torch = sys.modules.get("torch")
-    return None if torch is None else torch.get_rng_state().clone()
-
-
-def _assert_torch_rng_unchanged(before: Any, what: str) -> None:
-    torch = sys.modules.get("torch")
-    if before is None or torch is None:
-        return
-    assert torch.equal(before, torch.get_rng_state()), (
-        f"{what} used torch's global RNG; seed a torch.Generator from the numpy Generator it is passed"
-    )
-
-
 class _GlobalSeeds:
     """Context manager: seed the global ``random``, numpy and torch RNGs, then restore them."""
 
@@ -620,7 +598,7 @@ class _GlobalSeeds:
         self.seed = int(seed)
 
     def __enter__(self) -> None:
-        self.saved = _global_rng_state(), _torch_rng_state()
+        self.saved = streams.global_rng_state()
         np.random.seed(self.seed)
         random.seed(self.seed)
         torch = sys.modules.get("torch")
@@ -628,7 +606,7 @@ class _GlobalSeeds:
             torch.manual_seed(self.seed)
 
     def __exit__(self, *exc: Any) -> None:
-        (np_state, py_state), torch_state = self.saved
+        np_state, py_state, torch_state = self.saved
         np.random.set_state(np_state)
         random.setstate(py_state)
         torch = sys.modules.get("torch")
@@ -873,10 +851,9 @@ class ScorerContract(_ComponentContract):
         _assert_arrays_unchanged(before, inputs, "score")
 
     def test_does_not_touch_global_rng(self):
-        before, torch_before = _global_rng_state(), _torch_rng_state()
+        before = streams.global_rng_state()
         self.column(self.make_inputs(self.seeds[0]))
         assert_global_rng_unchanged(before, "the scorer")
-        _assert_torch_rng_unchanged(torch_before, "the scorer")
 
     def test_does_not_depend_on_global_rng(self):
         inputs = self.make_inputs(self.seeds[0])
@@ -1197,10 +1174,9 @@ class TrainerContract(_ComponentContract):
         policy = self.make_policy()
         data = self.make_data(policy, self.n_pairs, self.seeds[0])
         trainer = self.make_trainer()
-        before, torch_before = _global_rng_state(), _torch_rng_state()
+        before = streams.global_rng_state()
         self.train(trainer, policy, data, self.seeds[0])
         assert_global_rng_unchanged(before, "the trainer")
-        _assert_torch_rng_unchanged(torch_before, "the trainer")
 
     def test_does_not_depend_on_global_rng(self):
         policy = self.make_policy()
@@ -1398,13 +1374,12 @@ class JudgeContract(_ComponentContract):
     def test_does_not_touch_global_rng(self):
         world, batch = self._batch()
         judge = self.make_judge()
-        before, torch_before = _global_rng_state(), _torch_rng_state()
+        before = streams.global_rng_state()
         if self.pointwise:
             self.score(judge, world, batch, 0)
         if self.pairwise:
             self.compare(judge, world, batch, 0)
         assert_global_rng_unchanged(before, "the judge")
-        _assert_torch_rng_unchanged(torch_before, "the judge")
 
     def test_a_world_it_cannot_read_is_a_usage_error(self):
         _, batch = self._batch()

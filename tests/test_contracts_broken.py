@@ -255,7 +255,7 @@ class _DoublesSteps(NativeDPOTrainer):
     (_Swapped, "test_training_raises_the_margin_of_the_chosen", "did not prefer the chosen"),
     (_NotAPolicy, "test_trained_policy_is_a_policy", "lacks clone, parameters or sequence_logprobs"),
     (_Unseeded, "test_deterministic_for_equal_seeds", "equal seeds gave different"),
-    (_SeedsTorch, "test_does_not_touch_global_rng", "torch's global RNG"),
+    (_SeedsTorch, "test_does_not_touch_global_rng", "global torch RNG"),
     (_ReadsTorchSeed, "test_does_not_depend_on_global_rng", "changes with the global RNG"),
     (_AlwaysAStep, "test_no_pairs_train_nothing", "no pairs ran 1 steps"),
     (_DropsTheLastPair, "test_one_pair_trains", "one pair ran no step"),
