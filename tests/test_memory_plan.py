@@ -76,3 +76,15 @@ def test_bad_memory_amounts_name_the_variable(text):
 def test_sizes_read_well():
     assert format_bytes(1536) == "1.5 KiB" and format_bytes(100) == "100 B"
     assert format_bytes(3 * 2**50) == "3.0 PiB" and format_bytes(1e300) == "1.0e+300 bytes"
+
+
+def test_a_sweep_refuses_more_parallel_runs_than_memory_holds(cli, tmp_path, monkeypatch):
+    grid = ["sweep", "--selector", "random,smallest", "--seeds", "0-3", "--iterations", "1", "--budget", "2000",
+            "--dry-run", "--db", tmp_path / "b.db"]
+    one = cli("run", "--iterations", "1", "--budget", "2000", "--dry-run", "--json", "--db", tmp_path / "b.db")
+    per_run = json.loads(one.stdout)["memory_bytes"]
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, str(int(per_run * 2.5)))
+    refused = cli(*grid, "--jobs", "4")
+    assert refused.exit_code == 2
+    assert "4 runs at once need about" in refused.output and "run with --jobs 2" in refused.output
+    assert cli(*grid, "--jobs", "2").exit_code == 0

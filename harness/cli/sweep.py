@@ -113,6 +113,7 @@ def sweep_command(
         executor_class(executor)
         sweep = sw.sweep_id(cells, world_seed)
         plan = sw.make_plan(cells, seed_list, sweep=sweep, db_path=db_path, world_seed=world_seed, force=force)
+        sw.check_parallel_memory(cells, jobs, seeds=len(seed_list))
 
     _print_plan(console, sweep, cells, seed_list, plan, db_path, executor, jobs, full=dry_run)
     if dry_run:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import EXTERNAL_ANNOTATOR, PREFIX_ALIASES, ROLES, RunConfig, build_config, parse_option_assignments
+from harness.config import EXTERNAL_ANNOTATOR, PREFIX_ALIASES, ROLES, RunConfig, parse_option_assignments, plan_run
 from harness.errors import UnknownNameError, UsageError
 from harness.plugins import Registry
 from harness.run_request import RUN_OPTIONS, RunRequest, sweep_options
@@ -268,6 +268,7 @@ class Cell:
     key: str  # normalised label of what varies, e.g. "selector=smallest allocator=decrease"
     label: str  # the command-line flags that make this cell, for messages
     config: RunConfig
+    memory_bytes: int = 0  # the run's memory estimate (harness.memory), for running several at once
 
     @property
     def config_hash(self) -> str:
@@ -280,7 +281,7 @@ class Cell:
 def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> list[Cell]:
     """Every cell of the grid, validated; UsageError naming the first bad cell.
 
-    Each cell goes through :func:`harness.config.build_config` (names, option
+    Each cell goes through :func:`harness.config.plan_run` (names, option
     values, ranges) and :func:`harness.config.check_budget_plan`, so nothing
     starts unless every cell could.
     """
@@ -288,6 +289,7 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
     flags = [flag for flag, _ in axes]
     combos = list(itertools.product(*(values for _, values in axes)))
     cells: list[tuple[str, RunConfig]] = []
+    memory: list[int] = []
     for number, combo in enumerate(combos, 1):
         chosen = dict(zip(flags, combo))
         label = " ".join(f"{flag}{'=' if flag.startswith('-o ') else ' '}{value}"
@@ -297,12 +299,13 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
         values["selector"] = chosen.get("--selector", spec.selector[0])
         values["options"] = tuple(f"{flag[3:]}={chosen[flag]}" for flag in flags if flag.startswith("-o "))
         try:
-            # build_config checks every value and ends with check_budget_plan
-            config = build_config(registry, RunRequest.from_values(**values, seed=first_seed))
+            # plan_run checks every value, the budget plan and the memory estimate
+            planned = plan_run(registry, RunRequest.from_values(**values, seed=first_seed))
         except UsageError as exc:
             where = f"cell {number} of {len(combos)}" + (f" ({label})" if label else "")
             raise UsageError(f"{where}: {exc}\nNothing was run; fix or drop that value and run the sweep again.") from None
-        cells.append((label, config))
+        cells.append((label, planned.config))
+        memory.append(planned.memory.total_bytes)
     by_hash: dict[str, str] = {}
     for label, config in cells:
         digest = config.strategy_hash()
@@ -313,7 +316,26 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
             )
         by_hash[digest] = label
     keys = cell_keys([config for _, config in cells])
-    return [Cell(key, label, config) for key, (label, config) in zip(keys, cells)]
+    return [Cell(key, label, config, need) for key, (label, config), need in zip(keys, cells, memory)]
+
+
+def check_parallel_memory(cells: Sequence[Cell], jobs: int, seeds: int = 1) -> None:
+    """UsageError (exit 2) when ``jobs`` runs at once (each cell runs once per seed), the largest together, would
+    not fit in memory."""
+    from harness.memory import available_bytes, format_bytes
+
+    if jobs <= 1 or not cells:
+        return
+    largest = sorted((cell.memory_bytes for cell in cells for _ in range(seeds)), reverse=True)[:jobs]
+    available = available_bytes()
+    if available is None or sum(largest) <= available[0]:
+        return
+    fits = max(1, sum(1 for total in itertools.accumulate(largest) if total <= available[0]))
+    raise UsageError(
+        f"{len(largest)} runs at once need about {format_bytes(sum(largest))} of memory (the largest cells' estimates "
+        f"together) and {format_bytes(available[0])} is available ({available[1]}); run with --jobs {fits}, or "
+        f"shrink the runs (harness run --dry-run shows one run's estimate)"
+    )
 
 
 def _flatten(config: RunConfig) -> dict[str, Any]:
