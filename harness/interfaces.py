@@ -59,6 +59,18 @@ class Component:
         }
         return f"<{self.kind} {self.name} {changed}>"
 
+    def sources(self) -> dict[str, str | None]:
+        """What the options named outside the harness resolved to, for the run's provenance.
+
+        Optional. A component that loads something by a name that can move
+        (a Hugging Face Hub id, whose ``main`` gets new commits) returns what
+        the name means now, e.g. ``{"model_source": "ORG/NAME",
+        "model_revision": "<commit>"}``; the run records it beside the
+        component's plugin and version. Nothing may be downloaded or built
+        here. The default: nothing to record.
+        """
+        return {}
+
 
 # --------------------------------------------------------------------------- data
 

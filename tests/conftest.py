@@ -1,11 +1,27 @@
 """Shared fixtures: an isolated leaderboard and world cache per test session, one torch thread.
 
-Entry-point plugins are off for the whole session (:func:`pytest_configure`).
+Entry-point plugins are off for the whole session (:func:`pytest_configure`). Hugging Face is offline for
+every test (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``, ``HF_DATASETS_OFFLINE``) with an empty cache of
+the session's own (``HF_HOME``, ``HF_HUB_CACHE``).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
+
+# Offline for every test, before anything imports huggingface_hub (which reads these once): nothing may reach the
+# Hub. The Hugging Face cache is an empty folder of the session's own, so a model the user has cached changes no
+# test; a test that needs a cached model lays one out in a cache of its own (tests/test_hf_hub_ids.py).
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_name] = "1"
+_HF_HOME = tempfile.mkdtemp(prefix="pairsel-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_CACHE"] = os.path.join(_HF_HOME, "hub")
+os.environ.pop("HUGGINGFACE_HUB_CACHE", None)
 
 #: The variable that selects entry-point plugins (harness.plugins); "" loads none.
 LOAD_PLUGINS = "HARNESS_LOAD_PLUGINS"

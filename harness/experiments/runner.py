@@ -75,6 +75,10 @@ def run_record(config: RunConfig, components: Components, registry: Registry) ->
         registered = registry.get(ROLES[role], choice.name)
         plugins[role] = {"name": registered.name, "plugin": registered.plugin.name,
                          "version": registered.plugin.version}
+        component = getattr(components, role, None)
+        sources = component.sources() if component is not None else {}
+        if sources:  # e.g. the Hub commit a model id resolved to (Component.sources)
+            plugins[role]["sources"] = dict(sources)
     for column in components.scorers:  # explicit_reward comes from a judge, recorded with the judges
         registered = registry.get("scorer", column)
         plugins[f"scorer:{column}"] = {"name": column, "plugin": registered.plugin.name,

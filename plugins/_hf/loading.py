@@ -1,11 +1,15 @@
-"""Local-only loading of models, tokenizers and prompt files for the hf testbed and its judges.
+"""Loading of models, tokenizers and prompt files for the hf testbed and its judges, from local files.
 
-The harness never downloads anything: every model is a local directory
-(``save_pretrained`` layout: ``config.json`` plus weights, and the tokenizer
-files), every data file a local JSONL/JSON/CSV/parquet file. A value that
-looks like a Hugging Face Hub id (``org/name``) but is not a local directory is
-a :class:`~harness.errors.UsageError` that says so. Models are loaded with
-``local_files_only=True`` and never with ``trust_remote_code``.
+A model is a local directory (``save_pretrained`` layout: ``config.json``
+plus weights, and the tokenizer files) or a Hugging Face Hub id
+``ORG/NAME[@revision]`` found in the local Hugging Face cache
+(:mod:`plugins._hf.hub`; :func:`resolve_model`). Nothing is downloaded unless
+the component's ``allow_download`` option is on; a Hub id that is not cached
+is a :class:`~harness.errors.UsageError` that gives the ``hf download``
+command. Every data file is a local JSONL/JSON/CSV/parquet file (never
+downloaded). Models are loaded from the resolved directory with
+``local_files_only=True`` and never with ``trust_remote_code`` unless the
+user set that option.
 
 A GGUF file is not loaded directly: :func:`convert_gguf` (``python -m
 plugins.testbeds.hf.convert_gguf OUT_DIR``) turns it into such a directory
@@ -19,7 +23,6 @@ inside the functions that need them.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,15 +30,19 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.textfiles import NotUTF8Error, read_utf8
+from plugins._hf import hub
+from plugins._hf.hub import ModelSource
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_ID = hub.HUB_ID
 DATA_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 NEVER_DOWNLOADS = (
-    "the harness never downloads models or data: fetch it yourself "
-    "(e.g. `huggingface-cli download ORG/NAME --local-dir DIR`) and pass the local directory"
+    "the harness never downloads data files: fetch it yourself "
+    "(e.g. `hf download ORG/NAME --repo-type dataset --local-dir DIR`) and pass a local file"
 )
+MODEL_VALUES = ("a local model directory, or a Hugging Face Hub id ORG/NAME[@revision] in the local Hugging Face "
+                "cache (`hf download ORG/NAME` puts it there)")
 
 CONVERT_GGUF_HINT = ("convert it once with `python -m plugins.testbeds.hf.convert_gguf OUT_DIR --gguf FILE` "
                      "(needs `pip install gguf`) and pass OUT_DIR")
@@ -48,13 +55,62 @@ def _missing(value: str, what: str, label: str) -> UsageError:
     return UsageError(f"{label}: no such {what}: {value!r}")
 
 
-def local_model_dir(value: str | None, label: str) -> Path:
-    """The local model directory ``value`` (checked to hold a ``config.json``); UsageError otherwise."""
+def resolve_model(value: str | None, label: str, *, allow_download: bool = False,
+                  download_hint: str = "") -> ModelSource:
+    """Where the model option ``value`` leads: a local directory, or a Hub id's snapshot in the HF cache.
+
+    A value that exists on disk is a local directory, whatever it looks
+    like; otherwise ``ORG/NAME[@revision]`` is looked up in the Hugging Face
+    cache (downloaded only with ``allow_download``; :func:`plugins._hf.hub.resolve`).
+    Either way the directory must hold a ``config.json``. ``download_hint``
+    names the option that allows downloads, for the error message.
+    """
     if value is None or not str(value).strip():
-        raise UsageError(f"{label} is required: the path of a local model directory ({NEVER_DOWNLOADS})")
+        raise UsageError(f"{label} is required: {MODEL_VALUES}")
     path = Path(str(value)).expanduser()
-    if not path.exists():
-        raise _missing(str(value), "directory", label)
+    if path.exists():
+        return ModelSource(path=_model_dir(path, str(value), label))
+    if hub.parse(str(value)) is None:
+        raise UsageError(f"{label}: no such directory: {value!r}")
+    source = hub.resolve(str(value), label, allow_download=allow_download, download_hint=download_hint)
+    _model_dir(source.path, str(value), label)
+    return source
+
+
+def model_sources(settings, names, owner: str) -> dict[str, str | None]:
+    """``{name}_source`` and ``{name}_revision`` of each model option in ``names`` that is set: the Hub id and the
+    commit of its cached snapshot, or the local directory (revision None). Never downloads: an id not cached
+    yet (to be downloaded when the world is built) is recorded with its revision None."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        value = settings.get(name)
+        if not value:
+            continue
+        try:
+            source = resolve_model(value, f"{owner} option `{name}`")
+        except UsageError:
+            found.update({f"{name}_source": str(value), f"{name}_revision": None})
+        else:
+            found.update(source.provenance(name))
+    return found
+
+
+class ModelSources:
+    """Mixin of a component whose options name models: its :meth:`~harness.interfaces.Component.sources` are the
+    Hub commit (or local directory) of each option in ``model_options``."""
+
+    model_options: tuple[str, ...] = ("model",)
+
+    def sources(self) -> dict[str, str | None]:
+        return model_sources(self.settings, self.model_options, f"{self.kind} {self.name!r}")
+
+
+def local_model_dir(value: str | None, label: str, *, allow_download: bool = False, download_hint: str = "") -> Path:
+    """The model directory of ``value`` (:func:`resolve_model`), checked to hold a ``config.json``; UsageError otherwise."""
+    return resolve_model(value, label, allow_download=allow_download, download_hint=download_hint).path
+
+
+def _model_dir(path: Path, value: str, label: str) -> Path:
     if not path.is_dir():
         if path.suffix.lower() == ".gguf":
             raise UsageError(f"{label}: {value!r} is a GGUF file; the harness loads save_pretrained directories: "

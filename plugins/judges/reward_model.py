@@ -1,8 +1,10 @@
 """The ``reward_model`` judge: any local sequence-classification reward model scores each response.
 
-The model is a local directory loaded with
-``AutoModelForSequenceClassification`` (never downloaded, never with
-``trust_remote_code``); its tokenizer must be in the same directory. The
+The model is a local directory or a Hugging Face Hub id ``ORG/NAME[@revision]``
+in the local Hugging Face cache (downloaded only with ``allow_download``),
+loaded with ``AutoModelForSequenceClassification`` (never with
+``trust_remote_code`` unless that option is set); its tokenizer must be in the
+same directory. The
 reward of a response is the model's output logit ``label_index`` (0 for the
 usual ``num_labels=1`` reward model) on the text of the prompt and the
 response, as the world renders them (:meth:`World.texts`):
@@ -37,13 +39,20 @@ from plugins.judges._text import compare_by_text_scores
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
+from plugins._hf.loading import ModelSources
 
 
-class RewardModelJudge(Judge):
+DOWNLOAD_HINT = "the judge option allow_download=true (e.g. -o annotator.allow_download=true)"
+
+
+class RewardModelJudge(ModelSources, Judge):
     name = "reward_model"
     description = "Any local sequence-classification reward model: a pointwise score of prompt + response"
     options = (
-        Option("model", str, None, "a local reward-model directory (AutoModelForSequenceClassification + tokenizer)"),
+        Option("model", str, None, "a reward model (AutoModelForSequenceClassification + tokenizer): a local "
+               "directory or a Hub id ORG/NAME[@revision] in the Hugging Face cache"),
+        Option("allow_download", bool, False, "download a Hub-id `model` missing from the Hugging Face cache "
+               "(off: nothing is downloaded)"),
         Option("batch_size", int, 16, "texts per forward", min=1),
         Option("max_length", int, 1024, "tokens per text; longer texts keep their end", min=2),
         Option("use_chat_template", bool, True, "render prompt and response with the tokenizer's chat template "
@@ -58,10 +67,12 @@ class RewardModelJudge(Judge):
 
     def __init__(self, settings=None):
         super().__init__(settings)
-        if self.settings["model"]:  # a wrong path is an error before the run starts; loading waits for first use
+        if self.settings["model"] and not self.settings["allow_download"]:
+            # a wrong path or an uncached Hub id is an error before the run starts; loading waits for first use
             from plugins._hf.loading import local_model_dir
 
-            local_model_dir(self.settings["model"], "option 'model' of judge 'reward_model'")
+            local_model_dir(self.settings["model"], "option 'model' of judge 'reward_model'",
+                            download_hint=DOWNLOAD_HINT)
         self._loaded: tuple[Any, Any] | None = None
         self._calls = 0
 
@@ -69,16 +80,18 @@ class RewardModelJudge(Judge):
 
     def _require_model(self) -> None:
         if not self.settings["model"]:
-            raise UsageError("judge 'reward_model' needs its `model` option, a local reward-model directory: "
-                             "e.g. -o annotator.model=DIR and -o evaluator.model=DIR (or -o gold.model=DIR, "
-                             "-o proxy.model=DIR for the role it plays)")
+            raise UsageError("judge 'reward_model' needs its `model` option, a local reward-model directory or a "
+                             "cached Hub id ORG/NAME: e.g. -o annotator.model=DIR and -o evaluator.model=DIR (or "
+                             "-o gold.model=DIR, -o proxy.model=DIR for the role it plays)")
 
     def _load(self):
         if self._loaded is None:
             from plugins._hf import loading
 
             label = "option 'model' of judge 'reward_model'"
-            path = loading.local_model_dir(self.settings["model"], label)
+            path = loading.local_model_dir(self.settings["model"], label,
+                                           allow_download=bool(self.settings["allow_download"]),
+                                           download_hint=DOWNLOAD_HINT)
             device = loading.torch_device(str(self.settings["device"]), "option 'device' of judge 'reward_model'")
             trust = self.settings["trust_remote_code"]
             tokenizer = loading.load_tokenizer(path, label, trust_remote_code=trust)

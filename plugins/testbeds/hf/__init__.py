@@ -1,4 +1,4 @@
-"""The ``hf`` testbed: real causal language models from local directories.
+"""The ``hf`` testbed: real causal language models from local directories or the Hugging Face cache.
 
 pi_ref is the model in ``model`` (a ``save_pretrained`` directory with its
 tokenizer); pi_0 is the model in ``initial_model`` (same architecture and
@@ -38,28 +38,40 @@ Optional parts, each described in ``docs/real-models-extras.md``:
   prompts, labelled by the run's annotator on a seed ledger of their own, the
   trained pi_0 cached (:mod:`plugins.testbeds.hf.seed`).
 
-Nothing is ever downloaded and ``trust_remote_code`` is never passed: a model
-given as a Hub id (``org/name``) is an error that says so. This module is
-cheap to import: torch and transformers are imported when a world is built.
+``model`` and ``initial_model`` are local directories or Hugging Face Hub
+ids ``ORG/NAME[@revision]`` looked up in the local Hugging Face cache
+(:mod:`plugins._hf.hub`); the snapshot's commit is kept in ``world.info``
+(``model_source``, ``model_revision``). Nothing is downloaded unless
+``allow_download`` is on, data files are never downloaded, and
+``trust_remote_code`` is off unless set. This module is cheap to import:
+torch and transformers are imported when a world is built.
 """
 
 from __future__ import annotations
 
 from harness import hookimpl
 from harness.interfaces import Testbed
+from harness.memory import MemoryNeeds
 from harness.options import Option
+from plugins._hf.loading import ModelSources
 
 _POSITIVE = {"min": 0.0, "min_inclusive": False}
 
 
-class HFTestbed(Testbed):
+class HFTestbed(ModelSources, Testbed):
+    model_options = ("model", "initial_model")
     name = "hf"
-    description = "Real causal LMs from local directories: transformers sampling, prompts from local files"
+    description = ("Real causal LMs from local directories or the Hugging Face cache: transformers sampling, "
+                   "prompts from local files")
     default_judges = {"annotator": "reward_model", "evaluator": "reward_model"}
     options = (
         # models
-        Option("model", str, None, "pi_ref: a local model directory (save_pretrained layout, with its tokenizer)"),
-        Option("initial_model", str, None, "pi_0: a local directory of a fine-tune of `model`; unset = pi_ref itself"),
+        Option("model", str, None, "pi_ref: a local model directory (save_pretrained layout, with its tokenizer) "
+               "or a Hugging Face Hub id ORG/NAME[@revision] in the local Hugging Face cache"),
+        Option("initial_model", str, None, "pi_0: a fine-tune of `model` (local directory or cached Hub id); "
+               "unset = pi_ref itself"),
+        Option("allow_download", bool, False, "download a Hub-id `model`/`initial_model` missing from the Hugging "
+               "Face cache (off: only cached snapshots are used, nothing is downloaded)"),
         Option("dtype", str, "float32", "dtype the models are loaded in (auto = the checkpoint's own)",
                choices=("float32", "bfloat16", "float16", "auto")),
         Option("device", str, "cpu", "torch device of the models: cpu, cuda, cuda:1, mps or auto"),
@@ -129,10 +141,31 @@ class HFTestbed(Testbed):
                "runs can pass it as initial_model instead of training it again"),
     )
 
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        if not self.settings["allow_download"]:
+            # a wrong path or an uncached Hub id is an error before the run starts (exit 2), not a failed run
+            from plugins._hf.loading import resolve_model
+
+            for name in ("model", "initial_model"):
+                if self.settings[name]:
+                    resolve_model(self.settings[name], f"testbed option `{name}`",
+                                  download_hint="-o testbed.allow_download=true")
+
     def build_world(self, *, seed: int, reporter, annotator=None, trainers=None):
         from plugins.testbeds.hf.world import build_world
 
         return build_world(self.settings, seed=seed, reporter=reporter, annotator=annotator, trainers=trainers)
+
+    def memory_needs(self) -> MemoryNeeds:
+        """Bytes of one pool prompt and response: token ids and attention masks at their longest.
+
+        The models' weights and generation's working memory (batched by ``generation_batch_size``) depend on
+        the model, which is not loaded while a plan is checked: they are left out of the estimate, and said so.
+        """
+        prompt_tokens, new_tokens = self.settings["max_prompt_length"], self.settings["max_new_tokens"]
+        return MemoryNeeds(bytes_per_prompt=16 * prompt_tokens, bytes_per_response=24 * (prompt_tokens + new_tokens),
+                           unknown="the models' weights and generation's working memory")
 
 
 @hookimpl

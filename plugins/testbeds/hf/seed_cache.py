@@ -5,7 +5,7 @@ costs sampling, gold labels and a DPO round, and every strategy compared on
 one seed needs the same pi_0; so the trained model is kept, keyed by the
 sha256 of everything it depends on (:func:`cache_key`):
 
-* the contents of the model directory and of the prompt files (not their paths);
+* the contents of the model directory (a Hub id's cached snapshot) and of the prompt files (not their paths);
 * the annotator judge: its name, class and settings, with the contents of
   any file or directory a setting names;
 * every testbed option that shapes sampling or the round (evaluation-only
@@ -40,7 +40,7 @@ MANIFEST = "manifest.json"
 # Testbed options that cannot change pi_0: evaluation, exports, threads, where copies go.
 _NOT_IN_KEY = frozenset({
     "eval_prompts", "reference_outputs", "output_column", "eval_limit", "eval_samples", "alpaca_dir",
-    "alpaca_generator", "threads", "seed_save_dir", "seed_cache",
+    "alpaca_generator", "threads", "seed_save_dir", "seed_cache", "allow_download",
 })
 # Options naming files whose contents (not paths) go into the key.
 _FILE_OPTIONS = ("model", "prompts", "seed_prompts")
@@ -62,13 +62,32 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _contents(value: Any) -> Any:
+    """``{"path_sha256": ...}`` for a string naming a local file or directory, or a Hub id in the Hugging Face
+    cache (its snapshot's files); ``value`` itself otherwise."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    if path.exists():
+        return {"path_sha256": content_sha256(path)}
+    from plugins._hf import hub
+
+    if hub.parse(value) is not None:
+        try:
+            return {"path_sha256": content_sha256(hub.resolve(value, "seed cache key").path)}
+        except Exception:  # not cached: the value itself (loading it fails elsewhere, with the hf download hint)
+            return value
+    return value
+
+
 def judge_identity(judge) -> dict[str, Any]:
-    """A judge's name, class and settings, every setting naming a local file or directory replaced by its contents' hash."""
+    """A judge's name, class and settings, every setting naming a local file or directory (or a cached Hub id)
+    replaced by its contents' hash."""
     settings = {}
     for key, value in sorted(dict(getattr(judge, "settings", {}) or {}).items()):
-        if isinstance(value, str) and value and Path(value).expanduser().exists():
-            value = {"path_sha256": content_sha256(Path(value).expanduser())}
-        settings[key] = value
+        if key == "allow_download":  # where the files came from does not change them
+            continue
+        settings[key] = _contents(value)
     return {"name": judge.name, "class": f"{type(judge).__module__}.{type(judge).__qualname__}", "settings": settings}
 
 
@@ -81,7 +100,7 @@ def cache_key(*, settings: Mapping[str, Any], judge, world_seed: int, trainer: s
             continue
         value = settings[key]
         if key in _FILE_OPTIONS and value:
-            value = {"path_sha256": content_sha256(Path(str(value)).expanduser())}
+            value = _contents(str(value))
         options[key] = value
     payload = {
         "format": FORMAT_VERSION,

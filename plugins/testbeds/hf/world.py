@@ -501,6 +501,10 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
                 trainers=None) -> HFWorld:
     """Load the models and prompt files of ``settings`` (all local); UsageError for anything missing.
 
+    ``model`` and ``initial_model`` may be Hub ids in the Hugging Face cache
+    (:func:`plugins._hf.loading.resolve_model`); ``info`` records where each
+    came from (``model_source``, ``model_revision``: the snapshot's commit).
+
     ``annotator`` is the run's annotator judge; only the on-policy seed round
     (:func:`plugins.testbeds.hf.seed.bootstrap_initial_policy`) uses it.
     ``trainers`` (a :data:`harness.interfaces.TrainerFactory`) gives the seed
@@ -515,9 +519,15 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         from plugins.testbeds.hf import vllm_backend
 
         engine_api = vllm_backend.load_engine_api()
-    model_dir = loading.local_model_dir(s["model"], "testbed option `model`")
-    initial_dir = (loading.local_model_dir(s["initial_model"], "testbed option `initial_model`")
-                   if s["initial_model"] else None)
+    allow_download = bool(s.get("allow_download", False))
+    hint = "-o testbed.allow_download=true"
+    model_source = loading.resolve_model(s["model"], "testbed option `model`", allow_download=allow_download,
+                                         download_hint=hint)
+    initial_source = (loading.resolve_model(s["initial_model"], "testbed option `initial_model`",
+                                            allow_download=allow_download, download_hint=hint)
+                      if s["initial_model"] else None)
+    model_dir = model_source.path
+    initial_dir = initial_source.path if initial_source is not None else None
     seed_file = None
     if s.get("seed_pairs"):
         if initial_dir is not None:
@@ -710,6 +720,8 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         "parameters": int(sum(p.numel() for p in reference_model.parameters())),
         "initial_is_reference": initial is reference,
         "backend": str(s.get("backend", "transformers")),
+        **model_source.provenance("model"),
+        **(initial_source.provenance("initial_model") if initial_source is not None else {}),
         **seed_info,
     }
     return HFWorld(settings=settings, seed=seed, tokenizer=tokenizer, table=table, reference_policy=reference,
