@@ -57,14 +57,12 @@ from plugins.testbeds.hf import HFTestbed
 from plugins.testbeds.synthetic import SyntheticTestbed
 from plugins.trainers.native import NativeDPOTrainer
 from plugins.trainers.trl import TRLDPOTrainer
+from tests.extras import requires_extra
 
 #: Test modules whose module-level contract classes count as contract runs of built-ins.
 CONTRACT_MODULES = ("test_selectors", "test_selectors_explicit", "test_allocators")
 
-HAVE_HF = all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
-HAVE_TRL = HAVE_HF and importlib.util.find_spec("trl") is not None
-needs_hf = pytest.mark.skipif(not HAVE_HF, reason="the hf extra (torch, transformers) is not installed")
-needs_trl = pytest.mark.skipif(not HAVE_TRL, reason="the trl extra (torch, transformers, trl) is not installed")
+needs_hf = requires_extra("hf")  # the hf testbed, the trl trainer and the model judges
 
 TINY = dict(option.split("=", 1) for option in TINY_TESTBED)
 TINY = {name.removeprefix("testbed."): value for name, value in TINY.items()}
@@ -204,7 +202,7 @@ class TestNativeOnTheSyntheticWorldContract(TrainerContract):
         return world_preference_data(synthetic_world(), n_pairs=n_pairs, seed=seed, policy=policy)
 
 
-@needs_trl
+@needs_hf
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 class TestTrlContract(TrainerContract):
     trainer_class = TRLDPOTrainer

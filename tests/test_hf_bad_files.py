@@ -9,8 +9,9 @@ import pytest
 import reliability
 from harness.errors import UsageError
 from hf_tiny import tiny_world
+from tests.extras import requires_extra
 
-pytestmark = pytest.mark.bad_input
+pytestmark = [pytest.mark.bad_input, requires_extra("hf")]
 
 GOOD = json.dumps({"prompt": "Name a colour."}) + "\n"
 CASES = {

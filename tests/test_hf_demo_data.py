@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.extras import skip_unless_extra
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "plugins" / "testbeds" / "hf" / "data"
 
@@ -41,7 +43,7 @@ def test_eval_and_training_prompts_do_not_overlap():
 
 
 def test_the_files_read_with_the_testbed_loader():
-    pytest.importorskip("datasets")
+    skip_unless_extra("hf")
     from plugins._hf import loading
 
     found = loading.load_columns(DATA / "eval.jsonl", ["prompt", "output"], "eval", optional=["target"])

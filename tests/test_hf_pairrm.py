@@ -19,22 +19,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import UsageError
 from harness.interfaces import Pairs
 from plugins.judges import pairrm
 from plugins.judges.pairrm import PairRMJudge
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_world
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-NO_BLENDER = "llm-blender is an optional extra: pip install 'pairsel-harness[pairrm]'"
+skip_unless_extra("hf")
 
 
 def _need_llm_blender():
-    if importlib.util.find_spec("llm_blender") is None:
-        pytest.skip(NO_BLENDER)
+    skip_unless_extra("pairrm")
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +142,7 @@ def test_model_option_errors(world, pool, tmp_path):
     with pytest.raises(UsageError, match="needs its `model` option.*never downloads"):
         PairRMJudge().compare(world=world, prompts=prompts, responses=responses,
                               pairs=Pairs(prompt=[0], a=[0], b=[1]), rng=None)
-    with pytest.raises(UsageError, match="Hugging Face Hub id"):
+    with pytest.raises(UsageError, match="Hugging Face Hub model.*`hf download llm-blender/PairRM`"):
         PairRMJudge({"model": "llm-blender/PairRM"})
     other = tmp_path / "other"
     other.mkdir()

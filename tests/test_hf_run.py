@@ -7,9 +7,10 @@ import json
 import pytest
 
 from harness.plugins import DEFAULT_PLUGINS
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths
 
-pytest.importorskip("trl")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 

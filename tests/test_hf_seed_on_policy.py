@@ -7,13 +7,14 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import UsageError
 from harness.plugins import DEFAULT_PLUGINS
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, world_settings
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("trl")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 

@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import UsageError
 from harness.interfaces import Responses
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, tiny_world
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 

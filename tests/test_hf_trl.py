@@ -8,14 +8,15 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import UsageError
 from harness.interfaces import Pairs, PreferenceData, Responses
 from plugins.trainers.trl import LOSS_TYPES, TRLDPOTrainer, build_trainer, dpo_config, preference_rows, release
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_world
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("trl")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 

@@ -19,12 +19,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import UsageError
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, tiny_world
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
@@ -315,7 +316,7 @@ def test_engine_is_rebuilt_on_the_current_policy_only_when_it_changes(vllm_world
 
 
 def test_a_run_with_the_vllm_backend(cli, db_path, standin, monkeypatch):
-    pytest.importorskip("trl")
+    skip_unless_extra("hf")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     paths = tiny_paths()
     options = {

@@ -8,13 +8,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Pairs, PreferenceData, Responses
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, tiny_world, world_settings
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
@@ -105,9 +106,9 @@ def test_prompts_from_csv_and_parquet(tmp_path):
     "overrides, message",
     [
         ({"model": None}, "testbed option `model` is required"),
-        ({"model": "HuggingFaceTB/SmolLM2-135M-Instruct"}, "never downloads"),
+        ({"model": "HuggingFaceTB/SmolLM2-135M-Instruct"}, "`hf download HuggingFaceTB/SmolLM2-135M-Instruct`"),
         ({"model": "/nonexistent/model"}, "no such directory"),
-        ({"initial_model": "org/name"}, "looks like a Hugging Face Hub id"),
+        ({"initial_model": "org/name"}, "no local directory, and the Hugging Face Hub model 'org/name' is not in the local"),
         ({"prompts": "/nonexistent/prompts.jsonl"}, "no such file"),
         ({"prompts": "datasets/alpaca"}, "never downloads"),
         ({"eval_prompts": None}, "needs evaluation prompts"),

@@ -25,6 +25,7 @@ import pytest
 
 import reliability
 from conftest import TINY_RUN
+from tests.extras import skip_unless_extra
 
 pytest.importorskip("torch.distributed")
 
@@ -78,8 +79,7 @@ def test_two_processes_give_one_run_with_the_numbers_of_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_trl_trains_data_parallel_under_accelerate_launch(tmp_path):
-    pytest.importorskip("trl")
-    pytest.importorskip("accelerate")
+    skip_unless_extra("hf")
     from tests.hf_tiny import tiny_paths
 
     paths = tiny_paths()
@@ -210,7 +210,7 @@ def _gpus() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(_gpus() < 2, reason="needs 2 CUDA GPUs (NCCL, one model per GPU); this machine has fewer")
 def test_two_gpus_under_accelerate_launch(tmp_path):
-    pytest.importorskip("trl")
+    skip_unless_extra("hf")
     from tests.hf_tiny import tiny_paths
 
     paths = tiny_paths()

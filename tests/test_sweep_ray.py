@@ -6,8 +6,11 @@ import pytest
 
 from leaderboard.store import Leaderboard
 from tests.conftest import TINY_RUN
+from tests.extras import skip_unless_extra
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'pairsel-harness[ray]' to run this test")
+skip_unless_extra("ray")
+
+import ray  # noqa: E402
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from harness.interfaces import Pairs, PreferenceData
 from plugins.trainers.trl import (
@@ -24,10 +25,10 @@ from plugins.trainers.trl import (
     release,
     warmup_steps,
 )
+from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_world
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("trl")
+skip_unless_extra("hf")
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.extras import skip_unless_extra
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted(p for folder in ("harness", "plugins", "leaderboard", "scripts", "benchmarks")
                  for p in (ROOT / folder).rglob("*.py"))
@@ -71,7 +73,9 @@ def test_trust_remote_code_is_an_explicit_option_defaulting_to_off():
 
 def test_loading_passes_the_flag_through(monkeypatch, tmp_path):
     """What from_pretrained receives is exactly the user's setting: False unless they asked."""
-    transformers = pytest.importorskip("transformers")
+    skip_unless_extra("hf")
+    import transformers
+
     from plugins._hf import loading
 
     seen = []
