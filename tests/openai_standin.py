@@ -14,7 +14,19 @@ it:
   a malformed body, ...) used, one per request, before the policy is asked;
 * :attr:`StandinServer.requests` records every request (headers, JSON body,
   and the status sent back), so a test can check the key header, the
-  temperature and how many calls were made.
+  temperature and how many calls were made;
+* :attr:`StandinServer.connections` counts the TCP connections it accepted
+  (``open_connections`` those still open); it speaks HTTP/1.1 with
+  keep-alive, and ``close_connections`` makes it close each connection
+  after one response, ``"announced"`` (``Connection: close``) or
+  ``"silent"`` (as a server whose keep-alive timeout ran out);
+  :meth:`Reply.drop` closes the connection without answering;
+* log-probabilities: when a request asks for ``logprobs``, the answer
+  carries ``choices[0].logprobs.content[0].top_logprobs`` in the
+  chat-completions format. A policy may return :class:`Tokens` (candidate
+  first tokens with their log-probabilities: the likeliest is the content);
+  a plain answer gets itself as the only top token, at log-probability 0.
+  ``send_logprobs = False`` plays an endpoint that ignores the request.
 
 Token counts are made up but deterministic: ``prompt_tokens`` is the number
 of whitespace-separated words in the messages, ``completion_tokens`` 1.
@@ -45,10 +57,26 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
+    def drop(cls) -> Reply:
+        """Close the connection without answering (status 0 in the record)."""
+        return cls(0)
+
+    @classmethod
     def error(cls, status: int, message: str = "scripted failure", **headers: str) -> Reply:
         """An error reply with an OpenAI-style ``{"error": {"message": ...}}`` body."""
         body = json.dumps({"error": {"message": message, "type": "standin_error"}})
         return cls(status, body, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A policy's answer as candidate first tokens: ``((token, logprob), ...)``; the likeliest is the content."""
+
+    top: tuple[tuple[str, float], ...]
+
+    @property
+    def content(self) -> str:
+        return max(self.top, key=lambda pair: pair[1])[0]
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,10 @@ class StandinServer:
         self.require_key = require_key
         self.port = port
         self.requests: list[Recorded] = []
+        self.connections = 0  # TCP connections accepted
+        self.open_connections = 0  # of those, not yet closed
+        self.close_connections: str | None = None  # None (keep-alive), "announced" or "silent"
+        self.send_logprobs = True
         self._failures: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -114,7 +146,7 @@ class StandinServer:
 
     def start(self) -> StandinServer:
         handler = type("Handler", (_Handler,), {"standin": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server = _Server(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="openai-standin", daemon=True)
@@ -184,26 +216,65 @@ class StandinServer:
         outcome = self.policy(*question)
         if isinstance(outcome, Reply):
             return outcome
-        return Reply(200, json.dumps(_completion(body, str(outcome))), {"Content-Type": "application/json"})
+        tokens = outcome if isinstance(outcome, Tokens) else Tokens(((str(outcome), 0.0),))
+        logprobs = tokens if self.send_logprobs and isinstance(body, dict) and body.get("logprobs") else None
+        return Reply(200, json.dumps(_completion(body, tokens.content, logprobs)),
+                     {"Content-Type": "application/json"})
+
+    def _opened(self, change: int) -> None:
+        with self._lock:
+            self.connections += max(change, 0)
+            self.open_connections += change
+
+
+class _Server(ThreadingHTTPServer):
+    """Quiet about clients that hang up first (a judge that timed out, or closed its kept connections)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes every POST through the owning :class:`StandinServer`."""
 
     standin: StandinServer
-    protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection serves many requests
+    # Headers and body go out in two writes: with Nagle's algorithm on, the body waits for the client's
+    # delayed ACK (~40 ms a request on a kept connection). Real servers (uvicorn, ...) set TCP_NODELAY too.
+    disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        self.standin._opened(1)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.standin._opened(-1)
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         reply = self.standin._reply(self.path, dict(self.headers.items()), raw)
+        if reply.status == 0:  # Reply.drop(): hang up without a word
+            self.close_connection = True
+            return
         body = reply.body.encode("utf-8") if isinstance(reply.body, str) else reply.body
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
+        if self.standin.close_connections == "announced":
+            self.send_header("Connection", "close")  # also sets close_connection
         self.end_headers()
         self.wfile.write(body)
+        self.wfile.flush()
+        if self.standin.close_connections == "silent":
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the access log
         pass
@@ -221,15 +292,25 @@ def _question(body: Any) -> tuple[str, str, str] | None:
     return tuple(match.group(1) for match in found)
 
 
-def _completion(request: Any, content: str) -> dict[str, Any]:
-    """A chat-completion response body answering ``content``."""
+def _completion(request: Any, content: str, tokens: Tokens | None = None) -> dict[str, Any]:
+    """A chat-completion response body answering ``content`` (with ``tokens``' log-probabilities, if given)."""
     words = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
+    choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content},
+                              "finish_reason": "stop"}
+    if tokens is not None:
+        wanted = int(request.get("top_logprobs") or 0)
+        ranked = sorted(tokens.top, key=lambda pair: -pair[1])[:wanted]
+        chosen = max(tokens.top, key=lambda pair: pair[1])
+        choice["logprobs"] = {"content": [{
+            "token": chosen[0], "logprob": chosen[1], "bytes": list(chosen[0].encode()),
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in ranked],
+        }], "refusal": None}
     return {
         "id": "chatcmpl-standin",
         "object": "chat.completion",
         "created": 0,
         "model": request.get("model", ""),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [choice],
         "usage": {"prompt_tokens": words, "completion_tokens": 1, "total_tokens": words + 1},
     }
 

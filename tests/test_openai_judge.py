@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -16,8 +19,9 @@ from plugins.judges.openai import (
     OpenAIJudge,
     parse_verdict,
     register_judges,
+    weighted_preference,
 )
-from tests.openai_standin import Reply, StandinServer, always, prefer_longer, prefer_marker
+from tests.openai_standin import Reply, StandinServer, Tokens, always, prefer_longer, prefer_marker
 
 KEY_ENV = "PAIRSEL_TEST_OPENAI_KEY"
 KEY = "sk-test-Zq8vN3kP0wL5rT7yX2c"
@@ -432,3 +436,197 @@ def test_the_plugin_registers_a_valid_judge():
 def test_bad_settings_name_the_fix(settings, said):
     with pytest.raises(UsageError, match=said):
         OpenAIJudge(settings)
+
+
+# ------------------------------------------------------------ kept-alive connections
+
+
+MANY_ROWS = [(f"prompt {i}", [f"short {i}", f"a longer answer {i}"]) for i in range(12)]
+
+
+def test_one_worker_sends_every_request_over_one_connection(server, make_judge):
+    judge = make_judge(concurrency=1)
+    np.testing.assert_array_equal(compare(judge).prefer_a, longer_wins())
+    assert server.n_requests == 6 and server.connections == 1
+    compare(judge, MANY_ROWS)  # a later call (new worker threads) reuses the kept connection
+    assert server.n_requests == 6 + 24 and server.connections == 1
+    assert judge.usage()["retries"] == 0
+
+
+def test_k_workers_open_at_most_k_connections(server, make_judge):
+    judge = make_judge(concurrency=3)
+    labels = compare(judge, MANY_ROWS)
+    np.testing.assert_array_equal(labels.prefer_a, longer_wins(MANY_ROWS))
+    assert server.n_requests == 24 and 1 <= server.connections <= 3
+
+
+def wait_until(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.mark.parametrize("how", ["announced", "silent"])
+def test_a_server_that_closes_after_each_response_still_works(server, make_judge, how):
+    server.close_connections = how  # "silent": the next request finds the kept connection dead
+    judge = make_judge(concurrency=1)
+    labels = compare(judge)
+    np.testing.assert_array_equal(labels.prefer_a, longer_wins())
+    assert server.n_requests == 6 and server.connections == 6
+    usage = judge.usage()
+    assert usage["requests"] == 6 and usage["retries"] == 0 and judge.sleeps == []
+
+
+def test_a_dropped_kept_connection_is_reopened_once_then_counts_as_a_failure(server, make_judge):
+    judge = make_judge(concurrency=1, max_retries=3)
+    compare(judge, ROWS[:1])  # the judge now keeps one open connection
+    server.clear()
+    server.fail_next(Reply.drop())  # dropped on the kept connection: reopened at once, no retry
+    compare(judge, ROWS[1:2])
+    assert [r.status for r in server.requests] == [0, 200, 200]
+    assert judge.usage()["retries"] == 0 and judge.sleeps == []
+    server.clear()
+    server.fail_next(Reply.drop(), Reply.drop())  # dropped again on the reopened one: a connection failure
+    compare(judge, ROWS[2:3])
+    assert [r.status for r in server.requests] == [0, 0, 200, 200]
+    assert judge.usage()["retries"] == 1 and len(judge.sleeps) == 1
+
+
+def test_close_and_with_close_the_kept_connections(server, make_judge):
+    judge = make_judge(concurrency=2)
+    compare(judge)
+    assert len(judge._connections) >= 1 and server.open_connections >= 1
+    judge.close()
+    assert len(judge._connections) == 0 and wait_until(lambda: server.open_connections == 0)
+    with make_judge() as again:
+        compare(again, MANY_ROWS)
+        assert server.open_connections >= 1
+    assert wait_until(lambda: server.open_connections == 0)
+
+
+def test_the_timeout_applies_to_kept_connections(make_judge):
+    def slow(instruction, first, second):
+        time.sleep(0.5)
+        return "A"
+
+    with StandinServer(slow) as sluggish:
+        judge = make_judge(base_url=sluggish.base_url, timeout=0.1, max_retries=1, concurrency=1)
+        with pytest.raises(JudgeRequestError, match="timed out"):
+            compare(judge, ROWS[:1])
+
+
+# ---------------------------------------------------------- weighted verdicts (logprobs)
+
+
+def confident_about_the_first(sure: float, unsure: float):
+    """Always answers A (the first shown: a position bias), surer when the longer response is first."""
+
+    def policy(instruction, first, second):
+        p = sure if len(first) > len(second) else unsure
+        return Tokens((("A", math.log(p)), ("B", math.log(1 - p))))
+
+    return policy
+
+
+def test_a_weighted_verdict_is_the_hand_computed_probability(server, make_judge):
+    tops = {True: (("A", -0.2), (" B", -1.9), ("a", -4.0), ("The", -3.0), ("b ", -6.0), ("Both", -7.0)),
+            False: (("B", -0.5), ("A", -1.2), ("I", -2.5))}
+    server.policy = lambda instruction, first, second: Tokens(tops[len(first) > len(second)])
+    judge = make_judge(verdict="logprobs")
+    labels = compare(judge, ROWS[:1])  # a = "7" (short), b = the long answer
+    for request in server.requests:
+        assert request.body["logprobs"] is True and request.body["top_logprobs"] == 5
+        assert request.body["max_tokens"] == 1
+    e = math.exp
+    # "A" and "a" are A, " B" and "b " are B; "Both" is sixth, so not among the top 5 sent
+    p_long_first = (e(-0.2) + e(-4.0)) / (e(-0.2) + e(-4.0) + e(-1.9) + e(-6.0))
+    p_short_first = e(-1.2) / (e(-1.2) + e(-0.5))
+    p_a = (p_short_first + (1 - p_long_first)) / 2
+    assert judge.last_probabilities[0] == pytest.approx(p_a, abs=1e-12)
+    assert p_a < 0.5 and not labels.prefer_a[0] and not labels.tie_mask()[0]
+
+
+def test_both_orders_are_averaged_where_letters_would_tie(server, make_judge):
+    server.policy = confident_about_the_first(0.9, 0.6)  # always "A": the letter mode ties every pair
+    assert compare(make_judge()).tie_mask().all()
+    judge = make_judge(verdict="logprobs")
+    labels = compare(judge)
+    longer = longer_wins()
+    np.testing.assert_array_equal(labels.prefer_a, longer)
+    assert not labels.tie_mask().any()
+    expected = np.where(longer, (0.9 + 1 - 0.6) / 2, (0.6 + 1 - 0.9) / 2)
+    np.testing.assert_allclose(judge.last_probabilities, expected, atol=1e-12)
+
+
+def test_an_equally_sure_position_bias_is_an_exact_tie(server, make_judge):
+    server.policy = confident_about_the_first(0.7, 0.7)
+    judge = make_judge(verdict="logprobs")
+    labels = compare(judge)
+    assert labels.tie_mask().all() and not labels.prefer_a.any()
+    assert (judge.last_probabilities == 0.5).all()
+
+
+def test_weighted_answers_are_cached_apart_from_letters(server, make_judge, tmp_path):
+    server.policy = confident_about_the_first(0.9, 0.6)
+    db = tmp_path / "board.db"
+    judge = make_judge(verdict="logprobs")
+    judge.use_cache(JudgementCache(db))
+    first = compare(judge)
+    assert server.n_requests == 6
+    stored = [json.loads(row[0]) for row in JudgementCache(db).conn.execute("select answer from judgements")]
+    assert sorted(round(a["p_first"], 12) for a in stored) == [0.6] * 3 + [0.9] * 3
+
+    again = make_judge(verdict="logprobs")  # a new process, in effect
+    again.use_cache(JudgementCache(db))
+    second = compare(again)
+    assert server.n_requests == 6 and again.usage()["requests"] == 0 and again.usage()["cached"] == 6
+    np.testing.assert_array_equal(second.prefer_a, first.prefer_a)
+    np.testing.assert_array_equal(again.last_probabilities, judge.last_probabilities)
+
+    letters = make_judge()  # the letter mode never reads a weighted answer, nor the reverse
+    letters.use_cache(JudgementCache(db))
+    assert compare(letters).tie_mask().all()
+    assert server.n_requests == 12 and len(JudgementCache(db)) == 12
+
+
+def test_an_endpoint_without_logprobs_is_a_clear_error(server, make_judge):
+    server.send_logprobs = False
+    judge = make_judge(verdict="logprobs", concurrency=1)
+    with pytest.raises(JudgeResponseError) as caught:
+        compare(judge)
+    message = str(caught.value)
+    assert "no logprobs" in message and "verdict=letter" in message and KEY not in message
+    assert server.n_requests == 1  # not retried
+
+
+def test_neither_label_among_the_top_tokens_makes_a_tie(server, make_judge):
+    def policy(instruction, first, second):
+        if instruction == "What is 2 + 2?":
+            return Tokens((("Let", -0.1), ("I", -2.0)))
+        return Tokens((("A", -0.1), ("B", -2.4))) if len(first) > len(second) else Tokens((("B", -0.1),))
+
+    server.policy = policy
+    judge = make_judge(verdict="logprobs")
+    labels = compare(judge)
+    np.testing.assert_array_equal(labels.tie_mask(), [False, False, True])
+    np.testing.assert_array_equal(labels.prefer_a[:2], longer_wins()[:2])
+    assert math.isnan(judge.last_probabilities[2]) and judge.usage()["invalid_answers"] == 2
+
+
+def test_weighted_answers_that_never_hold_a_label_are_an_error(server, make_judge):
+    server.policy = lambda instruction, first, second: Tokens((("Let", -0.1),))
+    with pytest.raises(JudgeResponseError, match="verdict=letter"):
+        compare(make_judge(verdict="logprobs"))
+
+
+def test_weighted_preference_is_stable():
+    assert weighted_preference(math.log(0.3), math.log(0.1)) == pytest.approx(0.75)
+    assert weighted_preference(-1000.0, 0.0) == pytest.approx(0.0) and weighted_preference(0.0, -1000.0) == 1.0
+    assert weighted_preference(-math.inf, -0.5) == 0.0 and weighted_preference(-0.5, -math.inf) == 1.0
+    assert weighted_preference(-math.inf, -math.inf) is None
+
+
+def test_an_unknown_verdict_mode_is_refused():
+    with pytest.raises(UsageError, match="verdict"):
+        OpenAIJudge({"verdict": "probabilities"})

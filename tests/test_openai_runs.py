@@ -111,3 +111,22 @@ def test_the_migration_creates_the_table_the_cache_creates(tmp_path):
         with sqlite3.connect(tmp_path / name) as conn:
             schemas.append(conn.execute("select sql from sqlite_master where name = 'judgements'").fetchone())
     assert schemas[0] is not None and schemas[0] == schemas[1]
+
+
+def test_a_weighted_annotator_over_kept_connections_is_cached(cli, server, tmp_path):
+    db = tmp_path / "board.db"
+    args = ["run", "--selector", "smallest", "--annotator", "openai", *_judge_options(server, "annotator"),
+            "-o", "annotator.verdict=logprobs", "-o", "annotator.concurrency=2", "--db", db, *TINY]
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    paid = server.n_requests
+    assert paid > 0 and all(r.body["logprobs"] is True and r.body["max_tokens"] == 1 for r in server.requests)
+    assert server.connections <= 2  # two workers, kept connections across both iterations
+    assert _rows(db, "select count(*) from labels") == [(80,)]
+    answers = [json.loads(a) for (a,) in _rows(db, "select answer from judgements")]
+    assert len(answers) == paid and all(a["p_first"] in (0.0, 1.0) for a in answers)  # the stand-in is sure
+    second = cli(*args)
+    assert second.exit_code == 0, second.output
+    assert server.n_requests == paid
+    runs = _rows(db, "select final_win_rate from runs order by started_at")
+    assert runs[0] == runs[1]

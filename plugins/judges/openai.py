@@ -37,12 +37,40 @@ Every answer is written to the judgement cache (:meth:`use_cache`, the
 leaderboard database's ``judgements`` table) the moment it arrives, so a
 failed or resumed run never pays twice; without a cache the judge keeps its
 answers in memory. The cache key covers the model, the judge's prompt
-template and ``max_tokens``, the instruction, and the two responses.
+template, ``max_tokens`` and the verdict mode, the instruction, and the two
+responses.
 
 The API key is read from the environment variable named by ``api_key_env``
 when a request is sent. It is never an option and never kept on the judge,
 so it cannot reach the run config, the database, ``repr`` or a pickle; error
 messages have it (and anything shaped like an ``sk-`` key) masked.
+
+**Connections are kept open** (HTTP/1.1 keep-alive, standard library only):
+each worker thread takes an idle connection to the endpoint from the judge's
+pool, sends its request and puts the connection back, so ``concurrency`` k
+opens at most k connections, and they outlive one :meth:`compare` call. A
+kept connection the server has dropped meanwhile (a keep-alive timeout:
+``RemoteDisconnected``, a broken pipe or a reset) is reopened once at once,
+without counting as a failure; a fresh connection that fails is a
+connection error as above. :meth:`close` (or leaving ``with judge:``, or the
+judge being garbage-collected, or the interpreter exiting) closes them.
+``http_proxy``/``https_proxy``/``no_proxy`` are honoured as urllib did.
+
+**Weighted verdicts** (``verdict=logprobs``): instead of reading the answer
+letter, the judge asks for one token with ``logprobs: true, top_logprobs:
+5`` and weighs the two labels as AlpacaEval 2's weighted annotators do
+(``logprob_parser`` of github.com/tatsu-lab/alpaca_eval): among the top
+log-probabilities of the first generated token, the tokens that are ``A`` or
+``B`` once stripped of spaces (either case, as the letter parser accepts)
+give ``P(first shown better) = pA / (pA + pB)``. The two orders are averaged,
+``p(a better) = (P_ab + 1 - P_ba) / 2``; a pair goes to ``a`` above 0.5, to
+``b`` below, and is a tie at exactly 0.5 (pure position bias) or when either
+order's top tokens hold neither label. The probability is kept in the cached
+answer (a JSON object: the answer token, ``p_first`` and the label tokens'
+log-probabilities), the verdict mode is part of the cache key, and
+:attr:`OpenAIJudge.last_probabilities` holds ``p(a better)`` per pair of the
+last :meth:`compare`. An endpoint that sends no ``logprobs`` back is a
+:class:`JudgeResponseError` naming ``verdict=letter``.
 
 ``score`` is not supported: this judge gives pairwise preferences only, so it
 can be an annotator or an evaluator but not a pointwise explicit-score judge.
@@ -50,17 +78,19 @@ can be an annotator or an evaluator but not a pointwise explicit-score judge.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import http.client
 import json
+import math
 import os
 import random
 import re
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Iterable, Mapping
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -102,6 +132,11 @@ _KEY_SHAPE = re.compile(r"sk-[A-Za-z0-9_\-*.]{4,}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RETRY_STATUSES = frozenset({408, 409, 429})  # plus every 5xx
 _ALL_INVALID_MIN = 4
+#: How many top log-probabilities a ``verdict=logprobs`` request asks for (AlpacaEval 2 asks for 5).
+TOP_LOGPROBS = 5
+VERDICT_MODES = ("letter", "logprobs")
+#: A kept-alive connection the server dropped while it sat idle: reopened once before counting as a failure.
+_DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 def _env_default(name: str, fallback: str) -> str:
@@ -158,7 +193,11 @@ class OpenAIJudge(Judge):
         Option("timeout", float, 60.0, "seconds to wait for the endpoint to connect or send data",
                min=0.0, max=3600.0, min_inclusive=False),
         Option("max_tokens", int, 4, "most tokens of each answer (one letter is asked for; reasoning models "
-               "need far more)", min=1, max=65536),
+               "need far more); verdict=logprobs always asks for 1", min=1, max=65536),
+        Option("verdict", str, "letter", "letter: the answer's letter decides each order; logprobs: "
+               f"P(A) / (P(A) + P(B)) from the first token's top_logprobs ({TOP_LOGPROBS}), the two orders "
+               "averaged, as AlpacaEval 2's weighted judges (the endpoint must return logprobs)",
+               choices=VERDICT_MODES),
     )
 
     #: Longest wait between two attempts, Retry-After included (seconds).
@@ -173,6 +212,20 @@ class OpenAIJudge(Judge):
         self._usage = dict.fromkeys(
             ("prompt_tokens", "completion_tokens", "requests", "retries", "judgements", "cached",
              "pairs", "ties", "disagreements", "invalid_answers", "identical"), 0)
+        self._connections = _ConnectionPool()
+        weakref.finalize(self, self._connections.close)  # also run at interpreter exit
+        #: p(a better) per pair of the last compare (verdict=logprobs; NaN where unknown, always NaN for letter).
+        self.last_probabilities = np.zeros(0)
+
+    def close(self) -> None:
+        """Close the kept-alive connections (a later request opens new ones)."""
+        self._connections.close()
+
+    def __enter__(self) -> OpenAIJudge:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- the Judge interface -------------------------------------------------
 
@@ -266,8 +319,20 @@ class OpenAIJudge(Judge):
 
     # -- questions and labels -----------------------------------------------
 
+    @property
+    def _weighted(self) -> bool:
+        """Whether verdicts come from log-probabilities (``verdict=logprobs``)."""
+        return self.settings["verdict"] == "logprobs"
+
     def _fingerprint(self) -> str:
-        """Hash of everything in a request but the instruction and responses (cache key part)."""
+        """Hash of everything in a request but the instruction and responses (cache key part).
+
+        The letter mode's fingerprint is unchanged from before ``verdict`` existed, so old caches stay
+        valid; the logprobs mode's differs, so letter and weighted answers never mix.
+        """
+        if self._weighted:
+            return digest(SYSTEM_PROMPT, USER_TEMPLATE, "temperature=0", "max_tokens=1", "verdict=logprobs",
+                          f"top_logprobs={TOP_LOGPROBS}")
         return digest(SYSTEM_PROMPT, USER_TEMPLATE, "temperature=0", f"max_tokens={self.settings['max_tokens']}")
 
     def _plan(self, fingerprint: str, instruction: str, a: str, b: str) -> tuple[_Question, _Question] | None:
@@ -289,6 +354,7 @@ class OpenAIJudge(Judge):
         n = len(plans)
         prefer_a = np.zeros(n, dtype=bool)
         tie = np.zeros(n, dtype=bool)
+        probabilities = np.full(n, np.nan)
         disagreements = identical = 0
         for k, plan in enumerate(plans):
             if plan is None:
@@ -296,12 +362,22 @@ class OpenAIJudge(Judge):
                 identical += 1
                 continue
             first_ab, first_ba = (answers[q.key].verdict for q in plan)
-            a_wins = first_ab == "A" and first_ba == "B"
-            b_wins = first_ab == "B" and first_ba == "A"
+            if self._weighted:
+                p_ab, p_ba = (first_probability(answers[q.key].answer) for q in plan)
+                if p_ab is None or p_ba is None:  # neither label among an order's top tokens: no preference
+                    a_wins = b_wins = False
+                else:
+                    # (p_ab + (1 - p_ba)) / 2 compared with 1/2 is p_ab against p_ba: exact at a pure position bias
+                    probabilities[k] = 0.5 + (p_ab - p_ba) / 2
+                    a_wins, b_wins = p_ab > p_ba, p_ab < p_ba
+            else:
+                a_wins = first_ab == "A" and first_ba == "B"
+                b_wins = first_ab == "B" and first_ba == "A"
             prefer_a[k] = a_wins
             tie[k] = not (a_wins or b_wins)
             disagreements += int({first_ab, first_ba} == {"A"} or {first_ab, first_ba} == {"B"})
         self._count(pairs=n, ties=int(tie.sum()), disagreements=disagreements, identical=identical)
+        self.last_probabilities = probabilities
         return Labels(prefer_a=prefer_a, tie=tie)
 
     def _check_not_all_invalid(self, fresh: Iterable) -> None:
@@ -309,6 +385,12 @@ class OpenAIJudge(Judge):
         fresh = list(fresh)
         if len(fresh) >= _ALL_INVALID_MIN and all(j.verdict == "invalid" for j in fresh):
             sample = self._redact(fresh[0].answer[:80])
+            if self._weighted:
+                raise JudgeResponseError(
+                    f"judge {self.name!r}: in none of the {len(fresh)} answers of model "
+                    f"{self.settings['model']!r} were A or B among the first token's top {TOP_LOGPROBS} "
+                    f"log-probabilities (e.g. {sample!r}); use a model that answers with the letter at once, "
+                    "or verdict=letter")
             raise JudgeResponseError(
                 f"judge {self.name!r}: none of the {len(fresh)} answers of model {self.settings['model']!r} "
                 f"was A or B (e.g. {sample!r}); raise max_tokens (now {self.settings['max_tokens']}) if the "
@@ -372,13 +454,47 @@ class OpenAIJudge(Judge):
         try:
             body = self._post(self._request_body(question), stop)
             content, prompt_tokens, completion_tokens = self._parse_completion(body)
+            if self._weighted:
+                verdict, content = self._weigh(body, content)
+            else:
+                verdict = parse_verdict(content)
         except CancelledError:
             raise
         except BaseException:
             stop.set()  # another question failed for good: start nothing new
             raise
-        return Judgement(key=question.key, verdict=parse_verdict(content), answer=content,
+        return Judgement(key=question.key, verdict=verdict, answer=content,
                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def _weigh(self, body: bytes, content: str) -> tuple[str, str]:
+        """(verdict, answer to cache) of a ``verdict=logprobs`` completion; JudgeResponseError without logprobs.
+
+        The verdict is the likelier label (``invalid`` when neither is among the top tokens; the sampled
+        letter at an exact 1/2); the answer is JSON holding the token, ``p_first`` and the label log-probs.
+        """
+        top = _top_logprobs(json.loads(body))
+        if top is None:
+            raise JudgeResponseError(self._redact(
+                f"judge {self.name!r}: {self.endpoint} sent no logprobs (choices[0].logprobs.content[0]"
+                f".top_logprobs) for model {self.settings['model']!r}, which verdict=logprobs needs; use an "
+                "endpoint and model that return log-probabilities, or set verdict=letter "
+                "(-o annotator.verdict=letter or -o evaluator.verdict=letter)"))
+        labels: dict[str, list[float]] = {"A": [], "B": []}
+        for token, logprob in top:
+            label = token.strip().upper()
+            if label in labels:
+                labels[label].append(logprob)
+        lp_a, lp_b = (_logsumexp(labels["A"]), _logsumexp(labels["B"]))
+        p_first = weighted_preference(lp_a, lp_b)
+        if p_first is None:
+            verdict = "invalid"
+        elif p_first != 0.5:
+            verdict = "A" if p_first > 0.5 else "B"
+        else:
+            verdict = parse_verdict(content)
+        answer = json.dumps({"content": content, "p_first": p_first,
+                             "logprobs": {"A": _finite_or_none(lp_a), "B": _finite_or_none(lp_b)}})
+        return verdict, answer
 
     def _request_body(self, question: _Question) -> bytes:
         """The chat-completions request of one question, as JSON bytes."""
@@ -387,8 +503,9 @@ class OpenAIJudge(Judge):
             "model": self.settings["model"],
             "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}],
             "temperature": 0,
-            "max_tokens": self.settings["max_tokens"],
             "n": 1,
+            **({"max_tokens": 1, "logprobs": True, "top_logprobs": TOP_LOGPROBS} if self._weighted
+               else {"max_tokens": self.settings["max_tokens"]}),
         }).encode("utf-8")
 
     def _post(self, data: bytes, stop: threading.Event) -> bytes:
@@ -404,29 +521,52 @@ class OpenAIJudge(Judge):
                 self._count(retries=1)
             self._count(requests=1)
             try:
-                with urllib.request.urlopen(self._http_request(data), timeout=self.settings["timeout"]) as reply:
-                    return reply.read()
-            except urllib.error.HTTPError as exc:
-                status, detail, retry_after = exc.code, _error_detail(exc), _retry_after(exc.headers)
-                exc.close()
+                status, reason, headers, body = self._exchange(data)
+            except (http.client.HTTPException, OSError) as exc:
+                status, retry_after = None, None
+                failure = f"connection failed ({exc})"
+            else:
+                if 200 <= status <= 299:
+                    return body
+                detail, retry_after = _error_detail(body, reason), _retry_after(headers)
                 if not _retryable(status):
                     raise self._refused(status, detail) from None
                 failure = f"HTTP {status}: {detail}"
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
-                status, retry_after = None, None
-                failure = f"connection failed ({getattr(exc, 'reason', None) or exc})"
             if attempt + 1 < attempts:
                 self._sleep(self._delay(attempt, retry_after))
         raise self._exhausted(status, failure, attempts)
 
-    def _http_request(self, data: bytes) -> urllib.request.Request:
-        """The HTTP request, with the key (if any) in the Authorization header."""
+    def _exchange(self, data: bytes) -> tuple[int, str, Any, bytes]:
+        """One POST over a pooled keep-alive connection: (status, reason, headers, body).
+
+        A kept connection that turns out to have been dropped by the server is reopened once.
+        """
+        route = _route(self.endpoint, self.settings["timeout"])
+        headers = self._headers()
+        connection, reused = self._connections.take(route)
+        try:
+            try:
+                response = _send(connection, route, data, headers)
+            except _DROPPED:
+                if not reused:
+                    raise
+                connection.close()  # the next request on it opens a new socket
+                response = _send(connection, route, data, headers)
+            body = response.read()
+        except BaseException:
+            connection.close()
+            raise
+        self._connections.give(route, connection)
+        return response.status, response.reason or "", response.headers, body
+
+    def _headers(self) -> dict[str, str]:
+        """The request headers, with the key (if any) in the Authorization header."""
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "User-Agent": "pairsel-harness-openai-judge"}
         key = self._api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        return urllib.request.Request(self.endpoint, data=data, headers=headers, method="POST")
+        return headers
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry ``attempt + 1``: Retry-After if sent, else backoff with jitter."""
@@ -524,12 +664,8 @@ def _retry_after(headers: Any) -> float | None:
     return when.timestamp() - time.time()
 
 
-def _error_detail(exc: urllib.error.HTTPError) -> str:
+def _error_detail(body: bytes, reason: str) -> str:
     """The server's error message (``error.message`` of a JSON body), else the body's start."""
-    try:
-        body = exc.read()
-    except (OSError, http.client.HTTPException):
-        return exc.reason or "no body"
     try:
         data = json.loads(body)
         error = data.get("error") if isinstance(data, dict) else None
@@ -538,13 +674,152 @@ def _error_detail(exc: urllib.error.HTTPError) -> str:
             return message[:300]
     except ValueError:
         pass
-    return body[:300].decode("utf-8", "replace").strip() or str(exc.reason or "no body")
+    return body[:300].decode("utf-8", "replace").strip() or reason or "no body"
 
 
 def _count_of(usage: Mapping, name: str) -> int:
     """A token count from the ``usage`` object (0 when missing or not a number)."""
     value = usage.get(name)
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def weighted_preference(lp_a: float, lp_b: float) -> float | None:
+    """``exp(lp_a) / (exp(lp_a) + exp(lp_b))``, computed stably; None when both are -inf (no label seen)."""
+    if lp_a == -math.inf and lp_b == -math.inf:
+        return None
+    if lp_a >= lp_b:
+        return 1.0 / (1.0 + math.exp(lp_b - lp_a))
+    odds = math.exp(lp_a - lp_b)
+    return odds / (1.0 + odds)
+
+
+def first_probability(answer: str) -> float | None:
+    """``p_first`` of a cached ``verdict=logprobs`` answer, or None (no label among the top tokens)."""
+    try:
+        value = json.loads(answer).get("p_first")
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _top_logprobs(data: Any) -> list[tuple[str, float]] | None:
+    """(token, logprob) of the first generated token's top log-probabilities, or None when not sent."""
+    try:
+        first = data["choices"][0]["logprobs"]["content"][0]
+        top = first.get("top_logprobs") or [first]  # an endpoint may send only the chosen token
+        pairs = [(str(t["token"]), float(t["logprob"])) for t in top]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None
+    return pairs or None
+
+
+def _logsumexp(values: list[float]) -> float:
+    """log(sum(exp(values))); -inf for none."""
+    if not values:
+        return -math.inf
+    top = max(values)
+    if top == -math.inf:
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+# ------------------------------------------------------------------ connections
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where a request goes: the endpoint's scheme, host and port, and the proxy (if any) in between."""
+
+    scheme: str
+    host: str
+    port: int
+    target: str  # the request target: the path, or the whole URL through an http proxy
+    timeout: float
+    proxy: tuple[str, int] | None = None
+    proxy_auth: str | None = None
+
+    def connect(self) -> http.client.HTTPConnection:
+        """A new connection (opened lazily by its first request)."""
+        host, port = self.proxy or (self.host, self.port)
+        if self.scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=self.timeout)
+            if self.proxy:
+                tunnel = {"Proxy-Authorization": self.proxy_auth} if self.proxy_auth else None
+                connection.set_tunnel(self.host, self.port, headers=tunnel)
+            return connection
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+
+def _route(url: str, timeout: float) -> _Route:
+    """The route of ``url``, through ``$http_proxy``/``$https_proxy`` unless ``$no_proxy`` excludes the host."""
+    parts = urllib.parse.urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    proxy_url = urllib.request.getproxies().get(scheme)
+    if not proxy_url or urllib.request.proxy_bypass(host):
+        return _Route(scheme, host, port, target, timeout)
+    if "://" not in proxy_url:
+        proxy_url = f"http://{proxy_url}"
+    proxy = urllib.parse.urlsplit(proxy_url)
+    auth = None
+    if proxy.username is not None:
+        pair = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
+        auth = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    return _Route(scheme, host, port, url if scheme == "http" else target, timeout,
+                  (proxy.hostname or "", proxy.port or 80), auth)
+
+
+def _send(connection: http.client.HTTPConnection, route: _Route, data: bytes,
+          headers: dict[str, str]) -> http.client.HTTPResponse:
+    """Send one POST on ``connection`` and read the response's head."""
+    if route.proxy_auth and route.scheme == "http":
+        headers = {**headers, "Proxy-Authorization": route.proxy_auth}
+    connection.request("POST", route.target, body=data, headers=headers)
+    return connection.getresponse()
+
+
+class _ConnectionPool:
+    """Idle keep-alive connections per route (scheme, host, port, proxy, timeout).
+
+    A worker takes one for a request and gives it back after reading the response, so no two threads
+    share one and k concurrent workers open at most k; the connections outlive the worker threads.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[_Route, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, route: _Route) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection of ``route`` (reused: True while its socket is open) or a new one."""
+        with self._lock:
+            idle = self._idle.get(route)
+            connection = idle.pop() if idle else None
+        if connection is None:
+            return route.connect(), False
+        return connection, connection.sock is not None
+
+    def give(self, route: _Route, connection: http.client.HTTPConnection) -> None:
+        """Keep ``connection`` for the next request of ``route``."""
+        with self._lock:
+            self._idle.setdefault(route, []).append(connection)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
+
+    def __len__(self) -> int:
+        """How many idle connections are kept."""
+        with self._lock:
+            return sum(len(c) for c in self._idle.values())
 
 
 @hookimpl
