@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: What is scanned: these folders (recursively) and files.
 SCANNED = ("harness", "plugins", "leaderboard", "tests", "scripts", "benchmarks", "docs", "README.md",
-           "pyproject.toml", "constraints.txt", "mkdocs.yml", ".ci/run")
+           "pyproject.toml", "constraints.txt", "mkdocs.yml", ".ci/run", ".ci/run-minimal")
 SUFFIXES = {".py", ".md", ".toml", ".sh", ".txt", ".yml", ".yaml", ".cfg", ""}
 
 #: Files a tutorial asks the reader to create: cited by name, not in this repository.
