@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.extras import missing, skip_unless_extra
+
 from tests.docs_blocks import ROOT, audit, collect, command_blocks, parse
 
 #: A synthetic world and run of a few seconds: tests/conftest.py's tiny world, 3 iterations of few labels.
@@ -122,6 +124,10 @@ def _run(script: str, folder: Path, tiny_hf: Path | None) -> subprocess.Complete
                           timeout=600)
 
 
+#: What in a block's script needs an extra: such a block is skipped, naming the extra, where it is absent.
+NEEDS_EXTRA = (("$TINY_HF", "hf"), ("mkdocs", "docs"))
+
+
 @pytest.fixture(scope="module")
 def started(request):
     """The blocks this session selected, started two at a time as soon as the first is asked for: each runs
@@ -133,7 +139,7 @@ def started(request):
     selected = [item.callspec.params["block"] for item in request.session.items
                 if getattr(item, "originalname", None) == "test_command_block"]
     tiny_hf = None
-    if any("$TINY_HF" in block.script() for block in selected):
+    if any("$TINY_HF" in block.script() for block in selected) and not missing("hf"):
         from tests.hf_tiny import tiny_paths
 
         tiny_hf = tiny_paths().root
@@ -142,6 +148,8 @@ def started(request):
     futures: dict[str, Future] = {}
     for block in selected:
         script = block.script()
+        if any(text in script and missing(extra) for text, extra in NEEDS_EXTRA):
+            continue  # skipped by the test: an extra it needs is not installed
         if script not in futures:
             folder = scratch / re.sub(r"\W+", "-", block.id)
             futures[script] = pool.submit(_run, script, folder, tiny_hf if "$TINY_HF" in script else None)
@@ -153,6 +161,9 @@ def started(request):
 @pytest.mark.parametrize("block", [block for block in command_blocks() if block.runnable], ids=lambda block: block.id)
 def test_command_block(block, started):
     script = block.script()
+    for text, extra in NEEDS_EXTRA:
+        if text in script:
+            skip_unless_extra(extra)
     done = started[script].result()
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{block.id} failed (exit {done.returncode}):\n{script}\n---\n{output[-6000:]}"
