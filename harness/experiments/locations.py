@@ -40,8 +40,8 @@ def check_database_path(db_path: Path) -> None:
 def check_locations(db_path: Path, runs_dir: Path) -> None:
     """UsageError unless ``db_path`` can be opened or created and ``runs_dir`` can be created and written."""
     db_path, runs_dir = Path(db_path), Path(runs_dir)
-    check_database_path(db_path)
-    _check_path(db_path, "the leaderboard database", DB_FIX)
+    check_database_path(db_path)  # its names and ancestors; what is left is whether it can be written
+    _probe_writable(db_path, "the leaderboard database", DB_FIX)
     _check_path(runs_dir, "the runs directory (checkpoints)",
                 "set HARNESS_RUNS_DIR to a directory you can write, or move the database")
     if runs_dir.exists() and not runs_dir.is_dir():
@@ -60,6 +60,11 @@ def check_output_dir(path: Path, what: str, option: str) -> None:
 def _check_path(path: Path, what: str, fix: str) -> None:
     """Its ancestors are directories, its name fits the filesystem, and its nearest existing ancestor is writable."""
     _check_names(path, what, fix)
+    _probe_writable(path, what, fix)
+
+
+def _probe_writable(path: Path, what: str, fix: str) -> None:
+    """Make and remove a temporary directory in the nearest existing ancestor of ``path``; UsageError if refused."""
     ancestor = _nearest_directory(path, what, fix)
     try:
         probe = tempfile.mkdtemp(prefix=".harness-probe-", dir=ancestor)
