@@ -88,3 +88,20 @@ def test_a_sweep_refuses_more_parallel_runs_than_memory_holds(cli, tmp_path, mon
     assert refused.exit_code == 2
     assert "4 runs at once need about" in refused.output and "run with --jobs 2" in refused.output
     assert cli(*grid, "--jobs", "2").exit_code == 0
+
+
+def test_a_study_refuses_more_parallel_runs_than_memory_holds(cli, tmp_path, monkeypatch):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[study]\nseeds = "0-1"\n\n[[grid]]\nname = "one"\nselector = ["random", "smallest"]\n'
+        'iterations = 1\nbudget = 2000\n\n[[claim]]\nid = "c1"\nmetric = "final_win_rate"\n'
+        'a = {grid = "one", selector = "smallest"}\nb = {grid = "one", selector = "random"}\ndirection = "a > b"\n'
+    )
+    one = cli("run", "--iterations", "1", "--budget", "2000", "--dry-run", "--json", "--db", tmp_path / "b.db")
+    per_run = json.loads(one.stdout)["memory_bytes"]
+    monkeypatch.setenv(memory.LIMIT_VARIABLE, str(int(per_run * 2.5)))
+    refused = cli("study", "run", plan, "--jobs", "4", "--dry-run", "--db", tmp_path / "b.db")
+    assert refused.exit_code == 2, refused.output
+    assert "4 runs at once need about" in refused.output and "run with --jobs 2" in refused.output
+    assert cli("study", "run", plan, "--jobs", "2", "--dry-run", "--db", tmp_path / "b.db").exit_code == 0
+    assert not (tmp_path / "b.db").exists()

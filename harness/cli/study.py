@@ -143,6 +143,7 @@ def run_command(
     import time
 
     from harness.experiments import study as st
+    from harness.experiments import sweep as sw
     from harness.cli.grid_display import escape, plan_counts_line, plan_line, run_with_progress
     from harness.experiments.executors import executor_class
     from harness.experiments.grid_run import GridOutcome, count_actions
@@ -155,7 +156,9 @@ def run_command(
         _, study = _load(plan, plugin, quick, seeds)
         executor_class(executor)
         planned = st.make_plan(study, db_path, force=force)
-    jobs = jobs or os.cpu_count() or 1
+        jobs = jobs or os.cpu_count() or 1
+        # each planned item is one cell x seed; only those that will run need memory at once
+        sw.check_parallel_memory([p.item.cell for p in planned if p.item.runs_something], jobs)
     display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
                for p in planned]
     console.print(
