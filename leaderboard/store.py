@@ -109,6 +109,47 @@ def enable_wal(conn: sqlite3.Connection) -> None:
         conn.isolation_level = level
 
 
+def _refuse_unknown_migrations(path: object, applied: set[str]) -> None:
+    unknown = sorted(applied - set(MIGRATION_NAMES))
+    if unknown:
+        raise NewerSchemaError(
+            f"{path} was written by a newer pairsel-harness: its schema has migration(s) {', '.join(unknown)} "
+            "that this version does not know. Upgrade pairsel-harness (pip install -U pairsel-harness) to read "
+            "or write it, or pass another --db; the file was not modified"
+        )
+
+
+def _foreign_message(path: object) -> str:
+    return (f"{path} has a 'runs' table that pairsel-harness did not create; "
+            "it is not a leaderboard database (pass another --db)")
+
+
+def check_database_file(path: str | os.PathLike[str]) -> None:
+    """Refuse, reading only, an existing SQLite file the harness could not use as its leaderboard: one from a
+    newer schema (:class:`NewerSchemaError`) or another program's database with a ``runs`` table (ValueError).
+    Lets a command fail before it creates anything, where opening a :class:`Leaderboard` would fail later."""
+    uri = pathlib.Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout())
+    except sqlite3.Error:
+        return  # what cannot be opened here is reported by the open that follows
+    try:
+        tables = {name for (name,) in conn.execute("select name from sqlite_master where type = 'table'")}
+        applied: set[str] = set()
+        if "_sqlite_migrations" in tables:
+            rows = conn.execute("select name from _sqlite_migrations where migration_set = ?", [MIGRATION_SET])
+            applied = {name for (name,) in rows}
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is sqlite3.DatabaseError:
+            raise ValueError(f"{path} is not a SQLite database ({exc})") from None
+        return  # locked or busy: the open that follows waits for it
+    finally:
+        conn.close()
+    _refuse_unknown_migrations(path, applied)
+    if not applied and "runs" in tables:
+        raise ValueError(_foreign_message(path))
+
+
 def default_db_path() -> pathlib.Path:
     """``$HARNESS_DB`` if set (and not empty), else ``./leaderboard.db``."""
     value = os.environ.get(DB_ENV_VAR, "").strip()
@@ -152,6 +193,8 @@ class Leaderboard:
             # file that is not a database, or a database from a newer schema,
             # is refused and left exactly as it was.
             self._check_schema_version()
+            if not self._applied_migrations() and self._has_table("runs"):
+                raise ValueError(_foreign_message(self.path))  # before WAL mode changes another program's file
             if not memory:
                 self._enable_wal()
             self._migrate()
@@ -204,14 +247,7 @@ class Leaderboard:
 
     def _check_schema_version(self) -> None:
         """Refuse (NewerSchemaError) a database with migrations this version does not know."""
-        unknown = sorted(self._applied_migrations() - set(MIGRATION_NAMES))
-        if unknown:
-            raise NewerSchemaError(
-                f"{self.path} was written by a newer pairsel-harness: its schema has migration(s) "
-                f"{', '.join(unknown)} that this version does not know. Upgrade pairsel-harness "
-                "(pip install -U pairsel-harness) to read or write it, or pass another --db; "
-                "the file was not modified"
-            )
+        _refuse_unknown_migrations(self.path, self._applied_migrations())
 
     def _migrate(self) -> None:
         if self._applied_migrations() >= set(MIGRATION_NAMES):
@@ -222,12 +258,8 @@ class Leaderboard:
             # Re-read inside the write lock: a parallel process may have
             # migrated between our check and the lock.
             self._check_schema_version()
-            applied = self._applied_migrations()
-            if not applied and self._has_table("runs"):
-                raise ValueError(
-                    f"{self.path} has a 'runs' table that pairsel-harness did not create; "
-                    "it is not a leaderboard database (pass another --db)"
-                )
+            if not self._applied_migrations() and self._has_table("runs"):
+                raise ValueError(_foreign_message(self.path))
             migrations.apply(self.db)
 
     @contextlib.contextmanager

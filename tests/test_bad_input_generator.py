@@ -13,6 +13,7 @@ counts the outcomes (clean errors, tracebacks, partial writes) for the docs.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -48,6 +49,9 @@ LOCATIONS = [
     ("a directory", "folder", "directory"),
     ("name too long", LONG + ".db", "limit"),
     ("parent name too long", LONG + "/board.db", "limit"),
+    ("a pipe", "pipe", "not a regular file"),
+    ("another program's database", "foreign.db", "did not create"),
+    ("a newer schema", "newer.db", "newer pairsel-harness"),
 ]
 
 
@@ -55,6 +59,12 @@ def _scratch(root: Path) -> None:
     (root / "afile").write_text("")
     (root / "text.txt").write_text("not a database\n")
     (root / "folder").mkdir()
+    os.mkfifo(root / "pipe")
+    with sqlite3.connect(root / "foreign.db") as conn:
+        conn.execute("create table runs (name text)")
+    with sqlite3.connect(root / "newer.db") as conn:
+        conn.execute("create table _sqlite_migrations (migration_set text, name text, applied_at text)")
+        conn.execute("insert into _sqlite_migrations values ('pairsel_harness.leaderboard', 'm999_future', '')")
 
 
 def _tree(root: Path) -> dict[str, float]:

@@ -33,6 +33,9 @@ def check_database_path(db_path: Path) -> None:
     _nearest_directory(db_path, "the leaderboard database", DB_FIX)
     if db_path.is_dir():
         raise UsageError(f"the leaderboard database {db_path} is a directory; {DB_FIX}")
+    if db_path.exists() and not db_path.is_file():
+        raise UsageError(f"the leaderboard database {db_path} is not a regular file (a device, pipe or socket); "
+                         f"{DB_FIX}")
     if db_path.exists():
         _check_sqlite(db_path)
 
@@ -105,3 +108,10 @@ def _check_sqlite(path: Path) -> None:
     if head and head != SQLITE_HEADER:
         raise UsageError(f"{path} is not a SQLite database (it is some other file); pass --db with the path of a "
                          "leaderboard database, or of a new file")
+    if head:
+        from leaderboard.store import check_database_file
+
+        try:
+            check_database_file(path)  # another program's database, or a newer schema
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
