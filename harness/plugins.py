@@ -41,6 +41,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.selectors.margin",
     "plugins.selectors.explicit",
     "plugins.selectors.uncertainty",
+    "plugins.selectors.sharp",
+    "plugins.selectors.signed_gap",
     "plugins.allocators.schedules",
     "plugins.trainers.native",
     "plugins.trainers.trl",
