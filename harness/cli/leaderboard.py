@@ -49,7 +49,7 @@ high first, text A-Z; --reverse flips). Filters: --testbed, --sweep,
 --selector (either level), --allocator, --status (default finished; --all =
 --status all). --json / --csv print the rows on stdout for scripts.
 
-Subcommands: show RUN_ID, compare, plot, export. The database is plain SQLite:
+Subcommands: show RUN_ID, compare, plot, export, merge. The database is plain SQLite:
 `datasette leaderboard.db` browses every column and the per-iteration table.
 """
 
@@ -156,7 +156,7 @@ ByOption = Annotated[
 ]
 
 
-def _merged(ctx: typer.Context, name: str, value: Any) -> Any:
+def parent_option(ctx: typer.Context, name: str, value: Any) -> Any:
     """A subcommand option, else the same option given before the subcommand.
 
     Typed on the command line beats read from the environment (``--db`` and ``$HARNESS_DB``) wherever it
@@ -391,7 +391,7 @@ def show(
         bool, typer.Option("--json", help="Print the run and its iterations as one JSON object on stdout.")
     ] = False,
 ) -> None:
-    db = _merged(ctx, "db", db)
+    db = parent_option(ctx, "db", db)
     path = resolve_db(db)
     if not path.exists():
         _error(f"no database at {path}; {NO_RUNS_MESSAGE}", code=1)
@@ -405,7 +405,7 @@ def show(
             else:
                 _error(_unknown_run(run_id, ids, matches, path), code=2)
         iterations = lb.iterations(run["id"])
-    if _merged(ctx, "json_output", json_output):
+    if parent_option(ctx, "json_output", json_output):
         typer.echo(json.dumps({**run, "iteration_rows": iterations}, indent=2, ensure_ascii=False))
         return
     from leaderboard.render import print_run
@@ -443,8 +443,8 @@ def compare(
     ] = None,
     allocator: AllocatorOption = None,
 ) -> None:
-    path = resolve_db(_merged(ctx, "db", db))
-    json_output = _merged(ctx, "json_output", json_output)
+    path = resolve_db(parent_option(ctx, "db", db))
+    json_output = parent_option(ctx, "json_output", json_output)
     if not path.exists():
         _no_database(path, json_output, False, empty="{}")
         return
@@ -454,8 +454,8 @@ def compare(
 
         filters = Filters(
             "finished",
-            _merged(ctx, "testbed", testbed), _merged(ctx, "sweep", sweep),
-            _merged(ctx, "selector", selector), _merged(ctx, "allocator", allocator),
+            parent_option(ctx, "testbed", testbed), parent_option(ctx, "sweep", sweep),
+            parent_option(ctx, "selector", selector), parent_option(ctx, "allocator", allocator),
         )
         with _open(path) as lb:
             result = run_compare(lb.conn, filters, baseline=baseline, metric=metric, confidence=confidence)
@@ -495,21 +495,21 @@ def plot(
     allocator: AllocatorOption = None,
     status: StatusOption = None,
 ) -> None:
-    path = resolve_db(_merged(ctx, "db", db))
+    path = resolve_db(parent_option(ctx, "db", db))
     if not path.exists():
         _error(f"no database at {path}; {NO_RUNS_MESSAGE}", code=1)
     with cli_errors():
         from leaderboard.query import parse_by, table_columns
 
         filters = _filters(
-            _merged(ctx, "status", status), _merged(ctx, "testbed", testbed),
-            _merged(ctx, "sweep", sweep), _merged(ctx, "selector", selector),
-            _merged(ctx, "allocator", allocator),
+            parent_option(ctx, "status", status), parent_option(ctx, "testbed", testbed),
+            parent_option(ctx, "sweep", sweep), parent_option(ctx, "selector", selector),
+            parent_option(ctx, "allocator", allocator),
         )
         with _open(path) as lb:
             from leaderboard.plots import collect
 
-            fields = parse_by(_merged(ctx, "by", by), table_columns(lb.conn, "runs"))
+            fields = parse_by(parent_option(ctx, "by", by), table_columns(lb.conn, "runs"))
             if fields is None:
                 _error("plot draws groups of runs: use --by FIELDS or the default (by strategy), not --by run", code=2)
             data = collect(lb.conn, filters, fields, limit=limit)
@@ -559,7 +559,7 @@ def export(
         typer.Option("--status", metavar="STATUS", help="all (default), finished, running, failed or interrupted."),
     ] = None,
 ) -> None:
-    path = resolve_db(_merged(ctx, "db", db))
+    path = resolve_db(parent_option(ctx, "db", db))
     if not path.exists():
         _error(f"no database at {path}; {NO_RUNS_MESSAGE}", code=1)
     with cli_errors():
@@ -567,9 +567,9 @@ def export(
 
         fmt = infer_format(fmt, out)
         filters = _filters(
-            _merged(ctx, "status", status),
-            _merged(ctx, "testbed", testbed), _merged(ctx, "sweep", sweep),
-            _merged(ctx, "selector", selector), _merged(ctx, "allocator", allocator),
+            parent_option(ctx, "status", status),
+            parent_option(ctx, "testbed", testbed), parent_option(ctx, "sweep", sweep),
+            parent_option(ctx, "selector", selector), parent_option(ctx, "allocator", allocator),
             default_status="all",
         )
         with _open(path) as lb:
@@ -610,7 +610,7 @@ def import_run(
     from harness.experiments.journal import replay
     from leaderboard.store import Leaderboard
 
-    path = resolve_db(_merged(ctx, "db", db))
+    path = resolve_db(parent_option(ctx, "db", db))
     console = stderr_console()
     with cli_errors():
         board = Leaderboard(path)
