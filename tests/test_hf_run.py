@@ -43,12 +43,17 @@ def test_run_with_the_hf_testbed(cli, db_path, monkeypatch):
                  "--iterations", "2", "--budget", "16", "--responses", "4", *args, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["labels_used"] <= 16 and out["labels_used"] >= 14
     rows = out["iterations"]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     for row in rows:
         assert 0.0 <= row["win_rate"] <= 1.0 and row["kl"] >= 0.0 and "mean_length" in row
-    assert all(row["train_steps"] == 2 for row in rows[1:])  # 7-8 pairs, batch 4, one epoch
+    # Each iteration spends its 8 planned labels, or one per prompt whose samples hold two distinct responses
+    # where fewer do. How many do depends on the CPU's float arithmetic (the tiny model samples 16 tokens at
+    # temperature 1), so the count is checked against the row, not fixed: 14-16 on one machine, 13 on another.
+    for row in rows[1:]:
+        assert row["labels"] == min(row["labels_planned"], row["instance_pairs"]) >= 1
+        assert row["train_steps"] == -(-row["labels"] // 4)  # batch 4, one epoch
+    assert out["labels_used"] == sum(row["labels"] for row in rows[1:]) <= 16
     assert out["config"]["annotator"]["name"] == out["config"]["evaluator"]["name"] == "reward_model"
 
 
