@@ -53,6 +53,9 @@ OPTIONAL_ROLES = ("gold_judge", "proxy_judge", "annotator", "evaluator")
 _OMITTED_WHEN_UNSET = ("annotator", "evaluator")
 # Flags added later that change no number of a run that finishes: left out of the JSON while False.
 _OMITTED_WHEN_FALSE = ("allow_static_policy",)
+# Options that change what the run keeps on disk, never its numbers: out of the strategy hash, and out of the JSON
+# while they hold their default (so configs from before them read the same).
+_STORAGE_DEFAULTS = {"keep_checkpoints": run_option("keep_checkpoints").default}
 EXTERNAL_ANNOTATOR = "external"
 """The annotator that hands the pairs to people (``--annotator external``)."""
 REFERENCES = run_option("reference").choices
@@ -95,6 +98,7 @@ class RunConfig:
     world_seed: int = run_option("seed").default  # a config always holds the resolved world seed
     reference: str = run_option("reference").default
     allow_static_policy: bool = run_option("allow_static_policy").default  # a warning, not a failure
+    keep_checkpoints: str = run_option("keep_checkpoints").default  # "last" or "all" (harness.experiments.checkpoints)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -104,16 +108,21 @@ class RunConfig:
         for flag in _OMITTED_WHEN_FALSE:
             if not data[flag]:
                 del data[flag]
+        for name, default in _STORAGE_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, default=_jsonable)
 
     def strategy_hash(self) -> str:
-        """sha256 (16 hex) of the config without its seeds: same strategy, any seed."""
+        """sha256 (16 hex) of the config without its seeds (nor ``keep_checkpoints``): same strategy, any seed."""
         data = self.to_dict()
         data.pop("seed")
         data.pop("world_seed")
+        for name in _STORAGE_DEFAULTS:  # what is kept on disk changes no number
+            data.pop(name, None)
         blob = json.dumps(data, sort_keys=True, default=_jsonable)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -324,6 +333,7 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
         world_seed=request.seed if request.world_seed is None else request.world_seed,
         reference=request.reference,
         allow_static_policy=request.allow_static_policy,
+        keep_checkpoints=request.keep_checkpoints,
     )
     components = _assemble(registry, config, made)
     labels = check_budget_plan(config, components)

@@ -30,8 +30,9 @@ from harness.options import INT64_MAX as STORE_INT_MAX  # SQLite's INTEGER is 64
 #: The most iterations a run may plan (each is a round of sampling, labelling and training).
 MAX_ITERATIONS = 10_000
 
-#: What an option sets: a component's name, the shape of the run, a seed, or a switch.
-KINDS = ("component", "shape", "seed", "switch", "assignments")
+#: What an option sets: a component's name, the shape of the run, a seed, a switch, or what the run keeps on
+#: disk (``storage``: it changes no number of the run, so it is left out of the strategy hash).
+KINDS = ("component", "shape", "seed", "switch", "assignments", "storage")
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,10 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
               "When an iteration's training changes no trainable parameter (too few steps, a learning rate too "
               "small, frozen weights), record a warning on its row and go on instead of failing the run.",
               "switch", "--allow-static-policy"),
+    RunOption("keep_checkpoints", str, "last",
+              "Checkpoints the run directory keeps: last (the latest only, older ones removed) or all (one per "
+              "iteration, so harness export model RUN_ID --iteration K can write any of them).",
+              "storage", "--keep-checkpoints", choices=("last", "all"), metavar="last|all"),
     RunOption("options", tuple, (), "Set a component option (repeatable): -o trainer.beta=0.5.", "assignments",
               "--option", "-o", metavar="KEY=VALUE"),
 )

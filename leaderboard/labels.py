@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ class PairLabel:
     label: str | None  # a / b / tie, the harness's orientation; None while awaited
     shown_swapped: bool | None = None  # set only for pairs shown to an external annotator
     annotator: str | None = None
+    prompt_messages: list[dict[str, str]] | None = None  # a conversational prompt's messages (``texts.messages``)
 
 
 def record_pairs(board: Any, run_id: str, iteration: int, pairs: Sequence[PairLabel], source: str, *,
@@ -65,8 +67,11 @@ def record_pairs(board: Any, run_id: str, iteration: int, pairs: Sequence[PairLa
     """
     now = _now()
     texts: dict[str, str] = {}
+    messages: dict[str, str] = {}
     rows = []
     for pair in pairs:
+        if pair.prompt_messages is not None:
+            messages[text_hash(pair.prompt)] = json.dumps(pair.prompt_messages, ensure_ascii=False)
         hashes = []
         for text in (pair.prompt, pair.response_a, pair.response_b):
             key = text_hash(text)
@@ -77,7 +82,7 @@ def record_pairs(board: Any, run_id: str, iteration: int, pairs: Sequence[PairLa
             *hashes, None if pair.shown_swapped is None else int(pair.shown_swapped), pair.label, None,
             source, pair.annotator, now, now if pair.label is not None else None,
         ))
-    _insert(board, texts, rows, replace=replace)
+    _insert(board, texts, rows, replace=replace, messages=messages)
 
 
 def record_scores(
@@ -98,9 +103,13 @@ def record_scores(
     _insert(board, texts, rows, replace=replace)
 
 
-def _insert(board: Any, texts: Mapping[str, str], rows: Sequence[tuple], *, replace: bool = True) -> None:
+def _insert(board: Any, texts: Mapping[str, str], rows: Sequence[tuple], *, replace: bool = True,
+            messages: Mapping[str, str] | None = None) -> None:
     with board._writing():
         board.conn.executemany("INSERT OR IGNORE INTO texts (hash, text) VALUES (?, ?)", list(texts.items()))
+        if messages:  # a text is stored once: its messages too, by whichever run saw them first
+            board.conn.executemany("UPDATE texts SET messages = ? WHERE hash = ? AND messages IS NULL",
+                                   [(value, key) for key, value in messages.items()])
         board.conn.executemany(
             f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO labels (id, run_id, iteration, kind, position, prompt_hash, a_hash, b_hash, "
             "shown_swapped, label, score, source, annotator, requested_at, labelled_at) "
@@ -278,3 +287,28 @@ def preference_rows(board: Any, run_id: str, iterations: Iterable[int] | None = 
                      "iteration": int(iteration), "source": source, "annotator": annotator})
     return rows
 
+
+def prompt_messages(board: Any, run_id: str, prompt_text: str) -> list[dict[str, str]]:
+    """The chat messages ``prompt_text`` stands for in ``run_id``: what the conversational export writes as its prompt.
+
+    A testbed that renders a conversation into one canonical prompt text keeps the original message list, and
+    the run stores it beside the text (``texts.messages``, a JSON list of ``{"role", "content"}``); it is
+    returned as stored. A plain prompt is one user message holding the whole text.
+    """
+    found = board.conn.execute("SELECT messages FROM texts WHERE hash = ?", (text_hash(prompt_text),)).fetchone()
+    if found and found[0]:
+        messages = json.loads(found[0])
+        if isinstance(messages, list) and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in messages):
+            return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    return [{"role": "user", "content": prompt_text}]
+
+
+def conversational_rows(board: Any, run_id: str, iterations: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """:func:`preference_rows` in TRL's conversational preference format: ``prompt`` a list of messages
+    (:func:`prompt_messages`), ``chosen`` and ``rejected`` each one assistant message; the other columns as they are."""
+    rows = []
+    for row in preference_rows(board, run_id, iterations):
+        rows.append({**row, "prompt": prompt_messages(board, run_id, row["prompt"]),
+                     "chosen": [{"role": "assistant", "content": row["chosen"]}],
+                     "rejected": [{"role": "assistant", "content": row["rejected"]}]})
+    return rows

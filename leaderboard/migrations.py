@@ -141,6 +141,16 @@ def m005_judgements(db):
     db.execute(JUDGEMENTS_TABLE_SQL)
 
 
+@migrations(name="m006_text_messages")
+def m006_text_messages(db):
+    """``texts.messages``: a conversational prompt's message list (JSON), beside its canonical text.
+
+    A testbed that renders chat messages into one prompt text (its chat-template rendering) keeps the list
+    here, so that an export in TRL's conversational format gives the messages back. NULL for plain text.
+    """
+    db["texts"].add_column("messages", str)
+
+
 #: The ``judgements`` table; :class:`leaderboard.judgements.JudgementCache` runs the same statement
 #: on a database that predates this migration.
 JUDGEMENTS_TABLE_SQL = """CREATE TABLE IF NOT EXISTS judgements (

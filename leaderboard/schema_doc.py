@@ -34,6 +34,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "texts": {
         "hash": "sha256 of the text, 16 hex digits",
         "text": "a prompt or a response, as the annotator saw it",
+        "messages": "a conversational prompt's chat messages (JSON list of role/content) that `text` renders; "
+                    "NULL for plain text",
     },
     "labels": {
         "id": "`RUN/ITERATION/pNNNNN` (a pair: the `pair_id` people see) or `.../sNNNNN` (a score)",

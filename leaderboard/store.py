@@ -84,6 +84,7 @@ MIGRATION_NAMES = (
     "m003_indexes_and_ranked_view",
     "m004_labels_and_texts",
     "m005_judgements",
+    "m006_text_messages",
 )
 _SCALARS = (str, int, float, type(None))
 

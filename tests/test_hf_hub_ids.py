@@ -193,9 +193,12 @@ def test_the_run_records_the_commit_each_hub_id_resolved_to(cached):
         f"testbed.model={REPO}@{COMMIT_OLD}", f"testbed.initial_model={REPO}", f"testbed.prompts={paths.prompts}",
         f"testbed.eval_prompts={paths.eval}", f"annotator.model={REWARD_REPO}", f"evaluator.model={paths.reward}"))
     plugins = run_record(plan.config, plan.components, registry)["plugins"]
-    assert plugins["testbed"]["sources"] == {
+    sources = plugins["testbed"]["sources"]
+    assert {key: sources[key] for key in sources if "model" in key} == {
         "model_source": REPO, "model_revision": COMMIT_OLD,
         "initial_model_source": REPO, "initial_model_revision": COMMIT_MAIN}
+    # the data options' provenance beside them (tests/test_hf_datasets_prompts.py)
+    assert sources["prompts_source"] == str(paths.prompts) and sources["prompts_fingerprint"]
     assert plugins["annotator"]["sources"]["model_source"] == REWARD_REPO
     assert len(plugins["annotator"]["sources"]["model_revision"]) == 40
     assert plugins["evaluator"]["sources"] == {"model_source": str(paths.reward), "model_revision": None}

@@ -110,7 +110,7 @@ def test_prompts_from_csv_and_parquet(tmp_path):
         ({"model": "/nonexistent/model"}, "no such directory"),
         ({"initial_model": "org/name"}, "no local directory, and the Hugging Face Hub model 'org/name' is not in the local"),
         ({"prompts": "/nonexistent/prompts.jsonl"}, "no such file"),
-        ({"prompts": "datasets/alpaca"}, "never downloads"),
+        ({"prompts": "datasets/alpaca"}, "hf download datasets/alpaca --repo-type dataset"),
         ({"eval_prompts": None}, "needs evaluation prompts"),
         ({"prompt_column": "question"}, "has no column 'question'"),
         ({"max_prompt_length": 3}, "none of the 60 prompts fits"),

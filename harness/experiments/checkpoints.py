@@ -14,7 +14,10 @@ Layout under a run directory::
     RUN_DIR/OWNER.json                    # the run this directory belongs to, and its token
 
 A checkpoint directory is complete before ``LATEST`` points at it, so a crash
-at any moment leaves the previous checkpoint usable; older ones are removed.
+at any moment leaves the previous checkpoint usable. What happens to the older
+ones is the run's ``--keep-checkpoints``: ``last`` (the default) removes them,
+``all`` keeps one per iteration (:data:`RETENTIONS`), so that ``harness export
+model RUN_ID --iteration K`` can write any iteration's policy.
 The policy file's sha256 is stored in the state and checked on load: a
 truncated or altered checkpoint is an error naming the file, never a silently
 different continuation.
@@ -42,6 +45,8 @@ FORMAT = 2
 READABLE_FORMATS = (1, 2)
 POINTER = "LATEST"
 OWNER = "OWNER.json"
+#: What a run keeps of its checkpoints (``--keep-checkpoints``): the latest only, or every iteration's.
+RETENTIONS = ("last", "all")
 
 
 def _sha256(path: Path) -> str:
@@ -52,9 +57,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | None = None) -> Path:
+def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | None = None, *,
+         keep: str = "last") -> Path:
     """Write ``state`` (a :class:`harness.loop.LoopState`) as the run's latest checkpoint, with the ids of
-    the labels bought so far per iteration (``labels``; None when the database could not be read)."""
+    the labels bought so far per iteration (``labels``; None when the database could not be read).
+
+    ``keep`` (:data:`RETENTIONS`): ``"last"`` removes every older checkpoint once this one is the latest,
+    ``"all"`` leaves them."""
+    if keep not in RETENTIONS:
+        raise ValueError(f"keep must be one of {RETENTIONS}; got {keep!r}")
     run_dir.mkdir(parents=True, exist_ok=True)
     name = f"checkpoint-{state.iteration}"
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=run_dir))
@@ -86,10 +97,47 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _point_at(run_dir, name)
-    for old in run_dir.glob("checkpoint-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
+    if keep == "last":
+        for old in run_dir.glob("checkpoint-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
+    """Where iteration ``iteration``'s checkpoint is (or would be) under ``run_dir``."""
+    return run_dir / f"checkpoint-{int(iteration)}"
+
+
+def kept_iterations(run_dir: Path) -> list[int]:
+    """The iterations whose complete checkpoint directory is under ``run_dir`` (those with a state.json), sorted."""
+    found = []
+    for directory in run_dir.glob("checkpoint-*"):
+        number = directory.name.rsplit("-", 1)[1]
+        if number.isdigit() and (directory / "state.json").is_file():
+            found.append(int(number))
+    return sorted(found)
+
+
+def verified_policy(directory: Path) -> tuple[Path, dict[str, Any]]:
+    """The policy file of the checkpoint ``directory`` and its state document, once the file's sha256 is the one
+    the state recorded; CheckpointError naming the file otherwise (missing, truncated or altered)."""
+    state_file, policy_file = directory / "state.json", directory / "policy.safetensors"
+    try:
+        document = json.loads(state_file.read_text())
+        if document.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"format {document.get('format')!r}, expected one of {READABLE_FORMATS}")
+        expected = str(document["policy_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint state {state_file} is unusable: {type(exc).__name__}: {exc}") from None
+    if not policy_file.exists():
+        raise CheckpointError(f"policy checkpoint {policy_file} is missing")
+    actual = _sha256(policy_file)
+    if actual != expected:
+        raise CheckpointError(f"policy checkpoint {policy_file} does not match its recorded sha256 (recorded "
+                              f"{expected[:12]}..., file {actual[:12]}...): it was truncated or altered after the "
+                              "run wrote it")
+    return policy_file, document
 
 
 def _point_at(run_dir: Path, name: str) -> None:

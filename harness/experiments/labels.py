@@ -119,6 +119,12 @@ def pair_texts_of(world: Any, prompts: np.ndarray, responses: Responses, pairs: 
     return prompt_texts, [r[0] for r in response_texts], [r[1] for r in response_texts]
 
 
+def prompt_messages_of(world: Any, prompt_texts: list[str]) -> list[list[dict[str, str]] | None]:
+    """Per prompt text, the chat messages it renders (``world.prompt_messages``), or None for plain text."""
+    find = getattr(world, "prompt_messages", None)
+    return [None if find is None else find(text) for text in prompt_texts]
+
+
 def label_names(labels: Labels) -> list[str]:
     """``a`` / ``b`` / ``tie`` for every pair of ``labels``."""
     tie = labels.tie_mask()
@@ -147,7 +153,9 @@ class LabelDesk:
 
         prompt_texts, a_texts, b_texts = pair_texts_of(world, prompts, responses, pairs)
         names = label_names(labels)
-        rows = [PairLabel(k, p, a, b, names[k]) for k, (p, a, b) in enumerate(zip(prompt_texts, a_texts, b_texts))]
+        messages = prompt_messages_of(world, prompt_texts)
+        rows = [PairLabel(k, p, a, b, names[k], prompt_messages=messages[k])
+                for k, (p, a, b) in enumerate(zip(prompt_texts, a_texts, b_texts))]
         self._write_pairs(iteration, rows, source)
 
     def _write_pairs(self, iteration: int, rows: list, source: str) -> None:
@@ -227,8 +235,9 @@ class LabelDesk:
         prompt_texts, a_texts, b_texts = pair_texts_of(world, selection.prompts, selection.responses, kept)
         swapped = rng.random(len(kept)) < 0.5  # which response the annotator sees as "a"
         pairs, lines = [], []
+        messages = prompt_messages_of(world, prompt_texts)
         for k, (prompt, text_a, text_b) in enumerate(zip(prompt_texts, a_texts, b_texts)):
-            pairs.append(PairLabel(k, prompt, text_a, text_b, None, bool(swapped[k])))
+            pairs.append(PairLabel(k, prompt, text_a, text_b, None, bool(swapped[k]), prompt_messages=messages[k]))
             shown = (text_b, text_a) if swapped[k] else (text_a, text_b)
             lines.append({"pair_id": pair_id(self.run_id, iteration, k), "prompt": prompt,
                           "response_a": shown[0], "response_b": shown[1]})

@@ -395,7 +395,8 @@ def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, rest
 
     def checkpoint(world: Any, state: Any) -> None:
         if hasattr(world, "save_policy") and hasattr(world, "load_policy"):
-            checkpoints.save(run_dir, world, state, labels=_bought_labels(board, run_id))
+            checkpoints.save(run_dir, world, state, labels=_bought_labels(board, run_id),
+                             keep=config.keep_checkpoints)
 
     try:
         result = run_experiment(

@@ -12,6 +12,9 @@ is returned and recorded by the caller (``model_revision``).
 
 A Hub id that is neither cached nor allowed to download is a
 :class:`~harness.errors.UsageError` that gives the ``hf download`` command.
+Datasets named by Hub id (the hf testbed's prompt options) are resolved the
+same way with ``repo_type="dataset"``: the ``datasets--ORG--NAME`` snapshot
+that ``hf download ORG/NAME --repo-type dataset`` fills.
 huggingface_hub is imported only when a Hub id is resolved.
 """
 
@@ -78,48 +81,56 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
-def repo_folder(repo_id: str, cache: Path | None = None) -> Path:
-    """The cache folder of a model repository (``models--ORG--NAME``)."""
-    return (cache or cache_dir()) / ("models--" + repo_id.replace("/", "--"))
+def repo_folder(repo_id: str, cache: Path | None = None, repo_type: str = "model") -> Path:
+    """The cache folder of a repository: ``models--ORG--NAME``, or ``datasets--ORG--NAME`` for a dataset."""
+    return (cache or cache_dir()) / (f"{repo_type}s--" + repo_id.replace("/", "--"))
 
 
-def _expand_short_commit(repo_id: str, revision: str, cache: Path) -> str:
+def _expand_short_commit(repo_id: str, revision: str, cache: Path, repo_type: str = "model") -> str:
     """A full cached commit for an abbreviated one (unique prefix of ``snapshots/``); else ``revision`` unchanged."""
     if not _HEX.match(revision) or _FULL_SHA.match(revision):
         return revision
-    snapshots = repo_folder(repo_id, cache) / "snapshots"
-    if not snapshots.is_dir() or (repo_folder(repo_id, cache) / "refs" / revision).exists():
+    folder = repo_folder(repo_id, cache, repo_type)
+    snapshots = folder / "snapshots"
+    if not snapshots.is_dir() or (folder / "refs" / revision).exists():
         return revision
     found = [p.name for p in snapshots.iterdir() if p.name.startswith(revision)]
     return found[0] if len(found) == 1 else revision
 
 
-def download_command(repo_id: str, revision: str | None) -> str:
-    return f"hf download {repo_id}" + (f" --revision {revision}" if revision else "")
+def download_command(repo_id: str, revision: str | None, repo_type: str = "model") -> str:
+    return (f"hf download {repo_id}" + (f" --repo-type {repo_type}" if repo_type != "model" else "")
+            + (f" --revision {revision}" if revision else ""))
 
 
-def resolve(value: str, label: str, *, allow_download: bool = False, download_hint: str = "") -> ModelSource:
+def resolve(value: str, label: str, *, allow_download: bool = False, download_hint: str = "",
+            repo_type: str = "model") -> ModelSource:
     """The cached (or, with ``allow_download``, downloaded) snapshot of the Hub id ``value``; UsageError otherwise.
 
     ``download_hint`` names the option that allows downloading (e.g.
-    ``-o testbed.allow_download=true``), for the error message.
+    ``-o testbed.allow_download=true``), for the error message. ``repo_type``
+    is ``model`` or ``dataset`` (a dataset repository's snapshot holds its
+    data files; every file of it is fetched).
     """
+    what = "dataset" if repo_type == "dataset" else "model"
     parsed = parse(value)
     if parsed is None:
-        raise UsageError(f"{label}: {value!r} is neither a local directory nor a Hugging Face Hub id ORG/NAME")
+        local = "file or directory" if what == "dataset" else "directory"
+        raise UsageError(f"{label}: {value!r} is neither a local {local} nor a Hugging Face Hub id ORG/NAME")
     repo_id, revision = parsed
     cache = cache_dir()
-    wanted = _expand_short_commit(repo_id, revision, cache) if revision else None
+    wanted = _expand_short_commit(repo_id, revision, cache, repo_type) if revision else None
     at = f" at revision {revision!r}" if revision else ""
-    command = download_command(repo_id, revision)
+    command = download_command(repo_id, revision, repo_type)
     allow = f", or let the harness download it with {download_hint}" if download_hint else ""
-    not_cached = (f"{label}: {value!r} is no local directory, and the Hugging Face Hub model {repo_id!r}{at} is "
+    local = "local file or directory" if what == "dataset" else "local directory"
+    not_cached = (f"{label}: {value!r} is no {local}, and the Hugging Face Hub {what} {repo_id!r}{at} is "
                   f"not in the local Hugging Face cache ({cache}); download it once with `{command}`{allow}")
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub import errors as hub_errors
     except ImportError:
-        raise UsageError(f"{label}: naming a model by Hub id needs huggingface_hub: pip install "
+        raise UsageError(f"{label}: naming a {what} by Hub id needs huggingface_hub: pip install "
                          "'pairsel-harness[hf]'") from None
     if allow_download and offline():
         raise UsageError(f"{label}: {value!r} may be downloaded (allow_download) but HF_HUB_OFFLINE is set, so "
@@ -131,8 +142,9 @@ def resolve(value: str, label: str, *, allow_download: bool = False, download_hi
                                                               "RevisionNotFoundError")
                       if hasattr(hub_errors, name))
     try:
-        folder = snapshot_download(repo_id, revision=wanted, cache_dir=str(cache),
-                                   local_files_only=not allow_download, ignore_patterns=list(IGNORE_PATTERNS))
+        folder = snapshot_download(repo_id, repo_type=repo_type, revision=wanted, cache_dir=str(cache),
+                                   local_files_only=not allow_download,
+                                   ignore_patterns=list(IGNORE_PATTERNS) if what == "model" else None)
     except missing as exc:
         if allow_download:
             raise UsageError(f"{label}: cannot download {repo_id!r}{at}: {type(exc).__name__}: {exc}; or fetch "
@@ -140,8 +152,8 @@ def resolve(value: str, label: str, *, allow_download: bool = False, download_hi
         raise UsageError(not_cached) from None
     except not_found as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UsageError(f"{label}: the Hugging Face Hub has no model {repo_id!r}{at} that can be fetched "
-                         f"({type(exc).__name__}{': ' + first if first else ''}); gated models need `hf auth login`"
+        raise UsageError(f"{label}: the Hugging Face Hub has no {what} {repo_id!r}{at} that can be fetched "
+                         f"({type(exc).__name__}{': ' + first if first else ''}); gated repositories need `hf auth login`"
                          ) from None
     except (OSError, ValueError) as exc:  # network failures, a malformed id the regex let through
         raise UsageError(f"{label}: cannot resolve {repo_id!r}{at}: {type(exc).__name__}: {exc}; fetch it "

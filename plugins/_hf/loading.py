@@ -6,8 +6,13 @@ plus weights, and the tokenizer files) or a Hugging Face Hub id
 (:mod:`plugins._hf.hub`; :func:`resolve_model`). Nothing is downloaded unless
 the component's ``allow_download`` option is on; a Hub id that is not cached
 is a :class:`~harness.errors.UsageError` that gives the ``hf download``
-command. Every data file is a local JSONL/JSON/CSV/parquet file (never
-downloaded). Models are loaded from the resolved directory with
+command. A data source (:func:`load_data`) is a local JSONL/JSON/CSV/parquet
+file, a local directory (a ``save_to_disk`` output, or a folder of data
+files), or a Hub dataset id ``ORG/NAME[@revision]`` found in the local
+Hugging Face cache (downloaded only with ``allow_download``); its split,
+revision and ``datasets`` fingerprint are kept (:class:`DataSource`). A prompt
+is a string, or a conversation: a list of ``{"role", "content"}`` messages
+(:func:`check_prompts`), never turned into a string here. Models are loaded from the resolved directory with
 ``local_files_only=True`` and never with ``trust_remote_code`` unless the
 user set that option.
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +164,7 @@ def check_text_file(path: Path, label: str) -> None:
     if not text.strip():
         raise UsageError(f"{label}: {str(path)!r} is empty; it needs one row per prompt")
     if suffix == ".jsonl":
+        kinds: dict[str, tuple[str, int]] = {}
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -169,6 +176,15 @@ def check_text_file(path: Path, label: str) -> None:
             if not isinstance(record, dict):
                 raise UsageError(f"{label}: {str(path)!r}, line {number}, is a JSON {type(record).__name__}, "
                                  "not an object with named columns")
+            for key, value in record.items():  # pyarrow refuses a column that is text in one row, a list in another
+                kind = "list" if isinstance(value, list) else "text" if isinstance(value, str) else None
+                if kind is None:
+                    continue
+                first = kinds.setdefault(key, (kind, number))
+                if first[0] != kind:
+                    raise UsageError(f"{label}: {str(path)!r}, line {number}: column {key!r} holds a {kind} here "
+                                     f"but a {first[0]} on line {first[1]}; a column holds text in every row or a "
+                                     "list of messages in every row")
     elif suffix == ".json":
         try:
             json.loads(text)
@@ -176,13 +192,78 @@ def check_text_file(path: Path, label: str) -> None:
             raise UsageError(f"{label}: {str(path)!r}, line {exc.lineno}, is not valid JSON ({exc.msg})") from None
 
 
-def check_texts(values: Sequence[Any], column: str, path: Path, label: str) -> list[str]:
-    """The column's values as strings; UsageError naming the rows whose value is missing or blank."""
+def check_texts(values: Sequence[Any], column: str, path: Path | str, label: str) -> list[str]:
+    """The column's values as strings; UsageError naming the rows whose value is missing or blank, or a list
+    (a list of messages is never turned into a string: only a prompt column may hold one, :func:`check_prompts`)."""
+    for row, value in enumerate(values, start=1):
+        if isinstance(value, (list, tuple, dict)):
+            raise UsageError(f"{label}: row {row} of {str(path)!r} has a {type(value).__name__} in {column!r}, "
+                             f"which must hold text here; message lists are read from the prompt column only")
     bad = [row for row, value in enumerate(values, start=1) if value is None or not str(value).strip()]
     if bad:
         shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise UsageError(f"{label}: {str(path)!r} has a missing or blank {column!r} in row(s) {shown}")
     return [str(value) for value in values]
+
+
+#: A conversational prompt: its messages, each a dict with at least ``role`` and ``content`` (both strings).
+Conversation = tuple  # tuple[dict[str, str], ...]
+MESSAGE_FIX = "each message needs a role and a content, both text, e.g. {\"role\": \"user\", \"content\": \"...\"}"
+
+
+def check_prompts(values: Sequence[Any], column: str, path: Path | str, label: str) -> list[str | Conversation]:
+    """Each prompt as a string, or as a conversation (a tuple of message dicts); UsageError naming the bad row.
+
+    A value that is a list is a conversation: a non-empty list of mappings
+    with a string ``role`` and a string ``content`` (system turns included),
+    not ending with an ``assistant`` turn, since the model writes the next
+    one. Keys other than role and content are kept (chat templates may read
+    them); keys whose value is None (what a table fills in for a key other
+    rows have) are dropped. A string is a plain prompt, as before. Rows are
+    numbered from 1.
+    """
+    where = f"{label}: row {{row}} of {str(path)!r}"
+    out: list[str | Conversation] = []
+    blank = []
+    for row, value in enumerate(values, start=1):
+        if isinstance(value, (list, tuple)):
+            out.append(_conversation(value, where.format(row=row)))
+        elif isinstance(value, dict):
+            raise UsageError(f"{where.format(row=row)}: {column!r} is one message, not a list of messages; "
+                             f"write it as a list: [{{\"role\": \"user\", \"content\": \"...\"}}]")
+        elif value is None or not str(value).strip():
+            blank.append(row)
+            out.append("")
+        else:
+            out.append(str(value))
+    if blank:
+        shown = ", ".join(map(str, blank[:5])) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
+        raise UsageError(f"{label}: {str(path)!r} has a missing or blank {column!r} in row(s) {shown}")
+    return out
+
+
+def _conversation(messages: Sequence[Any], where: str) -> Conversation:
+    if not messages:
+        raise UsageError(f"{where}: the message list is empty; a conversational prompt needs at least one "
+                         "user message")
+    out = []
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict):
+            raise UsageError(f"{where}: message {number} is a {type(message).__name__}, not an object; {MESSAGE_FIX}")
+        kept = {str(k): v for k, v in message.items() if v is not None}
+        for key in ("role", "content"):
+            if key not in kept:
+                raise UsageError(f"{where}: message {number} has no {key!r}; {MESSAGE_FIX}")
+            if not isinstance(kept[key], str):
+                raise UsageError(f"{where}: message {number} has a {type(kept[key]).__name__} as its {key!r}, not "
+                                 f"text; {MESSAGE_FIX} (content parts such as images are not supported)")
+        if not kept["role"].strip():
+            raise UsageError(f"{where}: message {number} has a blank 'role'; {MESSAGE_FIX}")
+        out.append(kept)
+    if out[-1]["role"] == "assistant":
+        raise UsageError(f"{where}: the last message is the assistant's; a prompt ends with the turn the model "
+                         "answers (drop the final assistant message, or add the user's next one)")
+    return tuple(out)
 
 
 def unique_prompts(texts: Sequence[str]) -> tuple[list[str], int]:
@@ -205,6 +286,11 @@ def load_columns(path: Path, columns: Sequence[str], label: str, *, optional: Se
     exist (UsageError naming the columns found); each of ``optional`` is
     returned only when present. Values are returned as lists.
     """
+    return _columns(_read_file(path, label), columns, optional, str(path), label)
+
+
+def _read_file(path: Path, label: str):
+    """The one table of a local data file (checked first), read into memory with ``datasets``."""
     import datasets
 
     check_text_file(path, label)
@@ -213,18 +299,196 @@ def load_columns(path: Path, columns: Sequence[str], label: str, *, optional: Se
     builder = DATA_FORMATS[path.suffix.lower()]
     try:
         with tempfile.TemporaryDirectory(prefix="pairsel-data-") as cache:
-            table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
-                                          keep_in_memory=True)
+            return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                         keep_in_memory=True)
     except Exception as exc:  # malformed file: say which and why
         raise UsageError(f"{label}: cannot read {str(path)!r} as {builder}: {type(exc).__name__}: {exc}") from None
+
+
+def _columns(table, columns: Sequence[str], optional: Sequence[str], shown: str, label: str) -> dict[str, list]:
     found = list(table.column_names)
     missing = [c for c in columns if c not in found]
     if missing:
-        raise UsageError(f"{label}: {str(path)!r} has no column {', '.join(repr(c) for c in missing)} "
+        raise UsageError(f"{label}: {shown!r} has no column {', '.join(repr(c) for c in missing)} "
                          f"(columns: {', '.join(found) or 'none'})")
     out = {c: list(table[c]) for c in columns}
     out.update({c: list(table[c]) for c in optional if c in found})
     return out
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """What a data option led to: the columns read, and where they came from.
+
+    ``source`` is the Hub dataset id or the local path; ``revision`` the
+    commit of the cached Hub snapshot (None for a local file or directory);
+    ``split`` the split read (None for a single file or a lone saved table,
+    which have no splits); ``fingerprint`` the ``datasets`` fingerprint of the
+    table read (``Dataset._fingerprint``).
+    """
+
+    columns: dict[str, list]
+    source: str
+    revision: str | None = None
+    split: str | None = None
+    fingerprint: str | None = None
+
+    def provenance(self, prefix: str) -> dict[str, str | None]:
+        """``{prefix}_source``, ``{prefix}_revision``, ``{prefix}_split`` and ``{prefix}_fingerprint``."""
+        return {f"{prefix}_source": self.source, f"{prefix}_revision": self.revision,
+                f"{prefix}_split": self.split, f"{prefix}_fingerprint": self.fingerprint}
+
+
+#: The split options of the hf testbed and their defaults.
+SPLIT_DEFAULTS = {"prompts_split": "train", "eval_split": "test"}
+DATA_VALUES = ("a local JSONL/JSON/CSV/parquet file, a local directory (a `save_to_disk` output or a folder of "
+               "data files), or a Hugging Face Hub dataset id ORG/NAME[@revision] in the local Hugging Face cache")
+
+
+def load_data(value: str | None, columns: Sequence[str], label: str, *, optional: Sequence[str] = (),
+              split: str = "train", split_option: str = "", split_is_default: bool = True,
+              allow_download: bool = False, download_hint: str = "") -> DataSource:
+    """The named columns of the data source ``value`` (:data:`DATA_VALUES`), read with ``datasets``.
+
+    * a **file** is read as :func:`load_columns` reads it (checked first; it has no splits);
+    * a **directory** written by ``save_to_disk`` (``dataset_dict.json``, or ``state.json``) is opened with
+      ``datasets.load_from_disk``; any other directory is a folder of data files, read with
+      ``datasets.load_dataset(DIR)`` (split names come from the file names, e.g. ``train.jsonl``,
+      ``data/test-00000-of-00001.parquet``, or from the folder's README);
+    * a **Hub dataset id** ``ORG/NAME[@revision]`` that is not a local path is the snapshot of the dataset
+      repository in the local Hugging Face cache (:func:`plugins._hf.hub.resolve` with ``repo_type="dataset"``;
+      downloaded only with ``allow_download``), read as a folder of data files; its commit is the revision.
+
+    ``split`` picks the split of a source that has several. A source with one split (a file, a lone saved
+    table, a folder with one split) uses it when ``split_is_default`` (the option was left at its default);
+    a split asked for explicitly must exist. ``split_option`` names the option, for the error messages.
+    Nothing is left on disk: tables are read into memory (a temporary ``datasets`` cache is removed).
+    """
+    if value is None or not str(value).strip():
+        raise UsageError(f"{label} is required: {DATA_VALUES}")
+    option = split_option or "the split option"
+    path = Path(str(value)).expanduser()
+    if not path.exists() and hub.parse(str(value)) is not None:
+        resolved = hub.resolve(str(value), label, allow_download=allow_download, download_hint=download_hint,
+                               repo_type="dataset")
+    else:
+        resolved = None
+    key = _stamp(str(value), resolved.path if resolved else path, split, split_is_default)
+    if key not in _READ:
+        _READ[key] = _read_data(str(value), path, resolved, label, split=split, option=option,
+                                split_is_default=split_is_default)
+        while len(_READ) > 8:  # the last few sources read: a run's testbed checks them, then its world reads them
+            _READ.pop(next(iter(_READ)))
+    table, found = _READ[key]
+    return DataSource(columns=_columns(table, columns, optional, str(value), label), source=found.source,
+                      revision=found.revision, split=found.split, fingerprint=found.fingerprint)
+
+
+def _read_data(value: str, path: Path, resolved, label: str, *, split: str, option: str,
+               split_is_default: bool) -> tuple[Any, DataSource]:
+    """The table of a data source and its provenance (a :class:`DataSource` without columns)."""
+    if path.is_file():
+        table = _read_file(local_data_file(str(value), label), label)
+        if not split_is_default and split != "train":
+            raise UsageError(f"{label}: {str(value)!r} is a single file, which has no split {split!r}; leave "
+                             f"{option} unset, or pass a directory or dataset that has that split")
+        return table, DataSource(columns={}, source=str(path), fingerprint=_fingerprint(table))
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{label}: {str(value)!r} is neither a regular file nor a directory")
+    revision = None
+    source = str(path)
+    if not path.exists():
+        if resolved is None:
+            raise UsageError(f"{label}: no such file or directory: {str(value)!r}; it must be {DATA_VALUES}")
+        path, revision, source = resolved.path, resolved.revision, str(resolved.repo_id)
+    table, used = _open_dataset(path, str(value), label, split=split, option=option,
+                                split_is_default=split_is_default)
+    return table, DataSource(columns={}, source=source, revision=revision, split=used,
+                             fingerprint=_fingerprint(table))
+
+
+#: The data sources read last in this process, so that checking a source, recording it and building the world
+#: read it once. Keyed by :func:`_stamp`: a file that changes is read again.
+_READ: dict[tuple, tuple[Any, DataSource]] = {}
+
+
+def _stamp(value: str, path: Path, split: str, split_is_default: bool) -> tuple:
+    """What a data source's provenance depends on: the value, the split, and the resolved path's files' times."""
+    try:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        times = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    except OSError:
+        times = ()
+    return value, split, split_is_default, str(path), times
+
+
+def data_option(settings, name: str, split_option: str, columns: Sequence[str], *, optional: Sequence[str] = (),
+                owner: str = "testbed", allow_download: bool = False, download_hint: str = "") -> DataSource:
+    """:func:`load_data` of the data option ``name`` of a component's ``settings``, at the split its option
+    ``split_option`` chooses (:data:`SPLIT_DEFAULTS`)."""
+    split = str(settings.get(split_option) or SPLIT_DEFAULTS[split_option])
+    return load_data(settings[name], columns, f"{owner} option `{name}`", optional=optional, split=split,
+                     split_option=f"-o {owner}.{split_option}", split_is_default=split == SPLIT_DEFAULTS[split_option],
+                     allow_download=allow_download, download_hint=download_hint)
+
+
+def data_sources(settings, splits, owner: str, *, column: str = "prompt") -> dict[str, str | None]:
+    """``{name}_source``, ``_revision``, ``_split`` and ``_fingerprint`` of each data option in ``splits`` (option
+    name -> its split option) that is set. Never downloads: a source that cannot be read now (an uncached Hub
+    dataset, a bad file: the world's build says why) is recorded with only its value."""
+    found: dict[str, str | None] = {}
+    for name, split_option in splits.items():
+        value = settings.get(name)
+        if not value:
+            continue
+        split = str(settings.get(split_option) or SPLIT_DEFAULTS[split_option])
+        default = split == SPLIT_DEFAULTS[split_option]
+        try:
+            provenance = load_data(str(value), [], f"{owner} option `{name}`", split=split,
+                                   split_is_default=default).provenance("")
+        except UsageError:
+            provenance = {"_source": str(value)}
+        for field in ("source", "revision", "split", "fingerprint"):
+            found[f"{name}_{field}"] = provenance.get(f"_{field}")
+    return found
+
+
+def _fingerprint(table) -> str | None:
+    value = getattr(table, "_fingerprint", None)
+    return str(value) if value else None
+
+
+def _open_dataset(path: Path, value: str, label: str, *, split: str, option: str, split_is_default: bool):
+    """The table of ``split`` in the directory ``path``, and the split's name (None for a lone saved table)."""
+    import datasets
+
+    datasets.utils.logging.disable_progress_bar()
+    saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+    try:
+        if saved:
+            loaded = datasets.load_from_disk(str(path))
+        else:
+            with tempfile.TemporaryDirectory(prefix="pairsel-data-") as cache:
+                loaded = datasets.load_dataset(str(path), cache_dir=cache, keep_in_memory=True)
+    except Exception as exc:  # no data files, mixed formats, several configs, a damaged save_to_disk output
+        how = "a save_to_disk output (datasets.load_from_disk)" if saved else "a folder of data files"
+        cause = exc.__cause__ or exc.__context__  # datasets wraps the reason, e.g. splits with other columns
+        why = f"{type(exc).__name__}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause else "")
+        hint = "" if saved else "; every split of a folder must have the same columns"
+        raise UsageError(f"{label}: cannot read {value!r} as {how}: {why}{hint}") from None
+    if isinstance(loaded, datasets.Dataset):
+        named = str(loaded.split) if getattr(loaded, "split", None) else None
+        if not split_is_default and named != split:
+            raise UsageError(f"{label}: {value!r} holds one table{f' (split {named!r})' if named else ''}, not "
+                             f"split {split!r}; leave {option} unset")
+        return loaded, named
+    names = list(loaded.keys())
+    if split in names:
+        return loaded[split], split
+    if split_is_default and len(names) == 1:
+        return loaded[names[0]], names[0]
+    raise UsageError(f"{label}: {value!r} has no split {split!r} (splits: {', '.join(names) or 'none'}); choose "
+                     f"one with {option}=NAME")
 
 
 def torch_dtype(name: str):
@@ -267,6 +531,21 @@ def load_tokenizer(path: Path, label: str, *, trust_remote_code: bool = False):
             raise UsageError(f"{label}: the tokenizer in {str(path)!r} has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every token id that ends a response: the generation config's EOS ids, then the tokenizer's (the world
+    samples up to them; an exported policy's generation config keeps them)."""
+    ids: list[int] = []
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if configured is None:
+        configured = getattr(model.config, "eos_token_id", None)
+    if isinstance(configured, int):
+        configured = [configured]
+    for value in list(configured or []) + [tokenizer.eos_token_id]:
+        if value is not None and int(value) not in ids:
+            ids.append(int(value))
+    return ids
 
 
 def load_model(path: Path, label: str, *, auto_class: str, dtype: str, device, trust_remote_code: bool = False,

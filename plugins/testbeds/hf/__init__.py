@@ -6,7 +6,18 @@ tokenizer, e.g. pi_ref after an offline DPO round), or pi_ref after a seed
 round (below), or pi_ref itself, in which case every implicit margin of the
 first iteration is 0 and the margin selectors all buy the same pairs there.
 
-Data files are local JSONL, JSON, CSV or parquet files read with ``datasets``:
+Data sources are read with ``datasets``; each is a local JSONL, JSON, CSV or
+parquet file, a local directory (a ``save_to_disk`` output, or a folder of data
+files such as ``train.jsonl``/``test.jsonl``), or a Hugging Face Hub dataset id
+``ORG/NAME[@revision]`` in the local Hugging Face cache (``hf download ORG/NAME
+--repo-type dataset``; :func:`plugins._hf.loading.load_data`). A source with
+several splits is read at ``prompts_split`` (``prompts``, ``seed_prompts``;
+default ``train``) or ``eval_split`` (``eval_prompts``, ``reference_outputs``;
+default ``test``); a source with one split uses it unless a split was asked
+for. Each source's path or Hub id, commit, split and ``datasets`` fingerprint
+are kept in ``world.info`` (``prompts_source``, ``prompts_revision``,
+``prompts_split``, ``prompts_fingerprint``, the same for ``eval_prompts`` and
+``reference_outputs``) and recorded with the run (:meth:`HFTestbed.sources`).
 
 * ``prompts``: the training prompt pool, column ``prompt`` (``prompt_column``).
   Prompts longer than ``max_prompt_length`` tokens are dropped (counted in
@@ -18,8 +29,13 @@ Data files are local JSONL, JSON, CSV or parquet files read with ``datasets``:
   it also gives the evaluation prompts. An AlpacaEval-style file with
   ``instruction``/``output`` columns works with ``prompt_column=instruction``.
 
-Prompts are wrapped as one user message in the tokenizer's chat template when
-it has one (``use_chat_template``). Sampling uses ``generate`` with the paper's
+A prompt is text, or a conversation: a list of ``{"role", "content"}``
+messages (system turns included), rendered with the tokenizer's chat template
+and the generation prompt. That rendering is the conversational prompt's one
+canonical text, used as its key everywhere (judges, label files, the ``texts``
+table, exports) and never wrapped again; ``HFWorld.prompt_messages(text)``
+gives its messages back. Plain-text prompts are wrapped as one user message in
+the chat template when the tokenizer has one (``use_chat_template``). Sampling uses ``generate`` with the paper's
 temperature 1.0 and top-k 50 by default; evaluation decodes greedily
 (``evaluation_pairs``, compared with the reference outputs by the run's
 evaluator judge) and estimates KL(pi || pi_ref) from samples of pi itself.
@@ -56,13 +72,16 @@ from harness.options import Option
 from plugins._hf.loading import ModelSources
 
 _POSITIVE = {"min": 0.0, "min_inclusive": False}
+#: Each data option and the option choosing its split.
+DATA_SPLITS = {"prompts": "prompts_split", "eval_prompts": "eval_split", "reference_outputs": "eval_split",
+               "seed_prompts": "prompts_split"}
 
 
 class HFTestbed(ModelSources, Testbed):
     model_options = ("model", "initial_model")
     name = "hf"
     description = ("Real causal LMs from local directories or the Hugging Face cache: transformers sampling, "
-                   "prompts from local files")
+                   "prompts from files, folders or cached Hub datasets")
     default_judges = {"annotator": "reward_model", "evaluator": "reward_model"}
     options = (
         # models
@@ -70,8 +89,9 @@ class HFTestbed(ModelSources, Testbed):
                "or a Hugging Face Hub id ORG/NAME[@revision] in the local Hugging Face cache"),
         Option("initial_model", str, None, "pi_0: a fine-tune of `model` (local directory or cached Hub id); "
                "unset = pi_ref itself"),
-        Option("allow_download", bool, False, "download a Hub-id `model`/`initial_model` missing from the Hugging "
-               "Face cache (off: only cached snapshots are used, nothing is downloaded)"),
+        Option("allow_download", bool, False, "download a Hub-id `model`/`initial_model`, or a Hub dataset named by "
+               "a data option, missing from the Hugging Face cache (off: only cached snapshots are used, nothing is "
+               "downloaded)"),
         Option("dtype", str, "float32", "dtype the models are loaded in (auto = the checkpoint's own)",
                choices=("float32", "bfloat16", "float16", "auto")),
         Option("device", str, "cpu", "torch device of the models: cpu, cuda, cuda:1, mps or auto"),
@@ -79,14 +99,22 @@ class HFTestbed(ModelSources, Testbed):
                "checkpoints you trust)"),
         Option("threads", int, 0, "torch CPU threads (torch.set_num_threads); 0 = leave torch's setting", min=0),
         # data
-        Option("prompts", str, None, "training prompts: a local JSONL/JSON/CSV/parquet file with a prompt column"),
-        Option("eval_prompts", str, None, "evaluation prompts: a local file with a prompt column (and optionally output)"),
-        Option("reference_outputs", str, None, "reference outputs: a local file with prompt and output columns"),
+        Option("prompts", str, None, "training prompts, with a prompt column (text, or lists of role/content "
+               "messages): a local JSONL/JSON/CSV/parquet file, a local directory (save_to_disk output or data "
+               "files), or a Hub dataset id ORG/NAME[@revision] in the local Hugging Face cache"),
+        Option("eval_prompts", str, None, "evaluation prompts (and optionally outputs), from a file, directory or "
+               "cached Hub dataset like `prompts`"),
+        Option("reference_outputs", str, None, "reference outputs: a file, directory or cached Hub dataset with "
+               "prompt and output columns"),
+        Option("prompts_split", str, "train", "split read from `prompts` and `seed_prompts` when they have "
+               "several (a directory or Hub dataset)"),
+        Option("eval_split", str, "test", "split read from `eval_prompts` and `reference_outputs` when they have "
+               "several"),
         Option("prompt_column", str, "prompt", "name of the prompt column in every data file"),
         Option("output_column", str, "output", "name of the reference-output column"),
         Option("eval_limit", int, 0, "use only the first this many evaluation prompts; 0 = all", min=0),
-        Option("use_chat_template", bool, True, "wrap each prompt as a user message in the tokenizer's chat template "
-               "(when it has one)"),
+        Option("use_chat_template", bool, True, "wrap each plain-text prompt as a user message in the tokenizer's "
+               "chat template (when it has one); message-list prompts are always rendered with it"),
         Option("max_prompt_length", int, 512, "prompts with more tokens than this are dropped", min=1),
         # sampling
         Option("max_new_tokens", int, 256, "most tokens of a response; a response cut here has no EOS", min=1),
@@ -123,8 +151,8 @@ class HFTestbed(ModelSources, Testbed):
         Option("seed_prompt_share", float, 0.0, "on-policy pi_0: hold this share of the prompts file out of the "
                "pool, sample pi_ref on it, have the annotator label one pair per prompt (seed ledger, not the "
                "budget) and train pi_0 on them; 0 = off", min=0.0, max=1.0, max_inclusive=False),
-        Option("seed_prompts", str, None, "on-policy pi_0 from the prompts of this local file instead of a share "
-               "of `prompts` (never evaluation prompts)"),
+        Option("seed_prompts", str, None, "on-policy pi_0 from the prompts of this file, directory or cached Hub "
+               "dataset (split `prompts_split`) instead of a share of `prompts` (never evaluation prompts)"),
         Option("seed_responses", int, 2, "responses pi_ref samples per seed prompt (one pair of distinct ones "
                "is labelled)", min=2),
         Option("seed_cache", bool, True, "keep the on-policy pi_0 in the harness cache, keyed by the model, "
@@ -151,6 +179,28 @@ class HFTestbed(ModelSources, Testbed):
                 if self.settings[name]:
                     resolve_model(self.settings[name], f"testbed option `{name}`",
                                   download_hint="-o testbed.allow_download=true")
+            self.check_data()
+
+    def check_data(self) -> None:
+        """UsageError (exit 2, before the run starts) for a data option that is missing, unreadable, lacks its
+        columns or split, or holds a malformed conversation; the tables read are kept for the world's build."""
+        from plugins._hf import loading
+
+        column, output = self.settings["prompt_column"], self.settings["output_column"]
+        for name, split_option in DATA_SPLITS.items():
+            if self.settings[name]:
+                found = loading.data_option(self.settings, name, split_option,
+                                            [column, output] if name == "reference_outputs" else [column],
+                                            download_hint="-o testbed.allow_download=true")
+                loading.check_prompts(found.columns[column], column, found.source, f"testbed option `{name}`")
+
+    def sources(self) -> dict[str, str | None]:
+        """The models' Hub commits (or directories), and for each data option set its source, commit, split and
+        fingerprint (:func:`plugins._hf.loading.data_sources`; nothing is downloaded)."""
+        from plugins._hf.loading import data_sources
+
+        return {**super().sources(), **data_sources(self.settings, DATA_SPLITS, f"{self.kind} {self.name!r}",
+                                                     column=self.settings["prompt_column"])}
 
     def build_world(self, *, seed: int, reporter, annotator=None, trainers=None):
         from plugins.testbeds.hf.world import build_world

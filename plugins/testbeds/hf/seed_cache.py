@@ -40,7 +40,7 @@ MANIFEST = "manifest.json"
 # Testbed options that cannot change pi_0: evaluation, exports, threads, where copies go.
 _NOT_IN_KEY = frozenset({
     "eval_prompts", "reference_outputs", "output_column", "eval_limit", "eval_samples", "alpaca_dir",
-    "alpaca_generator", "threads", "seed_save_dir", "seed_cache", "allow_download",
+    "alpaca_generator", "threads", "seed_save_dir", "seed_cache", "allow_download", "eval_split",
 })
 # Options naming files whose contents (not paths) go into the key.
 _FILE_OPTIONS = ("model", "prompts", "seed_prompts")
@@ -62,9 +62,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def _contents(value: Any) -> Any:
+def _contents(value: Any, repo_type: str = "model") -> Any:
     """``{"path_sha256": ...}`` for a string naming a local file or directory, or a Hub id in the Hugging Face
-    cache (its snapshot's files); ``value`` itself otherwise."""
+    cache (its snapshot's files; a dataset's for ``repo_type="dataset"``); ``value`` itself otherwise."""
     if not isinstance(value, str) or not value:
         return value
     path = Path(value).expanduser()
@@ -74,7 +74,7 @@ def _contents(value: Any) -> Any:
 
     if hub.parse(value) is not None:
         try:
-            return {"path_sha256": content_sha256(hub.resolve(value, "seed cache key").path)}
+            return {"path_sha256": content_sha256(hub.resolve(value, "seed cache key", repo_type=repo_type).path)}
         except Exception:  # not cached: the value itself (loading it fails elsewhere, with the hf download hint)
             return value
     return value
@@ -100,7 +100,7 @@ def cache_key(*, settings: Mapping[str, Any], judge, world_seed: int, trainer: s
             continue
         value = settings[key]
         if key in _FILE_OPTIONS and value:
-            value = _contents(str(value))
+            value = _contents(str(value), "model" if key == "model" else "dataset")
         options[key] = value
     payload = {
         "format": FORMAT_VERSION,

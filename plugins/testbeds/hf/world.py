@@ -1,4 +1,4 @@
-"""The hf world: local transformers models, prompts from local files, sampling with ``generate``.
+"""The hf world: transformers models, prompts from files, folders or cached Hub datasets, sampling with ``generate``.
 
 Implements :class:`harness.interfaces.World` (see the testbed's docstring in
 :mod:`plugins.testbeds.hf` for the options). Conventions:
@@ -64,20 +64,6 @@ def _check_rows(prompts: np.ndarray, responses: Responses) -> None:
         raise ValueError(f"{np.shape(prompts)[0]} prompts but responses for {responses.tokens.shape[0]} prompts")
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
-    """Every token id that ends a response: the generation config's EOS ids, then the tokenizer's."""
-    ids: list[int] = []
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    if configured is None:
-        configured = getattr(model.config, "eos_token_id", None)
-    if isinstance(configured, int):
-        configured = [configured]
-    for value in list(configured or []) + [tokenizer.eos_token_id]:
-        if value is not None and int(value) not in ids:
-            ids.append(int(value))
-    return ids
-
-
 class HFWorld:
     """One hf world; implements :class:`harness.interfaces.World`.
 
@@ -86,6 +72,13 @@ class HFWorld:
     ``table`` (the :class:`PromptTable`), ``n_train``, ``eval_rows``
     ``(E, 1)``, ``reference_outputs`` (list of E strings or None),
     ``pad_id``, ``eos_ids``, ``settings`` and ``info`` (build diagnostics).
+
+    A conversational prompt (a list of messages in the data) is known by its
+    canonical text, its chat-template rendering with the generation prompt:
+    that is what :meth:`texts` returns and what judges, label files and the
+    ``texts`` table see. :meth:`prompt_messages` gives its message list back
+    (None for a plain prompt); :attr:`conversations` maps every canonical
+    text to its messages.
     """
 
     def __init__(
@@ -100,6 +93,7 @@ class HFWorld:
         reference_outputs: list[str] | None,
         info: dict[str, Any],
         sampler=None,
+        conversations: Mapping[str, Any] | None = None,
     ):
         self.settings = dict(settings)
         self.sampler = sampler  # a VLLMSampler with backend=vllm, else None (transformers generate)
@@ -114,9 +108,11 @@ class HFWorld:
         self.reference_policy = reference_policy
         self.initial_policy = initial_policy
         self.pad_id = reference_policy.pad_id
-        self.eos_ids = _eos_ids(reference_policy.model, tokenizer)
+        self.eos_ids = loading.eos_token_ids(reference_policy.model, tokenizer)
         self.reference_outputs = reference_outputs
         self.info = info
+        self._conversations = {str(text): tuple(dict(m) for m in messages)
+                               for text, messages in dict(conversations or {}).items()}
         self._reference: Responses | None = None
         self._reference_text: dict[int, tuple[tuple[int, ...], str]] = {}
         if reference_outputs is not None:
@@ -131,6 +127,21 @@ class HFWorld:
         return {key: value for key, value in self.info.items() if key.startswith("seed_")}
 
     # ------------------------------------------------------------------ prompts
+
+    @property
+    def conversations(self) -> dict[str, list[dict[str, Any]]]:
+        """Every conversational prompt of the world: canonical text -> its messages (copies; {} when none)."""
+        return {text: [dict(m) for m in messages] for text, messages in self._conversations.items()}
+
+    def prompt_messages(self, text: str) -> list[dict[str, Any]] | None:
+        """The messages of the conversational prompt whose canonical text (as :meth:`texts` gives it) is ``text``.
+
+        A list of ``{"role": ..., "content": ...}`` dicts as the data file had
+        them (system turns included), a fresh copy each call; None when
+        ``text`` is a plain prompt or not a prompt of this world.
+        """
+        messages = self._conversations.get(str(text))
+        return None if messages is None else [dict(m) for m in messages]
 
     def draw_prompts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` distinct training prompts drawn uniformly: ``(n, 1)`` int64 row indices into ``table``."""
@@ -291,7 +302,11 @@ class HFWorld:
     # ------------------------------------------------------------------ text
 
     def texts(self, prompts: np.ndarray, responses: Responses) -> tuple[list[str], list[list[str]]]:
-        """Prompts as written in their file; responses decoded without special tokens.
+        """Prompts' canonical texts; responses decoded without special tokens.
+
+        A plain prompt's text is as written in its data; a conversational
+        prompt's is its chat-template rendering (:meth:`prompt_messages` gives
+        its messages).
 
         A response whose tokens are exactly an evaluation prompt's reference
         output comes back as the reference text itself (not a re-decoding).
@@ -481,6 +496,66 @@ class HFWorld:
 # ---------------------------------------------------------------------- building
 
 
+def describe_source(data: loading.DataSource) -> str:
+    """One line naming a data source: ``file PATH``, or the directory or Hub dataset with its split and fingerprint."""
+    if Path(data.source).is_file():
+        return f"file {data.source}"
+    kind = f"dataset {data.source}@{data.revision}" if data.revision else f"directory {data.source}"
+    return kind + "".join(f", {name} {value}" for name, value in (("split", data.split),
+                                                                  ("fingerprint", data.fingerprint)) if value)
+
+
+class PromptTexts:
+    """The canonical text of every prompt, and how each is encoded.
+
+    A plain prompt's text is itself; it is wrapped as one user message in the
+    chat template when ``use_template``. A conversational prompt (a tuple of
+    messages, :func:`plugins._hf.loading.check_prompts`) has one canonical
+    text: ``tokenizer.apply_chat_template(messages, tokenize=False,
+    add_generation_prompt=True)``. That text is the prompt's key everywhere
+    (``World.texts``, judges, label files, the ``texts`` table, exports) and
+    is tokenized as it is, never wrapped again; ``messages`` maps it back to
+    the message list.
+    """
+
+    def __init__(self, tokenizer, use_template: bool):
+        self.tokenizer = tokenizer
+        self.use_template = use_template
+        self.messages: dict[str, tuple[dict[str, Any], ...]] = {}
+
+    def canonical(self, prompts, source: str, label: str) -> list[str]:
+        """The canonical text of each prompt (strings as they are, conversations rendered); UsageError naming the row."""
+        out = []
+        for row, prompt in enumerate(prompts, start=1):
+            if isinstance(prompt, str):
+                out.append(prompt)
+                continue
+            if not getattr(self.tokenizer, "chat_template", None):
+                raise UsageError(f"{label}: row {row} of {source!r} is a list of messages, but the tokenizer of "
+                                 "testbed option `model` has no chat template to render it with; use a chat model "
+                                 "(or set `chat_template` in its tokenizer_config.json), or give plain-text prompts")
+            try:
+                text = self.tokenizer.apply_chat_template([dict(m) for m in prompt], tokenize=False,
+                                                          add_generation_prompt=True)
+            except Exception as exc:  # the template's own checks, e.g. roles that must alternate
+                raise UsageError(f"{label}: row {row} of {source!r}: the chat template of testbed option `model` "
+                                 f"cannot render its messages ({type(exc).__name__}: {exc}); fix the messages to "
+                                 "suit the template (e.g. alternate user and assistant, one leading system turn)"
+                                 ) from None
+            if not isinstance(text, str) or not text.strip():
+                raise UsageError(f"{label}: row {row} of {source!r}: the chat template renders its messages as "
+                                 "empty text")
+            self.messages.setdefault(text, tuple(dict(m) for m in prompt))
+            out.append(text)
+        return out
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of the prompt whose canonical text is ``text`` (a rendered conversation is not wrapped again)."""
+        if text in self.messages:
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return _encode_prompt(self.tokenizer, text, self.use_template)
+
+
 def _encode_prompt(tokenizer, text: str, use_template: bool) -> list[int]:
     if use_template:
         rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
@@ -543,48 +618,68 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
             if s.get(other):
                 raise UsageError(f"testbed options `{other}` and the on-policy seed round (`seed_prompt_share` / "
                                  "`seed_prompts`) both give pi_0: set one of them")
-    seed_prompts_file = (loading.local_data_file(s["seed_prompts"], "testbed option `seed_prompts`")
-                         if s.get("seed_prompts") else None)
-    prompts_file = loading.local_data_file(s["prompts"], "testbed option `prompts`")
-    eval_file = loading.local_data_file(s["eval_prompts"], "testbed option `eval_prompts`") if s["eval_prompts"] else None
-    reference_file = (loading.local_data_file(s["reference_outputs"], "testbed option `reference_outputs`")
-                      if s["reference_outputs"] else None)
-    if eval_file is None and reference_file is None:
+    if not s["prompts"]:
+        raise UsageError(f"testbed option `prompts` is required: {loading.DATA_VALUES}, with a prompt column")
+    if not s["eval_prompts"] and not s["reference_outputs"]:
         raise UsageError("the hf testbed needs evaluation prompts: set the testbed option `eval_prompts` "
-                         "(a file with a `prompt` column, and optionally `output`) or `reference_outputs` "
-                         "(a file with `prompt` and `output` columns)")
+                         "(a file, directory or dataset with a `prompt` column, and optionally `output`) or "
+                         "`reference_outputs` (one with `prompt` and `output` columns)")
+    for name in ("seed_prompts", "prompts", "eval_prompts", "reference_outputs"):  # a wrong path stops us early
+        value = s.get(name)
+        if value and not Path(str(value)).expanduser().exists() and loading.hub.parse(str(value)) is None:
+            raise UsageError(f"testbed option `{name}`: no such file or directory: {str(value)!r}; it must be "
+                             f"{loading.DATA_VALUES}")
     device = loading.torch_device(str(s["device"]), "testbed option `device`")
     column, output_column = str(s["prompt_column"]), str(s["output_column"])
 
+    def data(name: str, columns: list[str], optional: tuple[str, ...] = ()) -> loading.DataSource:
+        option = "prompts_split" if name in ("prompts", "seed_prompts") else "eval_split"
+        return loading.data_option(s, name, option, columns, optional=optional, allow_download=allow_download,
+                                   download_hint=hint)
+
+    # The tokenizer comes first: a conversational prompt's text is its chat-template rendering.
+    tokenizer = loading.load_tokenizer(model_dir, "testbed option `model`", trust_remote_code=s["trust_remote_code"])
+    use_template = bool(s["use_chat_template"]) and bool(getattr(tokenizer, "chat_template", None))
+    prompts = PromptTexts(tokenizer, use_template)
+    sources: dict[str, Any] = {}
+
     with reporter.stage("loading prompts", total=None):
         label = "testbed option `prompts`"
-        train_texts = loading.check_texts(loading.load_columns(prompts_file, [column], label)[column], column,
-                                          prompts_file, label)
+        found_data = data("prompts", [column])
+        sources.update(found_data.provenance("prompts"))
+        train_texts = prompts.canonical(loading.check_prompts(found_data.columns[column], column, found_data.source,
+                                                              label), found_data.source, label)
         train_texts, duplicates = loading.unique_prompts(train_texts)
         reference_outputs: list[str] | None = None
         eval_duplicates = 0
-        if eval_file is not None:
+        if s["eval_prompts"]:
             label = "testbed option `eval_prompts`"
-            found = loading.load_columns(eval_file, [column], label, optional=[output_column])
-            eval_texts = loading.check_texts(found[column], column, eval_file, label)
+            found_data = data("eval_prompts", [column], (output_column,))
+            sources.update(found_data.provenance("eval_prompts"))
+            found = found_data.columns
+            eval_texts = prompts.canonical(loading.check_prompts(found[column], column, found_data.source, label),
+                                           found_data.source, label)
             if output_column in found:
-                outputs = loading.check_texts(found[output_column], output_column, eval_file, label)
+                outputs = loading.check_texts(found[output_column], output_column, found_data.source, label)
                 first = dict(zip(reversed(eval_texts), reversed(outputs)))  # the first row of each prompt
                 eval_texts, eval_duplicates = loading.unique_prompts(eval_texts)
                 reference_outputs = [first[t] for t in eval_texts]
             else:
                 eval_texts, eval_duplicates = loading.unique_prompts(eval_texts)
-        if reference_file is not None:
+        if s["reference_outputs"]:
             label = "testbed option `reference_outputs`"
-            found = loading.load_columns(reference_file, [column, output_column], label)
-            prompts_column = loading.check_texts(found[column], column, reference_file, label)
-            outputs_column = loading.check_texts(found[output_column], output_column, reference_file, label)
+            found_data = data("reference_outputs", [column, output_column])
+            sources.update(found_data.provenance("reference_outputs"))
+            found = found_data.columns
+            prompts_column = prompts.canonical(loading.check_prompts(found[column], column, found_data.source, label),
+                                               found_data.source, label)
+            outputs_column = loading.check_texts(found[output_column], output_column, found_data.source, label)
             by_prompt: dict[str, str] = {}
             for prompt_text, output_text in zip(prompts_column, outputs_column):
                 if by_prompt.setdefault(prompt_text, output_text) != output_text:
                     raise UsageError(f"{label}: prompt {prompt_text[:80]!r} has two different reference outputs; "
                                      "keep one row per prompt")
-            if eval_file is None:
+            if not s["eval_prompts"]:
                 eval_texts = list(by_prompt)
             missing = [t for t in eval_texts if t not in by_prompt]
             if missing:
@@ -597,7 +692,6 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
             reference_outputs = None if reference_outputs is None else reference_outputs[:limit]
 
     with reporter.stage(f"loading {model_dir}", total=None):
-        tokenizer = loading.load_tokenizer(model_dir, "testbed option `model`", trust_remote_code=s["trust_remote_code"])
         reference_model = loading.load_model(model_dir, "testbed option `model`", auto_class="AutoModelForCausalLM",
                                              dtype=str(s["dtype"]), device=device,
                                              trust_remote_code=s["trust_remote_code"])
@@ -620,12 +714,11 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
                     raise UsageError(f"testbed option `initial_model`: the tokenizer in {str(initial_dir)!r} differs "
                                      "from the one of `model`; pi_0 and pi_ref must share a tokenizer")
 
-    use_template = bool(s["use_chat_template"]) and bool(getattr(tokenizer, "chat_template", None))
     max_prompt = int(s["max_prompt_length"])
     kept_texts, kept_ids = [], []
     dropped = 0
     for text in train_texts:
-        ids = _encode_prompt(tokenizer, text, use_template)
+        ids = prompts.encode(text)
         if 0 < len(ids) <= max_prompt:
             kept_texts.append(text)
             kept_ids.append(tuple(ids))
@@ -637,7 +730,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
     seed_texts: list[str] = []
     seed_ids: list[tuple[int, ...]] = []
     seed_source = ""
-    if on_policy and seed_prompts_file is None:  # a share of the prompts file, held out of the pool
+    if on_policy and not s.get("seed_prompts"):  # a share of the prompts file, held out of the pool
         from plugins.testbeds.hf.seed import seed_prompt_rows
 
         held = set(seed_prompt_rows(len(kept_ids), float(s["seed_prompt_share"]), seed).tolist())
@@ -646,27 +739,28 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         kept_texts = [t for i, t in enumerate(kept_texts) if i not in held]
         kept_ids = [x for i, x in enumerate(kept_ids) if i not in held]
         seed_source = f"share {float(s['seed_prompt_share']):g} of the prompts file, drawn with world seed {seed}"
-    elif seed_prompts_file is not None:
+    elif s.get("seed_prompts"):
         label = "testbed option `seed_prompts`"
-        texts = loading.check_texts(loading.load_columns(seed_prompts_file, [column], label)[column], column,
-                                    seed_prompts_file, label)
+        found_data = data("seed_prompts", [column])  # recorded on pi_0's row as seed_prompts_source (below)
+        texts = prompts.canonical(loading.check_prompts(found_data.columns[column], column, found_data.source, label),
+                                  found_data.source, label)
         texts, _ = loading.unique_prompts(texts)
         evaluation = set(eval_texts)
         for text in texts:
             if text in evaluation:
                 raise UsageError(f"{label}: {text[:80]!r} is also an evaluation prompt; seed prompts must never "
                                  "be evaluation prompts")
-            ids = _encode_prompt(tokenizer, text, use_template)
+            ids = prompts.encode(text)
             if 0 < len(ids) <= max_prompt:
                 seed_texts.append(text)
                 seed_ids.append(tuple(ids))
         if not seed_ids:
-            raise UsageError(f"{label}: none of the {len(texts)} prompts in {str(seed_prompts_file)!r} fits in "
+            raise UsageError(f"{label}: none of the {len(texts)} prompts in {found_data.source!r} fits in "
                              f"max_prompt_length={max_prompt} tokens")
-        seed_source = f"file {seed_prompts_file}"
+        seed_source = describe_source(found_data)
     eval_ids = []
     for text in eval_texts:
-        ids = _encode_prompt(tokenizer, text, use_template)
+        ids = prompts.encode(text)
         if not 0 < len(ids) <= max_prompt:
             raise UsageError(f"an evaluation prompt has {len(ids)} tokens, outside 1..max_prompt_length="
                              f"{max_prompt}: {text[:80]!r}")
@@ -688,7 +782,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         from plugins.testbeds.hf.vllm_backend import VLLMSampler
 
         sampler = VLLMSampler(api=engine_api, settings=s, tokenizer_dir=model_dir,
-                              eos_ids=_eos_ids(reference_model, tokenizer),
+                              eos_ids=loading.eos_token_ids(reference_model, tokenizer),
                               max_model_len=longest + int(s["max_new_tokens"]), seed=seed)
     if on_policy:
         from plugins.testbeds.hf.seed import bootstrap_initial_policy
@@ -704,7 +798,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         with reporter.stage("pi_0: offline DPO on the seed pairs", total=None):
             initial_model, seed_info = train_initial_policy(
                 settings=s, path=seed_file, reference=reference,
-                encode_prompt=lambda text: _encode_prompt(tokenizer, text, use_template),
+                encode_prompt=prompts.encode,
                 position_limit=limit_positions, world_seed=seed, trainers=trainers)
         initial = HFPolicy(initial_model, tokenizer, table, pad_id)
     else:
@@ -717,6 +811,8 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         "duplicate_eval_prompts_dropped": eval_duplicates,
         "eval_prompts": len(eval_ids),
         "chat_template": use_template,
+        "conversational_prompts": sum(1 for t in kept_texts + eval_texts + seed_texts if t in prompts.messages),
+        **sources,
         "parameters": int(sum(p.numel() for p in reference_model.parameters())),
         "initial_is_reference": initial is reference,
         "backend": str(s.get("backend", "transformers")),
@@ -724,5 +820,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         **(initial_source.provenance("initial_model") if initial_source is not None else {}),
         **seed_info,
     }
+    used = set(kept_texts) | set(eval_texts) | set(seed_texts)
     return HFWorld(settings=settings, seed=seed, tokenizer=tokenizer, table=table, reference_policy=reference,
-                   initial_policy=initial, reference_outputs=reference_outputs, info=info, sampler=sampler)
+                   initial_policy=initial, reference_outputs=reference_outputs, info=info, sampler=sampler,
+                   conversations={t: m for t, m in prompts.messages.items() if t in used})
