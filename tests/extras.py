@@ -31,6 +31,8 @@ EXTRAS: dict[str, dict[str, str]] = {
     "docs": {"mkdocs": "mkdocs", "mkdocs-material": "material", "mkdocstrings": "mkdocstrings",
              "mkdocstrings-python": "mkdocstrings_handlers.python"},
     "ray": {"ray": "ray"},
+    "tensorboard": {"tensorboard": "tensorboard"},
+    "wandb": {"wandb": "wandb"},
     "demo": {"gguf": "gguf"},
     "vllm": {"vllm": "vllm"},
     "pairrm": {"llm-blender": "llm_blender"},

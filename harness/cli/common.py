@@ -61,6 +61,48 @@ def plugins_for_workers(specs: list[str] | None) -> list[str]:
             for spec in specs or ()]
 
 
+# Experiment tracking (harness.tracking): shared by `harness run` and `harness sweep`; not part of a run's config.
+ReportToOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--report-to",
+        metavar="BACKEND",
+        help="Send each run's metrics to a tracker (TRL's names): tensorboard, wandb, or none (the default). "
+        "Repeatable or a comma list. The loop's per-iteration metrics and the trainer's per-step log go to one "
+        "tracker run named by the run id (tagged with the sweep id). Each backend is an extra: "
+        "pip install 'pairsel-harness[tensorboard]'. Changes no number and not the config hash.",
+        show_default=False,
+    ),
+]
+LoggingDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--logging-dir",
+        metavar="DIR",
+        file_okay=False,
+        help="Where trackers write (TensorBoard event files in DIR/RUN_ID; W&B's files there unless $WANDB_DIR "
+        "is set). Default: the run's directory (RUN_DIR/tensorboard).",
+        show_default=False,
+    ),
+]
+
+
+def tracking_options(report_to: list[str] | None, logging_dir: Path | None) -> tuple[tuple[str, ...], Path | None]:
+    """``--report-to`` and ``--logging-dir`` checked before anything is made: exit 2 naming the fix (an unknown
+    backend, one whose extra is not installed, a folder that cannot be written)."""
+    from harness.experiments.locations import check_output_dir
+    from harness.tracking import parse_report_to
+
+    with cli_errors():
+        backends = parse_report_to(report_to)
+        if logging_dir is not None:
+            if not backends:
+                raise UsageError("--logging-dir is where trackers write; it needs --report-to tensorboard or wandb")
+            logging_dir = logging_dir.resolve()
+            check_output_dir(logging_dir, "the tracking folder", "--logging-dir")
+    return backends, logging_dir
+
+
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON to stdout (rich output stays on stderr).")
 ]

@@ -11,10 +11,13 @@ import typer
 from harness.cli.common import (
     DbOption,
     JsonOption,
+    LoggingDirOption,
     PluginOption,
+    ReportToOption,
     cli_errors,
     sigterm_interrupts,
     stderr_console,
+    tracking_options,
     writable_db,
 )
 from harness.cli.run_options import run_request_values, with_run_options
@@ -44,6 +47,10 @@ People as annotators: --annotator external stops at each iteration's
 annotation step, writes RUN_DIR/iteration-<i>/to-label.jsonl and prints the
 commands to import the labels (harness label import) and to go on
 (harness run --resume RUN_ID).
+
+Experiment tracking: --report-to tensorboard (or wandb) sends the loop's
+per-iteration metrics and the trainer's per-step log to one tracker run
+named by the run id; it changes no number (docs/usage/tracking.md).
 
 Several GPUs: start the same command under a launcher, e.g.
 accelerate launch --multi_gpu --num_processes 4 -m harness run --testbed hf
@@ -81,6 +88,8 @@ def run_command(
             "config (the other run options are ignored). It ends with the numbers of an uninterrupted run.",
         ),
     ] = None,
+    report_to: ReportToOption = None,
+    logging_dir: LoggingDirOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
@@ -91,16 +100,19 @@ def run_command(
     from harness.run_request import RunRequest
 
     console = stderr_console()
+    backends, logging_dir = tracking_options(report_to, logging_dir)
     db_path = writable_db(db)
     if resume is not None:
         with cli_errors():
             registry = load_registry(plugin or ())
         _set_threads(threads)
         ranks = _launch_ranks()
+        # no --report-to: the tracking the run was started with goes on
+        tracked = {"report_to": backends if report_to is not None else None, "logging_dir": logging_dir}
         if not ranks.is_main:
-            _follow_main(lambda: _resume(resume, registry, db_path, None, None, ranks))
-        outcome = _with_progress(console, None,
-                                 lambda reporter, on_row: _resume(resume, registry, db_path, reporter, on_row, ranks))
+            _follow_main(lambda: _resume(resume, registry, db_path, None, None, ranks, tracked))
+        outcome = _with_progress(console, None, lambda reporter, on_row: _resume(resume, registry, db_path, reporter,
+                                                                                 on_row, ranks, tracked))
         _report(console, outcome, db_path, as_json)
         return
 
@@ -114,7 +126,8 @@ def run_command(
         from harness.experiments import runner
 
         _set_threads(threads)
-        _follow_main(lambda: runner.execute(config, registry, db_path=db_path, ranks=ranks, components=components))
+        _follow_main(lambda: runner.execute(config, registry, db_path=db_path, ranks=ranks, components=components,
+                                            report_to=backends, logging_dir=logging_dir))
     _print_plan(console, config, components, plan)
     if dry_run:
         console.print(planned.memory.describe())
@@ -123,23 +136,31 @@ def run_command(
                                    "memory_bytes": planned.memory.total_bytes}, default=list))
         return
 
-    from harness.experiments import runner
-
     _set_threads(threads)
     outcome = _with_progress(
         console,
         config.iterations + 1,
-        lambda reporter, on_row: runner.execute(config, registry, db_path=db_path, reporter=reporter, on_row=on_row,
-                                                ranks=ranks, components=components),
+        lambda reporter, on_row: _execute(config, registry, db_path=db_path, reporter=reporter, on_row=on_row,
+                                          ranks=ranks, components=components, report_to=backends,
+                                          logging_dir=logging_dir),
     )
     _report(console, outcome, db_path, as_json)
 
 
-def _resume(run_id, registry, db_path, reporter, on_row, ranks):
+def _resume(run_id, registry, db_path, reporter, on_row, ranks, tracked):
     from harness.experiments import runner
 
     with cli_errors():
-        return runner.resume(run_id, registry, db_path=db_path, reporter=reporter, on_row=on_row, ranks=ranks)
+        return runner.resume(run_id, registry, db_path=db_path, reporter=reporter, on_row=on_row, ranks=ranks,
+                             **tracked)
+
+
+def _execute(config, registry, **given):
+    """:func:`harness.experiments.runner.execute`; a tracker that cannot start its run exits 2 (no run is recorded)."""
+    from harness.experiments import runner
+
+    with cli_errors():
+        return runner.execute(config, registry, **given)
 
 
 def _launch_ranks():

@@ -15,10 +15,13 @@ from harness.cli.common import (
     ExecutorOption,
     JobsOption,
     JsonOption,
+    LoggingDirOption,
     PluginOption,
+    ReportToOption,
     cli_errors,
     plugins_for_workers,
     stderr_console,
+    tracking_options,
     writable_db,
 )
 from harness.cli.run_options import run_request_values, with_run_options
@@ -88,6 +91,8 @@ def sweep_command(
     executor: ExecutorOption = "local",
     force: Annotated[bool, typer.Option("--force", help="Redo every cell × seed as a new run.")] = False,
     dry_run: DryRunOption = False,
+    report_to: ReportToOption = None,
+    logging_dir: LoggingDirOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
@@ -100,6 +105,7 @@ def sweep_command(
     from harness.plugins import load_registry
 
     console = stderr_console()
+    backends, logging_dir = tracking_options(report_to, logging_dir)
     db_path = writable_db(db)
     jobs = jobs or os.cpu_count() or 1
     # Workers load the same plugins; a plugin file is passed to them by its absolute path.
@@ -121,7 +127,8 @@ def sweep_command(
             typer.echo(json.dumps({"sweep_id": sweep, "plan": [_plan_json(item) for item in plan]}))
         return
 
-    tasks = sw.tasks_from_plan(plan, sweep=sweep, db_path=db_path.resolve())
+    tasks = sw.tasks_from_plan(plan, sweep=sweep, db_path=db_path.resolve(),
+                               report_to=backends if report_to is not None else None, logging_dir=logging_dir)
     outcome = GridOutcome()
     if tasks:
         outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, plan)

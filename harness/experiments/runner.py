@@ -23,11 +23,12 @@ import re
 import sqlite3
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import tracking
 from harness.experiments import checkpoints
 from harness.config import ROLES, Components, RunConfig, instantiate
 from harness.errors import UnknownNameError, UsageError
@@ -119,19 +120,25 @@ def execute(
     on_start: Callable[[str], None] | None = None,
     ranks: Ranks = SINGLE,
     components: Components | None = None,
+    report_to: Sequence[str] = (),
+    logging_dir: str | Path | None = None,
 ) -> RunOutcome:
     """Run ``config`` as a new leaderboard run; see the module docstring.
 
     ``components`` are the config's instances when the caller already built
     them (:func:`harness.config.plan_run`); they are built here otherwise.
 
+    ``report_to``: tracking backends (:mod:`harness.tracking`, checked with
+    :func:`~harness.tracking.parse_report_to`), one tracker run named by the run
+    id, tagged with ``tags["sweep_id"]``, its files under ``logging_dir`` (default:
+    the run directory). The main process alone tracks. Tracking changes no number.
+
     ``tags`` are extra scalar columns of the run row (e.g. ``sweep_id``);
     ``on_start(run_id)`` is called once the row exists; ``on_row(run_id, row)``
     after each iteration is recorded. KeyboardInterrupt marks the run
     ``interrupted`` and propagates; any other exception marks it ``failed``.
     """
-    from harness.experiments.journal import Recorder
-    from leaderboard.store import Leaderboard, new_run_id
+    from leaderboard.store import new_run_id
 
     components = components if components is not None else instantiate(registry, config)
     if not ranks.is_main:
@@ -144,8 +151,23 @@ def execute(
               **dict(tags or {})}
     if ranks.parallel:  # the optimiser steps (and so the numbers) depend on how many processes trained
         record["versions"] = {**record["versions"], "processes": str(ranks.size)}
+    if report_to:  # provenance only: not in the config, so the config hash is the same with or without it
+        record["tracking"] = tracking.record(report_to, logging_dir)
     run_id = new_run_id()
     ranks.share(run_id)
+    with tracking.tracking(report_to, run_id=run_id, run_dir=root / run_id, logging_dir=logging_dir,
+                           tags=tracking.tracker_tags(tags), config=_tracked_config(record, run_id)) as session:
+        outcome = _start(record, run_id, root, token, config, components, reporter, on_row, on_start, db_path, ranks)
+        if session is not None:
+            session.status = outcome.status
+        return outcome
+
+
+def _start(record, run_id, root, token, config, components, reporter, on_row, on_start, db_path, ranks) -> RunOutcome:
+    """The new run's row, its directory's owner mark, then the loop (:func:`execute`)."""
+    from harness.experiments.journal import Recorder
+    from leaderboard.store import Leaderboard
+
     try:
         board, failure = Leaderboard(db_path), None
     except sqlite3.OperationalError as exc:  # locked past the busy timeout, read-only, I/O error
@@ -159,6 +181,15 @@ def execute(
         on_start(run_id)
     return _drive(board, run_id, config, components, root / run_id, reporter, on_row, restore=None, db_path=db_path,
                   recorder=recorder, ranks=ranks)
+
+
+def _tracked_config(record: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """What a tracker run shows as its config: the run's config and what identifies the run."""
+    keys = ("config_hash", "seed", "world_seed", "testbed", "instance_selector", "corpus_selector", "allocator",
+            "trainer", "sweep_id", "sweep_cell", "study", "study_grid", "study_variant", "git_commit",
+            "harness_version")
+    return {"run_id": run_id, **{key: record[key] for key in keys if record.get(key) is not None},
+            "config": record["config"]}
 
 
 def _follow(run_id: str, config: RunConfig, components: Components, ranks: Ranks, restore) -> RunOutcome:
@@ -186,8 +217,14 @@ def resume(
     reporter: Any = None,
     on_row: Callable[[str, dict[str, Any]], None] | None = None,
     ranks: Ranks = SINGLE,
+    report_to: Sequence[str] | None = None,
+    logging_dir: str | Path | None = None,
 ) -> RunOutcome:
     """Continue the unfinished run ``run_id`` from its last checkpoint.
+
+    ``report_to``/``logging_dir``: tracking as in :func:`execute`; None (not
+    given) continues with what the run was started with (its ``tracking`` record),
+    into the same tracker run.
 
     UsageError (exit 2) for an unknown or finished run, or one whose
     components are no longer installed; CheckpointError for a missing or
@@ -236,19 +273,36 @@ def resume(
     _check_against_database(board, run_id, run_dir, db_path)
     if run["status"] == "awaiting_labels":
         _check_labels_complete(board, run_id, keep_through + 1)
+    stored = run.get("tracking") if isinstance(run.get("tracking"), dict) else {}
+    if report_to is None:
+        try:
+            report_to = tracking.parse_report_to(stored.get("report_to") or ())
+        except UsageError as exc:
+            raise UsageError(f"run {run_id} was started with tracking, which cannot go on here: {exc} "
+                             "(or resume with --report-to none)") from None
+        logging_dir = logging_dir or stored.get("logging_dir")
     board.reopen_run(run_id, keep_through=keep_through)
     ranks.share((run_id, str(run_dir), run["config"]))
 
     def restore(world: Any):
         state = checkpoints.load(run_dir, world)
+        session = tracking.active()
+        if session is not None:  # the trainer's steps go on from where the kept iterations ended
+            session.train_step = sum(int(row.get("train_steps") or 0) for row in state.rows)
         recorded = {row["iteration"] for row in board.iterations(run_id)}
         for row in state.rows:  # rows checkpointed but killed before they were recorded
             if row["iteration"] not in recorded:
                 board.record_iteration(run_id, row)
+                _track_row(row)
         return state
 
-    return _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore, db_path=db_path,
-                  ranks=ranks)
+    with tracking.tracking(report_to, run_id=run_id, run_dir=run_dir, logging_dir=logging_dir,
+                           tags=tracking.tracker_tags(run), config=_tracked_config(run, run_id)) as session:
+        outcome = _drive(board, run_id, config, components, run_dir, reporter, on_row, restore=restore,
+                         db_path=db_path, ranks=ranks)
+        if session is not None:
+            session.status = outcome.status
+        return outcome
 
 
 def blame(exc: BaseException, components: Components) -> str | None:
@@ -390,6 +444,7 @@ def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, rest
 
     def record(row: dict[str, Any]) -> None:
         recorder.write("iteration", {"row": row}, lambda: board.record_iteration(run_id, row))
+        _track_row(row)
         if on_row is not None:
             on_row(run_id, row)
 
@@ -421,6 +476,13 @@ def _run_loop(board, run_id, config, components, run_dir, reporter, on_row, rest
         return _noting(recorder, RunOutcome(run_id, "failed", error=error))
     recorder.write("finish", {"final": result.final}, lambda: board.finish_run(run_id, result.final))
     return _noting(recorder, RunOutcome(run_id, "finished", result.final, result.iterations))
+
+
+def _track_row(row: Mapping[str, Any]) -> None:
+    """The iteration's row to the run's tracker, if it has one (``--report-to``)."""
+    session = tracking.active()
+    if session is not None:
+        session.log_iteration(row)
 
 
 def _noting(recorder, outcome: RunOutcome) -> RunOutcome:

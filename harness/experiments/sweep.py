@@ -594,6 +594,9 @@ class RunTask:
     run_id: str | None = None
     claim: tuple[Any, Any, Any] | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    # tracking (harness.tracking): backends, or None to resume a run with the tracking it was started with
+    report_to: tuple[str, ...] | None = None
+    logging_dir: str | None = None
 
 
 @dataclass
@@ -611,8 +614,13 @@ class TaskResult:
     unrecorded: str | None = None  # the run's journal, when the leaderboard could not take its writes
 
 
-def tasks_from_plan(plan: Sequence[PlannedRun], *, sweep: str, db_path: Path) -> list[RunTask]:
-    """The tasks for every planned run that runs something, in plan order."""
+def tasks_from_plan(plan: Sequence[PlannedRun], *, sweep: str, db_path: Path,
+                    report_to: Sequence[str] | None = None, logging_dir: str | Path | None = None) -> list[RunTask]:
+    """The tasks for every planned run that runs something, in plan order.
+
+    ``report_to``/``logging_dir``: every run's tracking (:mod:`harness.tracking`); None (not given) starts
+    new runs without tracking and resumes the others with the tracking they were started with.
+    """
     tasks = []
     for index, item in enumerate(plan):
         if not item.runs_something:
@@ -628,6 +636,8 @@ def tasks_from_plan(plan: Sequence[PlannedRun], *, sweep: str, db_path: Path) ->
                 run_id=item.run_id if item.action == "resume" else None,
                 claim=item.claim,
                 tags={"sweep_id": sweep, "sweep_cell": item.cell.key},
+                report_to=None if report_to is None else tuple(report_to),
+                logging_dir=None if logging_dir is None else str(logging_dir),
             )
         )
     return tasks
@@ -686,12 +696,14 @@ def run_task(task: RunTask, registry: Registry, emit: Callable[..., None] | None
             if not claim_run(task.db_path, task.run_id, task.claim):
                 return result("skipped", run_id=task.run_id, error="another process took this run over first")
             emit("started", run_id=task.run_id)
-            outcome = runner.resume(task.run_id, registry, db_path=Path(task.db_path), on_row=on_row)
+            outcome = runner.resume(task.run_id, registry, db_path=Path(task.db_path), on_row=on_row,
+                                    report_to=task.report_to, logging_dir=task.logging_dir)
         else:
             config = RunConfig.from_dict(task.config or {})
             tags = {**task.tags, **recorder_tags()}
             outcome = runner.execute(
-                config, registry, db_path=Path(task.db_path), tags=tags, on_start=on_start, on_row=on_row
+                config, registry, db_path=Path(task.db_path), tags=tags, on_start=on_start, on_row=on_row,
+                report_to=task.report_to or (), logging_dir=task.logging_dir,
             )
     except KeyboardInterrupt:
         _mark_interrupted(task.db_path, current["run_id"])

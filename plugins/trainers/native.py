@@ -20,6 +20,9 @@ untouched with ``steps = 0``, ``epochs = 0.0`` and both losses reported as 0.0
 :attr:`~harness.interfaces.TrainResult.log` reports it as both ``lr_first``
 and ``lr_max``.
 
+With ``--report-to`` (:mod:`harness.tracking`) every step's loss goes to the
+run's tracker (``train/loss``).
+
 torch is imported inside :meth:`NativeDPOTrainer.train` only.
 """
 
@@ -29,7 +32,7 @@ import math
 
 import numpy as np
 
-from harness import hookimpl
+from harness import hookimpl, tracking
 from harness.errors import NonFiniteError
 from harness.interfaces import PreferenceData, Trainer, TrainResult
 from harness.options import Option
@@ -97,6 +100,7 @@ class NativeDPOTrainer(Trainer):
         steps = 0
         seen = 0
         loss_first = loss_last = 0.0
+        session = tracking.active()  # --report-to: each step's loss to the run's tracker
         while steps < total_steps:
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, batch_size):
@@ -111,6 +115,8 @@ class NativeDPOTrainer(Trainer):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if session is not None:
+                    session.log_train_step({"loss": value, "learning_rate": float(optimizer.param_groups[0]["lr"])})
                 steps += 1
                 seen += int(index.shape[0])
                 if steps >= total_steps:

@@ -58,6 +58,13 @@ and last value of the reward margin and accuracy and the gradient norm
 (:data:`LOGGED`). With no pairs the clone is returned untouched with
 ``steps = 0``, both losses 0.0 and an empty log.
 
+**Tracking.** With ``--report-to`` (:mod:`harness.tracking`) every entry of
+TRL's per-step log (loss, learning rate, reward margins and accuracies,
+gradient norm, ...) goes to the run's tracker under ``train/``, at a step
+counted across the run's iterations. TRL's own reporting stays off
+(``report_to="none"``): its callbacks would number the steps of every call
+from 1 again and, for W&B, re-key the loop's metrics on that count.
+
 Randomness: TRL seeds the global ``random``/numpy/torch RNGs itself; the
 trainer draws that seed from the Generator it is given and restores the
 global states afterwards. torch, transformers, datasets and trl are imported
@@ -73,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from harness import hookimpl
+from harness import hookimpl, tracking
 from harness.errors import UsageError
 from harness.interfaces import PreferenceData, Trainer, TrainResult
 from harness.options import Option
@@ -200,6 +207,9 @@ class TRLDPOTrainer(Trainer):
             return TrainResult(policy=model, steps=0, epochs=0.0, loss_first=0.0, loss_last=0.0)
         with _restored_global_rngs():
             trainer = build_trainer(model, dataset_rows, self.settings, seed=seed)
+            session = tracking.active()
+            if session is not None:  # --report-to: TRL's per-step log to the run's tracker
+                trainer.add_callback(_tracking_callback(session))
             trainer.train()
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         steps = int(trainer.state.global_step)
@@ -279,6 +289,19 @@ def _trainer_class():
     return PrecomputedRefDPOTrainer
 
 
+def _tracking_callback(session):
+    """A transformers callback that hands each optimiser step's log entry to ``session``
+    (:meth:`harness.tracking.Tracking.log_train_step`); the main process's only."""
+    from transformers import TrainerCallback
+
+    class ForwardToTracker(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and state.is_world_process_zero:  # a step's entry, not the closing summary
+                session.log_train_step(logs)
+
+    return ForwardToTracker()
+
+
 def dpo_config(settings: dict[str, Any], *, output_dir: str, seed: int, use_cpu: bool, **overrides: Any):
     """The ``DPOConfig`` for ``settings`` (precomputed reference, no saving, no reporting, logging every step)."""
     from trl import DPOConfig
@@ -310,7 +333,7 @@ def dpo_config(settings: dict[str, Any], *, output_dir: str, seed: int, use_cpu:
         data_seed=seed,
         logging_steps=1,
         save_strategy="no",
-        report_to="none",
+        report_to="none",  # tracking forwards the per-step log itself (_tracking_callback)
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
