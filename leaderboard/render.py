@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.table_fit import Column, cut_words, fit_table, print_fitted, widened
+
 CAPTION = (
     "ranked by final win rate vs the testbed's reference outputs; "
     "± is the standard error of one run's win rate, not seed-to-seed spread"
@@ -92,15 +94,10 @@ def ranked(runs: Iterable[Mapping[str, Any]]) -> list[tuple[int | None, Mapping[
     return out
 
 
-# Columns that may move into the line above the table when every row shares
-# their value and the table is too wide for the terminal, in this order.
-_HOISTABLE = ("testbed", "trainer", "iter", "labels", "allocator", "seeds", "runs")
-
-
-def _columns(
-    runs: Sequence[Mapping[str, Any]], show_status: bool
-) -> list[tuple[str, str, list[Any]]]:
-    """(header, kind, cells) per column; kind is "num" (right, never cut) or "text"."""
+def _columns(runs: Sequence[Mapping[str, Any]], show_status: bool) -> list[Column]:
+    """The run table's columns, each with how it gives way as the terminal narrows (see harness.table_fit):
+    run id and selector are names never cut; the win rate is never dropped; the rest go lowest priority first,
+    after shared values (testbed, trainer, ...) have moved into the title."""
     rows = ranked(runs)
     win_cells, delta_cells = [], []
     for rank, run in rows:
@@ -119,111 +116,33 @@ def _columns(
             style = "green" if delta > 0 else "red" if delta < 0 else ""
             delta_cells.append(Text(f"{delta:+.3f}", style=style))
     runs_ = [run for _, run in rows]
-    columns: list[tuple[str, str, list[Any]]] = [
-        ("#", "num", [_MISSING if rank is None else str(rank) for rank, _ in rows]),
-        ("run", "num", [run.get("id") or "?" for run in runs_]),
+    finished = [format_time(run.get("finished_at")) for run in runs_]
+    columns = [
+        Column("#", [_MISSING if rank is None else str(rank) for rank, _ in rows], required=True),
+        Column("run", [run.get("id") or "?" for run in runs_], kind="key", required=True),
     ]
     if show_status:
         statuses = [run.get("status", "finished") for run in runs_]
-        columns.append(
-            ("status", "num", [Text(st, style=_STATUS_STYLE.get(st, "")) for st in statuses])
-        )
+        columns.append(Column("status", [Text(st, style=_STATUS_STYLE.get(st, "")) for st in statuses],
+                              justify="left", priority=9))
     columns += [
-        ("selector", "text", [selector_label(run) for run in runs_]),
-        ("allocator", "text", [run.get("allocator") or _MISSING for run in runs_]),
-        ("testbed", "text", [run.get("testbed") or _MISSING for run in runs_]),
-        ("trainer", "text", [run.get("trainer") or _MISSING for run in runs_]),
-        ("seed", "num", [_count(run.get("seed")) for run in runs_]),
-        ("iter", "num", [_count(run.get("iterations")) for run in runs_]),
-        ("labels", "num", [_count(run.get("labels_used")) for run in runs_]),
-        *([("proxy calls", "num", [_count(run.get("proxy_calls")) for run in runs_])]
+        Column("selector", [selector_label(run) for run in runs_], kind="key", required=True),
+        Column("allocator", [run.get("allocator") or _MISSING for run in runs_], kind="key", priority=7, hoist=True),
+        Column("testbed", [run.get("testbed") or _MISSING for run in runs_], kind="key", priority=3, hoist=True),
+        Column("trainer", [run.get("trainer") or _MISSING for run in runs_], kind="key", priority=2, hoist=True),
+        Column("seed", [_count(run.get("seed")) for run in runs_], priority=6),
+        Column("iter", [_count(run.get("iterations")) for run in runs_], priority=3, hoist=True),
+        Column("labels", [_count(run.get("labels_used")) for run in runs_], priority=4, hoist=True),
+        *([Column("proxy calls", [_count(run.get("proxy_calls")) for run in runs_], priority=2)]
           if any(run.get("proxy_calls") for run in runs_) else []),
-        ("win rate ± se", "num", win_cells),
-        ("Δ vs π₀", "num", delta_cells),
-        ("gold", "num", [_number(run.get("final_gold_reward"), 3) for run in runs_]),
-        ("KL", "num", [_number(run.get("final_kl"), 2) for run in runs_]),
-        ("wall", "num", [format_wall(run.get("wall_seconds")) for run in runs_]),
-        ("finished (UTC)", "num", [format_time(run.get("finished_at")) for run in runs_]),
+        Column("win rate ± se", win_cells, required=True),
+        Column("Δ vs π₀", delta_cells, priority=8),
+        Column("gold", [_number(run.get("final_gold_reward"), 3) for run in runs_], priority=5),
+        Column("KL", [_number(run.get("final_kl"), 2) for run in runs_], priority=5),
+        Column("wall", [format_wall(run.get("wall_seconds")) for run in runs_], priority=1),
+        Column("finished (UTC)", finished, justify="left", priority=0,
+               narrow=("finished", [cell[:10] if cell != _MISSING else cell for cell in finished])),
     ]
-    return columns
-
-
-def _width(header: str, cells: list[Any]) -> int:
-    return max([len(header)] + [len(cell.plain if isinstance(cell, Text) else cell) for cell in cells])
-
-
-def _spacious(columns: list[tuple[str, str, list[Any]]], width: int | None) -> bool:
-    """Whether two spaces between columns still fit ``width``."""
-    return width is None or sum(_width(h, c) + 2 for h, _, c in columns) - 2 <= width
-
-
-def _fit(
-    columns: list[tuple[str, str, list[Any]]], width: int | None
-) -> tuple[list[tuple[str, str, list[Any]]], list[str]]:
-    """Make the table fit ``width``: hoist shared values, then shorten dates.
-
-    Returns the columns to draw and the ``name value`` facts moved above the
-    table. What still does not fit is cut (with …) in the text columns only.
-    """
-    hoisted: list[str] = []
-
-    def total(gap: int = 1) -> int:
-        return sum(_width(h, c) + gap for h, _, c in columns) - gap
-
-    if width is None or total() <= width:
-        return columns, hoisted
-    for name in _HOISTABLE:
-        if total() <= width:
-            break
-        for index, (header, _kind, cells) in enumerate(columns):
-            plain = {cell.plain if isinstance(cell, Text) else cell for cell in cells}
-            if header == name and len(plain) == 1 and cells:
-                hoisted.append(f"{header} {plain.pop()}")
-                del columns[index]
-                break
-    if total() > width:
-        columns = [
-            (h, k, [c[:10] if isinstance(c, str) else c for c in cells])
-            if h == "finished (UTC)"
-            else (h, k, cells)
-            for h, k, cells in columns
-        ]
-        columns = [("finished" if h == "finished (UTC)" else h, k, c) for h, k, c in columns]
-    if total() > width:
-        columns = _cut_text_columns(columns, width, total)
-    return columns, hoisted
-
-
-def _cut(cell: Any, size: int) -> Any:
-    text = cell.plain if isinstance(cell, Text) else str(cell)
-    if len(text) <= size:
-        return cell
-    return text[: max(0, size - 1)] + "…"
-
-
-def _cut_text_columns(
-    columns: list[tuple[str, str, list[Any]]], width: int, total: Any
-) -> list[tuple[str, str, list[Any]]]:
-    """Shorten the cells of the "text" columns (with …) until the table fits, widest first.
-
-    A text column is never cut below its header or 8 characters; a ``settings``
-    column that would have to be is dropped instead (``--json`` has it whole).
-    """
-    excess = total() - width
-    text = [i for i, (_, kind, _) in enumerate(columns) if kind == "text"]
-    for index in sorted(text, key=lambda i: -_width(columns[i][0], columns[i][2])):
-        if excess <= 0:
-            break
-        header, kind, cells = columns[index]
-        current = _width(header, cells)
-        floor = max(len(header), 8)
-        size = max(floor, current - excess)
-        excess -= current - size
-        columns[index] = (header, kind, [_cut(cell, size) for cell in cells])
-    if excess > 0:
-        for index in text:
-            if columns[index][0] == "settings":
-                return [c for i, c in enumerate(columns) if i != index]
     return columns
 
 
@@ -233,58 +152,17 @@ def build_table(
     show_status: bool = False,
     width: int | None = None,
     caption: str | None = None,
+    wide: bool = False,
 ) -> Table:
-    """The leaderboard as a rich Table, one row per run in the given order.
-
-    With ``width`` (the console's), columns whose value every row shares are
-    moved into the table's title when the full table would not fit.
-    """
-    return _table(_columns(runs, show_status), width, caption or CAPTION)
+    """The leaderboard as a rich Table, one row per run in the given order, fitted to ``width`` (the console's;
+    see :func:`harness.table_fit.fit_table`); ``wide``: every column."""
+    return fit_table(_columns(runs, show_status), width, wide=wide, caption=caption or CAPTION).table
 
 
-# Columns of kind "num" (never cut) that read better left-aligned.
-_LEFT = ("run", "status", "finished", "finished (UTC)", "config")
+def _print_table(console: Console, columns: list[Column], caption: str | None, *, wide: bool = False,
+                 sections: Sequence[int] = ()) -> None:
+    print_fitted(console, columns, wide=wide, caption=caption, sections=sections, title_style="")
 
-
-def _table(
-    columns: list[tuple[str, str, list[Any]]],
-    width: int | None,
-    caption: str | None,
-    sections: Sequence[int] = (),
-) -> Table:
-    """A table of (header, kind, cells) columns fitted to ``width`` (see :func:`_fit`).
-
-    ``sections``: row indexes before which a separator line is drawn.
-    """
-    columns, hoisted = _fit(columns, width)
-    table = Table(
-        title=" · ".join(hoisted) or None,
-        title_justify="left",
-        title_style="",
-        box=box.SIMPLE_HEAD,
-        caption=caption,
-        caption_justify="left",
-        pad_edge=False,
-        # The box draws one space between columns; one more of padding when it fits.
-        padding=(0, 1, 0, 0) if _spacious(columns, width) else 0,
-        show_edge=False,
-        header_style="bold",
-    )
-    for header, kind, cells in columns:
-        if kind == "num":
-            justify = "left" if header in _LEFT else "right"
-            table.add_column(header, justify=justify, no_wrap=True, min_width=_width(header, cells))
-        elif kind == "key":  # names that identify a row: left-aligned, never cut
-            table.add_column(header, no_wrap=True, min_width=_width(header, cells))
-        else:
-            # folded, never cut: a cut cell can make two rows look alike
-            table.add_column(header, overflow="fold", min_width=min(6, _width(header, cells)))
-    breaks = set(sections)
-    for index, row in enumerate(zip(*(cells for _, _, cells in columns))):
-        if index in breaks and index > 0:
-            table.add_section()
-        table.add_row(*row)
-    return table
 
 
 def notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -314,11 +192,12 @@ def print_leaderboard(
     show_status: bool = False,
     title: str | None = None,
     caption: str | None = None,
+    wide: bool = False,
 ) -> None:
-    """Print the table (and its notes) on ``console``."""
+    """Print the table (fitted to the console unless ``wide``, then which columns it left out) and its notes."""
     if title:
         console.print(title, style="bold")
-    console.print(build_table(runs, show_status=show_status, width=console.width, caption=caption))
+    _print_table(console, _columns(runs, show_status), caption or CAPTION, wide=wide)
     for line in notes(runs):
         console.print(f"note: {line}", style="dim", soft_wrap=False)
 
@@ -385,58 +264,69 @@ def _mean_pm_std(mean: float | None, std: float | None, digits: int, bold: bool 
     return cell
 
 
-def key_columns(
-    rows: Sequence[Mapping[str, Any]], by: Sequence[str]
-) -> list[tuple[str, str, list[Any]]]:
-    """The columns that name a group (or a strategy): selector, allocator, ..., config, settings."""
-    columns: list[tuple[str, str, list[Any]]] = []
+#: How long a naming field stays as the terminal narrows, when a config column already tells rows apart.
+_KEY_PRIORITY = {"allocator": 7, "testbed": 4, "trainer": 3}
+
+
+def key_columns(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> list[Column]:
+    """The columns that name a group (or a strategy): selector, allocator, ..., config, settings.
+
+    Names are never cut. With a config column (the config hash's start, which tells strategies apart) the
+    fields other than the selector may be dropped or moved into the title; without one, every field of ``by``
+    stays. ``settings`` is cut (at a word boundary), then dropped, before any name folds.
+    """
+    identified = "config_hash" in by
+    columns: list[Column] = []
     if "instance_selector" in by and "corpus_selector" in by:
-        columns.append(("selector", "key", [selector_label(r) for r in rows]))
+        columns.append(Column("selector", [selector_label(r) for r in rows], kind="key", required=True))
     for field in by:
-        if field in ("instance_selector", "corpus_selector") and "selector" in [c[0] for c in columns]:
+        if field in ("instance_selector", "corpus_selector") and any(c.header == "selector" for c in columns):
             continue
         if field == "config_hash":
-            columns.append(("config", "num", [str(r.get(field) or _MISSING)[:8] for r in rows]))
+            columns.append(Column("config", [str(r.get(field) or _MISSING)[:8] for r in rows], kind="key",
+                                  required=True))
             continue
         kind = "key" if all(isinstance(r.get(field), (str, type(None))) for r in rows) else "num"
-        columns.append((field, kind, ["—" if r.get(field) is None else str(r.get(field)) for r in rows]))
+        cells = ["—" if r.get(field) is None else str(r.get(field)) for r in rows]
+        if identified and field not in ("instance_selector", "corpus_selector"):
+            columns.append(Column(field, cells, kind=kind, priority=_KEY_PRIORITY.get(field, 5), hoist=True))
+        else:
+            columns.append(Column(field, cells, kind=kind, required=True))
     if any(r.get("settings") for r in rows):
-        columns.append(("settings", "text", [r.get("settings") or "" for r in rows]))
+        columns.append(Column("settings", [r.get("settings") or "" for r in rows], kind="text", priority=2,
+                              floor=16))
     return columns
 
 
-def group_table_columns(
-    groups: Sequence[Mapping[str, Any]], by: Sequence[str]
-) -> list[tuple[str, str, list[Any]]]:
-    columns: list[tuple[str, str, list[Any]]] = [
-        ("#", "num", [str(rank) for rank in range(1, len(groups) + 1)])
-    ]
+def group_table_columns(groups: Sequence[Mapping[str, Any]], by: Sequence[str]) -> list[Column]:
+    """The grouped table's columns: rank, the names, seeds, the metrics' mean ± std, labels, gain per label."""
+    columns = [Column("#", [str(rank) for rank in range(1, len(groups) + 1)], required=True)]
     columns += key_columns(groups, by)
-    columns.append(("seeds", "num", [str(g["seeds"]) for g in groups]))
+    columns.append(Column("seeds", [str(g["seeds"]) for g in groups], priority=8, hoist=True))
     if any(g["runs"] != g["seeds"] for g in groups):
-        columns.append(("runs", "num", [str(g["runs"]) for g in groups]))
-    for metric, header in (
-        ("final_win_rate", "win rate ± std"),
-        ("final_gold_reward", "gold ± std"),
-        ("final_kl", "KL ± std"),
+        columns.append(Column("runs", [str(g["runs"]) for g in groups], priority=2, hoist=True))
+    for metric, header, priority in (
+        ("final_win_rate", "win rate ± std", None),
+        ("final_gold_reward", "gold ± std", 6),
+        ("final_kl", "KL ± std", 6),
     ):
         digits = METRIC_DIGITS.get(metric, 3)
-        columns.append((header, "num", [
+        columns.append(Column(header, [
             _mean_pm_std(g.get(f"{metric}_mean"), g.get(f"{metric}_std"), digits,
                          bold=(metric == "final_win_rate" and i == 0))
             for i, g in enumerate(groups)
-        ]))
-    columns.append(("labels", "num", [
+        ], required=priority is None, priority=priority or 0))
+    columns.append(Column("labels", [
         _MISSING if g.get("labels_used_mean") is None else f"{g['labels_used_mean']:,.0f}"
         for g in groups
-    ]))
+    ], priority=4, hoist=True))
     if any(g.get("proxy_calls_mean") for g in groups):
-        columns.append(("proxy calls", "num", [
+        columns.append(Column("proxy calls", [
             _MISSING if g.get("proxy_calls_mean") is None else f"{g['proxy_calls_mean']:,.0f}" for g in groups
-        ]))
-    columns.append(("gain/1k labels", "num", [
+        ], priority=1))
+    columns.append(Column("gain/1k labels", [
         _number(g.get("win_gain_per_1k_labels_mean"), 3) for g in groups
-    ]))
+    ], priority=1))
     return columns
 
 
@@ -446,9 +336,11 @@ def build_group_table(
     *,
     width: int | None = None,
     caption: str | None = None,
+    wide: bool = False,
 ) -> Table:
-    """The grouped leaderboard as a rich Table, one row per group in the given order."""
-    return _table(group_table_columns(groups, by), width, caption or group_caption(by))
+    """The grouped leaderboard as a rich Table, one row per group in the given order, fitted to ``width``."""
+    return fit_table(group_table_columns(groups, by), width, wide=wide, caption=caption or group_caption(by),
+                     title_style="").table
 
 
 def group_notes(groups: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -474,10 +366,11 @@ def print_groups(
     title: str | None = None,
     caption: str | None = None,
     extra_notes: Sequence[str] = (),
+    wide: bool = False,
 ) -> None:
     if title:
         console.print(title, style="bold")
-    console.print(build_group_table(groups, by, width=console.width, caption=caption))
+    _print_table(console, group_table_columns(groups, by), caption or group_caption(by), wide=wide)
     for line in [*group_notes(groups), *extra_notes]:
         console.print(f"note: {line}", style="dim")
 
@@ -493,7 +386,9 @@ def groups_to_json_list(groups: Sequence[Mapping[str, Any]]) -> list[dict[str, A
 # -- compare ------------------------------------------------------------------
 
 
-def compare_columns(result: Mapping[str, Any]) -> list[tuple[str, str, list[Any]]]:
+def compare_columns(result: Mapping[str, Any]) -> list[Column]:
+    """compare's columns: the strategy's names, its runs and mean ± std, then the paired difference (pairs,
+    Δ mean ± std, the interval and whether it excludes 0), which stay longest."""
     rows = result["rows"]
     metric = result["metric"]
     digits = METRIC_DIGITS.get(metric, 3)
@@ -501,10 +396,10 @@ def compare_columns(result: Mapping[str, Any]) -> list[tuple[str, str, list[Any]
     from leaderboard.query import STRATEGY_FIELDS
 
     columns = key_columns(rows, STRATEGY_FIELDS)
-    columns.append(("runs", "num", [str(r["runs"]) for r in rows]))
-    columns.append((f"{METRIC_HEADERS.get(metric, metric)} ± std", "num", [
+    columns.append(Column("runs", [str(r["runs"]) for r in rows], priority=1, hoist=True))
+    columns.append(Column(f"{METRIC_HEADERS.get(metric, metric)} ± std", [
         _mean_pm_std(r.get("group_mean"), r.get("group_std"), digits) for r in rows
-    ]))
+    ], priority=5))
     pairs, deltas, intervals, verdicts = [], [], [], []
     for r in rows:
         if r["is_baseline"]:
@@ -530,10 +425,10 @@ def compare_columns(result: Mapping[str, Any]) -> list[tuple[str, str, list[Any]
             else:
                 verdicts.append(Text("no", style="dim"))
     columns += [
-        ("pairs", "num", pairs),
-        ("Δ mean ± std", "num", deltas),
-        (level, "num", intervals),
-        ("excludes 0", "num", verdicts),
+        Column("pairs", pairs, priority=6),
+        Column("Δ mean ± std", deltas, required=True),
+        Column(level, intervals, required=True),
+        Column("excludes 0", verdicts, priority=8),
     ]
     return columns
 
@@ -546,14 +441,15 @@ def compare_caption(result: Mapping[str, Any]) -> str:
     )
 
 
-def print_compare(result: Mapping[str, Any], console: Console, *, title: str | None = None) -> None:
+def print_compare(result: Mapping[str, Any], console: Console, *, title: str | None = None,
+                  wide: bool = False) -> None:
     rows = result["rows"]
     if title:
         console.print(title, style="bold")
     sections = [i for i, r in enumerate(rows) if r["is_baseline"] or (
         i > 0 and r["baseline_config_hash"] is None and rows[i - 1]["baseline_config_hash"] is not None
     )]
-    console.print(_table(compare_columns(result), console.width, compare_caption(result), sections))
+    _print_table(console, compare_columns(result), compare_caption(result), wide=wide, sections=sections)
     for line in result.get("notes", ()):
         console.print(f"note: {line}", style="dim")
 
@@ -642,8 +538,10 @@ def config_lines(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return lines
 
 
-def print_run(run: Mapping[str, Any], iterations: Sequence[Mapping[str, Any]], console: Console) -> None:
-    """One run: setup, final metrics, provenance, config, then one column per iteration."""
+def print_run(run: Mapping[str, Any], iterations: Sequence[Mapping[str, Any]], console: Console, *,
+              wide: bool = False) -> None:
+    """One run: setup, final metrics, provenance, config, then one column per iteration (``wide``: with every
+    metric's meaning whole, however wide that makes it)."""
 
     def facts_table(title: str) -> Table:
         table = Table(box=None, show_header=False, pad_edge=False, title=title,
@@ -710,10 +608,10 @@ def print_run(run: Mapping[str, Any], iterations: Sequence[Mapping[str, Any]], c
     if not iterations:
         console.print("no iterations recorded", style="dim")
         return
-    print_iterations(iterations, console)
+    print_iterations(iterations, console, wide=wide)
 
 
-def print_iterations(iterations: Sequence[Mapping[str, Any]], console: Console) -> None:
+def print_iterations(iterations: Sequence[Mapping[str, Any]], console: Console, *, wide: bool = False) -> None:
     """One row per metric (in sections), one column per iteration, and what each metric means."""
     present = [
         key for key in iterations[0]
@@ -752,8 +650,14 @@ def print_iterations(iterations: Sequence[Mapping[str, Any]], console: Console) 
             table.add_row(Text(name, style="italic cyan"), *("" for _ in iterations), *([""] if room else []))
             for key, meaning in metrics:
                 cells = [_cell(row.get(key)) for row in iterations]
-                table.add_row(f"  {key}", *cells, *([_cut(meaning, room)] if room else []))
+                table.add_row(f"  {key}", *cells, *([cut_words(meaning, room)] if room else []))
         return table
 
+    if wide:  # every meaning whole, the terminal wrapping what is longer than its lines
+        room = max(len(meaning) for _, metrics in sections for _, meaning in metrics) or 0
+        table = build(room)
+        with widened(console, console.measure(table, options=console.options.update_width(10_000)).maximum):
+            console.print(table)
+        return
     room = console.width - console.measure(build(0)).maximum - 3
     console.print(build(room if room >= 16 else 0))

@@ -47,7 +47,10 @@ moves the policy further can look better on win rate alone.
 its own evaluation standard error. --sort orders by any shown column (numbers
 high first, text A-Z; --reverse flips). Filters: --testbed, --sweep,
 --selector (either level), --allocator, --status (default finished; --all =
---status all). --json / --csv print the rows on stdout for scripts.
+--status all). --json / --csv print the rows on stdout for scripts. The
+table fits the terminal: shared values move into its title, then the
+least useful columns are left out (a note names them; names are never cut);
+--wide shows every column.
 
 Subcommands: show RUN_ID, compare, plot, export, merge. The database is plain SQLite:
 `datasette leaderboard.db` browses every column and the per-iteration table.
@@ -149,6 +152,11 @@ StatusOption = Annotated[
     typer.Option("--status", metavar="STATUS",
                  help="finished (default), running, failed, interrupted or all.", show_default=False),
 ]
+WideOption = Annotated[
+    bool,
+    typer.Option("--wide", help="Show every column, uncut, however wide the terminal (by default the table fits "
+                                "it: low-priority columns are left out, and a note names them)."),
+]
 ByOption = Annotated[
     Optional[str],
     typer.Option("--by", metavar="FIELDS",
@@ -213,6 +221,7 @@ def leaderboard(
     sweep: SweepOption = None,
     selector: SelectorOption = None,
     allocator: AllocatorOption = None,
+    wide: WideOption = False,
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
@@ -233,12 +242,12 @@ def leaderboard(
 
             fields = parse_by(by, table_columns(lb.conn, "runs"))
             if fields is None:
-                _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output)
+                _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output, wide)
             else:
-                _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, csv_output)
+                _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, csv_output, wide)
 
 
-def _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output) -> None:
+def _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output, wide=False) -> None:
     from leaderboard.query import check_name, is_numeric, select_runs, table_columns
     from leaderboard.render import print_leaderboard, to_json
     from leaderboard.store import decode_row
@@ -268,13 +277,13 @@ def _runs_view(lb, path, filters, sort, reverse, limit, json_output, csv_output)
         caption = (f"sorted by {sort or 'final_win_rate'}, {order}; ± is the standard error of one "
                    "run's win rate, not seed-to-seed spread")
     print_leaderboard(runs, console, show_status=filters.status is None, title=f"leaderboard: {path}",
-                      caption=caption)
+                      caption=caption, wide=wide)
     for line in notes:
         console.print(f"note: {line}", style="dim")
     _unfinished_hint(lb, filters, console)
 
 
-def _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, csv_output) -> None:
+def _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, csv_output, wide=False) -> None:
     from harness.errors import UnknownNameError
     from leaderboard.query import (
         GROUP_METRICS, STRATEGY_FIELDS, config_settings, configs_for, group_runs,
@@ -317,7 +326,7 @@ def _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, c
     what = "strategies" if tuple(fields) == STRATEGY_FIELDS else f"groups by {', '.join(fields)}"
     caption = group_caption(fields, sort, descending, numeric)
     print_groups(groups, fields, console, title=f"leaderboard: {path} · {what}", caption=caption,
-                 extra_notes=notes)
+                 extra_notes=notes, wide=wide)
     _unfinished_hint(lb, filters, console)
 
 
@@ -390,6 +399,9 @@ def show(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the run and its iterations as one JSON object on stdout.")
     ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Show each metric's meaning whole beside the numbers, however wide.")
+    ] = False,
 ) -> None:
     db = parent_option(ctx, "db", db)
     path = resolve_db(db)
@@ -410,7 +422,7 @@ def show(
         return
     from leaderboard.render import print_run
 
-    print_run(run, iterations, stderr_console())
+    print_run(run, iterations, stderr_console(), wide=parent_option(ctx, "wide", wide))
 
 
 # -- compare --------------------------------------------------------------------------
@@ -442,6 +454,7 @@ def compare(
                      help="Only show strategies that use this selector at either level (baselines are always read)."),
     ] = None,
     allocator: AllocatorOption = None,
+    wide: WideOption = False,
 ) -> None:
     path = resolve_db(parent_option(ctx, "db", db))
     json_output = parent_option(ctx, "json_output", json_output)
@@ -469,7 +482,7 @@ def compare(
     from leaderboard.render import print_compare
 
     title = f"paired differences of {metric} vs baseline {baseline!r} ({result['baseline_kind']}): {path}"
-    print_compare(result, console, title=title)
+    print_compare(result, console, title=title, wide=parent_option(ctx, "wide", wide))
 
 
 # -- plot -----------------------------------------------------------------------------

@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _shortcut(kind: Kind):
-    def command(name: NameArgument = None, as_json: JsonOption = False, plugin: PluginOption = None) -> None:
-        list_command(kind, name, as_json, plugin)
+    def command(name: NameArgument = None, as_json: JsonOption = False, plugin: PluginOption = None,
+                wide: WideOption = False) -> None:
+        list_command(kind, name, as_json, plugin, wide)
 
     return command
 
@@ -38,6 +39,10 @@ def _shortcut(kind: Kind):
 #: The package of the built-in plugins, whose name the summary leaves out.
 BUILTIN_PREFIX = "plugins."
 
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Every description and column whole, however wide the terminal (by default "
+                                      "one line per component, its description cut at a word).")
+]
 NameArgument = Annotated[
     str | None, typer.Argument(help="One component: show each of its options with its type, default, range and help.")
 ]
@@ -48,6 +53,7 @@ def list_command(
     name: NameArgument = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
+    wide: WideOption = False,
 ) -> None:
     """List the components of KIND: what each does, its options and its plugin; NAME shows one in full.
 
@@ -86,49 +92,55 @@ def list_command(
         return
     console = stderr_console()
     if name is None:
-        _print_summary(console, kind.value, entries)
+        _print_summary(console, kind.value, entries, wide=wide)
     else:
-        _print_one(console, singular, entries[0])
+        _print_one(console, singular, entries[0], wide=wide)
 
 
-def _print_summary(console, title: str, entries: list[dict]) -> None:
-    """One row per component, its options by name; the help of each is one `harness list KIND NAME` away."""
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
+def _print_summary(console, title: str, entries: list[dict], *, wide: bool = False) -> None:
+    """One line per component, its options by name and its description cut at a word to fit the terminal; the
+    whole description and the help of each option are one `harness list KIND NAME` (or --wide) away."""
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("name", style="bold", no_wrap=True)
-    table.add_column("options", max_width=24, overflow="fold")
-    table.add_column("description (plugin, when not built in)")
+    from harness.table_fit import Column, print_fitted
+
+    options, descriptions = [], []
     for entry in entries:
         names = [o["name"] for o in entry["options"]]
-        options = ", ".join(names) if len(names) <= 4 else f"{len(names)} options"
-        plugin = "" if entry["plugin"].startswith(BUILTIN_PREFIX) else f" [dim]({escape(entry['plugin'])})[/]"
-        table.add_row(entry["name"], options or "–", escape(entry["description"]) + plugin)
-    console.print(table)
+        options.append((", ".join(names) if len(names) <= 4 else f"{len(names)} options") or "–")
+        description = Text(" ".join(entry["description"].split()))
+        if not entry["plugin"].startswith(BUILTIN_PREFIX):
+            description.append(f" ({entry['plugin']})", style="dim")
+        descriptions.append(description)
+    print_fitted(console, [
+        Column("name", [e["name"] for e in entries], kind="key", required=True, style="bold"),
+        Column("options", options, kind="text", priority=1, floor=10),
+        Column("description (plugin, when not built in)", descriptions, kind="text", required=True, floor=30),
+    ], wide=wide, title=title, title_style="")
     if entries:
-        console.print(f"each option's type, default, range and help: [bold]harness list {title} NAME[/] "
-                      f"(e.g. harness list {title} {entries[0]['name']})", style="dim")
+        console.print(f"whole descriptions, and each option's type, default, range and help: [bold]harness list "
+                      f"{title} NAME[/] (e.g. harness list {title} {entries[0]['name']})", style="dim")
 
 
-def _print_one(console, kind: str, entry: dict) -> None:
-    """One component: its description, then a row per option."""
+def _print_one(console, kind: str, entry: dict, *, wide: bool = False) -> None:
+    """One component: its description, then a row per option (names and defaults never cut; the help wraps)."""
     from rich.markup import escape
-    from rich.table import Table
+
+    from harness.table_fit import Column, print_fitted
 
     console.print(f"[bold]{entry['name']}[/] ({kind}, plugin {entry['plugin']} {entry['version']}): "
-                  f"{escape(entry['description'])}", soft_wrap=True)
+                  f"{escape(entry['description'])}")
     if entry["requires"]:
         console.print(f"reads: {', '.join(entry['requires'])}")
     if not entry["options"]:
         console.print("no options")
         return
-    table = Table(title_justify="left")
-    for header in ("option", "type", "default", "range"):
-        table.add_column(header, no_wrap=header != "range", overflow="fold")
-    table.add_column("what it sets")
-    for o in entry["options"]:
-        table.add_row(o["name"], o["type"], escape(repr(o["default"])), o["range"] or "–", escape(o["help"]))
-    console.print(table)
+    options = entry["options"]
+    print_fitted(console, [
+        Column("option", [o["name"] for o in options], kind="key", required=True),
+        Column("type", [o["type"] for o in options], kind="key", priority=3),
+        Column("default", [repr(o["default"]) for o in options], kind="wrap", priority=4),
+        Column("range", [o["range"] or "–" for o in options], kind="wrap", priority=2),
+        Column("what it sets", [o["help"] for o in options], kind="wrap", required=True, floor=24),
+    ], wide=wide)
     console.print(f"set one on a run with -o {kind}.OPTION=VALUE", style="dim")

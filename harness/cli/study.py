@@ -75,6 +75,11 @@ PublishOption = Annotated[
                                       "between <!-- study:NAME start/end --> markers; other sections are kept. "
                                       "The report then defaults to FILE's folder/studies/NAME.")
 ]
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Show every column of the verdict table, uncut, however wide the terminal "
+                                      "(by default it fits: the least needed columns are left out, and a note "
+                                      "names them).")
+]
 PlanArgument = Annotated[str, typer.Argument(metavar="PLAN", help="A study name (harness study list) or a .toml plan file.")]
 
 study_app = typer.Typer(help=STUDY_HELP, no_args_is_help=True, rich_markup_mode="rich")
@@ -139,6 +144,7 @@ def run_command(
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
+    wide: WideOption = False,
 ) -> None:
     import time
 
@@ -187,7 +193,7 @@ def run_command(
                                          title="study")
     command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
                        publish=publish)
-    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish)
+    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
     code = grid_outcome.exit_code
     if code:
         console.print("Run the same command again to resume interrupted runs and redo failed ones "
@@ -213,6 +219,7 @@ def report_command(
     db: DbOption = None,
     as_json: JsonOption = False,
     plugin: PluginOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Rebuild a study's report (and, with --publish, its section of a combined file) from the leaderboard,
     running nothing."""
@@ -223,7 +230,7 @@ def report_command(
         _, study = _load(plan, plugin, quick, seeds)
     command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin,
                        publish=publish)
-    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish)
+    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
     if as_json:
         typer.echo(json.dumps(outcome))
 
@@ -267,7 +274,8 @@ _STAT_KEYS = ("n", "mean", "std", "ci_low", "ci_high", "half_width", "mde80", "d
               "family", "family_size", "correction", "p_adjusted", "margin", "smallest_margin", "verdict")
 
 
-def _report(console, study, db_path: Path, out_dir: Path, command: str, publish: Path | None = None) -> dict[str, Any]:
+def _report(console, study, db_path: Path, out_dir: Path, command: str, publish: Path | None = None, *,
+            wide: bool = False) -> dict[str, Any]:
     from harness.experiments import study as st
     from harness.experiments.study_report import publish as publish_file, verdict_rows, write_report
 
@@ -276,7 +284,7 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
     paths = write_report(outcome, out_dir, command=command, db_path=db_path)
     rows = verdict_rows(outcome)
     time = st.study_time(outcome.finished_runs())
-    _print_verdicts(console, study, rows, outcome.counts)
+    _print_verdicts(console, study, rows, outcome.counts, wide=wide)
     for warning in study.plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(study.standing())
@@ -305,44 +313,47 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
 
 
 
-#: The console width from which the verdicts are one table; narrower, one block per claim.
-WIDE_VERDICTS = 160
+#: The verdict table's columns, each (header, row key, kind, priority; None: never left out), in table order. As the
+#: terminal narrows the lowest priority goes first; the claim and its verdict are names, never cut (harness.table_fit).
+VERDICT_COLUMNS = (
+    ("claim", "claim", "key", None),
+    ("metric", "metric", "key", 3),
+    ("contrast A − B", "contrast", "key", 4),
+    ("source", "source", "text", 1),
+    ("mean Δ ± sd", "measured", "num", None),
+    ("95% CI", "ci", "num", 8),
+    ("n", "n", "num", 6),
+    ("test", "test", "key", 2),
+    ("p", "p", "num", 4),
+    ("sign-flip p", "p_sign_flip", "num", 1),
+    ("family", "family", "key", 2),
+    ("adjusted p", "p_adjusted", "num", 7),
+    ("verdict", "verdict", "key", None),
+)
 
 
-def _print_verdicts(console, study, rows, counts) -> None:
-    from rich import box
-    from rich.markup import escape
-    from rich.table import Table
+def _print_verdicts(console, study, rows, counts, *, wide: bool = False) -> None:
+    """The verdict table, one row per claim, fitted to the terminal (``wide``: every column)."""
+    from rich.text import Text
 
-    table = Table(
+    from harness.experiments.study_report import verdict_color
+    from harness.table_fit import Column, print_fitted
+
+    def cell(row, key):
+        if key == "source":
+            return row["source"].split(" (", 1)[0]
+        if key == "verdict":
+            style = verdict_color(row["verdict"]).removeprefix("tab:").replace("gray", "dim").replace("purple", "magenta")
+            return Text(row["verdict"], style=style)
+        return row[key]
+
+    columns = [Column(header, [cell(row, key) for row in rows], kind=kind, priority=priority or 0,
+                      required=priority is None, justify="right" if kind == "num" else "left")
+               for header, key, kind, priority in VERDICT_COLUMNS]
+    print_fitted(
+        console, columns, wide=wide,
         title=f"study {study.plan.name} ({study.variant}) · {counts['finished']}/{counts['wanted']} runs finished",
         caption="Δ = A − B paired by (seed, world_seed); p: the claim's test (t, TOST or one-sided with the plan's "
                 "margin), adjusted over its family; † the sign-flip test disagrees; the rule is in the report",
-        title_justify="left", caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        title_style="",
     )
-    from harness.experiments.study_report import verdict_color
-
-    if console.width < WIDE_VERDICTS:  # thirteen columns would cut the claims' names until they look alike
-        console.print(table.title)
-        for row in rows:
-            style = verdict_color(row["verdict"]).removeprefix("tab:").replace("gray", "dim").replace("purple", "magenta")
-            console.print(f"[bold]{escape(row['claim'])}[/]: [{style}]{escape(row['verdict'])}[/]", soft_wrap=True)
-            console.print(f"  {escape(row['contrast'])} on {escape(row['metric'])} ({escape(row['source'].split(' (', 1)[0])})",
-                          soft_wrap=True)
-            console.print(f"  Δ {row['measured']}, 95% CI {row['ci']}, n {row['n']}; {escape(row['test'])} p {row['p']}, "
-                          f"sign-flip p {row['p_sign_flip']}; family {escape(row['family'])}, adjusted p "
-                          f"{row['p_adjusted']}", soft_wrap=True)
-        console.print(table.caption, style="dim")
-        return
-    for header, justify in (("claim", "left"), ("metric", "left"), ("contrast A − B", "left"), ("source", "left"),
-                            ("mean Δ ± sd", "right"), ("95% CI", "right"), ("n", "right"), ("test", "left"),
-                            ("p", "right"), ("sign-flip p", "right"), ("family", "left"), ("adjusted p", "right"),
-                            ("verdict", "left")):
-        table.add_column(header, justify=justify)
-    for row in rows:
-        style = verdict_color(row["verdict"]).removeprefix("tab:").replace("gray", "dim").replace("purple", "magenta")
-        source = row["source"].split(" (", 1)[0]
-        table.add_row(escape(row["claim"]), escape(row["metric"]), escape(row["contrast"]), escape(source),
-                      row["measured"], row["ci"], row["n"], escape(row["test"]), row["p"], row["p_sign_flip"],
-                      escape(row["family"]), row["p_adjusted"], f"[{style}]{escape(row['verdict'])}[/]")
-    console.print(table)
