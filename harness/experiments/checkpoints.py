@@ -36,7 +36,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from harness.errors import CheckpointError
 from harness.interfaces import IterationRecord
@@ -47,6 +48,7 @@ POINTER = "LATEST"
 OWNER = "OWNER.json"
 #: What a run keeps of its checkpoints (``--keep-checkpoints``): the latest only, or every iteration's.
 RETENTIONS = ("last", "all")
+T = TypeVar("T")
 
 
 def _sha256(path: Path) -> str:
@@ -67,7 +69,7 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
     if keep not in RETENTIONS:
         raise ValueError(f"keep must be one of {RETENTIONS}; got {keep!r}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    name = f"checkpoint-{state.iteration}"
+    name = checkpoint_dir(run_dir, state.iteration).name
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=run_dir))
     try:
         world.save_policy(state.policy, staging / "policy.safetensors")
@@ -123,13 +125,7 @@ def verified_policy(directory: Path) -> tuple[Path, dict[str, Any]]:
     """The policy file of the checkpoint ``directory`` and its state document, once the file's sha256 is the one
     the state recorded; CheckpointError naming the file otherwise (missing, truncated or altered)."""
     state_file, policy_file = directory / "state.json", directory / "policy.safetensors"
-    try:
-        document = json.loads(state_file.read_text())
-        if document.get("format") not in READABLE_FORMATS:
-            raise ValueError(f"format {document.get('format')!r}, expected one of {READABLE_FORMATS}")
-        expected = str(document["policy_sha256"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint state {state_file} is unusable: {type(exc).__name__}: {exc}") from None
+    document, expected = _read_state(state_file, lambda document: str(document["policy_sha256"]))
     if not policy_file.exists():
         raise CheckpointError(f"policy checkpoint {policy_file} is missing")
     actual = _sha256(policy_file)
@@ -166,18 +162,15 @@ def load(run_dir: Path, world: Any):
     if directory is None:
         raise CheckpointError(f"no checkpoint under {run_dir}: the run stopped before its first one")
     state_file, policy_file = directory / "state.json", directory / "policy.safetensors"
-    try:
-        document = json.loads(state_file.read_text())
-        if document.get("format") not in READABLE_FORMATS:
-            raise ValueError(f"format {document.get('format')!r}, expected one of {READABLE_FORMATS}")
-        expected_sha = document["policy_sha256"]
-        iteration = int(document["iteration"])
-        rows = list(document["rows"])
-        charged = {int(k): int(v) for k, v in document["charged"].items()}
-        proxy_calls = {int(k): int(v) for k, v in document.get("proxy_calls", {}).items()}
-        history = [IterationRecord(h["iteration"], h["labels"], h["metrics"]) for h in document["history"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint state {state_file} is unusable: {type(exc).__name__}: {exc}") from None
+    document, parsed = _read_state(state_file, lambda document: (
+        document["policy_sha256"],
+        int(document["iteration"]),
+        list(document["rows"]),
+        {int(k): int(v) for k, v in document["charged"].items()},
+        {int(k): int(v) for k, v in document.get("proxy_calls", {}).items()},
+        [IterationRecord(h["iteration"], h["labels"], h["metrics"]) for h in document["history"]],
+    ))
+    expected_sha, iteration, rows, charged, proxy_calls, history = parsed
     reference_file = directory / "reference.safetensors"
     checks = [(policy_file, expected_sha)]
     if document.get("reference_sha256"):
@@ -207,18 +200,25 @@ def saved_state(run_dir: Path) -> dict[str, Any]:
     directory = latest(run_dir)
     if directory is None:
         raise CheckpointError(f"no checkpoint under {run_dir}: the run stopped before its first one")
-    state_file = directory / "state.json"
+    def typed(document: dict[str, Any]) -> dict[str, Any]:
+        labels = document.get("labels")
+        return {**document, "iteration": int(document["iteration"]),
+                "charged": {int(k): int(v) for k, v in document["charged"].items()},
+                "labels": None if labels is None else {int(k): list(v) for k, v in labels.items()}}
+
+    return _read_state(directory / "state.json", typed)[1]
+
+
+def _read_state(state_file: Path, parse: Callable[[dict[str, Any]], T]) -> tuple[dict[str, Any], T]:
+    """A checkpoint's state document (a readable format) and ``parse`` of it; CheckpointError naming the file
+    when it cannot be read, is of an unknown format, or lacks what ``parse`` reads."""
     try:
         document = json.loads(state_file.read_text())
         if document.get("format") not in READABLE_FORMATS:
             raise ValueError(f"format {document.get('format')!r}, expected one of {READABLE_FORMATS}")
-        document["iteration"] = int(document["iteration"])
-        document["charged"] = {int(k): int(v) for k, v in document["charged"].items()}
-        labels = document.get("labels")
-        document["labels"] = None if labels is None else {int(k): list(v) for k, v in labels.items()}
+        return document, parse(document)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint state {state_file} is unusable: {type(exc).__name__}: {exc}") from None
-    return document
 
 
 def write_owner(run_dir: Path, run_id: str, token: str) -> None:
