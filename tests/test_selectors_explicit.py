@@ -24,6 +24,7 @@ from plugins.selectors.explicit import (
     AlignmentPotentialDPO,
     BestWorst,
     ExplicitLargest,
+    ImplicitSmallest,
 )
 from plugins.selectors.margin import LargestMargin, SmallestMargin
 from plugins.selectors.random import RandomSelector
@@ -73,6 +74,15 @@ class TestExplicitLargestContract(SelectorContract):
 
 class TestExplicitLargestGoldContract(SelectorContract):
     selector_class = ExplicitLargest
+    settings = {"explicit_source": "gold"}
+
+
+class TestImplicitSmallestContract(SelectorContract):
+    selector_class = ImplicitSmallest
+
+
+class TestImplicitSmallestGoldContract(SelectorContract):
+    selector_class = ImplicitSmallest
     settings = {"explicit_source": "gold"}
 
 
@@ -138,14 +148,15 @@ def test_registered_from_their_modules_and_listed_as_builtins():
         infos[module.__name__] = PluginInfo(module.__name__, "test", "builtin")
     registry = build_registry(pm, infos)
     assert registry.registered_by("plugins.selectors.explicit") == {
-        "selector": ["bestworst", "explicit_largest", "map", "map_dpo"]
+        "selector": ["bestworst", "explicit_largest", "implicit_smallest", "map", "map_dpo"]
     }
     assert registry.registered_by("plugins.selectors.uncertainty") == {
         "selector": ["certainty", "entropy", "uncertainty"]
     }
     assert "policy_logprob_mean" in registry.names("scorer")
     assert {"plugins.selectors.explicit", "plugins.selectors.uncertainty"} <= set(DEFAULT_PLUGINS)
-    for name in ("map", "map_dpo", "bestworst", "explicit_largest", "certainty", "uncertainty", "entropy"):
+    for name in ("map", "map_dpo", "bestworst", "explicit_largest", "implicit_smallest", "certainty", "uncertainty",
+                 "entropy"):
         description = registry.get("selector", name).cls.description
         assert description and "\n" not in description
 
@@ -161,6 +172,8 @@ def test_requires_and_explicit_source_follow_the_options():
     assert ExplicitLargest().requires == (E,) and ExplicitLargest().explicit_source == "proxy"
     assert ExplicitLargest({"explicit_source": "gold"}).explicit_source == "gold"
     assert BestWorst().requires == (E,) and BestWorst().explicit_source == "gold"
+    assert ImplicitSmallest().requires == (E, LPM) and ImplicitSmallest().explicit_source == "proxy"
+    assert ImplicitSmallest({"explicit_source": "gold"}).explicit_source == "gold"
     assert PredictiveEntropy().requires == (LPM,) and PredictiveEntropy().explicit_source is None
     assert Certainty().requires == (RAW,) and Uncertainty({"normalize": True}).requires == (NORM,)
 
@@ -187,7 +200,7 @@ def test_option_validation():
 
 def test_map_instance_level_is_the_max_min_explicit_pair():
     batch = batch_of(EXAMPLE)
-    for selector in (AlignmentPotential(), ExplicitLargest(), BestWorst()):
+    for selector in (AlignmentPotential(), ExplicitLargest(), BestWorst(), ImplicitSmallest()):
         assert triples(selector.select_instances(batch, RNG)) == EXAMPLE_PAIRS, selector.name
 
 
@@ -430,6 +443,33 @@ def test_explicit_largest_keeps_the_largest_explicit_margins():
     assert ExplicitLargest().select_corpus(batch, pairs, 3, RNG).prompt.tolist() == [0, 1, 3]
     given = Pairs([0, 1, 2, 3], [0, 0, 0, 0], [2, 2, 2, 2])  # margins [2, 1, 0, 1]
     assert ExplicitLargest().select_corpus(batch, given, 2, RNG).prompt.tolist() == [0, 1]
+
+
+def test_implicit_smallest_keeps_the_smallest_implicit_margins():
+    batch = batch_of(EXAMPLE)
+    pairs = ImplicitSmallest().select_instances(batch, RNG)
+    # implicit margins of the max-min pairs [1, 3, 1, 3]: p0 and p2 tie (earliest first), then p1, p3.
+    assert ImplicitSmallest().select_corpus(batch, pairs, 1, RNG).prompt.tolist() == [0]
+    assert ImplicitSmallest().select_corpus(batch, pairs, 2, RNG).prompt.tolist() == [0, 2]
+    assert ImplicitSmallest().select_corpus(batch, pairs, 3, RNG).prompt.tolist() == [0, 1, 2]
+    # Pairs offered by another selector get their own margins: (0, 2) in every prompt gives |L0 - L2|
+    # = [7, 1, 8, 1], so p1 and p3 first.
+    given = Pairs([0, 1, 2, 3], [0, 0, 0, 0], [2, 2, 2, 2])
+    assert ImplicitSmallest().select_corpus(batch, given, 2, RNG).prompt.tolist() == [1, 3]
+
+
+def test_implicit_smallest_is_the_second_term_of_map_alone():
+    # On random pools M- keeps the pairs M_AP would keep if its explicit term were constant: the pairs
+    # with the lowest z(implicit margin), i.e. the smallest implicit margins.
+    for seed in range(5):
+        pool = make_pool(seed, requires=(E, LPM), duplication="none")
+        pairs = ImplicitSmallest().select_instances(pool.batch, RNG)
+        assert triples(pairs) == triples(AlignmentPotential().select_instances(pool.batch, RNG))
+        margins = np.abs(pool.batch.score(LPM)[pairs.prompt, pairs.a] - pool.batch.score(LPM)[pairs.prompt, pairs.b])
+        for n_keep in (1, 7, 20):
+            kept = ImplicitSmallest().select_corpus(pool.batch, pairs, n_keep, RNG)
+            expected = np.sort(np.argsort(margins, kind="stable")[:n_keep])
+            assert triples(kept) == triples(pairs.take(expected))
 
 
 # ------------------------------------------------------------------ Muldrew et al. 2024

@@ -43,8 +43,14 @@ Selectors:
 * ``explicit_largest``: the max-min pair per prompt and, across the pool, the
   pairs with the largest explicit margin ``|E(a) - E(b)|``. ``map -o w=0``
   ranks pairs in the same order.
+* ``implicit_smallest``: Huang et al.'s implicit-margin metric M-: the same
+  max-min pair per prompt and, across the pool, the pairs with the *smallest*
+  implicit margin ``|mean-token log pi(a) - mean-token log pi(b)|`` (the
+  column M_AP reads). It is M_AP's second term alone, as ``explicit_largest``
+  (M+) is its first, so the three rank the same pools and differ only in the
+  corpus-level rule. Its explicit scores only choose the pair.
 
-Decisions and edge cases, shared by all four:
+Decisions and edge cases, shared by all five:
 
 * *Distinct responses only.* The max and min are taken over the responses
   ``batch.distinct`` marks, so two identical responses are never paired.
@@ -159,6 +165,24 @@ class ExplicitLargest(_ExplicitSelector):
         return pairs.take(keep_by_margin(margins, n_keep, largest=True))
 
 
+class ImplicitSmallest(_ExplicitSelector):
+    """Huang's M-: the max-min explicit pair per prompt; keep the smallest |mean-token log pi margin|."""
+
+    name = "implicit_smallest"
+    description = (
+        "Huang et al. 2025's M-: per prompt the max-min explicit pair (as map); corpus: keep the smallest "
+        "implicit margins |mean-token log pi(a) - log pi(b)| (-o explicit_source=proxy|gold)"
+    )
+    options = (_EXPLICIT_SOURCE,)
+    requires = (EXPLICIT_REWARD, POLICY_LOGPROB_MEAN)
+
+    def select_corpus(
+        self, batch: SelectionBatch, pairs: Pairs, n_keep: int, rng: np.random.Generator
+    ) -> Pairs:
+        margins = pair_margins(batch.score(POLICY_LOGPROB_MEAN), pairs)
+        return pairs.take(keep_by_margin(margins, n_keep, largest=False))
+
+
 class AlignmentPotential(_ExplicitSelector):
     """M_AP: the max-min explicit pair; keep the highest z(explicit margin) - w z(implicit margin)."""
 
@@ -236,3 +260,4 @@ def register_selectors(register):
     register(AlignmentPotentialDPO)
     register(BestWorst)
     register(ExplicitLargest)
+    register(ImplicitSmallest)
