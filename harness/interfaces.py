@@ -22,7 +22,7 @@ values, validated by the host before the component sees them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -38,6 +38,23 @@ if TYPE_CHECKING:  # torch is imported only where a model runs
 
 API_VERSION = 1
 """Bumped whenever a signature or a data class in this module changes incompatibly."""
+
+SCORER_CONTRACT = 2
+"""The version of the scorer contract; it grows compatibly, so :data:`API_VERSION` stays.
+
+1. ``Scorer.score(logp_policy=, logp_ref=, lengths=)``: one column from the
+   summed log-probs of pi_{i-1} and of the reference.
+2. Stochastic scoring: a scorer with ``stochastic = True`` is also passed
+   ``logp_samples``, ``(K, M, N)`` float64 summed log-probs of pi_{i-1} from K
+   stochastic forward passes (MC dropout, or the world's declared surrogate),
+   which the loop asks of :meth:`World.stochastic_logprobs` only when such a
+   scorer is in the run. A selector sets K through ``stochastic_passes``.
+   Scorers and selectors written to contract 1 declare neither, are called
+   exactly as before, and no stochastic pass is run for them.
+"""
+
+DEFAULT_STOCHASTIC_PASSES = 5
+"""K when a stochastic scorer is in the run and neither selector names one (Mehta et al. 2023's K)."""
 
 
 class Component:
@@ -369,6 +386,21 @@ class World(Protocol):
         table and ``harness export preferences`` store.
         """
 
+    def stochastic_logprobs(
+        self, policy: Policy, prompts: np.ndarray, responses: Responses, passes: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``(passes, M, N)`` float64 summed response log-probs under ``policy`` from stochastic passes (no grad).
+
+        Optional (scorer contract 2): what a stochastic scorer reads. Each
+        pass is one forward of ``policy`` with fresh noise drawn from ``rng``
+        (MC dropout where the model has dropout; a world whose model has none
+        documents the surrogate it uses). Deterministic for equal Generator
+        seeds; leaves ``policy``, its mode and every global RNG as they were,
+        so :meth:`logprobs` gives the same numbers before and after. Called
+        only when a run's scorer asks for it; a world without it cannot run
+        such a scorer (UsageError naming the selector).
+        """
+
     def evaluation_pairs(self, policy: Policy, rng: np.random.Generator) -> tuple[np.ndarray, Responses]:
         """Evaluation prompts and ``(E, 2)`` responses: the policy's greedy output, then the reference output.
 
@@ -385,14 +417,25 @@ class World(Protocol):
 
 
 class Scorer(Component):
-    """Computes one ``(M, N)`` score column; ``name`` is the column's name."""
+    """Computes one ``(M, N)`` score column; ``name`` is the column's name.
+
+    A *stochastic* scorer (``stochastic = True``, scorer contract 2, see
+    :data:`SCORER_CONTRACT`) also reads K stochastic passes of the policy:
+    ``score`` is then called with the keyword ``logp_samples``, ``(K, M, N)``
+    float64, as well. Scorers that leave ``stochastic`` False are called with
+    the three keywords of contract 1 only.
+    """
 
     kind = "scorer"
+    stochastic: ClassVar[bool] = False
 
     def score(
         self, *, logp_policy: np.ndarray, logp_ref: np.ndarray, lengths: np.ndarray
     ) -> np.ndarray:
-        """The column for every response, from the policy's and the reference's summed log-probs."""
+        """The column for every response, from the policy's and the reference's summed log-probs.
+
+        A stochastic scorer's ``score`` takes ``logp_samples`` (keyword) too.
+        """
         raise NotImplementedError
 
 
@@ -424,12 +467,20 @@ class Selector(Component):
       labelled by those scores (chosen = higher), at no further cost.
 
     The allocator's pool size follows from these costs (``harness.budget``).
+
+    ``stochastic_passes`` (scorer contract 2) is the number K of stochastic
+    log-prob passes the selector wants behind the stochastic columns it
+    requires (0: no preference; the run then uses the largest K either
+    selector names, or :data:`DEFAULT_STOCHASTIC_PASSES`). A selector with
+    an option for it exposes it as a property. Stochastic passes are model
+    compute, timed with the log-probs: they never cost a label.
     """
 
     kind = "selector"
     requires: tuple[str, ...] = ()
     needs_tokens: bool = False
     explicit_source: str | None = None
+    stochastic_passes: int = 0
 
     def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
         raise NotImplementedError
@@ -596,6 +647,23 @@ def pair_texts(world: World, prompts: np.ndarray, responses: Responses, pairs: P
     )
 
 
+def stochastic_passes(selectors: Sequence[Selector], scorers: Iterable[Scorer]) -> int:
+    """K, the stochastic passes a run with these selectors and scorers needs; 0 when no scorer is stochastic.
+
+    The largest ``stochastic_passes`` either selector names, else
+    :data:`DEFAULT_STOCHASTIC_PASSES`. A ``stochastic_passes`` attribute is
+    read with ``getattr``, so a selector class written before contract 2
+    counts as naming none.
+    """
+    if not any(getattr(scorer, "stochastic", False) for scorer in scorers):
+        return 0
+    named = [int(getattr(selector, "stochastic_passes", 0) or 0) for selector in selectors]
+    passes = max(named, default=0) or DEFAULT_STOCHASTIC_PASSES
+    if passes < 2:
+        raise UsageError(f"stochastic scoring needs at least 2 passes to estimate a spread; got {passes}")
+    return passes
+
+
 def check_component_class(kind: str, cls: Any) -> None:
     """Validate a class handed to a `register_*` hook; raise TypeError saying what is wrong."""
     base = COMPONENT_KINDS[kind]
@@ -614,6 +682,8 @@ def check_component_class(kind: str, cls: Any) -> None:
 __all__ = [
     "API_VERSION",
     "Allocator",
+    "DEFAULT_STOCHASTIC_PASSES",
+    "SCORER_CONTRACT",
     "Component",
     "EXPLICIT_REWARD",
     "IterationRecord",
@@ -634,4 +704,5 @@ __all__ = [
     "UsageError",
     "World",
     "pair_texts",
+    "stochastic_passes",
 ]

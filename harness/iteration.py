@@ -7,7 +7,8 @@ iteration (:func:`begin` first):
   handed out for labelling);
 - :func:`sample`: N responses per prompt from pi_{i-1};
 - :func:`score`: log-probs under pi_{i-1} and the reference, when a selector's
-  score column needs them;
+  score column needs them, and K stochastic passes of pi_{i-1} when a
+  stochastic scorer (scorer contract 2) is among them;
 - :func:`select`: explicit scores when a selector reads them, one pair per
   prompt (instance level), then the kept share (corpus level);
 - :func:`label`: the annotator labels the kept pairs, charged to the ledger;
@@ -48,6 +49,7 @@ from harness.interfaces import (
     Reporter,
     Responses,
     SelectionBatch,
+    stochastic_passes,
     winners_and_losers,
 )
 from harness.labelling import LabelDesk, PendingSelection
@@ -129,6 +131,7 @@ class Iteration:
     responses: Responses | None = None  # sample
     logp_policy: np.ndarray | None = None  # score (or train, for the kept pairs only)
     logp_ref: np.ndarray | None = None  # score (or train)
+    logp_samples: np.ndarray | None = None  # score: (K, M, N) stochastic passes of pi_{i-1}, when a scorer reads them
     selection: PendingSelection | None = None  # select
     explicit: np.ndarray | None = None  # select: the judge's explicit rewards, when a selector reads them
     pool_diagnostics: dict[str, Any] = field(default_factory=dict)  # select
@@ -179,15 +182,42 @@ def sample(run: RunContext, it: Iteration) -> None:
 
 
 def score(run: RunContext, it: Iteration) -> None:
-    """Log-probs of every response under pi_{i-1} and the reference, when a selector's score column needs them."""
+    """Log-probs of every response under pi_{i-1} and the reference, when a selector's score column needs them.
+
+    When a stochastic scorer is in the run, also K stochastic passes of
+    pi_{i-1} (:meth:`World.stochastic_logprobs`), from the iteration's own
+    ``stochastic`` stream: no other stream moves, so a run without a
+    stochastic scorer draws exactly what it drew before contract 2.
+    """
     if it.pending is not None or not run.components.scorers:
         return
+    passes = check_stochastic_scoring(run.components, run.world)
     count = it.responses.tokens.shape[0] * run.config.n_responses
     with run.reporter.stage(f"{it.title}: score {count} responses"), run.timer("logprobs"):
         it.logp_policy = _logprobs(run.ranks, run.world, run.policy, it.prompts, it.responses)
         it.logp_ref = _logprobs(run.ranks, run.world, run.reference, it.prompts, it.responses)
     require_finite(it.logp_policy, "logprobs", it.number, "log-probs of the policy")
     require_finite(it.logp_ref, "logprobs", it.number, "log-probs of the reference")
+    if passes:
+        with run.reporter.stage(f"{it.title}: {passes} stochastic passes over {count} responses"), \
+                run.timer("logprobs"):
+            it.logp_samples = _stochastic_logprobs(run.ranks, run.world, run.policy, it.prompts, it.responses,
+                                                   passes, run.config.seed, it.number)
+        require_finite(it.logp_samples, "logprobs", it.number, "stochastic log-probs of the policy")
+
+
+def check_stochastic_scoring(components: Components, world) -> int:
+    """K, the stochastic passes this run's scorers need (0: none); UsageError when the world cannot give them."""
+    selectors = (components.instance_selector, components.corpus_selector)
+    passes = stochastic_passes(selectors, components.scorers.values())
+    if passes and not hasattr(world, "stochastic_logprobs"):
+        columns = sorted(column for column, scorer in components.scorers.items() if getattr(scorer, "stochastic", False))
+        raise UsageError(
+            f"selectors {components.instance_selector.name!r}/{components.corpus_selector.name!r} read the "
+            f"stochastic score columns {columns}, but testbed {components.testbed.name!r}'s worlds give no "
+            "stochastic log-probs (World.stochastic_logprobs, scorer contract 2); pick another selector or testbed"
+        )
+    return passes
 
 
 def select(run: RunContext, it: Iteration) -> None:
@@ -198,7 +228,7 @@ def select(run: RunContext, it: Iteration) -> None:
                 run.ledger.count_proxy(it.number, it.pending.proxy_calls)  # made before the run stopped for labels
             return it.pending, None
         return _select(run.components, run.config, run.world, (it.prompts, it.responses), it.logp_policy,
-                       it.logp_ref, run.ledger, it.number, it.pool.pairs, run.timer, run.desk)
+                       it.logp_ref, run.ledger, it.number, it.pool.pairs, run.timer, run.desk, it.logp_samples)
 
     it.selection, it.explicit = run.ranks.main_only(main)
     selection = it.selection
@@ -348,6 +378,33 @@ def _logprobs(ranks: Ranks, world, policy, prompts, responses: Responses) -> np.
     return ranks.split(len(prompts), rows)
 
 
+def _stochastic_logprobs(ranks: Ranks, world, policy, prompts, responses: Responses, passes: int, seed: int,
+                         iteration: int) -> np.ndarray:
+    """``world.stochastic_logprobs``, ``(K, M, N)``, the prompts split across the run's processes.
+
+    Each process's share draws its noise from the ``stochastic`` stream of the
+    iteration, keyed also by the share's first row, so two processes never
+    reuse one draw.
+    """
+    m, n = responses.lengths.shape
+
+    def rows(part: slice) -> np.ndarray:
+        rng = streams.stream(seed, iteration, f"stochastic/{part.start}")
+        values = world.stochastic_logprobs(policy, prompts[part], Responses(tokens=responses.tokens[part],
+                                                                           lengths=responses.lengths[part]),
+                                           int(passes), rng)
+        values = np.asarray(values, dtype=np.float64)
+        rows_here = part.stop - part.start
+        if values.shape != (int(passes), rows_here, n):
+            raise PluginError(f"World.stochastic_logprobs returned shape {values.shape} for {passes} passes over "
+                              f"{rows_here} prompts x {n} responses; expected {(int(passes), rows_here, n)}")
+        return np.moveaxis(values, 1, 0)  # prompts first, so the processes' shares concatenate by rows
+
+    if m == 0:
+        return np.empty((int(passes), 0, n), dtype=np.float64)
+    return np.moveaxis(ranks.split(m, rows), 0, 1)
+
+
 def _logprobs_of_pairs(ranks: Ranks, world, policies, prompts, responses: Responses, pairs: Pairs) -> list[np.ndarray]:
     """``(M, N)`` log-probs under each policy, computed for the paired responses only (NaN elsewhere)."""
     tokens = np.stack([responses.tokens[pairs.prompt, pairs.a], responses.tokens[pairs.prompt, pairs.b]], axis=1)
@@ -417,14 +474,15 @@ def _check_training(config: RunConfig, trainer, iteration: int, before, trained,
 
 
 def _select(components: Components, config: RunConfig, world, drawn, logp_policy, logp_ref, ledger: Ledger,
-            iteration: int, n_pairs: int, timer: StageTimer, desk) -> tuple[PendingSelection, np.ndarray | None]:
+            iteration: int, n_pairs: int, timer: StageTimer, desk,
+            logp_samples: np.ndarray | None = None) -> tuple[PendingSelection, np.ndarray | None]:
     """Explicit scores (when a selector reads them), then both selection levels, as a :class:`PendingSelection`."""
     prompts, responses = drawn
     seed = config.seed
     explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk)
     with timer("select"):
         distinct = responses.distinct_mask()
-        scores = _score_columns(components, logp_policy, logp_ref, responses.lengths)
+        scores = _score_columns(components, logp_policy, logp_ref, responses.lengths, logp_samples)
         for column, values in scores.items():
             require_finite(values, "score", iteration, f"score column {column!r}")
         if explicit is not None:
@@ -443,12 +501,22 @@ def _select(components: Components, config: RunConfig, world, drawn, logp_policy
     return selection, explicit
 
 
-def _score_columns(components: Components, logp_policy, logp_ref, lengths) -> dict[str, np.ndarray]:
-    """Every scorer column a selector declared, as ``(M, N)`` float64 (explicit scores come from judges)."""
-    return {
-        column: np.asarray(scorer.score(logp_policy=logp_policy, logp_ref=logp_ref, lengths=lengths), dtype=np.float64)
-        for column, scorer in components.scorers.items()
-    }
+def _score_columns(components: Components, logp_policy, logp_ref, lengths,
+                   logp_samples: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every scorer column a selector declared, as ``(M, N)`` float64 (explicit scores come from judges).
+
+    A stochastic scorer (contract 2) gets ``logp_samples`` too; every other
+    scorer is called with the three keywords of contract 1, exactly as before.
+    """
+    columns = {}
+    for column, scorer in components.scorers.items():
+        inputs = {"logp_policy": logp_policy, "logp_ref": logp_ref, "lengths": lengths}
+        if getattr(scorer, "stochastic", False):
+            if logp_samples is None:
+                raise PluginError(f"scorer {column!r} is stochastic but no stochastic passes were computed")
+            inputs["logp_samples"] = logp_samples
+        columns[column] = np.asarray(scorer.score(**inputs), dtype=np.float64)
+    return columns
 
 
 def _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk) -> np.ndarray | None:

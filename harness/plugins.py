@@ -37,12 +37,14 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.scorers.implicit",
+    "plugins.scorers.stochastic",
     "plugins.selectors.random",
     "plugins.selectors.margin",
     "plugins.selectors.explicit",
     "plugins.selectors.uncertainty",
     "plugins.selectors.sharp",
     "plugins.selectors.signed_gap",
+    "plugins.selectors.active_exploration",
     "plugins.allocators.schedules",
     "plugins.trainers.native",
     "plugins.trainers.trl",

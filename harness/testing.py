@@ -34,7 +34,12 @@ checks that:
 * both levels are deterministic for equal Generator seeds, never touch the
   global ``numpy.random`` or ``random`` state, and do not depend on it;
 * N = 2, a single prompt, an empty pool, all-equal scores (ties) and heavy
-  duplication work, and the batch's arrays are not modified.
+  duplication work, and the batch's arrays are not modified;
+* (scorer contract 2) ``stochastic_passes`` is an int, 0 or at least 2. For
+  a selector that names K > 0, the columns it requires that registered
+  stochastic scorers compute are filled by those scorers from K synthetic
+  passes (so a standard deviation is never negative), every other column as
+  above.
 
 **AllocatorContract** checks that a plan has one non-negative int per
 iteration, that labels already spent plus the plan for the remaining
@@ -111,6 +116,7 @@ __all__ = [
     "check_settings",
     "make_pool",
     "scorer_inputs",
+    "stochastic_samples",
     "toy_preference_data",
     "world_preference_data",
 ]
@@ -147,6 +153,7 @@ def make_pool(
     scores: str = "normal",
     duplication: str = "mixed",
     max_length: int = 6,
+    passes: int = 0,
 ) -> SyntheticPool:
     """A synthetic pool of ``n_prompts`` x ``n_responses`` responses, a pure function of ``seed``.
 
@@ -156,6 +163,11 @@ def make_pool(
     :param duplication: ``"mixed"`` (prompts 0, 1, 2 have 1, 2, N distinct
         responses, the rest a random number), ``"heavy"`` (1 to 3 distinct
         responses per prompt) or ``"none"`` (all responses distinct).
+    :param passes: K > 0 (scorer contract 2): the columns in ``requires`` that
+        a registered stochastic scorer computes come from that scorer, given
+        K synthetic stochastic passes (identical responses get identical
+        passes) and synthetic log-probs (:func:`scorer_inputs`' scales); with
+        ``scores="equal"`` every pass is equal, so every spread is 0.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1EC7]))
     m, n = int(n_prompts), int(n_responses)
@@ -185,7 +197,14 @@ def make_pool(
     tokens[np.arange(max_length)[None, None, :] >= lengths[:, :, None]] = 0
     distinct = Responses(tokens=tokens, lengths=lengths).distinct_mask()
     columns: dict[str, np.ndarray] = {}
+    stochastic = _stochastic_scorers(requires) if passes else {}
+    if stochastic:
+        inputs = _stochastic_inputs(rng, ids, lengths, int(passes), equal=scores == "equal")
+        for column, scorer in stochastic.items():
+            columns[column] = np.ascontiguousarray(scorer.score(**inputs), dtype=np.float64)
     for column in requires:
+        if column in columns:
+            continue
         if scores == "normal":
             values = rng.standard_normal((m, n))[rows, ids]
         elif scores == "equal":
@@ -201,6 +220,36 @@ def make_pool(
         tokens=tokens if needs_tokens else None,
     )
     return SyntheticPool(batch=batch, tokens=tokens, response_id=ids)
+
+
+def _stochastic_scorers(columns: Sequence[str]) -> dict[str, Scorer]:
+    """The registered stochastic scorers (scorer contract 2) of ``columns``, by column."""
+    from harness.plugins import load_registry
+
+    registry = load_registry()
+    names = set(registry.names("scorer"))
+    found = {}
+    for column in columns:
+        if column in names:
+            scorer = registry.create("scorer", column)
+            if getattr(scorer, "stochastic", False):
+                found[column] = scorer
+    return found
+
+
+def _stochastic_inputs(rng: np.random.Generator, ids: np.ndarray, lengths: np.ndarray, passes: int,
+                       equal: bool = False) -> dict[str, np.ndarray]:
+    """Scorer inputs with ``logp_samples`` for a pool whose response ``[m, n]`` is ``ids[m, n]`` of its prompt."""
+    m, n = ids.shape
+    if equal:
+        return {"logp_policy": np.zeros((m, n)), "logp_ref": np.zeros((m, n)), "lengths": lengths,
+                "logp_samples": np.zeros((passes, m, n))}
+    rows = np.arange(m)[:, None]
+    logp_ref = -lengths * rng.uniform(0.2, 3.0, size=(m, n))[rows, ids]
+    logp_policy = np.minimum(logp_ref + rng.standard_normal((m, n))[rows, ids], -1e-3)
+    spread = rng.uniform(0.0, 2.0, size=(m, n))[rows, ids]
+    samples = logp_policy[None] + spread[None] * rng.standard_normal((passes, m, n))[:, rows, ids]
+    return {"logp_policy": logp_policy, "logp_ref": logp_ref, "lengths": lengths, "logp_samples": samples}
 
 
 # ------------------------------------------------------------------ assertions
@@ -303,6 +352,7 @@ class SelectorContract:
         selector = kwargs.pop("selector", None) or self.make_selector()
         kwargs.setdefault("n_prompts", self.n_prompts)
         kwargs.setdefault("n_responses", self.n_responses)
+        kwargs.setdefault("passes", int(getattr(selector, "stochastic_passes", 0) or 0))
         return make_pool(
             seed,
             requires=tuple(selector.requires),
@@ -337,6 +387,13 @@ class SelectorContract:
         check_component_class("selector", self.selector_class)
         selector = self.make_selector()
         assert all(isinstance(c, str) and c for c in selector.requires), "requires must name columns"
+
+    def test_stochastic_passes_is_declared_sensibly(self):
+        passes = getattr(self.make_selector(), "stochastic_passes", 0)
+        assert isinstance(passes, numbers.Integral) and not isinstance(passes, bool), (
+            f"stochastic_passes must be an int, got {passes!r}"
+        )
+        assert passes == 0 or passes >= 2, f"stochastic_passes must be 0 (none) or at least 2, got {passes}"
 
     def test_instance_pairs_are_valid(self):
         for seed in self.seeds:
@@ -779,6 +836,25 @@ def scorer_inputs(seed: int, n_prompts: int = 16, n_responses: int = 8) -> dict[
     return {"logp_policy": logp_policy, "logp_ref": logp_ref, "lengths": lengths}
 
 
+def stochastic_samples(seed: int, logp_policy: np.ndarray, passes: int = 5) -> np.ndarray:
+    """``(passes, M, N)`` synthetic stochastic passes about ``logp_policy`` (scorer contract 2), from ``seed``.
+
+    Each response gets its own spread in [0, 2) nats and standard-normal
+    noise per pass; every pass stays below 0.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED5]))
+    logp_policy = np.asarray(logp_policy, dtype=np.float64)
+    spread = rng.uniform(0.0, 2.0, size=logp_policy.shape)
+    noise = rng.standard_normal((int(passes), *logp_policy.shape))
+    return np.minimum(logp_policy[None] + spread[None] * noise, -1e-3)
+
+
+def _map_inputs(inputs: Mapping[str, np.ndarray], index: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+    """``index`` applied to every ``(M, N)`` input, and to every pass of ``logp_samples``."""
+    return {name: np.stack([index(v) for v in value]) if name == "logp_samples" else index(value)
+            for name, value in inputs.items()}
+
+
 class ScorerContract(_ComponentContract):
     """Mixin of contract tests for a :class:`~harness.interfaces.Scorer`.
 
@@ -796,19 +872,31 @@ class ScorerContract(_ComponentContract):
     * the order of prompts and of the responses of a prompt carries no
       meaning: permuting either permutes the column the same way, and
       identical inputs give identical scores (selectors rely on identical
-      responses tying).
+      responses tying);
+    * a stochastic scorer (``stochastic = True``, scorer contract 2) is
+      given ``logp_samples`` too, ``passes`` synthetic passes ``(K, M, N)``
+      about ``logp_policy`` (permuted and copied with the other inputs), and
+      its column changes when the passes do.
     """
 
     kind = "scorer"
     scorer_class: ClassVar[type[Scorer]]
     seeds: ClassVar[tuple[int, ...]] = (0, 1, 2)
     shapes: ClassVar[tuple[tuple[int, int], ...]] = ((16, 8), (1, 2), (0, 8), (5, 2))
+    passes: ClassVar[int] = 5
 
     def make_scorer(self) -> Scorer:
         return self.make_component()
 
+    @property
+    def stochastic(self) -> bool:
+        return bool(getattr(self.scorer_class, "stochastic", False))
+
     def make_inputs(self, seed: int, n_prompts: int = 16, n_responses: int = 8) -> dict[str, np.ndarray]:
-        return scorer_inputs(seed, n_prompts, n_responses)
+        inputs = scorer_inputs(seed, n_prompts, n_responses)
+        if self.stochastic:
+            inputs["logp_samples"] = stochastic_samples(seed, inputs["logp_policy"], self.passes)
+        return inputs
 
     def column(self, inputs: Mapping[str, np.ndarray], scorer: Scorer | None = None) -> np.ndarray:
         """The scorer's column for ``inputs``, checked for shape and values."""
@@ -834,6 +922,9 @@ class ScorerContract(_ComponentContract):
         inputs["logp_ref"][2] = 0.0
         inputs["logp_policy"][3] = -1e4
         inputs["logp_ref"][3] = -1e4 + 3.0
+        if "logp_samples" in inputs:
+            inputs["logp_samples"][:, 2] = 0.0
+            inputs["logp_samples"][:, 3] = -1e4 + np.arange(self.passes)[:, None]
         self.column(inputs)
 
     def test_deterministic(self):
@@ -867,7 +958,7 @@ class ScorerContract(_ComponentContract):
         for seed in self.seeds:
             inputs = self.make_inputs(seed)
             order = np.random.default_rng(seed).permutation(np.shape(inputs["lengths"])[0])
-            permuted = {name: value[order] for name, value in inputs.items()}
+            permuted = _map_inputs(inputs, lambda value: value[order])
             assert np.allclose(self.column(permuted), self.column(inputs)[order], rtol=1e-12, atol=1e-12), (
                 "permuting the prompts changed their scores: a score must not depend on a prompt's position"
             )
@@ -878,7 +969,7 @@ class ScorerContract(_ComponentContract):
             m, n = np.shape(inputs["lengths"])
             order = np.argsort(np.random.default_rng(seed).random((m, n)), axis=1)
             rows = np.arange(m)[:, None]
-            permuted = {name: value[rows, order] for name, value in inputs.items()}
+            permuted = _map_inputs(inputs, lambda value: value[rows, order])
             assert np.allclose(self.column(permuted), self.column(inputs)[rows, order], rtol=1e-12, atol=1e-12), (
                 "permuting the responses of a prompt changed their scores: a score must not depend on "
                 "a response's position"
@@ -887,11 +978,28 @@ class ScorerContract(_ComponentContract):
     def test_identical_responses_score_the_same(self):
         for seed in self.seeds:
             inputs = self.make_inputs(seed)
-            for value in inputs.values():
-                value[:, 1] = value[:, 0]
+            for name, value in inputs.items():
+                if name == "logp_samples":
+                    value[:, :, 1] = value[:, :, 0]
+                else:
+                    value[:, 1] = value[:, 0]
             column = self.column(inputs)
             assert np.allclose(column[:, 0], column[:, 1], rtol=1e-12, atol=1e-12), (
                 "two responses with identical log-probs and lengths got different scores"
+            )
+
+    def test_a_stochastic_scorer_reads_its_passes(self):
+        if not self.stochastic:
+            raise unittest.SkipTest(f"scorer {self.scorer_class.name!r} is not stochastic (scorer contract 1)")
+        parameters = inspect.signature(self.make_scorer().score).parameters
+        assert "logp_samples" in parameters or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+        ), "a stochastic scorer's score must take the keyword logp_samples"
+        for seed in self.seeds:
+            inputs = self.make_inputs(seed)
+            changed = dict(inputs, logp_samples=stochastic_samples(seed + 1000, inputs["logp_policy"], self.passes))
+            assert not np.array_equal(self.column(inputs), self.column(changed)), (
+                "the column of a stochastic scorer did not change when its stochastic passes did"
             )
 
 
@@ -1485,7 +1593,10 @@ class TestbedContract(_ComponentContract):
       reference output, does not depend on the policy); ``gold_rewards``
       (``(M, N)`` finite, identical responses equal); ``seed_round``
       (``seed_*`` keys with bool, int, float or str values, which is what the
-      loop records); ``evaluation_report`` (finite numbers by name).
+      loop records); ``evaluation_report`` (finite numbers by name);
+      ``stochastic_logprobs`` (scorer contract 2: ``(K, M, N)`` finite
+      float64 log-probs <= 0, equal for equal Generator seeds, a spread
+      somewhere, the policy, its ``logprobs`` and the global RNGs unchanged).
     """
 
     kind = "testbed"
@@ -1819,6 +1930,34 @@ class TestbedContract(_ComponentContract):
         )
         assert np.array_equal(gold[:, 0], gold[:, 1]), "two identical responses have different gold rewards"
         assert np.array_equal(gold, np.asarray(world.gold_rewards(prompts, twins))), "gold_rewards is not deterministic"
+
+    def test_stochastic_logprobs(self):
+        world = self.build()
+        self._optional(world, "stochastic_logprobs")
+        prompts, responses = self.batch(world, 18)
+        kept, prompts_before = _copy_responses(responses), np.array(prompts, copy=True)
+        policy = world.initial_policy
+        plain = self.logprobs(world, policy, prompts, responses)
+        before, rngs = _parameters(policy), streams.global_rng_state()
+        passes = 3
+        first = world.stochastic_logprobs(policy, prompts, responses, passes, np.random.default_rng(5))
+        shape = (passes, *responses.lengths.shape)
+        assert isinstance(first, np.ndarray) and first.dtype == np.float64 and first.shape == shape, (
+            f"stochastic_logprobs must return a float64 array of shape {shape}, got "
+            f"{getattr(first, 'dtype', type(first).__name__)} {getattr(first, 'shape', '')}"
+        )
+        assert np.isfinite(first).all(), "stochastic_logprobs returned NaN or infinite values"
+        assert (first <= self.tolerance).all(), f"a stochastic summed log-prob is positive ({first.max():.6g})"
+        assert_global_rng_unchanged(rngs, "stochastic_logprobs")
+        second = world.stochastic_logprobs(policy, prompts, responses, passes, np.random.default_rng(5))
+        assert np.array_equal(first, second), "stochastic_logprobs differs for equal Generator seeds"
+        assert (first.std(axis=0) > 0).any(), "stochastic_logprobs gave the same log-probs in every pass"
+        _assert_parameters_unchanged(before, policy, "stochastic_logprobs")
+        _assert_responses_equal(kept, responses, "stochastic_logprobs modified its responses;")
+        assert np.array_equal(prompts, prompts_before), "stochastic_logprobs modified the prompts"
+        assert np.array_equal(plain, self.logprobs(world, policy, prompts, responses)), (
+            "logprobs changed after stochastic_logprobs: it must leave the policy as it found it"
+        )
 
     def test_seed_round(self):
         world = self.build()

@@ -12,3 +12,12 @@ IMPLICIT_REWARD_NORMALIZED = "implicit_reward_normalized"
 
 POLICY_LOGPROB_MEAN = "policy_logprob_mean"
 """log pi(y|x) / |y|: the policy's mean token log-probability (minus a per-token entropy estimate)."""
+
+STOCHASTIC_LOGPROB_MEAN = "stochastic_logprob_mean"
+"""m(y): the mean over K stochastic passes of log pi(y|x), summed over the response tokens (scorer contract 2)."""
+
+STOCHASTIC_LOGPROB_SD = "stochastic_logprob_sd"
+"""s(y): the standard deviation (ddof 1) over K stochastic passes of log pi(y|x), summed over the response tokens."""
+
+STOCHASTIC_REWARD_MEAN = "stochastic_reward_mean"
+"""m(y) - log pi_ref(y|x): the implicit reward with the policy term averaged over K stochastic passes."""

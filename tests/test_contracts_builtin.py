@@ -60,7 +60,8 @@ from plugins.trainers.trl import TRLDPOTrainer
 from tests.extras import requires_extra
 
 #: Test modules whose module-level contract classes count as contract runs of built-ins.
-CONTRACT_MODULES = ("test_selectors", "test_selectors_explicit", "test_field_strategies", "test_allocators")
+CONTRACT_MODULES = ("test_selectors", "test_selectors_explicit", "test_field_strategies", "test_allocators",
+                    "test_active_exploration", "test_stochastic_scoring")
 
 needs_hf = requires_extra("hf")  # the hf testbed, the trl trainer and the model judges
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -270,3 +271,63 @@ class HFPolicy:
             probe = torch.tensor([list(ids[:8]) if ids else [self.pad_id]], dtype=torch.long, device=self.device)
             self._split = (self.model, split_head(self.model, probe))
         return self._split[1]
+
+
+#: Rate of the dropout :func:`mc_dropout` puts on the last hidden state before the LM head (Mehta et al.'s
+#: ``llm_dropout``, which their DropoutModel wrapper adds to every model).
+HEAD_DROPOUT = 0.05
+
+
+@contextmanager
+def mc_dropout(policy: HFPolicy, rng: np.random.Generator, rate: float = HEAD_DROPOUT):
+    """MC dropout for the forwards run inside it, as Mehta et al.'s code does it (scorer contract 2).
+
+    Two sources of noise, both switched on here and off again on exit:
+
+    * the model's own dropout modules (attention, residual, embedding
+      dropout where its config sets a rate above 0), put in train mode, as
+      the authors' ``model.train()`` does; many models have rate 0.0 there;
+    * inverted dropout at ``rate`` on the input of the output embeddings
+      (the last hidden state), as the authors' DropoutModel adds; this one
+      is there for every model, so every model gives a spread.
+
+    The head's masks come from a ``torch.Generator`` seeded from ``rng``; the
+    model's own dropout draws from torch's global RNG, which runs forked and
+    seeded from ``rng``, so the passes are a function of ``rng`` and the global
+    RNG states are as they were afterwards. The head's probe
+    (:func:`split_head`) runs first, without noise.
+    """
+    from harness.errors import UsageError
+    from harness.rng import torch_seed
+
+    model = policy.model
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if not isinstance(head, torch.nn.Module):
+        raise UsageError(f"{type(model).__name__} has no output embeddings (LM head) to apply MC dropout before")
+    policy._head()  # probe the split head now, in eval mode and without the hook below
+    head_seed, global_seed = torch_seed(rng), torch_seed(rng)
+    generators: dict[torch.device, torch.Generator] = {}  # one per device the head's input is on
+    keep = 1.0 - float(rate)
+
+    def drop(module, inputs):
+        hidden = inputs[0]
+        if hidden.device not in generators:
+            generators[hidden.device] = torch.Generator(device=hidden.device).manual_seed(head_seed)
+        mask = torch.rand(hidden.shape, generator=generators[hidden.device], device=hidden.device) < keep
+        return (hidden * mask.to(hidden.dtype) / keep, *inputs[1:])
+
+    cuda = sorted({p.device.index if p.device.index is not None else torch.cuda.current_device()
+                   for p in model.parameters() if p.device.type == "cuda"})
+    was_training = model.training
+    handle = head.register_forward_pre_hook(drop)
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            torch.random.default_generator.manual_seed(global_seed)
+            for index in cuda:  # the model's own dropout draws from each device's global generator
+                with torch.cuda.device(index):
+                    torch.cuda.manual_seed(global_seed)
+            model.train()
+            yield
+    finally:
+        handle.remove()
+        model.train(was_training)

@@ -257,11 +257,13 @@ class HFWorld:
                 lengths[i, j] = len(response)
         return Responses(tokens=tokens, lengths=lengths)
 
-    def logprobs(self, policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+    def logprobs(self, policy, prompts: np.ndarray, responses: Responses, *, dropout: bool = False) -> np.ndarray:
         """``(M, N)`` float64 summed response log-probs (EOS included when present) under ``policy``, no grad.
 
         Sequences are scored in batches of ``logprob_batch_size``, longest first
         (so little padding is run and an out-of-memory shows up at once).
+        ``dropout=True`` (for :meth:`stochastic_logprobs` only) scores in train
+        mode, the model's own dropout modules active.
         """
         policy = self._check_policy(policy)
         _check_rows(prompts, responses)
@@ -277,7 +279,7 @@ class HFWorld:
         order = np.argsort(-(prompt_lengths + lengths), kind="stable")
         batch = int(self.settings["logprob_batch_size"])
         was_training = policy.model.training
-        policy.model.eval()
+        policy.model.train(bool(dropout))
         try:
             with torch.no_grad():
                 for start in range(0, total, batch):
@@ -288,6 +290,33 @@ class HFWorld:
         finally:
             policy.model.train(was_training)
         return out.reshape(m, n)
+
+    def stochastic_logprobs(
+        self, policy, prompts: np.ndarray, responses: Responses, passes: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``(passes, M, N)`` float64 summed response log-probs from MC-dropout passes (scorer contract 2).
+
+        Each pass is :meth:`logprobs` under :func:`plugins._hf.policy.mc_dropout`:
+        the model's own dropout modules in train mode and dropout at
+        ``HEAD_DROPOUT`` (0.05) on the last hidden state before the LM head,
+        as in Mehta et al.'s code. A model whose config sets every dropout rate
+        to 0.0 gets its spread from the head dropout alone; that is the
+        authors' setting too (their wrapper adds it to every model), so there is
+        no separate fallback. The noise is a function of ``rng``; the model's
+        mode and the global RNGs are restored afterwards.
+        """
+        from plugins._hf.policy import mc_dropout
+
+        policy = self._check_policy(policy)
+        _check_rows(prompts, responses)
+        m, n, _ = responses.tokens.shape
+        out = np.empty((int(passes), m, n), dtype=np.float64)
+        if m * n == 0:
+            return out
+        with mc_dropout(policy, rng):
+            for k in range(int(passes)):
+                out[k] = self.logprobs(policy, prompts, responses, dropout=True)
+        return out
 
     # ------------------------------------------------------------------ annotation
 

@@ -32,6 +32,9 @@ from plugins.testbeds.synthetic.sft import train_sft
 
 LOGPROB_BATCH = 4096
 
+STOCHASTIC_DROPOUT = 0.05
+"""Rate of the dropout surrogate of :meth:`SyntheticWorld.stochastic_logprobs` (Mehta et al.'s ``llm_dropout``)."""
+
 
 def world_stream(seed: int, part: str) -> np.random.Generator:
     """The Generator of one part of the world built from ``seed``."""
@@ -183,6 +186,41 @@ class SyntheticWorld:
                 )
                 out[order[start : start + LOGPROB_BATCH]] = values.double().numpy()
         return out.reshape(m, n)
+
+    def stochastic_logprobs(
+        self, policy, prompts: np.ndarray, responses: Responses, passes: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``(passes, M, N)`` float64 summed response log-probs from stochastic passes (scorer contract 2).
+
+        The GRU has no dropout, so MC dropout proper is not available. The
+        declared surrogate is Mehta et al.'s own MC-dropout placement: inverted
+        dropout at rate :data:`STOCHASTIC_DROPOUT` on the GRU output (the
+        final hidden state) right before the output head, a fresh mask for
+        every pass and position, drawn from ``rng``; the recurrence itself is
+        untouched. Each pass is otherwise :meth:`logprobs`. The GRU was trained
+        without dropout, so this is a perturbation of a fixed network, not a
+        posterior sample. Nothing else changes: no global RNG is read and the
+        head is restored, so :meth:`logprobs` gives the same numbers after.
+        """
+        policy = self._check_policy(policy)
+        passes = int(passes)
+        m, n, _ = responses.tokens.shape
+        out = np.empty((passes, m, n), dtype=np.float64)
+        generator = _torch_generator(rng)
+        keep = 1.0 - STOCHASTIC_DROPOUT
+
+        def dropout(module, inputs):
+            (hidden,) = inputs
+            mask = torch.rand(hidden.shape, generator=generator, dtype=hidden.dtype) < keep
+            return (hidden * mask / keep,)
+
+        handle = policy.net.head.register_forward_pre_hook(dropout)
+        try:
+            for k in range(passes):
+                out[k] = self.logprobs(policy, prompts, responses)
+        finally:
+            handle.remove()
+        return out
 
     # ------------------------------------------------------------------ gold
 
