@@ -33,6 +33,7 @@ from harness.interfaces import (
 )
 from harness.plugins import Registry
 from harness.run_request import RunRequest, run_option
+from harness.options import recorded_settings
 
 # The roles a run fills, the kind of component each takes, and the prefix a
 # user writes in ``-o PREFIX.option=value``.
@@ -322,7 +323,8 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
     # unused judges), the other roles here
     made = {role: selectors[role] if role in selectors else registry.create(ROLES[role], name, routed[role])
             for role, name in names.items()}
-    choices = {role: ComponentChoice(names[role], component.settings) for role, component in made.items()}
+    choices = {role: ComponentChoice(names[role], recorded_settings(type(component).options, component.settings))
+               for role, component in made.items()}
     config = RunConfig(
         **choices,
         iterations=request.iterations,

@@ -58,6 +58,10 @@ class Option:
     of floats). ``min``/``max`` bound numbers (and every element of a tuple);
     ``min_inclusive``/``max_inclusive`` say whether the bound itself is allowed.
     ``choices`` restricts a str. ``default`` may be None, meaning "unset".
+    ``omit_at_default`` leaves the option out of a run's recorded config (and
+    so of its config hash) while it holds its default: for an option added
+    after runs were recorded, so that those runs keep their hash and a study
+    or sweep resumed across the change finds them (:func:`recorded_settings`).
     """
 
     name: str
@@ -69,6 +73,7 @@ class Option:
     max: float | None = None
     min_inclusive: bool = True
     max_inclusive: bool = True
+    omit_at_default: bool = False
 
     @property
     def type_name(self) -> str:
@@ -140,6 +145,16 @@ def resolve_options(
             raise UnknownNameError(f"option of {owner}", name, by_name)
         values[name] = by_name[name].coerce(raw, owner)
     return values
+
+
+def recorded_settings(specs: tuple[Option, ...], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` as a run records them: without the ``omit_at_default`` options that hold their default.
+
+    Building the component again from the recorded settings restores those
+    defaults (:func:`resolve_options`), so nothing is lost.
+    """
+    omitted = {spec.name for spec in specs if spec.omit_at_default and settings.get(spec.name) == spec.default}
+    return {name: value for name, value in settings.items() if name not in omitted}
 
 
 def _fmt(number: float) -> str:

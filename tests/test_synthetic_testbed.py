@@ -71,6 +71,8 @@ def test_registration_and_defaults_match_design():
     assert registered == [SyntheticTestbed]
     check_component_class("testbed", SyntheticTestbed)
     assert SyntheticTestbed().settings == {
+        "world": "bigram",
+        "state_dependence": True,
         "vocab_size": 32,
         "prompt_length": 6,
         "max_response_length": 12,
@@ -98,7 +100,8 @@ def test_registration_and_defaults_match_design():
         "reference_best_of": 4,
     }
     for option in SyntheticTestbed.options:
-        assert option.min is not None or option.max is not None, option.name  # every option has a range
+        bounded = option.min is not None or option.max is not None or option.choices or option.type is bool
+        assert bounded, option.name  # every option has a range
 
 
 def test_module_import_does_not_import_torch():

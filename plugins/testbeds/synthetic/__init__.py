@@ -29,6 +29,15 @@ class SyntheticTestbed(Testbed):
     default_judges = {"gold": "synthetic_gold", "proxy": "synthetic_proxy"}
     options = (
         # the world
+        Option("world", str, "bigram",
+               "bigram: today's world, every policy's samples tell much the same about gold. staircase: the same world "
+               "plus a gold bonus for a motif pi_ref rarely says, in two stairs, so pairs from a weak policy cannot "
+               "reveal the upper stair and a label's value depends on the policy's state "
+               "(docs/usage/state-dependent-world.md)", choices=("bigram", "staircase"),
+               omit_at_default=True),  # added after runs were recorded: they keep their config hash
+        Option("state_dependence", bool, True,
+               "staircase world only: false drops the motif bonus, leaving exactly the bigram world built the same way",
+               omit_at_default=True),
         Option("vocab_size", int, 32, "number of content tokens (EOS, BOS, SEP, PAD come after them)", min=2, max=4096),
         Option("prompt_length", int, 6, "prompt tokens, drawn uniformly", min=1, max=256),
         Option("max_response_length", int, 12, "most content tokens of a response; EOS is forced after them", min=1, max=256),

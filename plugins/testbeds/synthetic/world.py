@@ -99,7 +99,7 @@ class SyntheticWorld:
         self.eval_prompts = eval_prompts
         self.reference_tokens = reference_tokens
         self.reference_lengths = reference_lengths
-        self.reference_gold = gold_rewards(tables, eval_prompts, reference_tokens, reference_lengths)
+        self.reference_gold = self._gold(tables, eval_prompts, reference_tokens, reference_lengths)
         self.info = info
 
     def __repr__(self) -> str:
@@ -224,6 +224,10 @@ class SyntheticWorld:
 
     # ------------------------------------------------------------------ gold
 
+    def _gold(self, tables: Tables, prompts: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The gold reward form of this world, ``(B,)`` (a subclass adds terms: :mod:`.staircase`)."""
+        return gold_rewards(tables, prompts, tokens, lengths)
+
     def gold_rewards(self, prompts: np.ndarray, responses: Responses, tables: Tables | None = None) -> np.ndarray:
         """``(M, N)`` float64 exact gold reward of every response.
 
@@ -233,7 +237,7 @@ class SyntheticWorld:
         m, n, width = responses.tokens.shape
         _check_rows(prompts, responses)
         prompts = np.asarray(prompts, dtype=np.int64)
-        flat = gold_rewards(
+        flat = self._gold(
             self.tables if tables is None else tables,
             np.repeat(prompts, n, axis=0),
             responses.tokens.reshape(m * n, width),
@@ -257,10 +261,10 @@ class SyntheticWorld:
         if k == 0:
             return Labels(prefer_a=np.zeros(0, dtype=bool), gold_agrees=np.zeros(0, dtype=bool))
         pair_prompts = prompts[pairs.prompt]
-        gold_a = gold_rewards(
+        gold_a = self._gold(
             self.tables, pair_prompts, responses.tokens[pairs.prompt, pairs.a], responses.lengths[pairs.prompt, pairs.a]
         )
-        gold_b = gold_rewards(
+        gold_b = self._gold(
             self.tables, pair_prompts, responses.tokens[pairs.prompt, pairs.b], responses.lengths[pairs.prompt, pairs.b]
         )
         diff = gold_a - gold_b
@@ -368,6 +372,15 @@ def policy_config(settings: Mapping[str, Any]) -> PolicyConfig:
     )
 
 
+def world_class(settings: Mapping[str, Any]) -> type[SyntheticWorld]:
+    """The class of the ``world`` option's world: today's bigram world, or :mod:`.staircase`'s."""
+    if settings.get("world", "bigram") == "bigram":
+        return SyntheticWorld
+    from plugins.testbeds.synthetic.staircase import StaircaseWorld
+
+    return StaircaseWorld
+
+
 def _tables(settings: Mapping[str, Any], seed: int) -> Tables:
     return make_tables(
         world_stream(seed, "tables"),
@@ -421,7 +434,7 @@ def build_world(
                 except (ValueError, TypeError):  # diagnostics only; the tensors were checked
                     info = {}
                 info.update(from_cache=True, cache_path=str(path))
-                world = SyntheticWorld(
+                world = world_class(settings)(
                     settings=settings,
                     seed=seed,
                     tables=tables,
@@ -496,7 +509,7 @@ def _build_fresh(
     n_eval = int(settings["eval_prompts"])
     best_of = int(settings["reference_best_of"])
     eval_prompts = world_stream(seed, "eval-prompts").integers(0, v, size=(n_eval, p), dtype=np.int64)
-    partial = SyntheticWorld(
+    partial = world_class(settings)(
         settings=settings,
         seed=seed,
         tables=tables,
@@ -553,7 +566,7 @@ def _build_fresh(
         pi0_label_noise=float(1.0 - labels.gold_agrees.mean()) if len(data) else 0.0,
     )
 
-    return SyntheticWorld(
+    return world_class(settings)(
         settings=settings,
         seed=seed,
         tables=tables,
