@@ -33,6 +33,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "ray": {"ray": "ray"},
     "tensorboard": {"tensorboard": "tensorboard"},
     "wandb": {"wandb": "wandb"},
+    "browse": {"datasette": "datasette"},
     "demo": {"gguf": "gguf"},
     "vllm": {"vllm": "vllm"},
     "pairrm": {"llm-blender": "llm_blender"},

@@ -32,6 +32,7 @@ def _version_callback(value: bool) -> None:
 def build_app() -> typer.Typer:
     """The CLI with built-in commands and every plugin's ``register_commands``."""
     from harness.cli import export, label, leaderboard, leaderboard_merge, listing, plugins, run, study, sweep
+    from harness.cli import leaderboard_publish, leaderboard_serve
     from harness.cli.common import cli_errors
     from harness.plugins import build_plugin_manager
 
@@ -58,6 +59,8 @@ def build_app() -> typer.Typer:
     listing.register(app)
     app.add_typer(leaderboard.leaderboard_app, name="leaderboard")
     leaderboard_merge.register(leaderboard.leaderboard_app, leaderboard.parent_option)
+    leaderboard_serve.register(leaderboard.leaderboard_app, leaderboard.parent_option)
+    leaderboard_publish.register(leaderboard.leaderboard_app, leaderboard.parent_option)
     app.add_typer(study.study_app, name="study")
     app.add_typer(label.label_app, name="label")
     app.add_typer(export.export_app, name="export")

@@ -52,8 +52,9 @@ table fits the terminal: shared values move into its title, then the
 least useful columns are left out (a note names them; names are never cut);
 --wide shows every column.
 
-Subcommands: show RUN_ID, compare, plot, export, merge. The database is plain SQLite:
-`datasette leaderboard.db` browses every column and the per-iteration table.
+Subcommands: show RUN_ID, compare, plot, export, merge, serve (the leaderboard
+in a web browser, read-only; the browse extra) and publish (a static site to
+share). The database is plain SQLite: any SQLite tool reads it.
 """
 
 SHOW_HELP = """\
