@@ -267,6 +267,8 @@ def test_the_huang2025_study_is_registered_and_its_claims_resolve(registry):
     assert {cell.config.instance_selector.settings["explicit_source"] for cell in gold.cells} == {"gold"}
     fidelities = {cell.config.proxy_judge.settings["fidelity"] for cell in full.grid("proxy").cells}
     assert fidelities == {0.9, 0.5}
-    assert len(plan.claims) == 10
+    assert len(plan.claims) == 13
+    offline = full.grid("offline")
+    assert {(c.config.iterations, c.config.n_responses, c.config.keep) for c in offline.cells} == {(1, 5, 0.4)}
     assert {cell.config.instance_selector.name for cell in full.grid("proxy").cells} == {
         "map", "explicit_largest", "implicit_smallest"}
