@@ -1,0 +1,110 @@
+"""The mechanism gate of the staircase world (plugins/testbeds/synthetic/gate.py, harness/experiments/mechanism_gate.py).
+
+Pins: the decision rule (both intervals, either sign of the interaction, undefined never passes);
+one seed's figures are a pure function of the seed; with ``state_dependence=false`` the gate measures
+exactly what it measures in the bigram world (so it is a gate on a world without the mechanism);
+the published results agree with the rule applied to their own per-seed figures, and the published
+knob-off gate failed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.experiments.mechanism_gate import verdict
+from harness.experiments.statistics import sign_flip_p
+from plugins.testbeds.synthetic import SyntheticTestbed
+from plugins.testbeds.synthetic import gate
+from plugins.trainers.native import NativeDPOTrainer
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "results" / "state-gate"
+TINY = {"sft_samples": 2000, "sft_epochs": 1, "seed_prompts": 40, "pi0_epochs": 2, "eval_prompts": 60}
+
+
+@pytest.fixture(autouse=True)
+def no_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HARNESS_NO_CACHE", "1")
+
+
+@pytest.fixture
+def small_probes(monkeypatch):
+    """A tenth of the protocol's labels: the same code, in seconds."""
+    monkeypatch.setattr(gate, "STATE_LABELS", 100)
+    monkeypatch.setattr(gate, "PROBE_LABELS", 50)
+    monkeypatch.setattr(gate, "EVAL_SAMPLES", 2)
+
+
+def rows(effects, interactions):
+    return [{"effect": e, "interaction": i} for e, i in zip(effects, interactions)]
+
+
+def test_the_gate_passes_only_when_both_intervals_say_so():
+    clear = [0.10, 0.12, 0.09, 0.11, 0.13, 0.10, 0.12, 0.08]
+    assert verdict(rows(clear, clear))["passed"]
+    negative = [-v for v in clear]
+    assert verdict(rows(clear, negative))["passed"], "an interaction of either sign counts"
+    noise = [0.1, -0.1, 0.12, -0.08, 0.05, -0.06, 0.02, -0.03]
+    assert not verdict(rows(noise, clear))["passed"], "an effect whose interval covers 0 fails"
+    assert not verdict(rows(negative, clear))["passed"], "own samples worth less fails"
+    assert not verdict(rows(clear, noise))["passed"], "an interaction whose interval covers 0 fails"
+    assert not verdict(rows(clear[:1], clear[:1]))["passed"], "one seed has no interval"
+    assert not verdict(rows([0.1] * 5, [0.1] * 5))["passed"], "no spread: undefined, never passes"
+
+
+def test_the_verdict_reports_intervals_and_sign_flip_p():
+    effects = [0.3, 0.1, 0.2, 0.25, 0.15]
+    out = verdict(rows(effects, effects))
+    assert out["effect"]["ci_low"] < 0.2 < out["effect"]["ci_high"]
+    assert out["effect"]["mean"] == pytest.approx(0.2)
+    assert out["effect"]["sign_flip_p"] == sign_flip_p(effects) == pytest.approx(2 / 32)
+
+
+def test_a_seed_s_figures_are_a_pure_function_of_the_seed(small_probes):
+    testbed = SyntheticTestbed({"world": "staircase", **TINY})
+    first = gate.run_seed(testbed, NativeDPOTrainer({}), 5).as_dict()
+    again = gate.run_seed(testbed, NativeDPOTrainer({}), 5).as_dict()
+    assert first == again
+    other = gate.run_seed(testbed, NativeDPOTrainer({}), 6).as_dict()
+    assert other["effect"] != first["effect"]
+    assert first["early"]["labels"] == 50
+    assert set(first["early"]["stairs_own"]) == {"lower", "upper", "pairs_differ_lower", "pairs_differ_upper"}
+
+
+def test_with_the_knob_off_the_gate_measures_the_bigram_world(small_probes):
+    off = gate.run_seed(SyntheticTestbed({"world": "staircase", "state_dependence": False, **TINY}),
+                        NativeDPOTrainer({}), 5).as_dict()
+    bigram = gate.run_seed(SyntheticTestbed(dict(TINY)), NativeDPOTrainer({}), 5).as_dict()
+    on = gate.run_seed(SyntheticTestbed({"world": "staircase", **TINY}), NativeDPOTrainer({}), 5).as_dict()
+    assert off["world"] == "staircase-off" and bigram["world"] == "bigram"
+    for key in ("gold_pi0", "effect", "interaction"):
+        assert off[key] == bigram[key], key
+    assert on["effect"] != off["effect"], "the stairs change what the gate measures"
+    assert bigram["early"]["stairs_own"] == {}, "the bigram world has no stairs to count"
+
+
+@pytest.mark.parametrize("name", ["staircase", "staircase-off"])
+def test_the_published_gate_follows_its_own_rule(name):
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        pytest.skip(f"{path.relative_to(REPO)} is not published yet")
+    published = json.loads(path.read_text())
+    assert published["protocol"] == gate.PROTOCOL, "the protocol changed after the gate ran"
+    assert published["seeds"] == list(range(2000, 2030)), "the pre-registered seeds"
+    assert [r["seed"] for r in published["results"]] == published["seeds"]
+    assert bool(published["testbed_options"]["state_dependence"]) is (name == "staircase")
+    recomputed = verdict(published["results"])
+    assert recomputed["passed"] == published["verdict"]["passed"]
+    assert recomputed["effect"]["ci_low"] == pytest.approx(published["verdict"]["effect"]["ci_low"])
+    page = (REPO / "docs" / "usage" / "state-dependent-world.md").read_text()
+    word = "passed" if recomputed["passed"] else "failed"
+    assert f"**{name}: the gate {word}**" in page, "the docs state the published verdict"
+    if name == "staircase-off":
+        assert not recomputed["passed"], "with the mechanism switched off the gate must fail"
