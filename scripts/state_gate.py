@@ -57,17 +57,22 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("-o", "--option", action="append", default=[], help="testbed option key=value (tiny runs)")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--against", metavar="OFF.json",
+                        help="a gate of the same seeds with the mechanism off: adds the differenced verdict (attempt 2)")
     args = parser.parse_args()
 
     from harness.provenance import command_line, git_commit, library_versions
     from plugins.testbeds.synthetic import SyntheticTestbed
-    from harness.experiments.mechanism_gate import verdict
+    from harness.experiments.mechanism_gate import differenced, verdict
     from plugins.testbeds.synthetic.gate import PROTOCOL
 
     raw = {"world": args.world, **({"state_dependence": "false"} if args.off else {})}
     raw.update(dict(option.split("=", 1) for option in args.option))
     settings = SyntheticTestbed(raw).settings
     seeds = seed_range(args.seeds)
+    against = json.loads(Path(args.against).read_text()) if args.against else None
+    if against is not None and against["seeds"] != seeds:
+        raise SystemExit(f"--against {args.against} covers other seeds than --seeds {args.seeds}")
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(_one, [(dict(settings), seed) for seed in seeds]))
@@ -79,6 +84,8 @@ def main() -> None:
         "results": results,
         "verdict": verdict(results),
         "wall_seconds": round(time.perf_counter() - start, 1),
+        **({"differenced": {"against": args.against,
+                            "verdict": verdict(differenced(results, against["results"]))}} if against else {}),
         "provenance": {"git_commit": git_commit(), "command": command_line(), "libraries": library_versions()},
     }
     path = Path(args.out)
@@ -90,6 +97,11 @@ def main() -> None:
     print(f"gate {'PASSED' if v['passed'] else 'FAILED'} on {len(seeds)} seeds: effect {v['effect']['mean']:+.4f} "
           f"[{v['effect']['ci_low']}, {v['effect']['ci_high']}], interaction {v['interaction']['mean']:+.4f} "
           f"[{v['interaction']['ci_low']}, {v['interaction']['ci_high']}]; {out['wall_seconds']} s")
+    if against is not None:
+        d = out["differenced"]["verdict"]
+        print(f"differenced gate (this world minus {args.against}) {'PASSED' if d['passed'] else 'FAILED'}: effect "
+              f"{d['effect']['mean']:+.4f} [{d['effect']['ci_low']}, {d['effect']['ci_high']}], interaction "
+              f"{d['interaction']['mean']:+.4f} [{d['interaction']['ci_low']}, {d['interaction']['ci_high']}]")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,16 @@ def verdict(results: Sequence[Any], *, alpha: float = ALPHA) -> dict[str, Any]:
     out.update(effect_above_zero=effect_above, interaction_excludes_zero=interaction_excludes,
                passed=bool(effect_above and interaction_excludes))
     return out
+
+
+def differenced(on: Sequence[Mapping[str, Any]], off: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per seed, the mechanism's own share: the gate's figures in a world minus those in the same world with the
+    mechanism switched off (attempt 2 of the staircase gate: the bigram world has an on-policy effect of its own).
+
+    ``on`` and ``off`` hold one row per seed (``seed``, ``effect``, ``interaction``); ValueError unless they
+    cover the same seeds in the same order.
+    """
+    if [int(r["seed"]) for r in on] != [int(r["seed"]) for r in off]:
+        raise ValueError("the two gates must cover the same seeds in the same order")
+    return [{"seed": int(a["seed"]), "effect": float(a["effect"]) - float(b["effect"]),
+             "interaction": float(a["interaction"]) - float(b["interaction"])} for a, b in zip(on, off)]
