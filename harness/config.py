@@ -32,6 +32,7 @@ from harness.interfaces import (
     TrainerFactory,
 )
 from harness.plugins import Registry
+from harness.regimes import regime_options
 from harness.run_request import RunRequest, run_option
 from harness.options import recorded_settings
 
@@ -54,6 +55,8 @@ OPTIONAL_ROLES = ("gold_judge", "proxy_judge", "annotator", "evaluator")
 _OMITTED_WHEN_UNSET = ("annotator", "evaluator")
 # Flags added later that change no number of a run that finishes: left out of the JSON while False.
 _OMITTED_WHEN_FALSE = ("allow_static_policy",)
+# Labels added later: left out of the JSON while unset (so configs from before them read the same).
+_OMITTED_WHEN_NONE = ("regime",)
 # Options that change what the run keeps on disk, never its numbers: out of the strategy hash, and out of the JSON
 # while they hold their default (so configs from before them read the same).
 _STORAGE_DEFAULTS = {"keep_checkpoints": run_option("keep_checkpoints").default}
@@ -100,6 +103,7 @@ class RunConfig:
     reference: str = run_option("reference").default
     allow_static_policy: bool = run_option("allow_static_policy").default  # a warning, not a failure
     keep_checkpoints: str = run_option("keep_checkpoints").default  # "last" or "all" (harness.experiments.checkpoints)
+    regime: str | None = run_option("regime").default  # its options are already in the settings above: a label
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -109,6 +113,9 @@ class RunConfig:
         for flag in _OMITTED_WHEN_FALSE:
             if not data[flag]:
                 del data[flag]
+        for name in _OMITTED_WHEN_NONE:
+            if data[name] is None:
+                del data[name]
         for name, default in _STORAGE_DEFAULTS.items():
             if data[name] == default:
                 del data[name]
@@ -124,6 +131,7 @@ class RunConfig:
         data.pop("world_seed")
         for name in _STORAGE_DEFAULTS:  # what is kept on disk changes no number
             data.pop(name, None)
+        data.pop("regime", None)  # a name for settings already in the config: the same settings, the same hash
         blob = json.dumps(data, sort_keys=True, default=_jsonable)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -309,7 +317,8 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
             if not given:
                 defaulted.add(role)
     classes = {role: registry.get(ROLES[role], name).cls for role, name in names.items()}
-    assignments = parse_option_assignments(request.options)
+    regime = regime_options(classes["testbed"], request.regime) if request.regime else ()
+    assignments = parse_option_assignments((*regime, *request.options))  # the command line's -o come last: they win
     routed = route_options(assignments, classes)
     selectors = {role: registry.create("selector", names[role], routed[role])
                  for role in ("instance_selector", "corpus_selector")}
@@ -336,6 +345,7 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
         reference=request.reference,
         allow_static_policy=request.allow_static_policy,
         keep_checkpoints=request.keep_checkpoints,
+        regime=request.regime,
     )
     components = _assemble(registry, config, made)
     labels = check_budget_plan(config, components)

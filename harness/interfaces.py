@@ -32,6 +32,7 @@ import numpy as np
 from harness.errors import UsageError
 from harness.memory import MemoryNeeds
 from harness.options import Option, resolve_options
+from harness.regimes import Regime
 
 if TYPE_CHECKING:  # torch is imported only where a model runs
     import torch
@@ -600,6 +601,15 @@ class Testbed(Component):
           :func:`harness.plugins.default_trainers`.
         """
         raise NotImplementedError
+
+    @classmethod
+    def regimes(cls) -> Mapping[str, Regime]:
+        """The testbed's named regimes (``harness run --regime NAME``), by name; none by default.
+
+        A regime is a set of ``-o`` options with a record of how its values
+        were chosen (:mod:`harness.regimes`).
+        """
+        return {}
 
     def memory_needs(self) -> MemoryNeeds | None:
         """What this testbed's world holds and what each pool prompt and response costs, in bytes.

@@ -261,8 +261,14 @@ def label(run: RunContext, it: Iteration) -> None:
     it.verdict, run.ledger = run.ranks.main_only(main)  # elsewhere: the main process's ledger
 
 
-def train(run: RunContext, it: Iteration) -> None:
-    """DPO from pi_{i-1} on the labelled pairs (a tie teaches nothing: dropped), checked, with KL to pi_{i-1}."""
+def training_data(run: RunContext, it: Iteration) -> PreferenceData:
+    """The labelled pairs as DPO data (a tie teaches nothing: dropped), and their diagnostics before training.
+
+    Sets ``it.ties``, ``it.kept``, the kept responses' log-probs (reused from
+    scoring, or computed for just them) and ``it.diagnostics``. Nothing is
+    trained: a calibration reads these diagnostics of iteration 1 and stops
+    here (:mod:`harness.experiments.calibration`).
+    """
     config, trainer, world, timer, ranks = run.config, run.components.trainer, run.world, run.timer, run.ranks
     selection, verdict, kept = it.selection, it.verdict, it.selection.kept
     tie = verdict.tie_mask()
@@ -298,7 +304,14 @@ def train(run: RunContext, it: Iteration) -> None:
             beta=trainer.beta,
             gold_agrees=None if verdict.gold_agrees is None else np.asarray(verdict.gold_agrees),
         )
+    return data
 
+
+def train(run: RunContext, it: Iteration) -> None:
+    """DPO from pi_{i-1} on the labelled pairs (:func:`training_data`), checked, with KL to pi_{i-1}."""
+    config, trainer, world, timer, ranks = run.config, run.components.trainer, run.world, run.timer, run.ranks
+    data = training_data(run, it)
+    kept, prompts, responses = it.kept, it.selection.prompts, it.selection.responses
     with run.reporter.stage(f"{it.title}: train on {len(kept)} pairs"), timer("train"):
         try:
             trained = trainer.train(policy=run.policy, data=data, rng=streams.stream(config.seed, it.number, "train"))

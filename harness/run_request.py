@@ -136,6 +136,10 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
     _component("evaluator", "judge", None,
                "Judge whose verdict on policy vs reference outputs is the win rate. Default: the testbed's."),
     _component("testbed", "testbed", "synthetic", "World to run in."),
+    RunOption("regime", str, None,
+              "A named regime of the testbed: a set of -o options declared with it and a record of how they were "
+              "chosen (harness list testbeds NAME lists them; docs/usage/regimes.md). -o options still win.",
+              "shape", "--regime", grid=True, metavar="NAME"),
     RunOption("iterations", int, 3, "DPO iterations.", "shape", "--iterations", "-k", min=1, max=MAX_ITERATIONS,
               why="each iteration is a whole round of sampling, labelling and training"),
     RunOption("budget", int, 3000, "Total gold labels of a run, over all its iterations.", "shape", "--budget",

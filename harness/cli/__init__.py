@@ -31,7 +31,7 @@ def _version_callback(value: bool) -> None:
 
 def build_app() -> typer.Typer:
     """The CLI with built-in commands and every plugin's ``register_commands``."""
-    from harness.cli import export, label, leaderboard, leaderboard_merge, listing, plugins, run, study, sweep
+    from harness.cli import calibrate, export, label, leaderboard, leaderboard_merge, listing, plugins, run, study, sweep
     from harness.cli import leaderboard_publish, leaderboard_serve
     from harness.cli.common import cli_errors
     from harness.plugins import build_plugin_manager
@@ -55,6 +55,7 @@ def build_app() -> typer.Typer:
 
     run.register(app)
     sweep.register(app)
+    calibrate.register(app)
     plugins.register(app)
     listing.register(app)
     app.add_typer(leaderboard.leaderboard_app, name="leaderboard")

@@ -86,6 +86,9 @@ def list_command(
                 {"name": o.name, "type": o.type_name, "default": o.default, "range": o.range_text(), "help": o.help}
                 for o in cls.options
             ],
+            **({"regimes": [{"name": r.name, "options": list(r.options), "chosen_by": r.chosen_by,
+                             "description": r.description} for r in cls.regimes().values()]}
+               if singular == "testbed" else {}),
         })
     if as_json:
         typer.echo(json.dumps(entries, indent=2, default=list))
@@ -144,3 +147,12 @@ def _print_one(console, kind: str, entry: dict, *, wide: bool = False) -> None:
         Column("what it sets", [o["help"] for o in options], kind="wrap", required=True, floor=24),
     ], wide=wide)
     console.print(f"set one on a run with -o {kind}.OPTION=VALUE", style="dim")
+    if entry.get("regimes"):
+        regimes = entry["regimes"]
+        print_fitted(console, [
+            Column("regime", [r["name"] for r in regimes], kind="key", required=True),
+            Column("chosen by", [r["chosen_by"] for r in regimes], kind="key", priority=3),
+            Column("options", [" ".join(r["options"]) for r in regimes], kind="wrap", required=True, floor=20),
+            Column("what it is", [r["description"] for r in regimes], kind="wrap", priority=2, floor=24),
+        ], wide=wide)
+        console.print("run in one with --regime NAME (docs/usage/regimes.md)", style="dim")

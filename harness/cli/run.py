@@ -305,6 +305,7 @@ def _print_plan(console, config, components, plan) -> None:
         f"[bold]{levels}[/] · allocator [bold]{config.allocator.name}[/] · testbed {config.testbed.name} · "
         f"trainer {config.trainer.name} · seed {config.seed} (world {config.world_seed})"
         + ("" if config.reference == "fixed" else f" · DPO reference {config.reference}")
+        + ("" if config.regime is None else f" · regime {config.regime}")
     )
     console.print(
         "plan: " + ", ".join(f"it{i + 1} {p.labels} labels / {p.prompts} prompts" for i, p in enumerate(pools))

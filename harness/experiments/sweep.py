@@ -348,7 +348,7 @@ def _flatten(config: RunConfig) -> dict[str, Any]:
         for name, value in sorted(data[role]["settings"].items()):
             flat[f"{role}.{name}"] = value
     for name in _SCALARS:
-        flat[name] = data[name]
+        flat[name] = data.get(name)  # a label left out of the JSON while unset (the regime) reads as None
     return flat
 
 

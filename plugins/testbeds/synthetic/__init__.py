@@ -25,7 +25,10 @@ _POSITIVE = {"min": 0.0, "min_inclusive": False}
 
 class SyntheticTestbed(Testbed):
     name = "synthetic"
-    description = "Tiny bigram world with a known gold reward and a GRU policy; seconds on one CPU thread"
+    description = ("Tiny world with a known gold reward and a GRU policy; seconds on one CPU thread. world=bigram "
+                   "(default): gold is a sum of per-token terms, so every policy's samples tell much the same about "
+                   "it; world=staircase adds a bonus for a motif pi_ref rarely says, so a label's value depends on "
+                   "the policy's state")
     default_judges = {"gold": "synthetic_gold", "proxy": "synthetic_proxy"}
     options = (
         # the world
@@ -66,6 +69,15 @@ class SyntheticTestbed(Testbed):
         Option("eval_samples", int, 2, "policy samples per evaluation prompt", min=1),
         Option("reference_best_of", int, 4, "the reference output is the best of this many pi_ref samples by gold reward", min=1),
     )
+
+    @classmethod
+    def regimes(cls):
+        """The regimes of ``regimes.toml`` beside this module (docs/usage/regimes.md)."""
+        from pathlib import Path
+
+        from harness.regimes import load_regimes
+
+        return load_regimes(Path(__file__).with_name("regimes.toml"))
 
     def build_world(self, *, seed: int, reporter, trainers=None):
         from plugins.testbeds.synthetic.world import build_world
