@@ -135,3 +135,31 @@ def test_differenced_pairs_seeds_and_subtracts():
                                     {"seed": 2, "effect": pytest.approx(-0.2), "interaction": pytest.approx(-0.2)}]
     with pytest.raises(ValueError, match="same seeds"):
         differenced(on, off[::-1])
+
+
+def test_a_collapsed_policy_draws_more_prompts_until_the_batch_is_full():
+    import numpy as np
+
+    from harness.interfaces import Responses
+
+    class Collapsing:
+        """Two samples per prompt that differ only on prompts whose first token is even."""
+
+        pad_id = 9
+
+        def draw_prompts(self, n, rng):
+            return rng.integers(0, 8, size=(n, 3))
+
+        def sample(self, policy, prompts, n, rng):
+            m = prompts.shape[0]
+            tokens = np.zeros((m, n, 2), dtype=np.int64)
+            tokens[:, 1, 0] = np.where(prompts[:, 0] % 2 == 0, 1, 0)
+            return Responses(tokens=tokens, lengths=np.full((m, n), 2))
+
+    world, rng = Collapsing(), np.random.default_rng(0)
+    first = world.draw_prompts(10, rng)
+    prompts, responses = gate._distinct_pairs(world, None, first, 12, rng, np.random.default_rng(1))
+    assert prompts.shape[0] == 12 and responses.tokens.shape[0] == 12
+    assert (prompts[:, 0] % 2 == 0).all(), "only prompts whose two samples differ are kept"
+    with pytest.raises(RuntimeError, match="gave two different samples"):
+        gate._distinct_pairs(world, None, first, 10_000, rng, np.random.default_rng(1))

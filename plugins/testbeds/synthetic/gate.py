@@ -107,15 +107,42 @@ class SeedResult:
                 "difference_early": self.early.difference, "difference_late": self.late.difference}
 
 
-def _distinct_pairs(world, policy, prompts: np.ndarray, want: int, rng: np.random.Generator):
-    """Two samples per prompt from ``policy``; the first ``want`` prompts whose two samples differ."""
-    responses = world.sample(policy, prompts, 2, rng)
-    rows = np.flatnonzero(responses.distinct_mask()[:, 1])[:want]
-    if rows.size < want:
-        raise RuntimeError(f"only {rows.size} of {prompts.shape[0]} prompts gave two different samples; "
-                           f"the gate needs {want}")
-    sub = type(responses)(tokens=responses.tokens[rows], lengths=responses.lengths[rows])
-    return prompts[rows], sub
+MAX_PROMPT_DRAWS = 20
+"""A batch draws at most this many times its first draw of prompts before the gate gives up on a seed."""
+
+
+def _distinct_pairs(world, policy, prompts: np.ndarray, want: int, rng: np.random.Generator,
+                    more: np.random.Generator):
+    """Two samples per prompt from ``policy``; the first ``want`` prompts whose two samples differ.
+
+    When fewer than ``want`` of ``prompts`` give two different samples (a policy
+    that has nearly collapsed), further prompts as many as the first draw are
+    drawn from ``more`` and sampled from ``rng``, up to :data:`MAX_PROMPT_DRAWS`
+    draws in all. A seed that never needs them gets exactly the figures it got
+    before this rule existed (amendment to attempt 2, docs/usage/state-dependent-world.md).
+    """
+    kept_prompts, kept_tokens, kept_lengths, found = [], [], [], 0
+    block, draws = prompts, 0
+    while found < want:
+        if draws == MAX_PROMPT_DRAWS:
+            raise RuntimeError(f"only {found} of {draws * prompts.shape[0]} prompts gave two different samples; "
+                               f"the gate needs {want}")
+        if draws:
+            block = world.draw_prompts(prompts.shape[0], more)
+        responses = world.sample(policy, block, 2, rng)
+        rows = np.flatnonzero(responses.distinct_mask()[:, 1])[: want - found]
+        kept_prompts.append(block[rows])
+        kept_tokens.append(responses.tokens[rows])
+        kept_lengths.append(responses.lengths[rows])
+        found += rows.size
+        draws += 1
+    if draws == 1:
+        return kept_prompts[0], type(responses)(tokens=kept_tokens[0], lengths=kept_lengths[0])
+    width = max(t.shape[2] for t in kept_tokens)
+    pad = getattr(world, "pad_id", 0)
+    tokens = [np.pad(t, ((0, 0), (0, 0), (0, width - t.shape[2])), constant_values=pad) for t in kept_tokens]
+    return (np.concatenate(kept_prompts), type(responses)(tokens=np.concatenate(tokens),
+                                                          lengths=np.concatenate(kept_lengths)))
 
 
 def _labelled_data(world, prompts: np.ndarray, responses, rng: np.random.Generator) -> PreferenceData:
@@ -160,7 +187,8 @@ def _probe(world, trainer, state_policy, seed: int, state: str) -> StateProbe:
     batches = {}
     for source, policy in (("own", state_policy), ("pi0", world.initial_policy)):
         rows, responses = _distinct_pairs(world, policy, prompts, PROBE_LABELS,
-                                          gate_stream(seed, f"probe-sample/{state}/{source}"))
+                                          gate_stream(seed, f"probe-sample/{state}/{source}"),
+                                          gate_stream(seed, f"probe-prompts/{state}/{source}/more"))
         batches[source] = (rows, responses)
     gold_state = mean_gold(world, state_policy, seed, state)
     values = {}
@@ -182,7 +210,8 @@ def run_seed(testbed, trainer, seed: int, *, reporter=None) -> SeedResult:
     states = {}
     for number, state in ((1, "early"), (2, "late")):
         prompts = world.draw_prompts(2 * STATE_LABELS, gate_stream(seed, f"state-prompts/{number}"))
-        rows, responses = _distinct_pairs(world, policy, prompts, STATE_LABELS, gate_stream(seed, f"state-sample/{number}"))
+        rows, responses = _distinct_pairs(world, policy, prompts, STATE_LABELS, gate_stream(seed, f"state-sample/{number}"),
+                                          gate_stream(seed, f"state-prompts/{number}/more"))
         policy = _train(trainer, world, policy, rows, responses, seed, f"state/{number}")
         states[state] = policy
     name = str(testbed.settings.get("world", "bigram"))
