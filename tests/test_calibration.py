@@ -115,6 +115,9 @@ def test_write_replaces_only_the_calibrated_tables(cli, tmp_path):
     assert regimes["calibrated-unscaled"].options != ("trainer.beta=99",)
     assert regimes["calibrated-unscaled"].chosen_by == "calibration"
     assert regimes["calibrated-unscaled"].provenance["seeds"] == [0]
+    from harness.provenance import git_commit
+
+    assert regimes["calibrated-unscaled"].provenance["calibrated_on_commit"] == git_commit(), "the measuring code"
     assert path.read_text().startswith("# kept\n")
     printed = json.loads(result.stdout[result.stdout.index("{"):])
     assert printed["regimes"]["calibrated-unscaled"] == list(regimes["calibrated-unscaled"].options)

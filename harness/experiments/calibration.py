@@ -116,6 +116,7 @@ class Calibration:
     tau: float
     losses: dict[float, float]
     betas: dict[str, float]  # reading -> beta*
+    commit: str | None = None  # the harness's commit when the calibration began (the code that measured)
 
     def regimes(self) -> dict[str, list[str]]:
         """reading -> the options of its regime."""
@@ -136,7 +137,10 @@ def _mean(values: list[float | None]) -> float | None:
 def calibrate(registry, *, seeds: Sequence[int], options: Sequence[str] = (), taus: Sequence[float] = TAUS,
               progress: Callable[[str], None] | None = None) -> Calibration:
     """Measure every subset at every τ on ``seeds``; choose τ* by Figure 4b and β* per reading by Figure 4c."""
+    from harness.provenance import git_commit
+
     say = progress or (lambda text: None)
+    commit = git_commit()  # before anything runs: the code that measures, not whatever is checked out at the end
     table: dict[float, dict[tuple[str, str], dict[str, float | None]]] = {}
     for tau in taus:
         table[tau] = {}
@@ -154,7 +158,7 @@ def calibrate(registry, *, seeds: Sequence[int], options: Sequence[str] = (), ta
     margin = table[tau_star][EXTREME_SUBSET]["mean_abs_margin"]
     betas = {reading: target / margin for reading, target in READINGS.items()}
     return Calibration(seeds=list(seeds), options=list(options), taus=list(taus), table=table, tau=tau_star,
-                       losses=losses, betas=betas)
+                       losses=losses, betas=betas, commit=commit)
 
 
 # ---------------------------------------------------------------------- output
@@ -256,7 +260,6 @@ def write_regimes(result: Calibration, path) -> None:
     import os
     from pathlib import Path
 
-    from harness.provenance import git_commit
     from harness.regimes import load_regimes
 
     path = Path(path)
@@ -270,7 +273,7 @@ def write_regimes(result: Calibration, path) -> None:
         if not skipping:
             kept.append(line)
     body = "".join(kept).rstrip("\n")
-    body = (body + "\n\n" if body else "") + regime_tables(result, git_commit())
+    body = (body + "\n\n" if body else "") + regime_tables(result, result.commit)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(body, encoding="utf-8")
     try:
