@@ -32,6 +32,7 @@ from harness.interfaces import (
     TrainerFactory,
 )
 from harness.plugins import Registry
+from harness.reference_point import is_deployable
 from harness.regimes import regime_options
 from harness.run_request import RunRequest, run_option
 from harness.options import recorded_settings
@@ -57,6 +58,8 @@ _OMITTED_WHEN_UNSET = ("annotator", "evaluator")
 _OMITTED_WHEN_FALSE = ("allow_static_policy",)
 # Labels added later: left out of the JSON while unset (so configs from before them read the same).
 _OMITTED_WHEN_NONE = ("regime",)
+# Labels added later: left out of the JSON while True (every run before them was deployable).
+_OMITTED_WHEN_TRUE = ("deployable",)
 # Options that change what the run keeps on disk, never its numbers: out of the strategy hash, and out of the JSON
 # while they hold their default (so configs from before them read the same).
 _STORAGE_DEFAULTS = {"keep_checkpoints": run_option("keep_checkpoints").default}
@@ -104,6 +107,9 @@ class RunConfig:
     allow_static_policy: bool = run_option("allow_static_policy").default  # a warning, not a failure
     keep_checkpoints: str = run_option("keep_checkpoints").default  # "last" or "all" (harness.experiments.checkpoints)
     regime: str | None = run_option("regime").default  # its options are already in the settings above: a label
+    # False when a selector reads the world's exact gold (needs_exact_gold): a reference point, not a strategy
+    # (harness.reference_point). A label derived from the selectors, set by plan_run, out of the strategy hash.
+    deployable: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -115,6 +121,9 @@ class RunConfig:
                 del data[flag]
         for name in _OMITTED_WHEN_NONE:
             if data[name] is None:
+                del data[name]
+        for name in _OMITTED_WHEN_TRUE:
+            if data[name] is True:
                 del data[name]
         for name, default in _STORAGE_DEFAULTS.items():
             if data[name] == default:
@@ -132,6 +141,7 @@ class RunConfig:
         for name in _STORAGE_DEFAULTS:  # what is kept on disk changes no number
             data.pop(name, None)
         data.pop("regime", None)  # a name for settings already in the config: the same settings, the same hash
+        data.pop("deployable", None)  # derived from the selectors' names, which the hash already covers
         blob = json.dumps(data, sort_keys=True, default=_jsonable)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -346,6 +356,7 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
         allow_static_policy=request.allow_static_policy,
         keep_checkpoints=request.keep_checkpoints,
         regime=request.regime,
+        deployable=all(is_deployable(selector) for selector in selectors.values()),
     )
     components = _assemble(registry, config, made)
     labels = check_budget_plan(config, components)
@@ -399,8 +410,21 @@ def _assemble(registry: Registry, config: RunConfig, made: Mapping[str, Componen
         if column != EXPLICIT_REWARD:
             components.scorers[column] = registry.create("scorer", column)
     check_explicit_scores(components, config)
+    check_exact_gold(components, config)
     check_judge_roles(components)
     return components
+
+
+def check_exact_gold(components: Components, config: RunConfig) -> None:
+    """UsageError when a selector reads the world's exact gold (``needs_exact_gold``) on a testbed without it."""
+    readers = [s for s in (components.instance_selector, components.corpus_selector) if not is_deployable(s)]
+    if readers and not getattr(components.testbed, "exact_gold", False):
+        raise UsageError(
+            f"selector {readers[0].name!r} is a reference point that reads the world's exact gold reward, but "
+            f"testbed {config.testbed.name!r} has none to give (it does not declare exact_gold): its gold is a "
+            "judge's labels, paid per call, so no label-free exact gold exists. Run it on a testbed with a known "
+            "gold reward (--testbed synthetic), or pick a deployable selector (harness list selectors)"
+        )
 
 
 def check_judge_roles(components: Components) -> None:

@@ -52,6 +52,13 @@ def register_selectors(register):
     :param register: call ``register(cls)`` with a subclass of
         :class:`harness.interfaces.Selector`. The same class serves
         ``--selector``, ``--instance-selector`` and ``--corpus-selector``.
+        What the class declares (``requires``, ``needs_tokens``,
+        ``explicit_source``, ``stochastic_passes``, ``needs_exact_gold``) is
+        all the loop computes for it. ``needs_exact_gold = True`` hands the
+        selector the world's exact gold reward (``batch.gold()``, free); it
+        makes the selector a reference point, marked "not a deployable
+        strategy" wherever strategies are listed, and runs only on a testbed
+        that declares ``exact_gold = True``.
     :return: ignored.
     """
 

@@ -23,13 +23,13 @@ values, validated by the host before the component sees them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from harness.errors import UsageError
+from harness.errors import SelectionError, UsageError
 from harness.memory import MemoryNeeds
 from harness.options import Option, resolve_options
 from harness.regimes import Regime
@@ -163,13 +163,45 @@ class Pairs:
 
 
 @dataclass(frozen=True)
+class ExactGold:
+    """The world's exact gold reward of one pool: what a selector that declares ``needs_exact_gold`` is handed.
+
+    No deployable strategy has this (no annotation budget buys the exact gold
+    reward of every sampled response), so a selector that reads it is a
+    *reference point*, not a strategy (:func:`harness.reference_point.is_deployable`
+    is False for it, and every listing marks it). It costs no label: the loop
+    reads it from :meth:`World.gold_rewards` and never charges the ledger; the
+    pairs such a selector keeps are still labelled by the run's annotator at one
+    label each, like any other selector's, so comparisons stay at equal labels.
+
+    * ``rewards``: ``(M, N)`` float64, the exact gold reward of every response
+      of the pool (no annotator noise);
+    * ``prompts``: ``(M, P)`` int64, the pool's prompts;
+    * ``policy``: pi_{i-1}, the :class:`Policy` the pool was sampled from, for
+      first-order criteria (gradients of log pi). Read it only: never train or
+      modify it (work on ``policy.clone()``), and leave its parameters' ``.grad``
+      as they were.
+
+    The loop builds it only when a run's selector declares ``needs_exact_gold``
+    and puts it only on that selector's batch (:func:`batch_for`); the other
+    level's selector, the allocator's history and the recorded rows never see it.
+    """
+
+    rewards: np.ndarray
+    prompts: np.ndarray
+    policy: Any
+
+
+@dataclass(frozen=True)
 class SelectionBatch:
     """What a selector sees of one iteration's pool.
 
     ``scores`` holds exactly the ``(M, N)`` float64 columns the selector (and
     the other level's selector) declared in ``requires``; ``tokens`` is set only
     for a selector with ``needs_tokens = True``. ``beta`` is the trainer's DPO
-    beta, for selectors that reason in units of the DPO loss.
+    beta, for selectors that reason in units of the DPO loss. ``exact_gold``
+    (:class:`ExactGold`) is set only on the batch of a selector with
+    ``needs_exact_gold = True``; read it with :meth:`gold`.
     """
 
     lengths: np.ndarray
@@ -177,6 +209,7 @@ class SelectionBatch:
     scores: Mapping[str, np.ndarray]
     beta: float = 1.0
     tokens: np.ndarray | None = None
+    exact_gold: ExactGold | None = None
 
     @property
     def n_prompts(self) -> int:
@@ -195,6 +228,25 @@ class SelectionBatch:
                 f"score column {column!r} was not computed; add it to the selector's `requires` "
                 f"(computed: {sorted(self.scores)})"
             ) from None
+
+    def gold(self) -> ExactGold:
+        """The pool's exact gold (:class:`ExactGold`); SelectionError when this batch carries none.
+
+        Only a selector that declares ``needs_exact_gold = True`` is handed it;
+        any other selector that asks gets the error, and so does a declaring
+        selector called on a batch built without it.
+        """
+        if self.exact_gold is None:
+            raise SelectionError(
+                "this selection batch carries no exact gold: only a selector that declares "
+                "`needs_exact_gold = True` is handed it (a reference point, not a deployable strategy), "
+                "and only on a testbed whose worlds give it (World.gold_rewards)"
+            )
+        return self.exact_gold
+
+    def without_gold(self) -> SelectionBatch:
+        """This batch with no exact gold on it (itself when it carries none)."""
+        return self if self.exact_gold is None else replace(self, exact_gold=None)
 
 
 @dataclass(frozen=True)
@@ -402,6 +454,15 @@ class World(Protocol):
         such a scorer (UsageError naming the selector).
         """
 
+    def gold_rewards(self, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        """``(M, N)`` float64 exact gold reward of every response (no annotator noise, no label charged).
+
+        Optional: a world with a known gold reward (the synthetic testbed's)
+        has it. The loop reads it for label-noise diagnostics and, only for a
+        selector that declares ``needs_exact_gold``, as that selector's
+        :class:`ExactGold`; its testbed then declares ``exact_gold = True``.
+        """
+
     def evaluation_pairs(self, policy: Policy, rng: np.random.Generator) -> tuple[np.ndarray, Responses]:
         """Evaluation prompts and ``(E, 2)`` responses: the policy's greedy output, then the reference output.
 
@@ -475,6 +536,19 @@ class Selector(Component):
     selector names, or :data:`DEFAULT_STOCHASTIC_PASSES`). A selector with
     an option for it exposes it as a property. Stochastic passes are model
     compute, timed with the log-probs: they never cost a label.
+
+    ``needs_exact_gold`` (default False) asks for the world's exact gold
+    reward of the pool, with the policy the pool was sampled from, as
+    ``batch.gold()`` (:class:`ExactGold`). It is information no deployable
+    strategy has, so a selector that declares it is a *reference point*: it
+    is marked "not a deployable strategy" wherever strategies are listed
+    (:mod:`harness.reference_point`), and the run records ``deployable:
+    false``. It costs no label (the ledger never sees it); the pairs the
+    selector keeps are labelled by the annotator at one label each, as any
+    other selector's. Only a declaring selector's batch carries it: the loop
+    refuses (SelectionError) to hand it to any other, and a testbed must
+    declare ``exact_gold = True`` for such a selector to run on it
+    (UsageError at validation, ``harness run --dry-run`` included).
     """
 
     kind = "selector"
@@ -482,6 +556,7 @@ class Selector(Component):
     needs_tokens: bool = False
     explicit_source: str | None = None
     stochastic_passes: int = 0
+    needs_exact_gold: bool = False
 
     def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
         raise NotImplementedError
@@ -582,6 +657,9 @@ class Testbed(Component):
     kind = "testbed"
     __test__ = False
     default_judges: ClassVar[dict[str, str]] = {}  # not a pytest test class, though its name starts with "Test"
+    exact_gold: ClassVar[bool] = False
+    """True when every world it builds has :meth:`World.gold_rewards`, the exact gold reward (the synthetic
+    testbed): only then may a run use a selector that declares ``needs_exact_gold``."""
 
     def build_world(self, *, seed: int, reporter: Reporter) -> World:
         """The world of ``seed``.
@@ -674,6 +752,26 @@ def stochastic_passes(selectors: Sequence[Selector], scorers: Iterable[Scorer]) 
     return passes
 
 
+def batch_for(selector: Selector, batch: SelectionBatch) -> SelectionBatch:
+    """``batch`` as ``selector`` may see it: with its exact gold only when the selector declares ``needs_exact_gold``."""
+    return batch if getattr(selector, "needs_exact_gold", False) else batch.without_gold()
+
+
+def check_gold_hand_over(selector: Selector, batch: SelectionBatch, what: str) -> None:
+    """SelectionError when ``batch`` carries exact gold and ``selector`` did not declare ``needs_exact_gold``.
+
+    The loop calls it right before handing a batch to a selector: exact gold
+    reaches only the selectors that declared they read it (reference points),
+    never a strategy that would then be compared as if it were deployable.
+    """
+    if batch.exact_gold is not None and not getattr(selector, "needs_exact_gold", False):
+        raise SelectionError(
+            f"{what} {getattr(selector, 'name', type(selector).__name__)!r} would be handed the world's exact "
+            "gold reward, but it does not declare `needs_exact_gold = True`; refused (only a reference point "
+            "that declares it may read exact gold)"
+        )
+
+
 def check_component_class(kind: str, cls: Any) -> None:
     """Validate a class handed to a `register_*` hook; raise TypeError saying what is wrong."""
     base = COMPONENT_KINDS[kind]
@@ -683,6 +781,9 @@ def check_component_class(kind: str, cls: Any) -> None:
         raise TypeError(f"{cls.__qualname__}.name must be a non-empty identifier, got {cls.name!r}")
     if not cls.description:
         raise TypeError(f"{kind} {cls.name!r} has no description")
+    if kind == "selector" and not isinstance(getattr(cls, "needs_exact_gold", False), (bool, property)):
+        raise TypeError(f"selector {cls.name!r}: needs_exact_gold must be True or False, "
+                        f"got {cls.needs_exact_gold!r}")
     for option in cls.options:
         if not isinstance(option, Option):
             raise TypeError(f"{kind} {cls.name!r}: options must be harness.options.Option instances")
@@ -696,6 +797,7 @@ __all__ = [
     "SCORER_CONTRACT",
     "Component",
     "EXPLICIT_REWARD",
+    "ExactGold",
     "IterationRecord",
     "Judge",
     "Labels",
@@ -713,6 +815,8 @@ __all__ = [
     "Trainer",
     "UsageError",
     "World",
+    "batch_for",
+    "check_gold_hand_over",
     "pair_texts",
     "stochastic_passes",
 ]

@@ -9,8 +9,10 @@ iteration (:func:`begin` first):
 - :func:`score`: log-probs under pi_{i-1} and the reference, when a selector's
   score column needs them, and K stochastic passes of pi_{i-1} when a
   stochastic scorer (scorer contract 2) is among them;
-- :func:`select`: explicit scores when a selector reads them, one pair per
-  prompt (instance level), then the kept share (corpus level);
+- :func:`select`: explicit scores when a selector reads them (and, for a
+  selector that declares ``needs_exact_gold``, the world's exact gold,
+  uncharged, on that selector's batch only), one pair per prompt (instance
+  level), then the kept share (corpus level);
 - :func:`label`: the annotator labels the kept pairs, charged to the ledger;
 - :func:`train`: DPO from pi_{i-1} on the labelled pairs (ties dropped), the
   guard against an unchanged policy, KL to pi_{i-1};
@@ -42,6 +44,7 @@ from harness.diagnostics import pool_margin_diagnostics, selected_pair_diagnosti
 from harness.errors import NonFiniteError, PluginError, SelectionError, UsageError
 from harness.interfaces import (
     EXPLICIT_REWARD,
+    ExactGold,
     IterationRecord,
     Labels,
     Pairs,
@@ -49,6 +52,8 @@ from harness.interfaces import (
     Reporter,
     Responses,
     SelectionBatch,
+    batch_for,
+    check_gold_hand_over,
     stochastic_passes,
     winners_and_losers,
 )
@@ -228,7 +233,8 @@ def select(run: RunContext, it: Iteration) -> None:
                 run.ledger.count_proxy(it.number, it.pending.proxy_calls)  # made before the run stopped for labels
             return it.pending, None
         return _select(run.components, run.config, run.world, (it.prompts, it.responses), it.logp_policy,
-                       it.logp_ref, run.ledger, it.number, it.pool.pairs, run.timer, run.desk, it.logp_samples)
+                       it.logp_ref, run.ledger, it.number, it.pool.pairs, run.timer, run.desk, it.logp_samples,
+                       policy=run.policy)
 
     it.selection, it.explicit = run.ranks.main_only(main)
     selection = it.selection
@@ -488,8 +494,11 @@ def _check_training(config: RunConfig, trainer, iteration: int, before, trained,
 
 def _select(components: Components, config: RunConfig, world, drawn, logp_policy, logp_ref, ledger: Ledger,
             iteration: int, n_pairs: int, timer: StageTimer, desk,
-            logp_samples: np.ndarray | None = None) -> tuple[PendingSelection, np.ndarray | None]:
-    """Explicit scores (when a selector reads them), then both selection levels, as a :class:`PendingSelection`."""
+            logp_samples: np.ndarray | None = None, *, policy: Any = None) -> tuple[PendingSelection, np.ndarray | None]:
+    """Explicit scores (when a selector reads them), then both selection levels, as a :class:`PendingSelection`.
+
+    ``policy`` is pi_{i-1}, handed (with the exact gold) only to a selector that declares ``needs_exact_gold``.
+    """
     prompts, responses = drawn
     seed = config.seed
     explicit = _explicit_scores(components, world, prompts, responses, ledger, iteration, seed, timer, desk)
@@ -507,11 +516,48 @@ def _select(components: Components, config: RunConfig, world, drawn, logp_policy
             scores=scores,
             beta=components.trainer.beta,
             tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
+            exact_gold=_exact_gold(components, world, prompts, responses, policy, iteration),
         )
-        offered, kept = _select_pairs(components, batch, n_pairs, seed, iteration)
+        # exact gold only on the batch of a selector that declared it (never charged to the ledger)
+        offered, kept = _select_pairs(components, batch_for(instance, batch), n_pairs, seed, iteration,
+                                      corpus_batch=batch_for(corpus, batch))
     selection = PendingSelection(prompts, responses, distinct, len(offered), kept, logp_policy, logp_ref,
                                  proxy_calls=ledger.proxy_calls.get(iteration, 0))
     return selection, explicit
+
+
+def exact_gold_readers(components: Components) -> list[str]:
+    """The names of the run's selectors that declare ``needs_exact_gold`` (each level once)."""
+    names: list[str] = []
+    for selector in (components.instance_selector, components.corpus_selector):
+        if getattr(selector, "needs_exact_gold", False) and selector.name not in names:
+            names.append(selector.name)
+    return names
+
+
+def _exact_gold(components: Components, world, prompts, responses: Responses, policy, iteration: int
+                ) -> ExactGold | None:
+    """The pool's exact gold for a selector that declares ``needs_exact_gold``; None when no selector does.
+
+    Read from :meth:`World.gold_rewards` and never charged: it is a reference
+    point's free information, not a purchase (the kept pairs are still labelled,
+    and charged, by the annotator). UsageError when the world has no exact gold.
+    """
+    readers = exact_gold_readers(components)
+    if not readers:
+        return None
+    if not hasattr(world, "gold_rewards"):
+        raise UsageError(
+            f"selector {readers[0]!r} reads the world's exact gold reward, but testbed "
+            f"{components.testbed.name!r}'s worlds have none (World.gold_rewards): its gold is a judge's "
+            "labels, paid per call. Run it on a testbed with a known gold reward (synthetic)"
+        )
+    rewards = np.asarray(world.gold_rewards(prompts, responses), dtype=np.float64)
+    if rewards.shape != responses.lengths.shape:
+        raise PluginError(f"World.gold_rewards returned shape {rewards.shape} for a pool of shape "
+                          f"{responses.lengths.shape}")
+    require_finite(rewards, "select", iteration, "exact gold rewards")
+    return ExactGold(rewards=rewards, prompts=np.asarray(prompts), policy=policy)
 
 
 def _score_columns(components: Components, logp_policy, logp_ref, lengths,
@@ -686,16 +732,26 @@ def _labels_from_scores(world, prompts, responses: Responses, pairs: Pairs, expl
 
 
 def _select_pairs(
-    components: Components, batch: SelectionBatch, n_pairs: int, seed: int, iteration: int
+    components: Components, batch: SelectionBatch, n_pairs: int, seed: int, iteration: int,
+    corpus_batch: SelectionBatch | None = None,
 ) -> tuple[Pairs, Pairs]:
-    """Instance level, then corpus level, each checked against the selector contract."""
+    """Instance level, then corpus level, each checked against the selector contract.
+
+    ``batch`` goes to the instance selector, ``corpus_batch`` (default: the
+    same) to the corpus selector; a batch that carries exact gold for a
+    selector that did not declare ``needs_exact_gold`` is refused
+    (SelectionError) before that selector is called.
+    """
     instance, corpus = components.instance_selector, components.corpus_selector
+    corpus_batch = batch if corpus_batch is None else corpus_batch
+    check_gold_hand_over(instance, batch, "instance selector")
+    check_gold_hand_over(corpus, corpus_batch, "corpus selector")
     before = streams.global_rng_state()
     offered = instance.select_instances(batch, streams.stream(seed, iteration, "instance"))
     _refuse_global_draws(before, f"instance selector {instance.name!r}")
     check_instance_pairs(offered, batch, f"instance selector {instance.name!r}")
     n_keep = min(n_pairs, len(offered))
-    kept = corpus.select_corpus(batch, offered, n_keep, streams.stream(seed, iteration, "corpus"))
+    kept = corpus.select_corpus(corpus_batch, offered, n_keep, streams.stream(seed, iteration, "corpus"))
     _refuse_global_draws(before, f"corpus selector {corpus.name!r}")
     check_corpus_pairs(kept, offered, n_keep, f"corpus selector {corpus.name!r}")
     return offered, kept

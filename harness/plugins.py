@@ -45,6 +45,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.selectors.sharp",
     "plugins.selectors.signed_gap",
     "plugins.selectors.active_exploration",
+    "plugins.selectors.gold_gradient",
     "plugins.allocators.schedules",
     "plugins.trainers.native",
     "plugins.trainers.trl",

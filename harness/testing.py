@@ -39,7 +39,17 @@ checks that:
   a selector that names K > 0, the columns it requires that registered
   stochastic scorers compute are filled by those scorers from K synthetic
   passes (so a standard deviation is never negative), every other column as
-  above.
+  above;
+* (exact gold) ``needs_exact_gold`` is a bool. A selector that declares it
+  gets ``batch.exact_gold`` (:class:`~harness.interfaces.ExactGold`: a
+  standard-normal gold reward per distinct response, random prompts and a
+  :class:`ToyPolicy`), runs every check above with it, must leave the gold
+  and the policy's parameters as they were, and must refuse
+  (SelectionError) a batch that carries none. A selector that does not
+  declare it is never handed exact gold: its batch carries none,
+  ``batch.gold()`` refuses, and the loop's hand-over check
+  (:func:`~harness.interfaces.check_gold_hand_over`) refuses a batch that
+  carries it.
 
 **AllocatorContract** checks that a plan has one non-negative int per
 iteration, that labels already spent plus the plan for the remaining
@@ -84,6 +94,7 @@ from harness.errors import CheckpointError, SelectionError, UsageError
 from harness.interfaces import (
     Allocator,
     Component,
+    ExactGold,
     IterationRecord,
     Judge,
     Labels,
@@ -98,7 +109,9 @@ from harness.interfaces import (
     Trainer,
     TrainerFactory,
     TrainResult,
+    batch_for,
     check_component_class,
+    check_gold_hand_over,
 )
 
 __all__ = [
@@ -154,6 +167,7 @@ def make_pool(
     duplication: str = "mixed",
     max_length: int = 6,
     passes: int = 0,
+    exact_gold: bool = False,
 ) -> SyntheticPool:
     """A synthetic pool of ``n_prompts`` x ``n_responses`` responses, a pure function of ``seed``.
 
@@ -168,6 +182,12 @@ def make_pool(
         K synthetic stochastic passes (identical responses get identical
         passes) and synthetic log-probs (:func:`scorer_inputs`' scales); with
         ``scores="equal"`` every pass is equal, so every spread is 0.
+    :param exact_gold: set ``batch.exact_gold`` (what a selector that declares
+        ``needs_exact_gold`` is handed): a standard-normal gold reward per
+        distinct response (0 everywhere with ``scores="equal"``), random
+        prompts of :data:`GOLD_PROMPT_LENGTH` tokens and a :class:`ToyPolicy`
+        of :data:`GOLD_VOCAB` tokens, all from a stream of their own (the rest
+        of the pool is the same with or without it).
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1EC7]))
     m, n = int(n_prompts), int(n_responses)
@@ -218,8 +238,25 @@ def make_pool(
         scores=columns,
         beta=1.0,
         tokens=tokens if needs_tokens else None,
+        exact_gold=_exact_gold(seed, ids, equal=scores == "equal") if exact_gold else None,
     )
     return SyntheticPool(batch=batch, tokens=tokens, response_id=ids)
+
+
+GOLD_VOCAB = 64
+"""Tokens of the :class:`ToyPolicy` in a pool's exact gold (above every token id :func:`make_pool` writes)."""
+GOLD_PROMPT_LENGTH = 3
+
+
+def _exact_gold(seed: int, ids: np.ndarray, *, equal: bool = False) -> ExactGold:
+    """The exact gold of a pool whose response ``[m, n]`` is ``ids[m, n]`` of its prompt (identical: equal gold)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x601D]))
+    m, n = ids.shape
+    rows = np.arange(m)[:, None]
+    rewards = np.zeros((m, n)) if equal else rng.standard_normal((m, n))[rows, ids]
+    prompts = rng.integers(0, GOLD_VOCAB, size=(m, GOLD_PROMPT_LENGTH), dtype=np.int64)
+    return ExactGold(rewards=np.ascontiguousarray(rewards, dtype=np.float64), prompts=prompts,
+                     policy=ToyPolicy(vocab_size=GOLD_VOCAB, seed=int(seed)))
 
 
 def _stochastic_scorers(columns: Sequence[str]) -> dict[str, Scorer]:
@@ -353,6 +390,7 @@ class SelectorContract:
         kwargs.setdefault("n_prompts", self.n_prompts)
         kwargs.setdefault("n_responses", self.n_responses)
         kwargs.setdefault("passes", int(getattr(selector, "stochastic_passes", 0) or 0))
+        kwargs.setdefault("exact_gold", bool(getattr(selector, "needs_exact_gold", False)))
         return make_pool(
             seed,
             requires=tuple(selector.requires),
@@ -394,6 +432,31 @@ class SelectorContract:
             f"stochastic_passes must be an int, got {passes!r}"
         )
         assert passes == 0 or passes >= 2, f"stochastic_passes must be 0 (none) or at least 2, got {passes}"
+
+    def test_exact_gold_is_declared_sensibly(self):
+        declared = getattr(self.make_selector(), "needs_exact_gold", False)
+        assert isinstance(declared, bool), f"needs_exact_gold must be True or False, got {declared!r}"
+
+    def test_exact_gold_reaches_only_a_declaring_selector(self):
+        selector = self.make_selector()
+        with_gold = self.make_pool(self.seeds[0], exact_gold=True).batch
+        rng = np.random.default_rng(self.seeds[0])
+        if getattr(selector, "needs_exact_gold", False):
+            assert batch_for(selector, with_gold) is with_gold, "a declaring selector must be handed its exact gold"
+            check_gold_hand_over(selector, with_gold, "selector")
+            bare = with_gold.without_gold()
+            _raises(SelectionError, lambda: selector.select_instances(bare, rng),
+                    "select_instances of a selector that declares needs_exact_gold, on a batch without it,")
+            pairs = _foreign_pairs(self.make_pool(self.seeds[0]), self.seeds[0])
+            _raises(SelectionError, lambda: selector.select_corpus(bare, pairs, len(pairs), rng),
+                    "select_corpus of a selector that declares needs_exact_gold, on a batch without it,")
+            return
+        pool = self.make_pool(self.seeds[0])
+        assert pool.batch.exact_gold is None, "a selector that does not declare needs_exact_gold got exact gold"
+        assert batch_for(selector, with_gold).exact_gold is None, "exact gold would reach an undeclared selector"
+        _raises(SelectionError, lambda: check_gold_hand_over(selector, with_gold, "selector"),
+                "handing exact gold to a selector that does not declare needs_exact_gold")
+        _raises(SelectionError, pool.batch.gold, "batch.gold() on an undeclared selector's batch")
 
     def test_instance_pairs_are_valid(self):
         for seed in self.seeds:
@@ -524,6 +587,23 @@ class SelectorContract:
                 f"the selector modified batch.{name}"
             )
         assert_pairs_equal(pairs_copy, pairs, "select_corpus modified the pairs it was given;")
+
+    def test_does_not_modify_the_exact_gold(self):
+        pool = self.make_pool(self.seeds[0])
+        gold = pool.batch.exact_gold
+        if gold is None:
+            assert not getattr(self.make_selector(), "needs_exact_gold", False)
+            return
+        rewards, prompts = gold.rewards.copy(), gold.prompts.copy()
+        parameters = _parameters(gold.policy)
+        grads = [None if p.grad is None else p.grad.detach().clone() for p in gold.policy.parameters()]
+        self.run_both_levels(self.make_selector(), pool, self.seeds[0])
+        assert np.array_equal(rewards, gold.rewards), "the selector modified batch.exact_gold.rewards"
+        assert np.array_equal(prompts, gold.prompts), "the selector modified batch.exact_gold.prompts"
+        _assert_parameters_unchanged(parameters, gold.policy, "the selector")
+        after = [None if p.grad is None else p.grad.detach() for p in gold.policy.parameters()]
+        assert all((a is None and b is None) or (a is not None and b is not None and bool((a == b).all()))
+                   for a, b in zip(grads, after)), "the selector changed the policy's .grad"
 
 
 # ----------------------------------------------------------- allocator contract
@@ -1591,7 +1671,8 @@ class TestbedContract(_ComponentContract):
       prompt and response, identical responses read the same);
       ``evaluation_pairs`` (``(E, 2)`` responses whose second column, the
       reference output, does not depend on the policy); ``gold_rewards``
-      (``(M, N)`` finite, identical responses equal); ``seed_round``
+      (``(M, N)`` finite, identical responses equal; required, not optional,
+      when the testbed declares ``exact_gold = True``); ``seed_round``
       (``seed_*`` keys with bool, int, float or str values, which is what the
       loop records); ``evaluation_report`` (finite numbers by name);
       ``stochastic_logprobs`` (scorer contract 2: ``(K, M, N)`` finite
@@ -1919,6 +2000,9 @@ class TestbedContract(_ComponentContract):
 
     def test_gold_rewards(self):
         world = self.build()
+        if getattr(self.testbed_class, "exact_gold", False):  # it promised exact gold to reference-point selectors
+            assert hasattr(world, "gold_rewards"), (
+                f"testbed {self.testbed_class.name!r} declares exact_gold = True, but its world has no gold_rewards")
         self._optional(world, "gold_rewards")
         prompts, responses = self.batch(world, 16)
         tokens, lengths = responses.tokens.copy(), responses.lengths.copy()

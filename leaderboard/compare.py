@@ -35,7 +35,9 @@ from leaderboard.query import (
     configs_for,
     group_runs,
     is_numeric,
+    mark_deployability,
     select_runs,
+    selector_label,
     table_columns,
 )
 from leaderboard.stats import paired_interval
@@ -72,7 +74,7 @@ def _context(config: Mapping[str, Any] | None, group: Mapping[str, Any]) -> str:
     if config:
         rest = {k: v for k, v in config.items()
                 if k not in ("seed", "world_seed", "instance_selector", "corpus_selector",
-                             "gold_judge", "proxy_judge")}
+                             "gold_judge", "proxy_judge", "deployable")}  # deployable follows the selectors
         return json.dumps(rest, sort_keys=True, default=str)
     # A run without a stored config: fall back on the columns.
     return json.dumps([group.get(k) for k in ("testbed", "allocator", "trainer")])
@@ -165,6 +167,7 @@ def compare(
         members.setdefault(by_key[tuple(row[f] for f in STRATEGY_FIELDS)], []).append(row)
     configs = configs_for(conn, [g["run_ids"][0] for g in groups])
     group_configs = [configs.get(g["run_ids"][0]) for g in groups]
+    mark_deployability(conn, groups)  # † on a reference point's selector (harness.reference_point)
     for group, config, setting in zip(groups, group_configs, config_settings(group_configs)):
         group["settings"] = setting
         group["_context"] = _context(config, group)
@@ -197,7 +200,7 @@ def compare(
     def summary(group: dict[str, Any]) -> dict[str, Any]:
         out = {field: group.get(field) for field in STRATEGY_FIELDS}
         out.update(
-            settings=group["settings"], runs=group["runs"],
+            settings=group["settings"], runs=group["runs"], deployable=group["deployable"],
             group_mean=group[f"{metric}_mean"], group_std=group[f"{metric}_std"],
         )
         return out
@@ -257,5 +260,4 @@ def _selected(row: Mapping[str, Any], selector: str | None) -> bool:
 
 
 def _label(row: Mapping[str, Any]) -> str:
-    instance, corpus = row.get("instance_selector"), row.get("corpus_selector")
-    return str(instance) if instance == corpus else f"{instance}/{corpus}"
+    return selector_label(row)

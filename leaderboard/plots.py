@@ -29,6 +29,7 @@ from leaderboard.query import (
     configs_for,
     group_labels,
     group_runs,
+    mark_deployability,
     select_runs,
     sort_groups,
     table_columns,
@@ -70,6 +71,7 @@ def collect(
     if not rows:
         return data
     groups = group_runs(rows, by)
+    mark_deployability(conn, groups)  # † in the legend on a reference point's selector
     if by == STRATEGY_FIELDS:
         configs = configs_for(conn, [g["run_ids"][0] for g in groups])
         for group, setting in zip(groups, config_settings([configs.get(g["run_ids"][0]) for g in groups])):

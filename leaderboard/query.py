@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UnknownNameError, UsageError
+from harness.reference_point import marked, recorded_deployable
 from leaderboard.stats import mean_std
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "count_runs",
     "group_labels",
     "group_runs",
+    "mark_deployability",
     "parse_by",
     "select_runs",
     "sort_groups",
@@ -347,7 +349,7 @@ def format_setting(value: Any) -> str:
 
 
 def config_settings(
-    configs: Sequence[Mapping[str, Any] | None], shown: Iterable[str] = tuple(_ROLE_PREFIX)
+    configs: Sequence[Mapping[str, Any] | None], shown: Iterable[str] = (*_ROLE_PREFIX, "deployable")
 ) -> list[str]:
     """Per config, the ``key=value`` settings that differ between these configs.
 
@@ -358,7 +360,8 @@ def config_settings(
     configs that use the same component there (``smallest``'s ``normalize`` is
     not a difference from ``random``, which has no such option); other keys
     (``budget``) between all. Keys in ``shown`` (the component names the table
-    already shows) are left out. One string per config, '' where nothing differs.
+    already shows, and ``deployable``, which the selector's † mark shows) are left
+    out. One string per config, '' where nothing differs.
     """
     flats = [flat_config(c) if c else {} for c in configs]
     shown = set(shown)
@@ -391,10 +394,23 @@ def config_settings(
 
 
 def selector_label(row: Mapping[str, Any]) -> str:
-    """``smallest`` when both levels use one selector, else ``instance/corpus``."""
+    """``smallest`` when both levels use one selector, else ``instance/corpus``; marked † when not deployable.
+
+    The mark (:mod:`harness.reference_point`) follows what the run recorded:
+    ``deployable: false`` in a run's config, or ``deployable`` on a group
+    (:func:`mark_deployability`).
+    """
     instance = row.get("instance_selector") or "?"
     corpus = row.get("corpus_selector") or "?"
-    return instance if instance == corpus else f"{instance}/{corpus}"
+    return marked(instance if instance == corpus else f"{instance}/{corpus}", recorded_deployable(row))
+
+
+def mark_deployability(conn: sqlite3.Connection, groups: Sequence[dict[str, Any]]) -> None:
+    """Set ``deployable`` on each group: False when any of its runs recorded ``deployable: false``."""
+    configs = configs_for(conn, [run_id for group in groups for run_id in group.get("run_ids", ())])
+    for group in groups:
+        group["deployable"] = all(recorded_deployable({"config": configs.get(run_id)})
+                                  for run_id in group.get("run_ids", ()))
 
 
 def group_labels(groups: Sequence[Mapping[str, Any]], by: Sequence[str]) -> list[str]:

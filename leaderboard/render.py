@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.reference_point import NOTE, recorded_deployable
 from harness.table_fit import Column, cut_words, fit_table, print_fitted, widened
 
 CAPTION = (
@@ -34,10 +35,10 @@ _MISSING = "—"
 
 
 def selector_label(run: Mapping[str, Any]) -> str:
-    """``smallest`` when both levels use one selector, else ``instance/corpus``."""
-    instance = run.get("instance_selector") or "?"
-    corpus = run.get("corpus_selector") or "?"
-    return instance if instance == corpus else f"{instance}/{corpus}"
+    """``smallest`` when both levels use one selector, else ``instance/corpus``; † when not deployable."""
+    from leaderboard.query import selector_label as label
+
+    return label(run)
 
 
 def delta_win_rate(run: Mapping[str, Any]) -> float | None:
@@ -175,6 +176,8 @@ def notes(runs: Sequence[Mapping[str, Any]]) -> list[str]:
             f"rows from {len(testbeds)} testbeds ({', '.join(testbeds)}): win rates are only "
             "comparable within one testbed; filter with --testbed NAME"
         )
+    if not all(recorded_deployable(run) for run in runs):
+        out.append(NOTE)
     synthetic = {run.get("allocator") for run in finished if run.get("testbed") == "synthetic"}
     if len(synthetic) > 1:
         out.append(
@@ -450,7 +453,8 @@ def print_compare(result: Mapping[str, Any], console: Console, *, title: str | N
         i > 0 and r["baseline_config_hash"] is None and rows[i - 1]["baseline_config_hash"] is not None
     )]
     _print_table(console, compare_columns(result), compare_caption(result), wide=wide, sections=sections)
-    for line in result.get("notes", ()):
+    extra = [NOTE] if not all(recorded_deployable(r) for r in rows) else []
+    for line in [*extra, *result.get("notes", ())]:
         console.print(f"note: {line}", style="dim")
 
 

@@ -41,6 +41,7 @@ from harness.testing import (
     CONTRACTS,
     JudgeContract,
     ScorerContract,
+    SelectorContract,
     TestbedContract,
     TrainerContract,
     world_preference_data,
@@ -53,6 +54,7 @@ from plugins.judges.pairrm import PairRMJudge
 from plugins.judges.reward_model import RewardModelJudge
 from plugins.judges.synthetic import SyntheticGold, SyntheticProxy
 from plugins.scorers.implicit import ImplicitReward, ImplicitRewardNormalized, PolicyLogprobMean
+from plugins.selectors.gold_gradient import GoldGradient
 from plugins.testbeds.hf import HFTestbed
 from plugins.testbeds.synthetic import SyntheticTestbed
 from plugins.trainers.native import NativeDPOTrainer
@@ -180,6 +182,16 @@ class TestImplicitRewardNormalizedContract(ScorerContract):
 
 class TestPolicyLogprobMeanContract(ScorerContract):
     scorer_class = PolicyLogprobMean
+
+
+# ------------------------------------------------------------------ selectors
+# (the other built-in selectors run their contract in CONTRACT_MODULES)
+
+
+class TestGoldGradientContract(SelectorContract):
+    """The reference point that reads exact gold: the contract hands it a pool's exact gold and a toy policy."""
+
+    selector_class = GoldGradient
 
 
 # ------------------------------------------------------------------ trainers

@@ -288,7 +288,7 @@ def _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, c
     from harness.errors import UnknownNameError
     from leaderboard.query import (
         GROUP_METRICS, STRATEGY_FIELDS, config_settings, configs_for, group_runs,
-        group_sort_keys, select_runs, sort_groups, table_columns,
+        group_sort_keys, mark_deployability, select_runs, sort_groups, table_columns,
     )
     from leaderboard.render import group_caption, groups_to_json_list, print_groups
 
@@ -300,6 +300,7 @@ def _groups_view(lb, path, filters, fields, sort, reverse, limit, json_output, c
     wanted = list(dict.fromkeys(["id", "seed", "world_seed", *fields, *metrics]))
     rows, notes = select_runs(lb.conn, filters, wanted)
     groups = group_runs(rows, fields)
+    mark_deployability(lb.conn, groups)  # † on a reference point's selector (harness.reference_point)
     if tuple(fields) == STRATEGY_FIELDS and groups:
         configs = configs_for(lb.conn, [g["run_ids"][0] for g in groups])
         settings = config_settings([configs.get(g["run_ids"][0]) for g in groups])

@@ -71,17 +71,22 @@ def list_command(
             if name not in names:
                 raise UnknownNameError(singular, name, sorted(names))
             names = [name]
+    from harness.reference_point import is_deployable
+
     entries = []
     for each in names:
         registered = registry.get(singular, each)
         cls = registered.cls
+        # requires (and the capabilities) may depend on settings; show them for the defaults.
+        default = registered.create() if singular == "selector" else None
         entries.append({
             "name": each,
             "description": cls.description,
             "plugin": registered.plugin.name,
             "version": registered.plugin.version,
-            # requires may depend on settings; show it for the defaults.
-            "requires": list(registered.create().requires) if singular == "selector" else [],
+            "requires": list(default.requires) if default is not None else [],
+            # False: a reference point that reads the world's exact gold (needs_exact_gold), not a strategy
+            **({"deployable": is_deployable(default)} if default is not None else {}),
             "options": [
                 {"name": o.name, "type": o.type_name, "default": o.default, "range": o.range_text(), "help": o.help}
                 for o in cls.options
@@ -105,6 +110,7 @@ def _print_summary(console, title: str, entries: list[dict], *, wide: bool = Fal
     whole description and the help of each option are one `harness list KIND NAME` (or --wide) away."""
     from rich.text import Text
 
+    from harness.reference_point import MARK, SHORT_NOTE
     from harness.table_fit import Column, print_fitted
 
     options, descriptions = [], []
@@ -112,6 +118,8 @@ def _print_summary(console, title: str, entries: list[dict], *, wide: bool = Fal
         names = [o["name"] for o in entry["options"]]
         options.append((", ".join(names) if len(names) <= 4 else f"{len(names)} options") or "–")
         description = Text(" ".join(entry["description"].split()))
+        if not entry.get("deployable", True):  # the mark leads, so no cut hides it (NOTE explains it below)
+            description = Text(f"{MARK} ", style="bold") + description
         if not entry["plugin"].startswith(BUILTIN_PREFIX):
             description.append(f" ({entry['plugin']})", style="dim")
         descriptions.append(description)
@@ -120,6 +128,8 @@ def _print_summary(console, title: str, entries: list[dict], *, wide: bool = Fal
         Column("options", options, kind="text", priority=1, floor=10),
         Column("description (plugin, when not built in)", descriptions, kind="text", required=True, floor=30),
     ], wide=wide, title=title, title_style="")
+    if not all(e.get("deployable", True) for e in entries):
+        console.print(SHORT_NOTE, style="dim")  # one line; `harness list selectors NAME` has the whole NOTE
     if entries:
         console.print(f"whole descriptions, and each option's type, default, range and help: [bold]harness list "
                       f"{title} NAME[/] (e.g. harness list {title} {entries[0]['name']})", style="dim")
@@ -131,10 +141,16 @@ def _print_one(console, kind: str, entry: dict, *, wide: bool = False) -> None:
 
     from harness.table_fit import Column, print_fitted
 
-    console.print(f"[bold]{entry['name']}[/] ({kind}, plugin {entry['plugin']} {entry['version']}): "
+    from harness.reference_point import marked
+
+    console.print(f"[bold]{marked(entry['name'], entry.get('deployable', True))}[/] ({kind}, plugin {entry['plugin']} {entry['version']}): "
                   f"{escape(entry['description'])}")
     if entry["requires"]:
         console.print(f"reads: {', '.join(entry['requires'])}")
+    if not entry.get("deployable", True):
+        from harness.reference_point import NOTE
+
+        console.print(escape(NOTE), style="bold")
     if not entry["options"]:
         console.print("no options")
         return

@@ -295,12 +295,13 @@ def _iteration_line(row: dict[str, Any]) -> str:
 
 def _print_plan(console, config, components, plan) -> None:
     from harness.budget import plan_pool
+    from harness.reference_point import NOTE, is_deployable, marked
 
     costs = components.pool_costs(config.n_responses)
     pools = [plan_pool(labels, config.keep, *costs) for labels in plan]
-    levels = config.instance_selector.name
-    if config.corpus_selector.name != levels:
-        levels += f" / {config.corpus_selector.name}"
+    levels = marked(config.instance_selector.name, is_deployable(components.instance_selector))
+    if config.corpus_selector.name != config.instance_selector.name:
+        levels += f" / {marked(config.corpus_selector.name, is_deployable(components.corpus_selector))}"
     console.print(
         f"[bold]{levels}[/] · allocator [bold]{config.allocator.name}[/] · testbed {config.testbed.name} · "
         f"trainer {config.trainer.name} · seed {config.seed} (world {config.world_seed})"
@@ -316,3 +317,5 @@ def _print_plan(console, config, components, plan) -> None:
                       "kept pairs are labelled by those scores")
     elif components.explicit_source == "proxy":
         console.print(f"explicit scores: proxy judge {config.proxy_judge.name!r} (counted, not charged)")
+    if not config.deployable:
+        console.print(NOTE)

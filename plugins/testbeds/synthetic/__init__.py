@@ -30,6 +30,7 @@ class SyntheticTestbed(Testbed):
                    "it; world=staircase adds a bonus for a motif pi_ref rarely says, so a label's value depends on "
                    "the policy's state")
     default_judges = {"gold": "synthetic_gold", "proxy": "synthetic_proxy"}
+    exact_gold = True  # every world has gold_rewards: reference-point selectors (needs_exact_gold) may run here
     options = (
         # the world
         Option("world", str, "bigram",
