@@ -39,34 +39,30 @@ SEEN: list[tuple[str, str, ExactGold | None]] = []  # (selector, level, the exac
 HISTORIES: list[tuple] = []  # every history an allocator was handed
 
 
-class SpySmallest(SmallestMargin):
+class RecordsBatches:
+    """Mixin: record what each level's batch carried, then select as the selector it is mixed into."""
+
+    def select_instances(self, batch, rng):
+        SEEN.append((self.name, "instance", batch.exact_gold))
+        return super().select_instances(batch, rng)
+
+    def select_corpus(self, batch, pairs, n_keep, rng):
+        SEEN.append((self.name, "corpus", batch.exact_gold))
+        return super().select_corpus(batch, pairs, n_keep, rng)
+
+
+class SpySmallest(RecordsBatches, SmallestMargin):
     """``smallest``, recording what each level's batch carried."""
 
     name = "spy_smallest"
     description = "smallest, recording its batches (test)"
 
-    def select_instances(self, batch, rng):
-        SEEN.append((self.name, "instance", batch.exact_gold))
-        return super().select_instances(batch, rng)
 
-    def select_corpus(self, batch, pairs, n_keep, rng):
-        SEEN.append((self.name, "corpus", batch.exact_gold))
-        return super().select_corpus(batch, pairs, n_keep, rng)
-
-
-class SpyGold(GoldGradient):
+class SpyGold(RecordsBatches, GoldGradient):
     """``gold_gradient``, recording what each level's batch carried."""
 
     name = "spy_gold"
     description = "gold_gradient, recording its batches (test)"
-
-    def select_instances(self, batch, rng):
-        SEEN.append((self.name, "instance", batch.exact_gold))
-        return super().select_instances(batch, rng)
-
-    def select_corpus(self, batch, pairs, n_keep, rng):
-        SEEN.append((self.name, "corpus", batch.exact_gold))
-        return super().select_corpus(batch, pairs, n_keep, rng)
 
 
 class Peeker(SmallestMargin):
