@@ -24,14 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def seed_range(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        seeds.extend(range(int(low), int(high or low) + 1))
-    return seeds
-
-
 def _one(args: tuple[dict, int]) -> dict:
     import torch
 
@@ -64,12 +56,13 @@ def main() -> None:
     from harness.provenance import command_line, git_commit, library_versions
     from plugins.testbeds.synthetic import SyntheticTestbed
     from harness.experiments.mechanism_gate import differenced, verdict
+    from harness.experiments.sweep import parse_seeds
     from plugins.testbeds.synthetic.gate import PROTOCOL
 
     raw = {"world": args.world, **({"state_dependence": "false"} if args.off else {})}
     raw.update(dict(option.split("=", 1) for option in args.option))
     settings = SyntheticTestbed(raw).settings
-    seeds = seed_range(args.seeds)
+    seeds = parse_seeds(args.seeds)
     against = json.loads(Path(args.against).read_text()) if args.against else None
     if against is not None and against["seeds"] != seeds:
         raise SystemExit(f"--against {args.against} covers other seeds than --seeds {args.seeds}")

@@ -96,7 +96,7 @@ def test_beta_is_the_figure_margin_over_the_measured_margin():
 
 
 def test_confirmation_seeds_and_bad_values_exit_2(cli):
-    for args, needle in ((["--seeds", "998-1000"], "confirmation seeds"), (["--seeds", "a-b"], "not a list"),
+    for args, needle in ((["--seeds", "998-1000"], "confirmation seeds"), (["--seeds", "a-b"], "cannot read"),
                          (["--taus", "x"], "comma list"), (["--taus", "-1"], "in [0, 1000]")):
         result = cli("calibrate", *args)
         assert result.exit_code == 2, args

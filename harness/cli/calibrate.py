@@ -44,17 +44,11 @@ CONFIRMATION_SEEDS_FROM = 1000
 
 
 def _seeds(text: str) -> list[int]:
+    """The calibration seeds, as every ``--seeds`` reads them; never a confirmation seed."""
     from harness.errors import UsageError
+    from harness.experiments.sweep import parse_seeds
 
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            seeds.extend(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise UsageError(f"--seeds {text!r} is not a list of seeds; write e.g. 0-4 or 0,2,5") from None
-    if not seeds:
-        raise UsageError(f"--seeds {text!r} names no seed; write e.g. 0-4")
+    seeds = parse_seeds(text)
     confirmation = [s for s in seeds if s >= CONFIRMATION_SEEDS_FROM]
     if confirmation:
         raise UsageError(f"--seeds {text!r} includes {confirmation[0]}: seeds from {CONFIRMATION_SEEDS_FROM} up are "

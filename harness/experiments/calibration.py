@@ -232,12 +232,14 @@ def _toml_value(value: Any) -> str:
 
 def regime_tables(result: Calibration, commit: str | None) -> str:
     """The TOML tables of the calibrated regimes, with their provenance."""
+    from harness.experiments.sweep import format_seeds
+
     out = []
     rows = result.table[result.tau]
     for reading, options in result.regimes().items():
         provenance = {
             "calibrated_on_commit": commit or "unknown",
-            "command": "harness calibrate --seeds " + ",".join(map(str, result.seeds))
+            "command": "harness calibrate --seeds " + format_seeds(result.seeds)
                        + "".join(f" -o {o}" for o in result.options),
             "seeds": result.seeds,
             "taus": result.taus,
