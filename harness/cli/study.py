@@ -75,6 +75,13 @@ PublishOption = Annotated[
                                       "between <!-- study:NAME start/end --> markers; other sections are kept. "
                                       "The report then defaults to FILE's folder/studies/NAME.")
 ]
+RegimeOption = Annotated[
+    Optional[str], typer.Option("--regime", metavar="NAME",
+                                help="Run every grid in this named regime of its testbed (harness list testbeds "
+                                     "TESTBED lists them): its options go in front of each grid's own, so a grid's "
+                                     "-o still wins. The report and the published section are named NAME@REGIME. "
+                                     "Default: the testbed's defaults.")
+]
 WideOption = Annotated[
     bool, typer.Option("--wide", help="Show every column of the verdict table, uncut, however wide the terminal "
                                       "(by default it fits: the least needed columns are left out, and a note "
@@ -85,7 +92,7 @@ PlanArgument = Annotated[str, typer.Argument(metavar="PLAN", help="A study name 
 study_app = typer.Typer(help=STUDY_HELP, no_args_is_help=True, rich_markup_mode="rich")
 
 
-def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None):
+def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None, regime: str | None = None):
     from harness.experiments import study as st
     from harness.experiments import study_plan as sp
     from harness.plugins import load_registry
@@ -95,15 +102,15 @@ def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None):
     if seeds is not None:
         parse_seeds(seeds)  # a bad --seeds is the command line's error, not a grid's
     plan_obj = sp.find_plan(plan, registry)
-    return registry, st.expand(plan_obj, registry, quick=quick, seeds=seeds)
+    return registry, st.expand(plan_obj, registry, quick=quick, seeds=seeds, regime=regime)
 
 
 def _report_dir(report_dir: Path | None, study: Any, publish: Path | None = None) -> Path:
-    """--report-dir; else, when publishing, ``studies/NAME[-quick]`` beside the published file
-    (docs/studies/yang2024 for docs/reproduction.md); else ``study-reports/NAME[-quick]``."""
+    """--report-dir; else, when publishing, ``studies/LABEL`` beside the published file (docs/studies/yang2024
+    for docs/reproduction.md); else ``study-reports/LABEL``, LABEL being ``NAME[-quick][@REGIME]``."""
     if report_dir is not None:
         return report_dir
-    name = study.plan.name + ("-quick" if study.quick else "")
+    name = study.label
     if publish is not None:
         return publish.parent / "studies" / name
     return Path("study-reports") / name
@@ -111,10 +118,12 @@ def _report_dir(report_dir: Path | None, study: Any, publish: Path | None = None
 
 def _command(verb: str, plan: str, *, quick: bool, seeds: str | None, jobs: int | None = None,
              report_dir: Path | None = None, db: Path | None = None, plugin: list[str] | None = None,
-             publish: Path | None = None) -> str:
+             publish: Path | None = None, regime: str | None = None) -> str:
     parts = ["harness", "study", verb, plan]
     if quick:
         parts.append("--quick")
+    if regime is not None:
+        parts += ["--regime", regime]
     if seeds is not None:
         parts += ["--seeds", seeds]
     if jobs is not None:
@@ -135,6 +144,7 @@ def run_command(
     plan: PlanArgument,
     quick: QuickOption = False,
     seeds: SeedsOption = None,
+    regime: RegimeOption = None,
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
     force: Annotated[bool, typer.Option("--force", help="Redo every run of the study as a new run.")] = False,
@@ -159,7 +169,7 @@ def run_command(
     plugin = plugins_for_workers(plugin)
     started = time.monotonic()
     with cli_errors():
-        _, study = _load(plan, plugin, quick, seeds)
+        _, study = _load(plan, plugin, quick, seeds, regime)
         executor_class(executor)
         planned = st.make_plan(study, db_path, force=force)
         jobs = jobs or os.cpu_count() or 1
@@ -168,7 +178,7 @@ def run_command(
     display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
                for p in planned]
     console.print(
-        f"[bold]study {study.plan.name}[/] ({study.variant}) · {len(study.grids)} grids, {len(study.claims)} claims, "
+        f"[bold]study {study.label}[/] ({study.variant}) · {len(study.grids)} grids, {len(study.claims)} claims, "
         f"{len(display)} runs · {db_path}\n" + plan_counts_line(count_actions(display))
     )
     for grid in study.grids:
@@ -192,7 +202,7 @@ def run_command(
         grid_outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, display,
                                          title="study")
     command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
-                       publish=publish)
+                       publish=publish, regime=regime)
     outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
     code = grid_outcome.exit_code
     if code:
@@ -214,6 +224,7 @@ def report_command(
     plan: PlanArgument,
     quick: QuickOption = False,
     seeds: SeedsOption = None,
+    regime: RegimeOption = None,
     report_dir: ReportDirOption = None,
     publish: PublishOption = None,
     db: DbOption = None,
@@ -227,9 +238,9 @@ def report_command(
     db_path = resolve_db(db)
     plugin = plugins_for_workers(plugin)
     with cli_errors():
-        _, study = _load(plan, plugin, quick, seeds)
+        _, study = _load(plan, plugin, quick, seeds, regime)
     command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin,
-                       publish=publish)
+                       publish=publish, regime=regime)
     outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
     if as_json:
         typer.echo(json.dumps(outcome))
@@ -302,9 +313,8 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
 
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise UsageError(f"cannot publish to {publish}: {reason}") from None
-        console.print(f"published: [bold]{publish}[/] (section study:{study.plan.name}"
-                      f"{'-quick' if study.quick else ''})")
-    return {"study": study.plan.name, "variant": study.variant, "report": str(paths[0]),
+        console.print(f"published: [bold]{publish}[/] (section study:{study.label})")
+    return {"study": study.plan.name, "variant": study.variant, "regime": study.regime, "report": str(paths[0]),
             "figures": [str(p) for p in paths[1:]], "runs": outcome.counts, "time": time,
             "published": None if publish is None else str(publish),
             "confirmatory": study.confirmatory,
@@ -319,6 +329,7 @@ VERDICT_COLUMNS = (
     ("claim", "claim", "key", None),
     ("metric", "metric", "key", 3),
     ("contrast A − B", "contrast", "key", 4),
+    ("regime", "regime", "text", 1),
     ("source", "source", "text", 1),
     ("mean Δ ± sd", "measured", "num", None),
     ("95% CI", "ci", "num", 8),
@@ -352,7 +363,7 @@ def _print_verdicts(console, study, rows, counts, *, wide: bool = False) -> None
                for header, key, kind, priority in VERDICT_COLUMNS]
     print_fitted(
         console, columns, wide=wide,
-        title=f"study {study.plan.name} ({study.variant}) · {counts['finished']}/{counts['wanted']} runs finished",
+        title=f"study {study.label} ({study.variant}) · {counts['finished']}/{counts['wanted']} runs finished",
         caption="Δ = A − B paired by (seed, world_seed); p: the claim's test (t, TOST or one-sided with the plan's "
                 "margin), adjusted over its family; † the sign-flip test disagrees; the rule is in the report",
         title_style="",

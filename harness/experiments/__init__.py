@@ -15,7 +15,8 @@ another and knows nothing of files or databases. This package does the rest:
   progress callbacks, and where they execute;
 * :mod:`~harness.experiments.study_plan`, :mod:`~harness.experiments.study`,
   :mod:`~harness.experiments.verdicts` and :mod:`~harness.experiments.study_report`:
-  plan files of claims, their runs, their verdicts and the published report.
+  plan files of claims, their runs, their verdicts and the published report;
+  :mod:`~harness.experiments.matched` reads a claim's arms at their common KL.
 
 It may import the core and the store (``leaderboard``); the core and the store
 never import it (``tests/test_architecture.py``).

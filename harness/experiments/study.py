@@ -20,6 +20,15 @@ of a verdict is :mod:`harness.experiments.verdicts`.
   how long the study took (so an interrupted study and its re-run add up) and
   what it ran with.
 
+**Fair comparisons.** A claim with ``compare = "matched_steps"`` and ``steps = S``
+is bound to the cells of a *derived grid*, ``GRID@stepsS``: the grid of each of
+its arms with ``trainer.steps=S`` added to the grid's options (so both arms run
+exactly S optimiser steps per iteration), keeping only the cells such claims
+compare. A derived grid's sweep id is computed over all its cells, so it does
+not change when another claim starts to use it. A claim with
+``compare = "matched_kl"`` runs nothing extra: :func:`results` reads both arms'
+per-iteration rows and hands them to :func:`harness.experiments.matched.matched_kl`.
+
 **Sweep ids of a study.** A grid's sweep id is the usual hash of its cells
 (:func:`harness.experiments.sweep.sweep_id`) salted with the study's name, still ``s`` plus
 10 hex digits. So a study never counts runs of a plain ``harness sweep`` (they
@@ -50,6 +59,13 @@ class ExpandedGrid:
     cells: list  # [harness.experiments.sweep.Cell]
     seeds: list[int]
     sweep_id: str
+    derived_from: str | None = None  # a matched-steps grid: the plan's grid it copies
+    steps: int | None = None  # ... and the trainer steps it fixes
+
+
+def derived_grid_name(grid: str, steps: int) -> str:
+    """The name of grid ``grid`` re-run with ``trainer.steps = steps`` (``@`` is never in a plan's grid names)."""
+    return f"{grid}@steps{steps}"
 
 
 @dataclass
@@ -59,6 +75,7 @@ class BoundClaim:
     b: tuple[str, Any]
     a_iteration: int | None
     b_iteration: int | None
+    steps: int | None = None  # compare = "matched_steps": the steps per iteration its derived cells run
 
 
 @dataclass
@@ -68,10 +85,22 @@ class ExpandedStudy:
     grids: list[ExpandedGrid]
     claims: list[BoundClaim]
     seeds_override: str | None = None
+    regime: str | None = None  # --regime: the testbed regime every grid ran in (None: the testbed's defaults)
+    regimes: dict[tuple[str, str], Any] = field(default_factory=dict)  # (grid, config hash) -> VerdictRegime
 
     @property
     def variant(self) -> str:
         return "quick" if self.quick else "full"
+
+    @property
+    def label(self) -> str:
+        """The name of this study's report and published section: ``NAME[-quick][@REGIME]``."""
+        return self.plan.name + ("-quick" if self.quick else "") + (f"@{self.regime}" if self.regime else "")
+
+    def regime_of(self, side: tuple[str, Any]) -> Any:
+        """The :class:`~harness.experiments.verdict_regime.VerdictRegime` of one claim side's (grid, cell)."""
+        grid, cell = side
+        return self.regimes[(grid, cell.config_hash)]
 
     @property
     def confirmatory(self) -> bool:
@@ -114,19 +143,23 @@ def study_sweep_id(study: str, cells: Sequence[Any], world_seed: int | None) -> 
     return "s" + hashlib.sha256(f"study:{study}:{base}".encode()).hexdigest()[:10]
 
 
-def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | None = None) -> ExpandedStudy:
+def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | None = None,
+           regime: str | None = None) -> ExpandedStudy:
     """Every grid's validated cells, seeds and sweep id, and every claim bound to its two cells.
 
     ``quick`` applies the plan's ``[quick]`` overrides; ``seeds`` (the command line's ``--seeds``: a
-    count or a list) replaces every grid's seeds. A bad cell or an ambiguous claim is a PlanError
-    naming the plan's line.
+    count or a list) replaces every grid's seeds; ``regime`` (``--regime``) runs every grid in that
+    regime of its testbed, its options in front of the grid's own (a grid's ``-o`` still wins). A bad
+    cell or an ambiguous claim is a PlanError naming the plan's line; an unknown regime a UsageError.
     """
     from harness.experiments.sweep import GridSpec, expand_grid
 
+    if regime is not None:
+        _check_regime(plan, registry, regime)
     errors = PlanErrors(plan.path, plan.text)
     grids = []
     for grid in plan.grids:
-        args = dict(grid.args)
+        args = _with_regime(grid.args, regime)
         if quick:
             args = _apply_quick(args, plan.quick)
         value: int | str = seeds if seeds is not None else (
@@ -142,7 +175,7 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
         grids.append(ExpandedGrid(grid, spec, cells, seed_values,
                                   study_sweep_id(plan.name, cells, spec.world_seed)))
     errors.raise_if_any()
-    study = ExpandedStudy(plan, quick, grids, [], seeds)
+    study = ExpandedStudy(plan, quick, grids, [], seeds, regime)
     for claim in plan.claims:
         sides = []
         for side in ("a", "b"):
@@ -170,7 +203,115 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
                                            claim.a.get("iteration", claim.iteration),
                                            claim.b.get("iteration", claim.iteration)))
     errors.raise_if_any()
+    _check_matched_kl(errors, study)
+    _bind_matched_steps(errors, study, registry, quick=quick)
+    errors.raise_if_any()
+    _read_regimes(study, registry)
     return study
+
+
+def _with_regime(args: Mapping[str, Any], regime: str | None) -> dict[str, Any]:
+    """A grid's sweep arguments run in ``regime`` (a grid that names its own regime keeps it)."""
+    args = dict(args)
+    if regime is not None and args.get("regime") is None:
+        args["regime"] = regime
+    return args
+
+
+def _check_regime(plan: StudyPlan, registry: Any, regime: str) -> None:
+    """UsageError (exit 2) unless every testbed the plan's grids use declares ``regime``."""
+    from harness.regimes import regime_options
+
+    names: set[str] = set()
+    for grid in plan.grids:
+        value = grid.args.get("testbed") or "synthetic"
+        names.update(n.strip() for n in (value if isinstance(value, list) else str(value).split(",")))
+    for name in sorted(names):
+        regime_options(registry.get("testbed", name).cls, regime)
+
+
+def _read_regimes(study: ExpandedStudy, registry: Any) -> None:
+    """The regime of every cell (:mod:`harness.experiments.verdict_regime`), for the reports' regime columns."""
+    from harness.experiments.verdict_regime import RegimeReader
+
+    reader = RegimeReader(registry)
+    for grid in study.grids:
+        for cell in grid.cells:
+            study.regimes[(grid.plan.name, cell.config_hash)] = reader.describe(cell.config)
+
+
+def _check_matched_kl(errors: PlanErrors, study: ExpandedStudy) -> None:
+    """A matched-KL claim compares two paths: its arms must be two cells, not one run's two iterations."""
+    for bound in study.claims:
+        if bound.plan.compare != "matched_kl":
+            continue
+        (ga, ca), (gb, cb) = bound.a, bound.b
+        if ga == gb and ca.config_hash == cb.config_hash:
+            errors.add(["claim", bound.plan.index, "compare"],
+                       "a matched-KL comparison matches two runs' paths, and a and b are the same cell (one run's "
+                       "iterations): read at the common KL both are the same point",
+                       'compare two cells, or use compare = "matched_steps" for a claim between iterations')
+
+
+def _bind_matched_steps(errors: PlanErrors, study: ExpandedStudy, registry: Any, *, quick: bool) -> None:
+    """Derive a grid with ``trainer.steps`` fixed for every (grid, steps) a matched-steps claim uses, keep the
+    cells those claims compare, and rebind each such claim to its derived cells."""
+    from harness.experiments.sweep import GridSpec, expand_grid
+
+    wanted: dict[tuple[str, int], list[tuple[int, str]]] = {}  # (grid, steps) -> [(claim position, side)]
+    for position, bound in enumerate(study.claims):
+        if bound.plan.compare != "matched_steps" or bound.plan.steps is None:
+            continue
+        bound.steps = quick_steps(bound.plan.steps, study.plan.quick) if quick else bound.plan.steps
+        for side in ("a", "b"):
+            grid = getattr(bound, side)[0]
+            wanted.setdefault((grid, bound.steps), []).append((position, side))
+    for (name, steps), uses in wanted.items():
+        base = study.grid(name)
+        claim = study.claims[uses[0][0]].plan
+        options = list(base.plan.args.get("options", []))
+        if any(o.split("=", 1)[0].strip() == "trainer.steps" for o in options):
+            errors.add(["claim", claim.index, "compare"],
+                       f"grid {name!r} already sets trainer.steps, which a matched-steps comparison sets to {steps}",
+                       "compare that grid's own cells with a plain claim, or drop trainer.steps from the grid")
+            continue
+        args = {**_with_regime(base.plan.args, study.regime), "options": [*options, f"trainer.steps={steps}"]}
+        if quick:
+            args = _apply_quick(args, study.plan.quick)
+        derived_name = derived_grid_name(name, steps)
+        try:
+            spec = GridSpec.from_cli(registry, **args)
+            cells = expand_grid(registry, spec, first_seed=base.seeds[0])
+        except UsageError as exc:
+            errors.add(["claim", claim.index, "compare"],
+                       f"grid {name!r} with trainer.steps={steps}: " + str(exc).replace("\n", " "),
+                       "a matched-steps comparison needs a trainer with a steps option (native, trl)")
+            continue
+        derived = ExpandedGrid(dataclasses.replace(base.plan, name=derived_name), spec, [], list(base.seeds),
+                               study_sweep_id(study.plan.name, cells, spec.world_seed), name, steps)
+        fields = [(cell, cell_fields(derived_name, cell)) for cell in cells]
+        for position, side in uses:
+            bound = study.claims[position]
+            grid, cell = getattr(bound, side)
+            # the base cell's config, with the steps fixed: the one derived cell that differs from it only there
+            want = {k: v for k, v in cell_fields(derived_name, cell).items() if k != "trainer.steps"}
+            found = [c for c, f in fields if {k: v for k, v in f.items() if k != "trainer.steps"} == want]
+            if len(found) != 1:
+                errors.add(["claim", bound.plan.index, side], f"{side} has no single cell in {derived_name}",
+                           "report this: a derived grid should copy its grid's cells")
+                continue
+            if not any(c is found[0] for c in derived.cells):
+                derived.cells.append(found[0])
+            setattr(study.claims[position], side, (derived_name, found[0]))
+        order = {id(c): i for i, c in enumerate(cells)}
+        derived.cells.sort(key=lambda c: order[id(c)])
+        study.grids.append(derived)
+
+
+def quick_steps(steps: int, quick: Mapping[str, Any]) -> int:
+    """A matched-steps claim's steps in the quick variant: scaled by ``budget_scale`` like every budget, so that
+    the quick variant stays a miniature of the full one (both arms still run the same steps)."""
+    return max(1, int(round(steps * float(quick.get("budget_scale", 1.0)))))
 
 
 def _apply_quick(args: dict[str, Any], quick: Mapping[str, Any]) -> dict[str, Any]:
@@ -281,6 +422,8 @@ class ClaimResult:
     a_mean: float | None = None
     b_mean: float | None = None
     notes: list[str] = field(default_factory=list)
+    matched: Any = None  # compare = "matched_kl": the harness.experiments.matched.MatchedKL behind the values
+    steps_seen: dict[str, list[int]] | None = None  # compare = "matched_steps": train_steps recorded per arm
 
 
 @dataclass
@@ -371,23 +514,76 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
         claim = bound.plan
         values = []
         notes = []
-        for (grid, cell), iteration in ((bound.a, bound.a_iteration), (bound.b, bound.b_iteration)):
-            side: dict[tuple[int, int], float] = {}
-            for run in runs[grid][cell.config_hash]:
-                value = metric_value(run, iterations.get(run["id"], []), claim.metric, iteration)
-                if value is not None:
-                    side[(run["seed"], run["world_seed"])] = value
-            if runs[grid][cell.config_hash] and not side:
-                notes.append(f"no run of {grid}: {cell.key or 'its cell'} has {claim.metric_label}")
-            values.append(side)
+        matched = steps_seen = None
+        if claim.compare == "matched_kl":
+            matched, values, notes = _matched_kl_values(bound, runs, iterations)
+        else:
+            for (grid, cell), iteration in ((bound.a, bound.a_iteration), (bound.b, bound.b_iteration)):
+                side: dict[tuple[int, int], float] = {}
+                for run in runs[grid][cell.config_hash]:
+                    value = metric_value(run, iterations.get(run["id"], []), claim.metric, iteration)
+                    if value is not None:
+                        side[(run["seed"], run["world_seed"])] = value
+                if runs[grid][cell.config_hash] and not side:
+                    notes.append(f"no run of {grid}: {cell.key or 'its cell'} has {claim.metric_label}")
+                values.append(side)
+        if claim.compare == "matched_steps":
+            steps_seen = _steps_seen(bound, runs, iterations)
+            off = {side: seen for side, seen in steps_seen.items() if seen and seen != [bound.steps]}
+            if off:
+                notes.append("matched steps: recorded train_steps per iteration "
+                             + ", ".join(f"{side.upper()} {seen}" for side, seen in off.items())
+                             + f", not only {bound.steps} (an iteration with no pairs trains 0 steps)")
         stats = claim_statistics(values[0], values[1], claim.direction, margin=study.plan.margins.get(claim.metric))
         stats.update(family=claim.family, kind=claim.kind)
+        if claim.compare != "final":
+            stats["compare"] = claim.compare
+        if matched is not None:
+            stats["matched_kl"] = matched.summary()
         mean = lambda d: sum(d.values()) / len(d) if d else None  # noqa: E731
-        claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes))
+        claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes,
+                                  matched, steps_seen))
     for family in dict.fromkeys(item.claim.plan.family for item in claims):
         adjust_family([item.stats for item in claims if item.claim.plan.family == family], study.plan.correction)
     finished = len(ids)
     return StudyResults(study, runs, iterations, claims, {"finished": finished, "wanted": wanted})
+
+
+def _side_rows(side: tuple[str, Any], runs: Mapping[str, Any],
+               iterations: Mapping[str, list[dict[str, Any]]]) -> dict[tuple[int, int], list[dict[str, Any]]]:
+    grid, cell = side
+    return {(run["seed"], run["world_seed"]): iterations.get(run["id"], []) for run in runs[grid][cell.config_hash]}
+
+
+def _matched_kl_values(bound: BoundClaim, runs: Mapping[str, Any], iterations: Mapping[str, list[dict[str, Any]]]):
+    """A matched-KL claim's per-seed values at the common KL (:func:`harness.experiments.matched.matched_kl`),
+    and the notes naming every seed that did not reach it."""
+    from harness.experiments.matched import matched_kl
+
+    claim = bound.plan
+    result = matched_kl(_side_rows(bound.a, runs, iterations), _side_rows(bound.b, runs, iterations), claim.metric,
+                        a_through=bound.a_iteration, b_through=bound.b_iteration)
+    notes = []
+    if result.missing:
+        shown = "; ".join(f"({s.key[0]},{s.key[1]}): {s.reason}" for s in result.missing)
+        notes.append(f"matched KL: {len(result.missing)} seed{'s' if len(result.missing) != 1 else ''} did not "
+                     f"reach the common KL and {'are' if len(result.missing) != 1 else 'is'} not in the test: {shown}")
+    if result.non_monotone:
+        shown = ", ".join(f"({k[0]},{k[1]})" for k in result.non_monotone)
+        notes.append(f"matched KL: the KL path is not monotone on seeds {shown}; the metric is read at the first "
+                     "crossing of the common KL")
+    return result, [result.values("a"), result.values("b")], notes
+
+
+def _steps_seen(bound: BoundClaim, runs: Mapping[str, Any],
+                iterations: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[int]]:
+    """The distinct ``train_steps`` each arm's runs recorded over their iterations (pi_0 excluded)."""
+    out = {}
+    for name, side in (("a", bound.a), ("b", bound.b)):
+        seen = {int(row["train_steps"]) for rows in _side_rows(side, runs, iterations).values() for row in rows
+                if row.get("iteration") and row.get("train_steps") is not None}
+        out[name] = sorted(seen)
+    return out
 
 
 def contrast_label(bound: BoundClaim) -> str:

@@ -11,6 +11,15 @@ deliberately simple: it understands ``[table]``, ``[[array]]`` headers and
 schema documents; anything it cannot place falls back to the block's header.
 The keys of a ``[[grid]]`` are the run options ``harness sweep`` takes
 (:func:`harness.run_request.sweep_options`).
+
+A claim's ``compare`` names how its two arms are compared (:data:`COMPARISONS`):
+``"final"`` (the default: the metric as recorded), ``"matched_kl"`` (each arm's
+metric at the common KL of the two arms, :mod:`harness.experiments.matched`) or
+``"matched_steps"`` (both arms re-run with the trainer's ``steps`` fixed to the
+claim's ``steps``: extra cells the study derives from the arms' grids). A
+modified claim may name the plain claim it modifies with ``of``: it then inherits
+that claim's metric, sides, direction, finding, source and kind, and may not
+change them. ``"tuned"`` (an lr x beta grid per strategy) is reserved for later.
 """
 
 from __future__ import annotations
@@ -35,7 +44,19 @@ STUDY_KEYS = ("title", "source", "description", "seeds", "exploration_seeds", "c
               "margins", "margin_reason", "families")
 QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
 CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks", "family",
-              "kind", "was")
+              "kind", "was", "compare", "steps", "of")
+#: How a claim compares its two arms: the metric as recorded ("final", the default), at the arms' common
+#: KL from pi_ref ("matched_kl", interpolated along each seed's path) or re-run with the same number of
+#: optimiser steps per iteration ("matched_steps": the trainer's ``steps`` = the claim's ``steps``).
+COMPARISONS = ("final", "matched_kl", "matched_steps")
+#: How each comparison reads in tables and metric labels.
+COMPARISON_LABELS = {"final": "plain", "matched_kl": "matched KL", "matched_steps": "matched steps"}
+#: Comparisons the plan format reserves for later: named here so the error says they are not built yet.
+RESERVED_COMPARISONS = ("tuned",)
+#: What a claim with ``of`` inherits from the plain claim it modifies (when it does not write the key itself).
+INHERITED_KEYS = ("metric", "a", "b", "direction", "finding", "source", "source_value", "kind")
+#: The keys of INHERITED_KEYS a modified claim may not change: the contrast itself.
+CONTRAST_KEYS = ("metric", "a", "b", "direction")
 #: What a claim is: the paper's own claim, the harness's question, or a contrast whose sides see unequal
 #: information (one reads scores the other does not have); only a paper claim can be "reproduced".
 CLAIM_KINDS = ("paper", "question", "unequal")
@@ -82,6 +103,11 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    kind = "paper" (default: the source's claim, which can be reproduced) | "question" (the
                    harness's own: it holds or not) | "unequal" (the sides see different information)
                    was = "...": the claim's earlier encoding and its published verdict, shown beside it
+                   compare = "final" (default: the metric as recorded) | "matched_kl" (each arm's metric at
+                   the two arms' common KL, per seed, by linear interpolation along the path from pi_0) |
+                   "matched_steps" (the arms re-run with trainer.steps = steps, required: e.g. steps = 128);
+                   of = "F1-...": the plain claim this one modifies (inherits metric, a, b, direction,
+                   finding, source, kind); "tuned" is reserved
 [[heterogeneity]]  claims = ["F3-default-...", "F3-step-limited-..."]: one contrast (same metric and direction)
                    in different regimes or recipes; the report gives Cochran's Q and I² across them (never
                    across blocks of seeds of one design); title
@@ -136,10 +162,25 @@ class ClaimPlan:
     family: str = ALL_CLAIMS
     kind: str = "paper"  # one of CLAIM_KINDS
     was: str = ""  # the claim's earlier encoding and its published verdict, shown beside the new one
+    compare: str = "final"  # one of COMPARISONS
+    steps: int | None = None  # the optimiser steps per iteration of both arms, with compare = "matched_steps"
+    of: str | None = None  # the id of the plain claim this one modifies
 
     @property
     def metric_label(self) -> str:
+        """The metric (and its iteration), with the comparison when it is not the plain one."""
+        if self.compare == "final":
+            return self.plain_metric_label
+        return f"{self.plain_metric_label} · {self.compare_label}"
+
+    @property
+    def plain_metric_label(self) -> str:
         return self.metric if self.iteration is None else f"{self.metric} @ it{self.iteration}"
+
+    @property
+    def compare_label(self) -> str:
+        """The comparison in words: ``plain``, ``matched KL`` or ``matched steps``."""
+        return COMPARISON_LABELS[self.compare]
 
 
 @dataclass(frozen=True)
@@ -518,6 +559,7 @@ def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> l
         return []
     claims, seen = [], set()
     names = [g.name for g in grids]
+    items = _inherit(errors, items)
     for index, item in enumerate(items):
         where = ["claim", index]
         errors.unknown(where, item, CLAIM_KEYS)
@@ -581,14 +623,91 @@ def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> l
                        'write kind = "paper" (the source\'s claim), "question" (the harness\'s own) or "unequal" '
                        "(the two sides see different information)")
             kind = "paper"
+        compare, steps = _load_compare(errors, where, item, metric)
         claims.append(ClaimPlan(
             id=claim_id, finding=str(item.get("finding", "")), metric=metric, iteration=iteration,
             a=sides["a"], b=sides["b"], direction=direction if direction in DIRECTIONS else "a > b",
             source=str(item.get("source", "")), source_value=str(item.get("source_value", "")),
             note=str(item.get("note", "")), index=index, blocks=blocks, family=family, kind=kind,
-            was=str(item.get("was", "")),
+            was=str(item.get("was", "")), compare=compare, steps=steps,
+            of=str(item["of"]) if isinstance(item.get("of"), str) else None,
         ))
     return claims
+
+
+def _inherit(errors: PlanErrors, items: list) -> list:
+    """The claims with ``of`` completed from the plain claim they modify (:data:`INHERITED_KEYS`); a
+    modified claim that writes a contrast key (:data:`CONTRAST_KEYS`) must write the plain claim's value."""
+    by_id = {str(item.get("id")): item for item in items if isinstance(item, dict) and "id" in item}
+    out = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "of" not in item:
+            out.append(item)
+            continue
+        where = ["claim", index, "of"]
+        base_id = item["of"]
+        base = by_id.get(base_id) if isinstance(base_id, str) else None
+        if base is None:
+            close = difflib.get_close_matches(str(base_id), list(by_id), n=1)
+            errors.add(where, f"of = {base_id!r} is not a claim of this plan",
+                       (f"did you mean {close[0]!r}? " if close else "") + "name the id of the plain claim this "
+                       "claim compares fairly")
+            out.append(item)
+            continue
+        if base is item:
+            errors.add(where, "a claim cannot modify itself", "name the plain claim this claim compares fairly")
+            out.append(item)
+            continue
+        if base.get("compare", "final") != "final" or "of" in base:
+            errors.add(where, f"of = {base_id!r} names a claim that is itself a modified comparison",
+                       "name the plain claim (compare = \"final\"), not another modifier of it")
+            out.append(item)
+            continue
+        if item.get("compare", "final") == "final":
+            errors.add(where, "of names the plain claim a fair comparison modifies, and this claim has no compare",
+                       'add compare = "matched_kl" or "matched_steps", or drop of')
+        for key in CONTRAST_KEYS:
+            if key in item and key in base and item[key] != base[key]:
+                errors.add(["claim", index, key], f"{key} differs from that of the plain claim {base_id!r}",
+                           f"a fair comparison tests the plain claim's own contrast: drop {key} to inherit it")
+        out.append({**{k: base[k] for k in INHERITED_KEYS if k in base}, **item})
+    return out
+
+
+def _load_compare(errors: PlanErrors, where: list, item: Mapping[str, Any], metric: str) -> tuple[str, int | None]:
+    """A claim's ``compare`` and, with ``matched_steps``, its ``steps``; defaults ("final", None)."""
+    from harness.experiments.matched import MATCHED_KL_METRICS
+
+    compare = item.get("compare", "final")
+    steps = item.get("steps")
+    if compare not in COMPARISONS:
+        if compare in RESERVED_COMPARISONS:
+            errors.add([*where, "compare"], f"compare {compare!r} is reserved and not built yet",
+                       f"write one of {', '.join(map(repr, COMPARISONS))} (docs/experiments/studies.md)")
+        else:
+            close = difflib.get_close_matches(str(compare), COMPARISONS, n=1, cutoff=0.6)
+            errors.add([*where, "compare"], f"compare {compare!r} is not one of {', '.join(map(repr, COMPARISONS))}",
+                       (f"did you mean {close[0]!r}? " if close else "") + 'write compare = "matched_kl" (the arms at '
+                       'their common KL) or "matched_steps" with steps = N (the same optimiser steps), or drop it')
+        return "final", None
+    if compare == "matched_steps":
+        if "steps" not in item:
+            errors.add([*where, "compare"], 'compare = "matched_steps" needs the steps both arms run per iteration',
+                       "add steps = 128 (e.g. what a 1,000-label iteration gets at 8 epochs of batch 64)")
+            steps = None
+        elif isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            errors.add([*where, "steps"], f"steps {steps!r} is not a number of optimiser steps >= 1",
+                       "write e.g. steps = 128")
+            steps = None
+    elif "steps" in item:
+        errors.add([*where, "steps"], f'steps is read only with compare = "matched_steps" (this claim: {compare!r})',
+                   'drop steps, or write compare = "matched_steps"')
+        steps = None
+    if compare == "matched_kl" and metric not in MATCHED_KL_METRICS:
+        errors.add([*where, "metric"], f"a matched-KL comparison reads its metric along each run's KL path, and "
+                   f"{metric!r} is not recorded per iteration for the policy",
+                   f"use one of {', '.join(MATCHED_KL_METRICS)}, or drop compare")
+    return compare, steps
 
 
 def _check_blocks(errors: PlanErrors, where: list, value: Any) -> int | None:

@@ -100,9 +100,48 @@ def verdict_rows(results: Any) -> list[dict[str, str]]:
         rows.append({
             "claim": claim.id, "finding": finding, "metric": claim.metric_label,
             "contrast": contrast_label(item.claim), "source": source, **_stats_cells(item.stats),
-            "was": claim.was or "–",
+            "was": claim.was or "–", "compare": claim.compare_label, "regime": claim_regime(results.study, item.claim),
         })
     return rows
+
+
+def claim_regime(study: Any, bound: Any) -> str:
+    """The regime a claim was measured in (:attr:`~harness.experiments.verdict_regime.VerdictRegime.label`); the
+    two arms' labels, ``A: ... / B: ...``, when they differ."""
+    a, b = study.regime_of(bound.a).label, study.regime_of(bound.b).label
+    return a if a == b else f"A: {a} / B: {b}"
+
+
+def regime_legend(results: Any) -> list[tuple[str, Any, list[str]]]:
+    """Every distinct regime the claims were measured in: (label, its VerdictRegime, the claims), in claim order."""
+    seen: dict[str, tuple[Any, list[str]]] = {}
+    for item in results.claims:
+        for side in (item.claim.a, item.claim.b):
+            regime = results.study.regime_of(side)
+            claims = seen.setdefault(regime.label, (regime, []))[1]
+            if item.claim.plan.id not in claims:
+                claims.append(item.claim.plan.id)
+    return [(label, regime, claims) for label, (regime, claims) in seen.items()]
+
+
+def _regime_lines(results: Any) -> list[str]:
+    """The report's *Regimes* section: the knobs of every regime a verdict names."""
+    from harness.experiments.verdict_regime import KNOB_NAMES
+
+    study = results.study
+    named = (f"ran with `--regime {study.regime}`" if study.regime else
+             "ran without `--regime`, so in each testbed's defaults; a regime name below is the testbed's declared "
+             "regime those defaults match")
+    lines = ["## Regimes", "",
+             f"Every verdict holds in the regime it was measured in, not in the testbed. This study {named}. The "
+             "`regime` column of the verdict table names one of these rows: the declared regime, and after a `;` "
+             "what a grid sets differently (its own options, or a fixed number of optimiser steps). How each declared "
+             "regime was chosen (by outcome, or by calibration) is in `harness list testbeds TESTBED`.", "",
+             "| regime | " + " | ".join(KNOB_NAMES) + " | claims |",
+             "| --- | " + " | ".join("---" for _ in KNOB_NAMES) + " | --- |"]
+    for label, regime, claims in regime_legend(results):
+        lines.append("| " + " | ".join(_md(x) for x in (label, *regime.knobs.values(), ", ".join(claims))) + " |")
+    return lines
 
 
 def _seconds(value: float) -> str:
@@ -169,11 +208,12 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
                   "report); its verdicts are not scientific evidence.", ""]
     lines += [f"> {study.standing()}", ""]
     lines += [f"> **Warning:** {_md(w)}" for w in plan.warnings] + ([""] if plan.warnings else [])
-    lines += ["## Verdict rule", "", f"Alpha = 0.05. {_rule()}", "", *_design_lines(results), "", "## Verdicts", ""]
-    headers = ["claim", "finding", "metric", "contrast A − B", "source direction (value)", "measured mean Δ ± sd",
+    lines += ["## Verdict rule", "", f"Alpha = 0.05. {_rule()}", "", *_design_lines(results), "",
+              *_regime_lines(results), "", "## Verdicts", ""]
+    headers = ["claim", "finding", "metric", "contrast A − B", "regime", "source direction (value)", "measured mean Δ ± sd",
                "95% CI", "n", "test", "p", "sign-flip p", "family (size)", f"{plan.correction.upper()} p",
                "detectable Δ (CI half-width)", "MDE (80% power)", "smallest equivalence margin", "verdict"]
-    keys = ["claim", "finding", "metric", "contrast", "source", "measured", "ci", "n", "test", "p", "p_sign_flip",
+    keys = ["claim", "finding", "metric", "contrast", "regime", "source", "measured", "ci", "n", "test", "p", "p_sign_flip",
             "family", "p_adjusted", "detectable", "mde80", "smallest_margin", "verdict"]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("| " + " | ".join("---" for _ in headers) + " |")
@@ -181,6 +221,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         cells = [_md(row[k]) for k in keys]
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
+    lines += fair_comparison_lines(results)
     lines += ["", "## What each claim compared", "",
               "| claim | source | A: grid / cell (config) | B: grid / cell (config) | mean A | mean B | pairs (seed, world) |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -215,6 +256,10 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         done = sum(len(v) for v in results.runs[grid.plan.name].values())
         lines.append(f"| {grid.plan.name} | `{grid.sweep_id}` | {len(grid.cells)} | {format_seeds(grid.seeds)} | "
                      f"{grid.spec.iterations} | {grid.spec.budget} | {done} / {len(grid.cells) * len(grid.seeds)} |")
+    derived = [g for g in study.grids if g.derived_from is not None]
+    if derived:
+        lines += ["", "Grids named `GRID@stepsS` are derived by matched-steps claims: the plan's grid GRID with "
+                  "`trainer.steps=S` added to its options, keeping only the cells those claims compare."]
     lines += ["", "Browse a grid's runs with `harness leaderboard --sweep SWEEP_ID`. Every run the verdicts used, "
               f"with the run-level metrics of the claims, is in [{runs_file.name}]({runs_file.name}): each "
               "verdict can be recomputed from it.", "", "## Figures", ""]
@@ -223,6 +268,108 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     report = out_dir / REPORT_NAME
     report.write_text("\n".join(lines))
     return [report, *figures]
+
+
+# -- fair comparisons: each modifier's verdict beside the plain one ----------------------------------------
+
+
+def _verdict_cell(stats: dict[str, Any]) -> str:
+    ci = "" if stats["ci_low"] is None else f" [{fmt_signed(stats['ci_low'])}, {fmt_signed(stats['ci_high'])}]"
+    verdict = stats["verdict"] + (" †" if stats.get("sign_flip_disagrees") else "")
+    return f"{fmt_signed(stats['mean'])}{ci} **{verdict}** (n={stats['n']})"
+
+
+def fair_comparison_rows(results: Any) -> list[dict[str, Any]]:
+    """One row per plain claim that has fair comparisons (claims with ``of``), plus one per modified claim without
+    ``of``: the plain claim's result and each modifier's (:data:`harness.experiments.study_plan.COMPARISONS`)."""
+    items = {item.claim.plan.id: item for item in results.claims}
+    rows: dict[str, dict[str, Any]] = {}
+    for item in results.claims:
+        claim = item.claim.plan
+        if claim.compare == "final":
+            continue
+        base = items.get(claim.of) if claim.of else None
+        key = base.claim.plan.id if base is not None else claim.id
+        row = rows.setdefault(key, {"id": key, "final": base, "metric": claim.plain_metric_label,
+                                    "regime": claim_regime(results.study, (base or item).claim)})
+        row.setdefault(claim.compare, []).append(item)
+    order = {item.claim.plan.id: i for i, item in enumerate(results.claims)}
+    return sorted(rows.values(), key=lambda r: order[r["id"]])
+
+
+def fair_comparison_lines(results: Any) -> list[str]:
+    """The report's *Fair comparisons* section; nothing when no claim of the plan has ``compare``."""
+    from harness.experiments.matched import PATH_METRICS
+    from harness.experiments.verdicts import COMPARISON_RULE
+
+    rows = fair_comparison_rows(results)
+    if not rows:
+        return []
+    lines = ["", "## Fair comparisons", "", COMPARISON_RULE, "",
+             "| contrast (plain claim) | metric | regime | plain | matched KL | matched steps |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        plain = row["final"]
+        cells = [_md(row["id"]), _md(row["metric"]), _md(row["regime"]),
+                 _verdict_cell(plain.stats) if plain is not None else "–"]
+        for compare in ("matched_kl", "matched_steps"):
+            items = row.get(compare, [])
+            if items:
+                cells.append("<br>".join(_md(_verdict_cell(i.stats) + (f" ({i.claim.steps} steps)"
+                                                                       if compare == "matched_steps" else ""))
+                                         for i in items))
+            elif compare == "matched_kl" and plain is not None and _one_path(plain.claim):
+                cells.append("not defined (one run's iterations: one path)")
+            else:
+                cells.append("–")
+        lines.append("| " + " | ".join(cells) + " |")
+    matched = [item for item in results.claims if item.matched is not None]
+    if matched:
+        lines += ["", "Matched KL, per claim: the common KL k* over the seeds (mean, min–max), the arms' mean final "
+                  "KL, the mean Δ at k* of the win rate and the gold reward, the seeds where an arm did not reach k* "
+                  "(not in the test), the seeds whose KL path is not monotone (read at the first crossing), and the "
+                  "design-level k̄ with the mean Δ there (described, not tested).", "",
+                  "| claim | k* mean (min–max) | final KL A / B | Δ win rate at k* | Δ gold reward at k* | "
+                  "seeds not reaching k* | non-monotone paths | design-level k̄: Δ win rate, Δ gold reward "
+                  "(seeds not reaching) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for item in matched:
+            m = item.matched
+            mean, low, high = m.k_stats()
+            final_a, final_b = m.final_kl_means()
+            k = "–" if mean is None else f"{mean:.3f} ({low:.3f}–{high:.3f})"
+            missing = m.missing
+            shown = str(len(missing)) + (": " + ", ".join(f"({s.key[0]},{s.key[1]})" for s in missing)
+                                         if missing else "")
+            bumpy = m.non_monotone
+            design = "–" if m.design_k is None else (
+                f"k̄ {m.design_k:.3f}: " + ", ".join(fmt_signed(m.design_delta.get(c)) for c in PATH_METRICS)
+                + f" ({len(m.design_missing)})")
+            lines.append("| " + " | ".join(_md(x) for x in (
+                item.claim.plan.id, k, f"{_fmt(final_a)} / {_fmt(final_b)}", fmt_signed(m.delta("win_rate")),
+                fmt_signed(m.delta("gold_reward")), shown, str(len(bumpy)), design)) + " |")
+    stepped = [item for item in results.claims if item.steps_seen is not None]
+    if stepped:
+        lines += ["", "Matched steps, per claim: the steps both arms were set to per iteration, each arm's derived "
+                  "cell, and the optimiser steps its runs recorded per iteration (`train_steps`).", "",
+                  "| claim | steps per iteration | A: cell | A: train_steps | B: cell | B: train_steps |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for item in stepped:
+            (ga, ca), (gb, cb) = item.claim.a, item.claim.b
+            seen = item.steps_seen
+            steps = str(item.claim.steps)
+            if item.claim.steps != item.claim.plan.steps:
+                steps += f" (quick: the plan's {item.claim.plan.steps} × budget_scale)"
+            lines.append("| " + " | ".join(_md(x) for x in (
+                item.claim.plan.id, steps, f"{ga} / {ca.key or 'the only cell'}",
+                ", ".join(map(str, seen["a"])) or "–", f"{gb} / {cb.key or 'the only cell'}",
+                ", ".join(map(str, seen["b"])) or "–")) + " |")
+    return lines
+
+
+def _one_path(bound: Any) -> bool:
+    """Whether a claim's two sides are one cell (one run's iterations): no matched-KL version exists."""
+    return bound.a[0] == bound.b[0] and bound.a[1].config_hash == bound.b[1].config_hash
 
 
 def heterogeneity_rows(results: Any) -> list[dict[str, Any]]:
@@ -478,9 +625,9 @@ BLOCK_PREFIX = "↳ seeds "  # rows of blocks of seeds in sections published bef
 
 
 def section_key(results: Any) -> str:
-    """The name of a study's section: the study's name, with ``-quick`` for the quick variant."""
-    study = results.study
-    return study.plan.name + ("-quick" if study.quick else "")
+    """The name of a study's section: the study's name, with ``-quick`` for the quick variant and ``@REGIME`` for
+    a study run with ``--regime``."""
+    return results.study.label
 
 
 def _markers(key: str) -> tuple[str, str]:
@@ -517,20 +664,24 @@ def publish_section(results: Any, path: Path, *, command: str, db_path: Path, pa
         f"- **Section written:** {now}, by pairsel-harness {__version__} at git commit `{git_commit() or 'unknown'}`",
         f"- **Database:** `{db_path}`: {results.counts['finished']} of {results.counts['wanted']} planned runs "
         f"finished (tagged `study = {plan.name}`, `study_variant = {study.variant}`)",
+        f"- **Regime:** " + (f"`--regime {study.regime}`" if study.regime else "the testbeds' defaults (no `--regime`)")
+        + "; each verdict's regime is in its row, and the knobs of each are listed below the table",
         f"- **Measured time:** {time_text(study_time(runs))}",
         f"- **Report:** [{_link(report, base)}]({_link(report, base)}); figures: "
         + (", ".join(f"[{p.name}]({_link(p, base)})" for p in figures) or "none"),
         "",
     ]
     lines += [f"> {study.standing()}", ""]
-    lines += ["| claim | finding | metric | contrast A − B | source direction | measured Δ ± sd | 95% CI | n | "
+    lines += ["| claim | finding | metric | contrast A − B | regime | source direction | measured Δ ± sd | 95% CI | n | "
               f"p | sign-flip p | family (size) | {plan.correction.upper()} p | verdict |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in verdict_rows(results):
         lines.append("| " + " | ".join(_md(x) for x in (
-            row["claim"], row["finding"], row["metric"], row["contrast"], row["source"].split(" (", 1)[0],
+            row["claim"], row["finding"], row["metric"], row["contrast"], row["regime"], row["source"].split(" (", 1)[0],
             row["measured"], row["ci"], row["n"], row["p"], row["p_sign_flip"], row["family"], row["p_adjusted"],
             f"**{row['verdict']}**")) + " |")
+    lines += ["", "Regimes (testbed · declared regime · β · training · τ · DPO reference · evaluator):", ""]
+    lines += [f"- **{_md(label)}**: {_md(regime.full)}" for label, regime, _ in regime_legend(results)]
     lines += ["", "The verdict rule and each claim's test are in the study's report.", "", end]
     return "\n".join(lines)
 
@@ -592,7 +743,8 @@ def published_verdicts(text: str) -> dict[str, list[dict[str, Any]]]:
                 continue
             adjusted = row.get("HOLM p") or row.get("BH p")  # the family-adjusted p, when the section has it
             rows.append({"claim": row["claim"], "measured": row["measured Δ ± sd"].split(" ±", 1)[0],
-                         "ci": row["95% CI"], "verdict": row["verdict"], "blocks": [], "p_adjusted": adjusted})
+                         "ci": row["95% CI"], "verdict": row["verdict"], "blocks": [], "p_adjusted": adjusted,
+                         "regime": row.get("regime")})  # sections published before regimes were named lack it
         out[match.group(1)] = rows
     return out
 
@@ -603,13 +755,15 @@ def readme_table(text: str, source: str = "docs/reproduction.md") -> str:
     every = [row for rows in published.values() for row in rows]
     with_blocks = any(row["blocks"] for row in every)  # sections published before blocks were retired
     with_adjusted = any(row.get("p_adjusted") for row in every)
-    headers = ["study", "claim", "measured Δ (A − B)", "95% CI"] + (["adjusted p"] if with_adjusted else []) \
-        + ["verdict"] + (["verdict per block of seeds"] if with_blocks else [])
+    with_regime = any(row.get("regime") for row in every)
+    headers = ["study", "claim"] + (["regime"] if with_regime else []) + ["measured Δ (A − B)", "95% CI"] \
+        + (["adjusted p"] if with_adjusted else []) + ["verdict"] + (["verdict per block of seeds"] if with_blocks else [])
     lines = [f"<!-- generated by `{TABLE_COMMAND}` from {source}; do not edit -->", "",
              "| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     for study, rows in published.items():
         for row in rows:
-            cells = [study, row["claim"], row["measured"], row["ci"]]
+            cells = [study, row["claim"], *([row.get("regime") or "not named"] if with_regime else []),
+                     row["measured"], row["ci"]]
             cells += [row.get("p_adjusted") or "–"] if with_adjusted else []
             cells.append(f"**{row['verdict']}**")
             if with_blocks:

@@ -44,6 +44,18 @@ VERDICT_RULE = (
 )
 
 
+COMPARISON_RULE = (
+    "A claim with `compare` tests its plain claim's contrast (`of`) compared fairly, with the same tests and its own "
+    "family. **Matched KL:** on each seed the common KL k* is the smaller of the two arms' final KL(π‖π_ref); each "
+    "arm's metric at k* is interpolated linearly along that seed's path of (KL, metric) points from π_0 (iteration 0, "
+    "its recorded KL) to the arm's last iteration, at the first crossing of k* when the path is not monotone in KL; "
+    "a seed where an arm's path never reaches k* is listed and left out of the test, never dropped silently. The "
+    "design-level k̄ (the smaller of the two arms' mean final KL, one value for every seed) is described, not tested. "
+    "**Matched steps:** both arms are re-run with the trainer's `steps` fixed (the same optimiser steps in every "
+    "iteration) in a derived grid `GRID@stepsS`, and compared as recorded."
+)
+
+
 def _pair_order(key: Any) -> tuple:
     return tuple(-1 if v is None else v for v in (key if isinstance(key, tuple) else (key,)))
 
