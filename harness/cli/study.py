@@ -82,6 +82,12 @@ RegimeOption = Annotated[
                                      "-o still wins. The report and the published section are named NAME@REGIME. "
                                      "Default: the testbed's defaults.")
 ]
+RegimeMapOption = Annotated[
+    bool, typer.Option("--regime-map",
+                       help="Run (or, with study report, rebuild) the plan's [regime_map] instead of its claims: "
+                            "each knob moved one at a time around the regime, the claims re-tested in every cell. "
+                            "Exploratory; writes regime-map.md and regime_map.png, publishes nothing.")
+]
 WideOption = Annotated[
     bool, typer.Option("--wide", help="Show every column of the verdict table, uncut, however wide the terminal "
                                       "(by default it fits: the least needed columns are left out, and a note "
@@ -118,12 +124,14 @@ def _report_dir(report_dir: Path | None, study: Any, publish: Path | None = None
 
 def _command(verb: str, plan: str, *, quick: bool, seeds: str | None, jobs: int | None = None,
              report_dir: Path | None = None, db: Path | None = None, plugin: list[str] | None = None,
-             publish: Path | None = None, regime: str | None = None) -> str:
+             publish: Path | None = None, regime: str | None = None, regime_map: bool = False) -> str:
     parts = ["harness", "study", verb, plan]
     if quick:
         parts.append("--quick")
     if regime is not None:
         parts += ["--regime", regime]
+    if regime_map:
+        parts.append("--regime-map")
     if seeds is not None:
         parts += ["--seeds", seeds]
     if jobs is not None:
@@ -145,6 +153,7 @@ def run_command(
     quick: QuickOption = False,
     seeds: SeedsOption = None,
     regime: RegimeOption = None,
+    regime_map: RegimeMapOption = False,
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
     force: Annotated[bool, typer.Option("--force", help="Redo every run of the study as a new run.")] = False,
@@ -169,22 +178,27 @@ def run_command(
     plugin = plugins_for_workers(plugin)
     started = time.monotonic()
     with cli_errors():
-        _, study = _load(plan, plugin, quick, seeds, regime)
+        registry, study = _load(plan, plugin, quick, seeds, regime)
+        mapped = _load_map(study, registry, publish) if regime_map else None
         executor_class(executor)
-        planned = st.make_plan(study, db_path, force=force)
+        target = study if mapped is None else _map_planning_study(study, mapped)
+        planned = st.make_plan(target, db_path, force=force)
         jobs = jobs or os.cpu_count() or 1
         # each planned item is one cell x seed; only those that will run need memory at once
         sw.check_parallel_memory([p.item.cell for p in planned if p.item.runs_something], jobs)
     display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
                for p in planned]
     console.print(
-        f"[bold]study {study.label}[/] ({study.variant}) · {len(study.grids)} grids, {len(study.claims)} claims, "
-        f"{len(display)} runs · {db_path}\n" + plan_counts_line(count_actions(display))
+        f"[bold]study {study.label}[/] ({study.variant}) · "
+        + (f"{len(study.grids)} grids, {len(study.claims)} claims, " if mapped is None else
+           f"regime map: {len(mapped.cells)} map cells, {len(mapped.plan.claims)} claims, {len(mapped.grids)} "
+           "distinct grids (exploratory), ")
+        + f"{len(display)} runs · {db_path}\n" + plan_counts_line(count_actions(display))
     )
-    for grid in study.grids:
+    for grid in target.grids:
         console.print(f"  grid {grid.plan.name}: {len(grid.cells)} cells × {len(grid.seeds)} seeds · "
                       f"sweep {grid.sweep_id}")
-    console.print(escape(study.standing()))
+    console.print(escape(study.standing() if mapped is None else "Regime map: exploratory, not verdicts."))
     for warning in study.plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     if dry_run:
@@ -196,14 +210,17 @@ def run_command(
                  "run_id": p.item.run_id} for p in planned]}))
         return
 
-    tasks = st.tasks(study, planned, db_path.resolve())
+    tasks = st.tasks(target, planned, db_path.resolve())
     grid_outcome = GridOutcome()
     if tasks:
         grid_outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, display,
                                          title="study")
     command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
-                       publish=publish, regime=regime)
-    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
+                       publish=publish, regime=regime, regime_map=regime_map)
+    if mapped is None:
+        outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
+    else:
+        outcome = _map_report(console, study, mapped, db_path, _report_dir(report_dir, study), command)
     code = grid_outcome.exit_code
     if code:
         console.print("Run the same command again to resume interrupted runs and redo failed ones "
@@ -225,6 +242,7 @@ def report_command(
     quick: QuickOption = False,
     seeds: SeedsOption = None,
     regime: RegimeOption = None,
+    regime_map: RegimeMapOption = False,
     report_dir: ReportDirOption = None,
     publish: PublishOption = None,
     db: DbOption = None,
@@ -238,10 +256,14 @@ def report_command(
     db_path = resolve_db(db)
     plugin = plugins_for_workers(plugin)
     with cli_errors():
-        _, study = _load(plan, plugin, quick, seeds, regime)
+        registry, study = _load(plan, plugin, quick, seeds, regime)
+        mapped = _load_map(study, registry, publish) if regime_map else None
     command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin,
-                       publish=publish, regime=regime)
-    outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
+                       publish=publish, regime=regime, regime_map=regime_map)
+    if mapped is None:
+        outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
+    else:
+        outcome = _map_report(console, study, mapped, db_path, _report_dir(report_dir, study), command)
     if as_json:
         typer.echo(json.dumps(outcome))
 
@@ -283,6 +305,43 @@ def list_command(plugin: PluginOption = None, as_json: JsonOption = False) -> No
 
 _STAT_KEYS = ("n", "mean", "std", "ci_low", "ci_high", "half_width", "mde80", "direction", "p", "p_t", "p_sign_flip",
               "family", "family_size", "correction", "p_adjusted", "margin", "smallest_margin", "verdict")
+
+
+def _load_map(study: Any, registry: Any, publish: Path | None) -> Any:
+    """The plan's regime map around the study's regime; UsageError (exit 2) when it has none or --publish is given."""
+    from harness.errors import UsageError
+    from harness.experiments.regime_map import expand_map
+
+    if study.plan.regime_map is None:
+        raise UsageError(f"plan {study.plan.name!r} has no [regime_map] table; add one (docs/experiments/plans.md "
+                         "lists its keys) or drop --regime-map")
+    if publish is not None:
+        raise UsageError("a regime map is exploratory and is never published beside verdicts; drop --publish "
+                         "(its report is regime-map.md in the report directory)")
+    return expand_map(study, registry)
+
+
+def _map_planning_study(study: Any, mapped: Any) -> Any:
+    from harness.experiments.regime_map import planning_study
+
+    return planning_study(study, mapped)
+
+
+def _map_report(console, study, mapped, db_path: Path, out_dir: Path, command: str) -> dict[str, Any]:
+    from harness.experiments.regime_map import map_results
+    from harness.experiments.regime_map_report import write_map_report
+
+    with cli_errors():
+        rows = map_results(mapped, db_path, study.plan.correction)
+    paths = write_map_report(study, mapped, rows, out_dir, command=command, db_path=db_path)
+    counts = {word: sum(1 for r in rows if r.word == word) for word in ("holds", "null", "reverses")}
+    console.print(f"regime map (exploratory): {counts['holds']} hold, {counts['null']} null, "
+                  f"{counts['reverses']} reverse, of {len(rows)} (cell, claim) tests")
+    console.print(f"report: [bold]{paths[0]}[/] (figure {paths[1].name})")
+    return {"study": study.plan.name, "regime": study.regime, "regime_map": True, "report": str(paths[0]),
+            "figures": [str(paths[1])],
+            "cells": [{"cell": r.cell.label, "claim": r.claim, "word": r.word,
+                       **{k: r.stats.get(k) for k in _STAT_KEYS}} for r in rows]}
 
 
 def _report(console, study, db_path: Path, out_dir: Path, command: str, publish: Path | None = None, *,

@@ -63,7 +63,7 @@ CLAIM_KINDS = ("paper", "question", "unequal")
 CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
 FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
-TOP_KEYS = ("study", "quick", "grid", "claim", "figure", "heterogeneity")
+TOP_KEYS = ("study", "quick", "grid", "claim", "figure", "heterogeneity", "regime_map")
 HETEROGENEITY_KEYS = ("claims", "title")
 _GRID_ALIASES = {"responses": "n_responses"}
 #: The family of every claim in a plan that names none.
@@ -112,6 +112,10 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    in different regimes or recipes; the report gives Cochran's Q and I² across them (never
                    across blocks of seeds of one design); title
 [[figure]]         kind = "curves" (grid, metrics = ["win_rate", ...]) or "forest"; title
+[regime_map]       claims = ["F1-...", ...] (plain direction claims); seeds = "0-9" (exploration seeds);
+                   slices = [["beta", "training"]]; [regime_map.axes.AXIS]: "label" = {options = ["k=v"]}
+                   or a run option (reference, n_responses, keep): every value one at a time around the
+                   study's regime, plus every point of each slice (harness study run NAME --regime-map)
 """
 
 
@@ -219,6 +223,7 @@ class StudyPlan:
     families: dict[str, str] = field(default_factory=dict)  # family -> its note
     warnings: tuple[str, ...] = ()  # deprecated keys and the like: printed, never fatal
     heterogeneity: tuple[HeterogeneityPlan, ...] = ()  # one contrast across regimes or recipes
+    regime_map: Any = None  # [regime_map]: a harness.experiments.regime_map.RegimeMapPlan, or None
 
     @property
     def separates_seeds(self) -> bool:
@@ -346,10 +351,10 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
                    "keep confirmation_seeds and drop seeds")
     seeds_key = "confirmation_seeds" if "confirmation_seeds" in study else "seeds"
     seeds = study.get(seeds_key, 10)
-    _check_seeds(errors, ["study", seeds_key], seeds)
+    check_seeds(errors, ["study", seeds_key], seeds)
     exploration = study.get("exploration_seeds")
     if exploration is not None:
-        _check_seeds(errors, ["study", "exploration_seeds"], exploration)
+        check_seeds(errors, ["study", "exploration_seeds"], exploration)
     correction = study.get("correction", "holm")
     if correction not in CORRECTIONS:
         errors.add(["study", "correction"], f"correction {correction!r} is not one of {', '.join(CORRECTIONS)}",
@@ -368,7 +373,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         quick = {}
     errors.unknown(["quick"], quick, QUICK_KEYS)
     if "seeds" in quick:
-        _check_seeds(errors, ["quick", "seeds"], quick["seeds"])
+        check_seeds(errors, ["quick", "seeds"], quick["seeds"])
     scale = quick.get("budget_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= 1:
         errors.add(["quick", "budget_scale"], f"budget_scale {scale!r} is not a number in (0, 1]",
@@ -380,6 +385,11 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
     claims = _load_claims(errors, data.get("claim", []), grids)
     figures = _load_figures(errors, data.get("figure", []), grid_names)
     heterogeneity = _load_heterogeneity(errors, data.get("heterogeneity", []), claims)
+    regime_map = None
+    if "regime_map" in data:
+        from harness.experiments.regime_map import load_regime_map
+
+        regime_map = load_regime_map(errors, data["regime_map"], claims)
     _check_seed_sets(errors, seeds, seeds_key, exploration, grids)
     _check_claim_margins(errors, claims, margins)
     families = _check_families(errors, claims, families)
@@ -390,7 +400,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         name=name or path.stem, path=path, text=text, title=str(study.get("title", name or path.stem)),
         source=str(study.get("source", "")), description=str(study.get("description", "")).strip(),
         seeds=seeds, quick=dict(quick), grids=tuple(grids), claims=tuple(claims), figures=tuple(figures),
-        heterogeneity=tuple(heterogeneity),
+        heterogeneity=tuple(heterogeneity), regime_map=regime_map,
         exploration_seeds=exploration, correction=correction, margins=margins,
         margin_reason=str(study.get("margin_reason", "")).strip(), families=families, warnings=warnings,
     )
@@ -426,7 +436,7 @@ def _check_seed_sets(errors: PlanErrors, seeds: Any, seeds_key: str, exploration
     try:
         explored = set(seed_list(exploration))
     except UsageError:
-        return  # reported by _check_seeds
+        return  # reported by check_seeds
     sets = [(["study", seeds_key], seeds)] + [
         (["grid", g.index, "confirmation_seeds" if g.seeds_key == "confirmation_seeds" else "seeds"], g.seeds)
         for g in grids if g.seeds is not None]
@@ -476,7 +486,7 @@ def _check_families(errors: PlanErrors, claims: Sequence[ClaimPlan], notes: Mapp
     return out
 
 
-def _check_seeds(errors: PlanErrors, where: list, value: Any) -> None:
+def check_seeds(errors: PlanErrors, where: list, value: Any) -> None:
     from harness.experiments.sweep import parse_seeds
 
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -547,7 +557,7 @@ def _load_grids(errors: PlanErrors, items: Any) -> list[GridPlan]:
         seeds_key = "confirmation_seeds" if "confirmation_seeds" in item else "seeds"
         seeds = item.get(seeds_key)
         if seeds is not None:
-            _check_seeds(errors, [*where, seeds_key], seeds)
+            check_seeds(errors, [*where, seeds_key], seeds)
         grids.append(GridPlan(name, args, seeds, index, seeds_key))
     return grids
 

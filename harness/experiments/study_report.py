@@ -140,7 +140,7 @@ def _regime_lines(results: Any) -> list[str]:
              "| regime | " + " | ".join(KNOB_NAMES) + " | claims |",
              "| --- | " + " | ".join("---" for _ in KNOB_NAMES) + " | --- |"]
     for label, regime, claims in regime_legend(results):
-        lines.append("| " + " | ".join(_md(x) for x in (label, *regime.knobs.values(), ", ".join(claims))) + " |")
+        lines.append("| " + " | ".join(md_escape(x) for x in (label, *regime.knobs.values(), ", ".join(claims))) + " |")
     return lines
 
 
@@ -167,7 +167,8 @@ def time_text(time: dict[str, Any]) -> str:
             "(from the runs' rows in the database, so an interrupted study and its re-run add up)")
 
 
-def _md(text: Any) -> str:
+def md_escape(text: Any) -> str:
+    """``text`` as one Markdown table cell: pipes escaped, newlines flattened."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -194,7 +195,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         + (f"; source: {plan.source}" if plan.source else ""),
         f"- **Variant:** {study.variant}" + (f" — {plan.quick.get('description', '')}" if study.quick else ""),
         f"- **Command:** `{command}`",
-        f"- **Rebuild this report without running:** `{_report_command(command)}`",
+        f"- **Rebuild this report without running:** `{rebuild_command(command)}`",
         f"- **Harness:** pairsel-harness {__version__}, git commit `{git_commit() or 'unknown'}`",
         f"- **Date:** {now}",
         f"- **Database:** `{db_path}` — runs tagged `study = {plan.name}`, "
@@ -207,7 +208,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         lines += ["> **Quick variant:** few seeds and small pools. It checks the mechanics (runs, reuse, "
                   "report); its verdicts are not scientific evidence.", ""]
     lines += [f"> {study.standing()}", ""]
-    lines += [f"> **Warning:** {_md(w)}" for w in plan.warnings] + ([""] if plan.warnings else [])
+    lines += [f"> **Warning:** {md_escape(w)}" for w in plan.warnings] + ([""] if plan.warnings else [])
     lines += ["## Verdict rule", "", f"Alpha = 0.05. {_rule()}", "", *_design_lines(results), "",
               *_regime_lines(results), "", "## Verdicts", ""]
     headers = ["claim", "finding", "metric", "contrast A − B", "regime", "source direction (value)", "measured mean Δ ± sd",
@@ -218,7 +219,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("| " + " | ".join("---" for _ in headers) + " |")
     for row in verdict_rows(results):
-        cells = [_md(row[k]) for k in keys]
+        cells = [md_escape(row[k]) for k in keys]
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
     lines += fair_comparison_lines(results)
@@ -230,7 +231,7 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         pairs = ", ".join(f"({p[0]},{p[1]})" for p in item.stats["pairs"][:12])
         if len(item.stats["pairs"]) > 12:
             pairs += f", … ({len(item.stats['pairs'])})"
-        lines.append("| " + " | ".join(_md(x) for x in (
+        lines.append("| " + " | ".join(md_escape(x) for x in (
             item.claim.plan.id, item.claim.plan.source or "–",
             f"{ga} / {ca.key or 'the only cell'} ({ca.config_hash[:8]})",
             f"{gb} / {cb.key or 'the only cell'} ({cb.config_hash[:8]})",
@@ -243,11 +244,11 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
                   "(under the earlier rule, on the seeds then used):", "",
                   "| claim | earlier encoding and its published verdict | verdict now |", "| --- | --- | --- |"]
         now = {row["claim"]: row["verdict"] for row in verdict_rows(results)}
-        lines += [f"| {_md(c.id)} | {_md(c.was)} | **{_md(now[c.id])}** |" for c in earlier]
+        lines += [f"| {md_escape(c.id)} | {md_escape(c.was)} | **{md_escape(now[c.id])}** |" for c in earlier]
     notes = [f"{item.claim.plan.id}: {note}" for item in results.claims for note in item.notes]
     notes += [f"{item.claim.plan.id}: {item.claim.plan.note}" for item in results.claims if item.claim.plan.note]
     if notes:
-        lines += ["", "Notes:", ""] + [f"- {_md(n)}" for n in notes]
+        lines += ["", "Notes:", ""] + [f"- {md_escape(n)}" for n in notes]
     lines += ["", "## Grids", "", "| grid | sweep id | cells | seeds | iterations | budget | finished runs |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     from harness.experiments.sweep import format_seeds
@@ -310,12 +311,12 @@ def fair_comparison_lines(results: Any) -> list[str]:
              "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         plain = row["final"]
-        cells = [_md(row["id"]), _md(row["metric"]), _md(row["regime"]),
+        cells = [md_escape(row["id"]), md_escape(row["metric"]), md_escape(row["regime"]),
                  _verdict_cell(plain.stats) if plain is not None else "–"]
         for compare in ("matched_kl", "matched_steps"):
             items = row.get(compare, [])
             if items:
-                cells.append("<br>".join(_md(_verdict_cell(i.stats) + (f" ({i.claim.steps} steps)"
+                cells.append("<br>".join(md_escape(_verdict_cell(i.stats) + (f" ({i.claim.steps} steps)"
                                                                        if compare == "matched_steps" else ""))
                                          for i in items))
             elif compare == "matched_kl" and plain is not None and _one_path(plain.claim):
@@ -345,7 +346,7 @@ def fair_comparison_lines(results: Any) -> list[str]:
             design = "–" if m.design_k is None else (
                 f"k̄ {m.design_k:.3f}: " + ", ".join(fmt_signed(m.design_delta.get(c)) for c in PATH_METRICS)
                 + f" ({len(m.design_missing)})")
-            lines.append("| " + " | ".join(_md(x) for x in (
+            lines.append("| " + " | ".join(md_escape(x) for x in (
                 item.claim.plan.id, k, f"{_fmt(final_a)} / {_fmt(final_b)}", fmt_signed(m.delta("win_rate")),
                 fmt_signed(m.delta("gold_reward")), shown, str(len(bumpy)), design)) + " |")
     stepped = [item for item in results.claims if item.steps_seen is not None]
@@ -360,7 +361,7 @@ def fair_comparison_lines(results: Any) -> list[str]:
             steps = str(item.claim.steps)
             if item.claim.steps != item.claim.plan.steps:
                 steps += f" (quick: the plan's {item.claim.plan.steps} × budget_scale)"
-            lines.append("| " + " | ".join(_md(x) for x in (
+            lines.append("| " + " | ".join(md_escape(x) for x in (
                 item.claim.plan.id, steps, f"{ga} / {ca.key or 'the only cell'}",
                 ", ".join(map(str, seen["a"])) or "–", f"{gb} / {cb.key or 'the only cell'}",
                 ", ".join(map(str, seen["b"])) or "–")) + " |")
@@ -402,9 +403,9 @@ def _heterogeneity_lines(results: Any) -> list[str]:
         group, out = row["group"], row["result"]
         claims = ", ".join(group.claims)
         if out is None:
-            lines.append(f"| {_md(group.title or '–')} | {_md(claims)} | – | – | – | – | too few pairs |")
+            lines.append(f"| {md_escape(group.title or '–')} | {md_escape(claims)} | – | – | – | – | too few pairs |")
             continue
-        lines.append(f"| {_md(group.title or '–')} | {_md(claims)} | {out['q']:.2f} | {out['df']} | "
+        lines.append(f"| {md_escape(group.title or '–')} | {md_escape(claims)} | {out['q']:.2f} | {out['df']} | "
                      f"{out['p']:.4f} | {100 * out['i2']:.0f}% | {fmt_signed(out['pooled'])} ± {out['pooled_se']:.3f} |")
     return lines
 
@@ -444,10 +445,10 @@ def _design_lines(results: Any) -> list[str]:
     for family, size in sizes.items():
         note = plan.families.get(family, "")
         shown = "all claims" if family == ALL_CLAIMS else f"`{family}`"
-        lines.append(f"  - {shown}: {size} claim{'s' if size != 1 else ''}" + (f": {_md(note)}" if note else ""))
+        lines.append(f"  - {shown}: {size} claim{'s' if size != 1 else ''}" + (f": {md_escape(note)}" if note else ""))
     if plan.margins:
         shown = ", ".join(f"`{metric}` ±{value:g}" for metric, value in plan.margins.items())
-        lines.append(f"- **Equivalence / non-inferiority margins:** {shown}. Why: {_md(plan.margin_reason)}")
+        lines.append(f"- **Equivalence / non-inferiority margins:** {shown}. Why: {md_escape(plan.margin_reason)}")
     explored = "not declared" if plan.exploration_seeds is None else format_seeds(seed_list(plan.exploration_seeds))
     lines.append(f"- **Seeds:** exploration {explored}; this report's grids ran on "
                  + "; ".join(f"{g.plan.name} {format_seeds(g.seeds)}" for g in study.grids))
@@ -475,7 +476,8 @@ def _rule() -> str:
     return VERDICT_RULE
 
 
-def _report_command(command: str) -> str:
+def rebuild_command(command: str) -> str:
+    """The ``harness study report ...`` command that rebuilds what ``command`` (a ``study run``) wrote, running nothing."""
     parts = command.split()
     if len(parts) >= 3 and parts[1] == "study" and parts[2] == "run":
         parts[2] = "report"
@@ -664,7 +666,7 @@ def publish_section(results: Any, path: Path, *, command: str, db_path: Path, pa
         f"- **Section written:** {now}, by pairsel-harness {__version__} at git commit `{git_commit() or 'unknown'}`",
         f"- **Database:** `{db_path}`: {results.counts['finished']} of {results.counts['wanted']} planned runs "
         f"finished (tagged `study = {plan.name}`, `study_variant = {study.variant}`)",
-        f"- **Regime:** " + (f"`--regime {study.regime}`" if study.regime else "the testbeds' defaults (no `--regime`)")
+        "- **Regime:** " + (f"`--regime {study.regime}`" if study.regime else "the testbeds' defaults (no `--regime`)")
         + "; each verdict's regime is in its row, and the knobs of each are listed below the table",
         f"- **Measured time:** {time_text(study_time(runs))}",
         f"- **Report:** [{_link(report, base)}]({_link(report, base)}); figures: "
@@ -676,12 +678,12 @@ def publish_section(results: Any, path: Path, *, command: str, db_path: Path, pa
               f"p | sign-flip p | family (size) | {plan.correction.upper()} p | verdict |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in verdict_rows(results):
-        lines.append("| " + " | ".join(_md(x) for x in (
+        lines.append("| " + " | ".join(md_escape(x) for x in (
             row["claim"], row["finding"], row["metric"], row["contrast"], row["regime"], row["source"].split(" (", 1)[0],
             row["measured"], row["ci"], row["n"], row["p"], row["p_sign_flip"], row["family"], row["p_adjusted"],
             f"**{row['verdict']}**")) + " |")
     lines += ["", "Regimes (testbed · declared regime · β · training · τ · DPO reference · evaluator):", ""]
-    lines += [f"- **{_md(label)}**: {_md(regime.full)}" for label, regime, _ in regime_legend(results)]
+    lines += [f"- **{md_escape(label)}**: {md_escape(regime.full)}" for label, regime, _ in regime_legend(results)]
     lines += ["", "The verdict rule and each claim's test are in the study's report.", "", end]
     return "\n".join(lines)
 
@@ -768,7 +770,7 @@ def readme_table(text: str, source: str = "docs/reproduction.md") -> str:
             cells.append(f"**{row['verdict']}**")
             if with_blocks:
                 cells.append(" · ".join(f"{seeds}: {verdict}" for seeds, verdict in row["blocks"]))
-            lines.append("| " + " | ".join(_md(x) for x in cells) + " |")
+            lines.append("| " + " | ".join(md_escape(x) for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
