@@ -1,4 +1,4 @@
-"""The report of a regime map: ``regime-map.md`` and ``regime_map.png`` (one row per map cell, one column per
+"""The report of a regime map: :data:`MAP_REPORT` and :data:`MAP_FIGURE` (one row per map cell, one column per
 claim, each cell holds / null / reverses with its Δ and interval). See :mod:`harness.experiments.regime_map`."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def map_runs(regime_map: Any, db_path: Path) -> list[dict[str, Any]]:
 
 def write_map_report(study: Any, regime_map: Any, rows: list[Any], out_dir: Path, *, command: str,
                      db_path: Path, dpi: int = 110) -> list[Path]:
-    """Write ``regime-map.md`` and ``regime_map.png`` into ``out_dir``; return their paths (report first)."""
+    """Write the map report (:data:`MAP_REPORT`) and its figure (:data:`MAP_FIGURE`) into ``out_dir``; return their paths (report first)."""
     from harness import __version__
     from harness.experiments.study import study_time
     from harness.experiments.study_report import md_escape, rebuild_command, time_text
