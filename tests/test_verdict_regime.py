@@ -50,6 +50,8 @@ def test_the_synthetic_defaults_are_named_outcome_chosen_and_a_grids_own_options
     assert weaker.label == "outcome-chosen; training 1 epoch at lr 0.001, batch 64"
     moving = reader.describe(cell(registry, reference="previous").config)
     assert moving.label == "outcome-chosen; reference previous"
+    staircase = reader.describe(cell(registry, options=["testbed.world=staircase"]).config)
+    assert staircase.label == "outcome-chosen; testbed synthetic (world staircase)"  # the default world is unnamed
 
 
 def test_a_named_regime_is_named_and_its_own_values_are_the_baseline(registry):

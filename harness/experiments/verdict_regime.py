@@ -54,7 +54,8 @@ def _number(value: Any) -> str:
 
 
 def knobs(flat: Mapping[str, Any]) -> Knobs:
-    """The knobs of a flat config (:func:`leaderboard.query.flat_config`); "–" for what the config lacks."""
+    """The knobs of a flat config (:func:`leaderboard.query.flat_config`); "–" for what the config lacks. A
+    testbed with a ``world`` option (the synthetic testbed's bigram and staircase worlds) names its world."""
     beta = flat.get("trainer.beta")
     steps = flat.get("trainer.steps") or 0
     lr = flat.get("trainer.lr")
@@ -74,7 +75,10 @@ def knobs(flat: Mapping[str, Any]) -> Knobs:
     evaluator = str(flat.get("evaluator") or "the testbed's gold")
     if flat.get("testbed.reference_best_of") is not None:  # the outputs the win rate is measured against
         evaluator += f" against best-of-{flat['testbed.reference_best_of']} outputs"
-    return Knobs(testbed=str(flat.get("testbed", "–")), beta="–" if beta is None else _number(beta),
+    testbed = str(flat.get("testbed", "–"))
+    if flat.get("testbed.world") is not None:  # a testbed with several worlds: which one is part of the regime
+        testbed += f" (world {flat['testbed.world']})"
+    return Knobs(testbed=testbed, beta="–" if beta is None else _number(beta),
                  training=training, tau=_number(flat["testbed.tau"]) if "testbed.tau" in flat else "–",
                  reference=reference, evaluator=evaluator)
 
