@@ -332,8 +332,9 @@ def _map_report(console, study, mapped, db_path: Path, out_dir: Path, command: s
     from harness.experiments.regime_map_report import write_map_report
 
     with cli_errors():
-        rows = map_results(mapped, db_path, study.plan.correction)
-    paths = write_map_report(study, mapped, rows, out_dir, command=command, db_path=db_path)
+        outcome = map_results(mapped, db_path, study.plan.correction)
+    rows = outcome.rows
+    paths = write_map_report(study, mapped, outcome, out_dir, command=command, db_path=db_path)
     counts = {word: sum(1 for r in rows if r.word == word) for word in ("holds", "null", "reverses")}
     console.print(f"regime map (exploratory): {counts['holds']} hold, {counts['null']} null, "
                   f"{counts['reverses']} reverse, of {len(rows)} (cell, claim) tests")

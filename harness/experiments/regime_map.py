@@ -215,6 +215,12 @@ def planning_study(study: Any, regime_map: ExpandedMap) -> Any:
 
 
 @dataclass
+class MapResults:
+    rows: list[MapResult]  # one per (map cell, claim), in cell order
+    runs: list[dict[str, Any]]  # the distinct finished runs they use (cells that share a grid share its runs)
+
+
+@dataclass
 class MapResult:
     cell: MapCell
     claim: str
@@ -231,15 +237,17 @@ class MapResult:
         return "null"
 
 
-def map_results(regime_map: ExpandedMap, db_path: Any, correction: str = "holm") -> list[MapResult]:
-    """Every (map cell, claim)'s test; each claim's p-values adjusted over its map cells."""
+def map_results(regime_map: ExpandedMap, db_path: Any, correction: str = "holm") -> MapResults:
+    """Every (map cell, claim)'s test, each claim's p-values adjusted over its map cells, and the runs used."""
     from harness.experiments.study import results
     from harness.experiments.verdicts import adjust_family
 
-    out = []
+    out, runs = [], {}
     for cell, derived in zip(regime_map.cells, regime_map.studies):
-        for item in results(derived, db_path).claims:
-            out.append(MapResult(cell, item.claim.plan.id, item.stats))
+        outcome = results(derived, db_path)
+        out.extend(MapResult(cell, item.claim.plan.id, item.stats) for item in outcome.claims)
+        runs.update((run["id"], run) for run in outcome.finished_runs())
     for claim in regime_map.plan.claims:
         adjust_family([r.stats for r in out if r.claim == claim], correction)
-    return out
+    ordered = sorted(runs.values(), key=lambda r: (r.get("started_at") or "", r["id"]))
+    return MapResults(out, ordered)

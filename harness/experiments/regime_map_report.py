@@ -23,18 +23,7 @@ def _cell_text(result: Any) -> str:
     return f"{fmt_signed(stats['mean'])}{ci}, p {fmt_p(stats.get('p_adjusted'))} **{result.word}** (n={stats['n']})"
 
 
-def map_runs(regime_map: Any, db_path: Path) -> list[dict[str, Any]]:
-    """The distinct finished runs the map's verdicts use (cells that share a grid share its runs)."""
-    from harness.experiments.study import results
-
-    runs: dict[str, dict[str, Any]] = {}
-    for derived in regime_map.studies:
-        for run in results(derived, db_path).finished_runs():
-            runs[run["id"]] = run
-    return sorted(runs.values(), key=lambda r: (r.get("started_at") or "", r["id"]))
-
-
-def write_map_report(study: Any, regime_map: Any, rows: list[Any], out_dir: Path, *, command: str,
+def write_map_report(study: Any, regime_map: Any, outcome: Any, out_dir: Path, *, command: str,
                      db_path: Path, dpi: int = 110) -> list[Path]:
     """Write the map report (:data:`MAP_REPORT`) and its figure (:data:`MAP_FIGURE`) into ``out_dir``; return their paths (report first)."""
     from harness import __version__
@@ -46,7 +35,7 @@ def write_map_report(study: Any, regime_map: Any, rows: list[Any], out_dir: Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = study.plan
-    runs = map_runs(regime_map, db_path)
+    rows, runs = outcome.rows, outcome.runs
     wanted = regime_map.n_runs
     centre = f"`--regime {study.regime}`" if study.regime else "the testbed's defaults (no `--regime`)"
     claims = list(regime_map.plan.claims)

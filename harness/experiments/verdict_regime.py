@@ -119,6 +119,7 @@ class RegimeReader:
         return self._base[key]
 
     def _resolve(self, testbed: str, regime: str | None) -> tuple[str, Knobs | None]:
+        from harness.errors import HarnessError
         from harness.experiments.sweep import GridSpec, expand_grid
         from leaderboard.query import flat_config
 
@@ -128,14 +129,11 @@ class RegimeReader:
 
         try:
             flat = default_flat(regime)
-        except Exception:  # a testbed or regime this registry lacks: name it, list no baseline
+        except HarnessError:  # a testbed or regime this registry lacks: name it, list no baseline
             return regime or "testbed defaults", None
         if regime is not None:
             return regime, knobs(flat)
-        try:
-            declared = self.registry.get("testbed", testbed).cls.regimes()
-        except Exception:
-            declared = {}
+        declared = self.registry.get("testbed", testbed).cls.regimes()  # the default cell just built it
         for name, candidate in declared.items():
             if all(_holds(option, flat) for option in candidate.options):
                 return name, knobs(flat)
