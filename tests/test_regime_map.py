@@ -140,6 +140,17 @@ def test_regime_map_needs_a_map_and_is_never_published(cli, db_path, tmp_path):
     assert not (tmp_path / "r.md").exists()
 
 
+def test_a_map_not_run_yet_reads_too_few_pairs_not_null(cli, db_path, tmp_path):
+    path = tmp_path / "mapped.toml"
+    path.write_text(plan())
+    result = cli("study", "report", path, "--regime-map", "--report-dir", tmp_path / "r", "--json")
+    assert result.exit_code == 0, result.output
+    cells = json.loads(result.stdout)["cells"]
+    assert len(cells) == 10 and {c["word"] for c in cells} == {"too few pairs"}  # 10 map cells x 1 claim
+    report = (tmp_path / "r" / "regime-map.md").read_text()
+    assert "0 hold, 0 null, 0 reverse, 10 have too few pairs." in report and "| too few pairs (n=0) |" in report
+
+
 def test_a_tiny_map_runs_reports_and_reruns_nothing(cli, db_path, tmp_path):
     path = tmp_path / "mapped.toml"
     path.write_text(plan(MAP.replace('slices = [["beta", "training"]]', "").replace(

@@ -335,9 +335,10 @@ def _map_report(console, study, mapped, db_path: Path, out_dir: Path, command: s
         outcome = map_results(mapped, db_path, study.plan.correction)
     rows = outcome.rows
     paths = write_map_report(study, mapped, outcome, out_dir, command=command, db_path=db_path)
-    counts = {word: sum(1 for r in rows if r.word == word) for word in ("holds", "null", "reverses")}
+    counts = {word: sum(1 for r in rows if r.word == word) for word in ("holds", "null", "reverses", "too few pairs")}
     console.print(f"regime map (exploratory): {counts['holds']} hold, {counts['null']} null, "
-                  f"{counts['reverses']} reverse, of {len(rows)} (cell, claim) tests")
+                  f"{counts['reverses']} reverse, {counts['too few pairs']} with too few pairs, "
+                  f"of {len(rows)} (cell, claim) tests")
     console.print(f"report: [bold]{paths[0]}[/] (figure {paths[1].name})")
     return {"study": study.plan.name, "regime": study.regime, "regime_map": True, "report": str(paths[0]),
             "figures": [str(paths[1])],

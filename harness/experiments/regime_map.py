@@ -228,8 +228,10 @@ class MapResult:
 
     @property
     def word(self) -> str:
-        """holds / reverses / null, from the adjusted verdict."""
+        """holds / reverses / null, from the adjusted verdict; "too few pairs" below 2 pairs (a cell not run yet)."""
         verdict = self.stats.get("verdict", "")
+        if verdict == "too few pairs":
+            return "too few pairs"
         if verdict in ("reproduced", "holds"):
             return "holds"
         if verdict == "reversed":

@@ -9,7 +9,7 @@ from typing import Any
 
 MAP_REPORT = "regime-map.md"
 MAP_FIGURE = "regime_map.png"
-_WORD_CODES = {"holds": 1, "null": 0, "reverses": -1}
+_WORD_CODES = {"holds": 1, "null": 0, "reverses": -1, "too few pairs": 0}
 
 
 def _cell_text(result: Any) -> str:
@@ -17,8 +17,8 @@ def _cell_text(result: Any) -> str:
     from harness.experiments.verdicts import fmt_p
 
     stats = result.stats
-    if stats.get("mean") is None:
-        return "no pairs: **null**"
+    if result.word == "too few pairs":
+        return f"too few pairs (n={stats.get('n', 0)})"
     ci = "" if stats.get("ci_low") is None else f" [{fmt_signed(stats['ci_low'])}, {fmt_signed(stats['ci_high'])}]"
     return f"{fmt_signed(stats['mean'])}{ci}, p {fmt_p(stats.get('p_adjusted'))} **{result.word}** (n={stats['n']})"
 
@@ -79,7 +79,9 @@ def write_map_report(study: Any, regime_map: Any, outcome: Any, out_dir: Path, *
             md_escape(_cell_text(by_key[(cell.label, c)])) if (cell.label, c) in by_key else "–" for c in claims) + " |")
     counts = {word: sum(1 for r in rows if r.word == word) for word in _WORD_CODES}
     lines += ["", f"Of {len(rows)} (cell, claim) tests: {counts['holds']} hold, {counts['null']} null, "
-              f"{counts['reverses']} reverse.", "", f"![regime map]({figure.name})", ""]
+              f"{counts['reverses']} reverse" + (f", {counts['too few pairs']} have too few pairs"
+                                                  if counts["too few pairs"] else "") + ".",
+              "", f"![regime map]({figure.name})", ""]
     report = out_dir / MAP_REPORT
     report.write_text("\n".join(lines), encoding="utf-8")
     return [report, figure]
