@@ -1,10 +1,11 @@
 """The regime a verdict was measured in: the knobs a reviewer asks about, read off a cell's resolved config.
 
 A verdict from a testbed holds in a regime, not in the testbed. For each study
-cell this module reads the settings a result depends on most (the testbed, β,
-the training strength, the testbed's label noise τ, the DPO reference (fixed
-π_ref or π_{i−1}) and the evaluator with the outputs it compares against) and names the declared regime (:mod:`harness.regimes`) the cell
-stands in:
+cell this module reads the settings a result depends on most: the testbed (and
+its world), β, the training strength, the testbed's label noise τ, the DPO
+reference (fixed π_ref or π_{i−1}) and the evaluator with the outputs it
+compares against. It names the declared regime (:mod:`harness.regimes`) the
+cell stands in:
 
 - the regime the study ran in (``harness study run NAME --regime R`` records it in
   every run's config);
@@ -98,7 +99,7 @@ class VerdictRegime:
 
     @property
     def full(self) -> str:
-        """Every knob: ``synthetic · outcome-chosen · β 1 · 8 epochs at lr 0.003, batch 64 · τ 0.3 · ...``."""
+        """Every knob: ``synthetic · outcome-chosen · β 1 · training 8 epochs at lr 0.003, batch 64 · ...``."""
         k = self.knobs
         return (f"{k.testbed} · {self.name} · β {k.beta} · training {k.training} · τ {k.tau} · "
                 f"reference {k.reference} · evaluator {k.evaluator}")
