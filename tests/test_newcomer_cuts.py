@@ -144,9 +144,11 @@ def test_the_verdicts_fit_the_terminal_with_every_claim_whole_beside_its_verdict
     class Study:
         plan = type("Plan", (), {"name": "demo"})()
         variant = "quick"
+        label = "demo-quick"
 
     row = {"claim": "smallest-beats-random-at-three-iterations", "metric": "final_win_rate",
-           "contrast": "smallest − random", "source": "Table 1 (p. 6)", "measured": "+0.100 ± 0.050",
+           "contrast": "smallest − random", "regime": "outcome-chosen; training 1 epoch at lr 0.001, batch 64",
+           "source": "Table 1 (p. 6)", "measured": "+0.100 ± 0.050",
            "ci": "[+0.05, +0.15]", "n": "10", "test": "t", "p": "0.0010", "p_sign_flip": "0.0020",
            "family": "F1 (2)", "p_adjusted": "0.0020", "verdict": "reproduced"}
     for width in (80, 200):
@@ -163,6 +165,7 @@ def test_the_verdicts_fit_the_terminal_with_every_claim_whole_beside_its_verdict
             assert "not shown at 80 columns" in text and "--wide" in text
         else:  # every column
             assert "adjusted p" in text and "sign-flip p" in text and "not shown" not in text
+            assert "regime" in text
 
 
 def test_the_hook_reference_matches_the_selector_interface():
