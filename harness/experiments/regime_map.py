@@ -180,8 +180,9 @@ def expand_map(study: Any, registry: Any) -> ExpandedMap | None:
     if plan.regime_map is None:
         return None
     mapped = [c for c in plan.claims if c.id in plan.regime_map.claims]
-    grid_names = list(dict.fromkeys(name for c in mapped for name in (c.a.get("grid"), c.b.get("grid")) if name))
-    used = [g for g in plan.grids if g.name in grid_names] if grid_names else list(plan.grids)
+    sides = [side.get("grid") for c in mapped for side in (c.a, c.b)]
+    # a side without a grid filter may match a cell of any grid: then every grid is re-expanded
+    used = [g for g in plan.grids if g.name in sides] if all(sides) else list(plan.grids)
     studies, grids, by_sweep = [], [], {}
     cells = map_cells(plan.regime_map)
     for cell in cells:
