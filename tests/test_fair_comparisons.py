@@ -158,9 +158,20 @@ def test_a_modified_claim_inherits_the_plain_claims_contrast(tmp_path):
 
 
 BAD = [  # (the claim's extra lines, the key whose line the error names, the problem, the fix)
-    ('compare = "matched_KL"', "compare", "compare 'matched_KL' is not one of 'final', 'matched_kl', 'matched_steps'",
-     "did you mean 'matched_kl'?"),
-    ('compare = "tuned"', "compare", "compare 'tuned' is reserved and not built yet", "write one of"),
+    ('compare = "matched_KL"', "compare",
+     "compare 'matched_KL' is not one of 'final', 'matched_kl', 'matched_steps', 'tuned'", "did you mean 'matched_kl'?"),
+    ('compare = "tuned"\ntune_seeds = "0-4"', "compare", 'compare = "tuned" needs the options each arm is tuned over',
+     'add tune = {"trainer.lr" = [0.001, 0.003, 0.01]'),
+    ('compare = "tuned"\ntune_seeds = "0-4"\ntune = {"trainer.lr" = [0.001]}', "tune",
+     "tune 'trainer.lr' = [0.001] is not a list of at least two values", '"trainer.lr" = [value1, value2, value3]'),
+    ('compare = "tuned"\ntune_seeds = "0-4"\ntune = {lr = [0.001, 0.01]}', "tune",
+     "tune key 'lr' is not a plugin option", '"trainer.lr", "trainer.beta"'),
+    ('compare = "tuned"\ntune = {"trainer.lr" = [0.001, 0.01]}', "compare",
+     "this plan declares no exploration seeds and the claim no tune_seeds", 'add tune_seeds = "0-4"'),
+    ('compare = "tuned"\ntune = {"trainer.lr" = [0.001, 0.01]}\ntune_seeds = "1-3"', "tune_seeds",
+     "tuning seeds overlap confirmation seeds in 1", "never on a seed a verdict uses"),
+    ('compare = "matched_kl"\ntune_seeds = "0-4"', "tune_seeds", 'tune_seeds is read only with compare = "tuned"',
+     'drop tune_seeds, or write compare = "tuned"'),
     ('compare = "matched_steps"', "compare", 'compare = "matched_steps" needs the steps both arms run per iteration',
      "add steps = 128"),
     ('compare = "matched_steps"\nsteps = 0', "steps", "steps 0 is not a number of optimiser steps >= 1",
@@ -251,6 +262,10 @@ def test_the_builtin_study_has_fair_versions_of_f1_and_f2(registry):
         i for i in by_id if i.startswith("F1-") and by_id[i].compare == "final"}
     assert {c.of for c in modified if c.compare == "matched_steps"} >= {
         i for i in by_id if i.startswith(("F1-", "F2-")) and by_id[i].compare == "final"}
+    assert {c.of for c in modified if c.compare == "tuned"} >= {
+        i for i in by_id if i.startswith(("F1-", "F2-")) and by_id[i].compare == "final"}
+    assert {str(c.tune) for c in modified if c.compare == "tuned"} == {
+        "{'trainer.lr': (0.001, 0.003, 0.01), 'trainer.beta': (0.1, 0.3, 1.0)}"}
     for claim in modified:
         base = by_id[claim.of]
         assert (claim.direction, claim.metric, claim.a, claim.b, claim.kind) == (
@@ -258,9 +273,14 @@ def test_the_builtin_study_has_fair_versions_of_f1_and_f2(registry):
         assert claim.family not in {c.family for c in plan_.claims if c.compare == "final"}
     full = st.expand(plan_, registry)
     quick = st.expand(plan_, registry, quick=True)
-    assert {g.plan.name for g in full.grids if g.derived_from} == {
+    assert {g.plan.name for g in full.grids if g.derived_from and g.steps} == {
         "one_iteration_instance@steps128", "one_iteration_corpus@steps128", "three_iterations@steps128"}
-    assert {g.steps for g in quick.grids if g.derived_from} == {13}
+    # tuning: the arms of F1 (five strategy cells) and of F2 / the question (two), 9 points on 5 seeds each
+    assert {g.plan.name: (len(g.cells), g.seeds) for g in full.grids if g.tuning == "tune"} == {
+        "one_iteration_instance@tune": (27, [0, 1, 2, 3, 4]), "one_iteration_corpus@tune": (18, [0, 1, 2, 3, 4]),
+        "three_iterations@tune": (18, [0, 1, 2, 3, 4])}
+    assert full.confirmatory and len(full.arms) == 7
+    assert {g.steps for g in quick.grids if g.derived_from and g.tuning is None} == {13}
 
 
 # -- end to end: a tiny study with both modifiers -------------------------------------------------------------------

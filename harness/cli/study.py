@@ -180,6 +180,8 @@ def run_command(
     with cli_errors():
         registry, study = _load(plan, plugin, quick, seeds, regime)
         mapped = _load_map(study, registry, publish) if regime_map else None
+        if mapped is None:
+            st.bind_tuned(study, registry, db_path)
         executor_class(executor)
         target = study if mapped is None else _map_planning_study(study, mapped)
         planned = st.make_plan(target, db_path, force=force)
@@ -199,6 +201,11 @@ def run_command(
         console.print(f"  grid {grid.plan.name}: {len(grid.cells)} cells × {len(grid.seeds)} seeds · "
                       f"sweep {grid.sweep_id}")
     console.print(escape(study.standing() if mapped is None else "Regime map: exploratory, not verdicts."))
+    pending = [arm for arm in study.arms.values() if arm.chosen is None] if mapped is None else []
+    if pending:
+        console.print(f"{len(pending)} tuned arm{'s' if len(pending) != 1 else ''} not chosen yet: "
+                      f"{sum(len(study.grid(arm.grid).seeds) for arm in pending)} confirmation runs follow the tuning runs "
+                      "(each arm's best point by final gold reward)")
     for warning in study.plan.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     if dry_run:
@@ -215,6 +222,13 @@ def run_command(
     if tasks:
         grid_outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, display,
                                          title="study")
+    ran, wanted = len(tasks), len(display)
+    if pending and not grid_outcome.exit_code:
+        with cli_errors():
+            chosen = st.bind_tuned(study, registry, db_path)
+        if chosen:
+            tasks, planned, display, grid_outcome = _run_tuned(console, study, db_path, executor, jobs, plugin)
+            ran, wanted = ran + len(tasks), wanted + sum(1 for p in planned if study.grid(p.grid).tuning == "tuned")
     command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
                        publish=publish, regime=regime, regime_map=regime_map)
     if mapped is None:
@@ -226,14 +240,36 @@ def run_command(
         console.print("Run the same command again to resume interrupted runs and redo failed ones "
                       "(finished runs are skipped).")
     seconds = time.monotonic() - started
-    console.print(f"ran {len(tasks)} of {len(display)} runs in {seconds:.1f} s")
+    console.print(f"ran {ran} of {wanted} runs in {seconds:.1f} s")
     if as_json:
-        typer.echo(json.dumps({**outcome, "ran": len(tasks), "seconds": round(seconds, 2), "exit_code": code,
+        typer.echo(json.dumps({**outcome, "ran": ran, "seconds": round(seconds, 2), "exit_code": code,
                                "results": [{"grid": planned[r.index].grid, "cell": planned[r.index].item.cell.key,
                                             "seed": planned[r.index].item.seed, "status": r.status,
                                             "run_id": r.run_id} for r in grid_outcome.results]}))
     if code:
         raise typer.Exit(code)
+
+
+def _run_tuned(console, study, db_path: Path, executor: str, jobs: int, plugin):
+    """The second phase of a study with tuned claims: the points tuning chose, on the confirmation seeds."""
+    from harness.experiments import study as st
+    from harness.cli.grid_display import plan_counts_line, run_with_progress
+    from harness.experiments.grid_run import GridOutcome, count_actions
+
+    for arm in study.arms.values():
+        if arm.chosen is not None:
+            from harness.experiments.tuned import describe_point
+
+            console.print(f"  tuned {arm.grid}: {arm.base.key or 'its cell'} -> {describe_point(arm.chosen_point())}")
+    planned = st.make_plan(study, db_path)
+    display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
+               for p in planned]
+    console.print("tuned points on the confirmation seeds: " + plan_counts_line(count_actions(display)))
+    tasks = st.tasks(study, planned, db_path.resolve())
+    outcome = GridOutcome()
+    if tasks:
+        outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, display, title="tuned")
+    return tasks, planned, display, outcome
 
 
 @study_app.command("report")
@@ -258,6 +294,10 @@ def report_command(
     with cli_errors():
         registry, study = _load(plan, plugin, quick, seeds, regime)
         mapped = _load_map(study, registry, publish) if regime_map else None
+        if mapped is None:
+            from harness.experiments import study as st
+
+            st.bind_tuned(study, registry, db_path)
     command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin,
                        publish=publish, regime=regime, regime_map=regime_map)
     if mapped is None:

@@ -28,6 +28,13 @@ compare. A derived grid's sweep id is computed over all its cells, so it does
 not change when another claim starts to use it. A claim with
 ``compare = "matched_kl"`` runs nothing extra: :func:`results` reads both arms'
 per-iteration rows and hands them to :func:`harness.experiments.matched.matched_kl`.
+A claim with ``compare = "tuned"`` derives two grids per arm's grid
+(:mod:`harness.experiments.tuned`): ``GRID@tune``, each arm's cell at every point
+of the claim's ``tune`` grid on the tuning seeds, and ``GRID@tuned``, which holds
+only the point tuning chose for each arm, on the grid's confirmation seeds. The
+choice needs the tuning runs, so :func:`expand` leaves ``GRID@tuned`` empty and
+:func:`bind_tuned` fills it from the leaderboard (``harness study run`` calls it
+again once the tuning runs have finished, and then runs what it chose).
 
 **Sweep ids of a study.** A grid's sweep id is the usual hash of its cells
 (:func:`harness.experiments.sweep.sweep_id`) salted with the study's name, still ``s`` plus
@@ -59,8 +66,9 @@ class ExpandedGrid:
     cells: list  # [harness.experiments.sweep.Cell]
     seeds: list[int]
     sweep_id: str
-    derived_from: str | None = None  # a matched-steps grid: the plan's grid it copies
-    steps: int | None = None  # ... and the trainer steps it fixes
+    derived_from: str | None = None  # a derived grid (matched steps, tuning, tuned): the plan's grid it copies
+    steps: int | None = None  # a matched-steps grid: the trainer steps it fixes
+    tuning: str | None = None  # "tune" (the tuning grid) or "tuned" (the chosen points on confirmation seeds)
 
 
 def derived_grid_name(grid: str, steps: int) -> str:
@@ -76,6 +84,7 @@ class BoundClaim:
     a_iteration: int | None
     b_iteration: int | None
     steps: int | None = None  # compare = "matched_steps": the steps per iteration its derived cells run
+    tuning: dict[str, Any] | None = None  # compare = "tuned": side -> its harness.experiments.tuned.TunedArm
 
 
 @dataclass
@@ -87,6 +96,7 @@ class ExpandedStudy:
     seeds_override: str | None = None
     regime: str | None = None  # --regime: the testbed regime every grid ran in (None: the testbed's defaults)
     regimes: dict[tuple[str, str], Any] = field(default_factory=dict)  # (grid, config hash) -> VerdictRegime
+    arms: dict[tuple[str, str], Any] = field(default_factory=dict)  # (grid, base config hash) -> TunedArm
 
     @property
     def variant(self) -> str:
@@ -110,7 +120,8 @@ class ExpandedStudy:
         if self.plan.exploration_seeds is None:
             return True
         explored = set(seed_list(self.plan.exploration_seeds))
-        return not any(explored & set(grid.seeds) for grid in self.grids)
+        # tuning grids run on exploration seeds by design: they choose options, they give no verdict
+        return not any(explored & set(grid.seeds) for grid in self.grids if grid.tuning != "tune")
 
     def standing(self) -> str:
         """One sentence for reports: are these verdicts confirmatory, and on which seeds."""
@@ -205,6 +216,7 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
     errors.raise_if_any()
     _check_matched_kl(errors, study)
     _bind_matched_steps(errors, study, registry, quick=quick)
+    _derive_tuning(errors, study, registry, quick=quick)
     errors.raise_if_any()
     _read_regimes(study, registry)
     return study
@@ -306,6 +318,129 @@ def _bind_matched_steps(errors: PlanErrors, study: ExpandedStudy, registry: Any,
         order = {id(c): i for i, c in enumerate(cells)}
         derived.cells.sort(key=lambda c: order[id(c)])
         study.grids.append(derived)
+
+
+def _derive_tuning(errors: PlanErrors, study: ExpandedStudy, registry: Any, *, quick: bool) -> None:
+    """For every grid a tuned claim's arm comes from: ``GRID@tune`` (each arm's cell at every point of the
+    claim's ``tune`` grid, on the tuning seeds) and an empty ``GRID@tuned`` (filled by :func:`bind_tuned`)."""
+    from harness.experiments.study_plan import tune_seeds_of
+    from harness.experiments.sweep import GridSpec, expand_grid
+    from harness.experiments.tuned import QUICK_TUNE_SEEDS, TunedArm, tune_options, tune_points
+
+    derived: dict[str, tuple[ExpandedGrid, ExpandedGrid, list[tuple[Any, dict[str, Any]]], Any]] = {}
+    for bound in study.claims:
+        claim = bound.plan
+        if claim.compare != "tuned" or not claim.tune:
+            continue
+        seeds = tune_seeds_of(claim, study.plan.exploration_seeds)
+        seeds = seeds[:QUICK_TUNE_SEEDS] if quick else seeds
+        bound.tuning = {}
+        for side in ("a", "b"):
+            name, cell = getattr(bound, side)
+            if name not in derived:
+                base = study.grid(name)
+                options = list(base.plan.args.get("options", []))
+                clash = sorted({o.split("=", 1)[0].strip() for o in options} & set(claim.tune))
+                if clash:
+                    errors.add(["claim", claim.index, "tune"],
+                               f"grid {name!r} already sets {', '.join(clash)}, which tuning varies",
+                               "drop that option from the grid, or tune other options")
+                    break
+                args = {**_with_regime(base.plan.args, study.regime), "options": [*options, *tune_options(claim.tune)]}
+                if quick:
+                    args = _apply_quick(args, study.plan.quick)
+                try:
+                    spec = GridSpec.from_cli(registry, **args)
+                    cells = expand_grid(registry, spec, first_seed=seeds[0])
+                except UsageError as exc:
+                    errors.add(["claim", claim.index, "tune"], f"grid {name!r} tuned over "
+                               + ", ".join(tune_options(claim.tune)) + ": " + str(exc).replace("\n", " "),
+                               "tune options the grid's plugins take (e.g. trainer.lr, trainer.beta)")
+                    break
+                tuning = ExpandedGrid(dataclasses.replace(base.plan, name=_tuning_name(name)), spec, [], seeds,
+                                      study_sweep_id(study.plan.name + ":tune", cells, spec.world_seed), name,
+                                      tuning="tune")
+                tuned = ExpandedGrid(dataclasses.replace(base.plan, name=_tuned_name(name)), spec, [],
+                                     list(base.seeds), study_sweep_id(study.plan.name + ":tuned", cells,
+                                                                      spec.world_seed), name, tuning="tuned")
+                fields = [(c, cell_fields(tuning.plan.name, c)) for c in cells]
+                derived[name] = (tuning, tuned, fields, claim)
+            tuning, tuned, fields, first = derived[name]
+            if first.tune != claim.tune or tune_seeds_of(first, study.plan.exploration_seeds) != \
+                    tune_seeds_of(claim, study.plan.exploration_seeds):
+                errors.add(["claim", claim.index, "tune"],
+                           f"claim {first.id!r} tunes grid {name!r} over other options or seeds",
+                           "give every tuned claim on one grid the same tune and tune_seeds")
+                break
+            key = (name, cell.config_hash)
+            if key not in study.arms:
+                want = {k: v for k, v in cell_fields(tuning.plan.name, cell).items() if k not in claim.tune}
+                found = [c for c, f in fields if {k: v for k, v in f.items() if k not in claim.tune} == want]
+                points = tune_points(claim.tune)
+                if len(found) != len(points):
+                    errors.add(["claim", claim.index, side], f"{side} has {len(found)} tuning cells, not {len(points)}",
+                               "report this: a tuning grid should copy its grid's cells at every tuning point")
+                    break
+                study.arms[key] = TunedArm(name, cell, dict(claim.tune), list(seeds), found, points)
+                tuning.cells.extend(found)
+            bound.tuning[side] = study.arms[key]
+    order = {name: i for i, name in enumerate(g.plan.name for g in study.grids)}
+    for name in sorted(derived, key=order.get):
+        tuning, tuned, fields, _ = derived[name]
+        rank = {id(c): i for i, (c, _) in enumerate(fields)}
+        tuning.cells.sort(key=lambda c: rank[id(c)])
+        study.grids.extend([tuning, tuned])
+
+
+def _tuning_name(grid: str) -> str:
+    from harness.experiments.tuned import tuning_grid_name
+
+    return tuning_grid_name(grid)
+
+
+def _tuned_name(grid: str) -> str:
+    from harness.experiments.tuned import tuned_grid_name
+
+    return tuned_grid_name(grid)
+
+
+def bind_tuned(study: ExpandedStudy, registry: Any, db_path: Path) -> int:
+    """Read every tuned arm's tuning runs, choose where tuning is complete, put each chosen cell in its
+    ``GRID@tuned`` and bind the tuned claims' sides to it. Returns how many chosen cells are new.
+
+    A side whose tuning is not complete keeps its plain cell; :func:`results` then gives that claim no
+    values and says how far tuning got."""
+    from harness.experiments.tuned import TUNE_METRIC, choose
+
+    if not study.arms:
+        return 0
+    runs = study_runs(study, db_path)
+    new = 0
+    for (name, _), arm in study.arms.items():
+        tuning = study.grid(_tuning_name(name))
+        values: dict[str, list[float]] = {}
+        for cell in arm.cells:
+            got = [float(r[TUNE_METRIC]) for r in runs[tuning.plan.name].get(cell.config_hash, [])
+                   if r.get(TUNE_METRIC) is not None]
+            values[cell.config_hash] = got
+            arm.counts[cell.config_hash] = len(got)
+            if got:
+                arm.means[cell.config_hash] = sum(got) / len(got)
+        arm.chosen = choose(arm.cells, values, len(arm.seeds))
+        tuned = study.grid(_tuned_name(name))
+        if arm.chosen is not None and not any(c is arm.chosen for c in tuned.cells):
+            tuned.cells.append(arm.chosen)
+            new += 1
+    for bound in study.claims:
+        for side, arm in (bound.tuning or {}).items():
+            setattr(bound, side, (_tuned_name(arm.grid), arm.chosen) if arm.chosen is not None else (arm.grid, arm.base))
+    for name in {arm.grid for arm in study.arms.values()}:
+        grid = study.grid(_tuned_name(name))
+        rank = {id(c): i for i, c in enumerate(study.grid(_tuning_name(name)).cells)}
+        grid.cells.sort(key=lambda c: rank[id(c)])
+    if new:
+        _read_regimes(study, registry)
+    return new
 
 
 def quick_steps(steps: int, quick: Mapping[str, Any]) -> int:
@@ -424,6 +559,7 @@ class ClaimResult:
     notes: list[str] = field(default_factory=list)
     matched: Any = None  # compare = "matched_kl": the harness.experiments.matched.MatchedKL behind the values
     steps_seen: dict[str, list[int]] | None = None  # compare = "matched_steps": train_steps recorded per arm
+    tuning: dict[str, Any] | None = None  # compare = "tuned": side -> its harness.experiments.tuned.TunedArm
 
 
 @dataclass
@@ -515,8 +651,13 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
         values = []
         notes = []
         matched = steps_seen = None
+        pending = [(side, arm) for side, arm in (bound.tuning or {}).items() if arm.chosen is None]
         if claim.compare == "matched_kl":
             matched, values, notes = _matched_kl_values(bound, runs, iterations)
+        elif claim.compare == "tuned" and pending:
+            values = [{}, {}]
+            notes.append("tuning not complete, so nothing is compared yet: " + "; ".join(
+                f"{side.upper()} {arm.finished} of {arm.wanted} tuning runs finished" for side, arm in pending))
         else:
             for (grid, cell), iteration in ((bound.a, bound.a_iteration), (bound.b, bound.b_iteration)):
                 side: dict[tuple[int, int], float] = {}
@@ -540,13 +681,25 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
             stats["compare"] = claim.compare
         if matched is not None:
             stats["matched_kl"] = matched.summary()
+        if bound.tuning:
+            stats["tuned"] = {side: tuned_summary(arm) for side, arm in bound.tuning.items()}
         mean = lambda d: sum(d.values()) / len(d) if d else None  # noqa: E731
         claims.append(ClaimResult(bound, values[0], values[1], stats, mean(values[0]), mean(values[1]), notes,
-                                  matched, steps_seen))
+                                  matched, steps_seen, bound.tuning))
     for family in dict.fromkeys(item.claim.plan.family for item in claims):
         adjust_family([item.stats for item in claims if item.claim.plan.family == family], study.plan.correction)
     finished = len(ids)
     return StudyResults(study, runs, iterations, claims, {"finished": finished, "wanted": wanted})
+
+
+def tuned_summary(arm: Any) -> dict[str, Any]:
+    """A tuned arm for JSON: its grid, the chosen point (None until tuning is complete), the tuning seeds and
+    every tuning point's mean tuning metric."""
+    from harness.experiments.tuned import TUNE_METRIC
+
+    return {"grid": arm.grid, "chosen": arm.chosen_point(), "seeds": list(arm.seeds), "metric": TUNE_METRIC,
+            "points": [{**point, "mean": arm.means.get(cell.config_hash), "runs": arm.counts.get(cell.config_hash, 0)}
+                       for cell, point in zip(arm.cells, arm.points)]}
 
 
 def _side_rows(side: tuple[str, Any], runs: Mapping[str, Any],

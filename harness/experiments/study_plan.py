@@ -16,10 +16,11 @@ A claim's ``compare`` names how its two arms are compared (:data:`COMPARISONS`):
 ``"final"`` (the default: the metric as recorded), ``"matched_kl"`` (each arm's
 metric at the common KL of the two arms, :mod:`harness.experiments.matched`) or
 ``"matched_steps"`` (both arms re-run with the trainer's ``steps`` fixed to the
-claim's ``steps``: extra cells the study derives from the arms' grids). A
-modified claim may name the plain claim it modifies with ``of``: it then inherits
-that claim's metric, sides, direction, finding, source and kind, and may not
-change them. ``"tuned"`` (an lr x beta grid per strategy) is reserved for later.
+claim's ``steps``: extra cells the study derives from the arms' grids) or
+``"tuned"`` (each arm at its own best point of the claim's ``tune`` grid, chosen
+on the ``tune_seeds``, :mod:`harness.experiments.tuned`). A modified claim may
+name the plain claim it modifies with ``of``: it then inherits that claim's
+metric, sides, direction, finding, source and kind, and may not change them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.experiments.statistics import CORRECTIONS
+from harness.experiments.tuned import load_tune
 from harness.experiments.verdicts import DIRECTIONS, MARGIN_DIRECTIONS
 from harness.run_request import run_option, sweep_options
 
@@ -44,15 +46,15 @@ STUDY_KEYS = ("title", "source", "description", "seeds", "exploration_seeds", "c
               "margins", "margin_reason", "families")
 QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
 CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks", "family",
-              "kind", "was", "compare", "steps", "of")
+              "kind", "was", "compare", "steps", "of", "tune", "tune_seeds")
 #: How a claim compares its two arms: the metric as recorded ("final", the default), at the arms' common
-#: KL from pi_ref ("matched_kl", interpolated along each seed's path) or re-run with the same number of
-#: optimiser steps per iteration ("matched_steps": the trainer's ``steps`` = the claim's ``steps``).
-COMPARISONS = ("final", "matched_kl", "matched_steps")
+#: KL from pi_ref ("matched_kl", interpolated along each seed's path), re-run with the same number of
+#: optimiser steps per iteration ("matched_steps": the trainer's ``steps`` = the claim's ``steps``) or
+#: each at its own tuned options ("tuned": the best point of the claim's ``tune`` grid on its tune seeds).
+COMPARISONS = ("final", "matched_kl", "matched_steps", "tuned")
 #: How each comparison reads in tables and metric labels.
-COMPARISON_LABELS = {"final": "plain", "matched_kl": "matched KL", "matched_steps": "matched steps"}
-#: Comparisons the plan format reserves for later: named here so the error says they are not built yet.
-RESERVED_COMPARISONS = ("tuned",)
+COMPARISON_LABELS = {"final": "plain", "matched_kl": "matched KL", "matched_steps": "matched steps",
+                     "tuned": "tuned"}
 #: What a claim with ``of`` inherits from the plain claim it modifies (when it does not write the key itself).
 INHERITED_KEYS = ("metric", "a", "b", "direction", "finding", "source", "source_value", "kind")
 #: The keys of INHERITED_KEYS a modified claim may not change: the contrast itself.
@@ -105,9 +107,11 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    was = "...": the claim's earlier encoding and its published verdict, shown beside it
                    compare = "final" (default: the metric as recorded) | "matched_kl" (each arm's metric at
                    the two arms' common KL, per seed, by linear interpolation along the path from pi_0) |
-                   "matched_steps" (the arms re-run with trainer.steps = steps, required: e.g. steps = 128);
+                   "matched_steps" (the arms re-run with trainer.steps = steps, required: e.g. steps = 128) |
+                   "tuned" (each arm at its best point of tune = {"trainer.lr" = [...], "trainer.beta" =
+                   [...]} by final gold reward on tune_seeds, default the first 5 exploration seeds);
                    of = "F1-...": the plain claim this one modifies (inherits metric, a, b, direction,
-                   finding, source, kind); "tuned" is reserved
+                   finding, source, kind)
 [[heterogeneity]]  claims = ["F3-default-...", "F3-step-limited-..."]: one contrast (same metric and direction)
                    in different regimes or recipes; the report gives Cochran's Q and I² across them (never
                    across blocks of seeds of one design); title
@@ -169,6 +173,8 @@ class ClaimPlan:
     compare: str = "final"  # one of COMPARISONS
     steps: int | None = None  # the optimiser steps per iteration of both arms, with compare = "matched_steps"
     of: str | None = None  # the id of the plain claim this one modifies
+    tune: dict[str, tuple[Any, ...]] | None = None  # compare = "tuned": option -> the values each arm is tuned over
+    tune_seeds: int | str | None = None  # compare = "tuned": the seeds tuning runs on (None: see tune_seeds_of)
 
     @property
     def metric_label(self) -> str:
@@ -391,6 +397,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
 
         regime_map = load_regime_map(errors, data["regime_map"], claims)
     _check_seed_sets(errors, seeds, seeds_key, exploration, grids)
+    _check_tune_seeds(errors, claims, seeds, exploration, grids)
     _check_claim_margins(errors, claims, margins)
     families = _check_families(errors, claims, families)
     warnings = tuple(f"claim {c.id!r}: blocks = {c.blocks} is deprecated and ignored (blocks of seeds are vote "
@@ -450,6 +457,46 @@ def _check_seed_sets(errors: PlanErrors, seeds: Any, seeds_key: str, exploration
 
             errors.add(where, f"confirmation seeds {value!r} overlap the exploration seeds in "
                        f"{format_seeds(shared)}", "confirm on seeds no exploration used, e.g. from 1000 up")
+
+
+def tune_seeds_of(claim: ClaimPlan, exploration: int | str | None) -> list[int]:
+    """The seeds a tuned claim's arms are tuned on: its ``tune_seeds``, or the first
+    :data:`~harness.experiments.tuned.DEFAULT_TUNE_SEEDS` exploration seeds."""
+    from harness.experiments.tuned import DEFAULT_TUNE_SEEDS
+
+    if claim.tune_seeds is not None:
+        return seed_list(claim.tune_seeds)
+    return seed_list(exploration)[:DEFAULT_TUNE_SEEDS] if exploration is not None else []
+
+
+def _check_tune_seeds(errors: PlanErrors, claims: Sequence[ClaimPlan], seeds: Any, exploration: Any,
+                      grids: Sequence[GridPlan]) -> None:
+    """A tuned claim tunes on seeds it names or on exploration seeds, and never on a confirmation seed."""
+    from harness.experiments.sweep import format_seeds
+
+    confirmation: set[int] = set()
+    for value in [seeds, *(g.seeds for g in grids if g.seeds is not None)]:
+        try:
+            confirmation |= set(seed_list(value))
+        except UsageError:
+            pass  # reported by check_seeds
+    for claim in claims:
+        if claim.compare != "tuned":
+            continue
+        where = ["claim", claim.index]
+        if claim.tune_seeds is None and exploration is None:
+            errors.add([*where, "compare"], "a tuned claim tunes on seeds no verdict uses, and this plan declares no "
+                       "exploration seeds and the claim no tune_seeds",
+                       'add tune_seeds = "0-4" to the claim, or exploration_seeds = "0-9" to [study]')
+            continue
+        try:
+            shared = sorted(confirmation & set(tune_seeds_of(claim, exploration)))
+        except UsageError:
+            continue
+        if shared:
+            errors.add([*where, "tune_seeds" if claim.tune_seeds is not None else "compare"],
+                       f"tuning seeds overlap confirmation seeds in {format_seeds(shared)}",
+                       "tune on exploration seeds (e.g. tune_seeds = \"0-4\"), never on a seed a verdict uses")
 
 
 def _check_claim_margins(errors: PlanErrors, claims: Sequence[ClaimPlan], margins: Mapping[str, float]) -> None:
@@ -634,12 +681,13 @@ def _load_claims(errors: PlanErrors, items: Any, grids: Sequence[GridPlan]) -> l
                        "(the two sides see different information)")
             kind = "paper"
         compare, steps = _load_compare(errors, where, item, metric)
+        tune, tune_seeds = load_tune(errors, where, item, compare)
         claims.append(ClaimPlan(
             id=claim_id, finding=str(item.get("finding", "")), metric=metric, iteration=iteration,
             a=sides["a"], b=sides["b"], direction=direction if direction in DIRECTIONS else "a > b",
             source=str(item.get("source", "")), source_value=str(item.get("source_value", "")),
             note=str(item.get("note", "")), index=index, blocks=blocks, family=family, kind=kind,
-            was=str(item.get("was", "")), compare=compare, steps=steps,
+            was=str(item.get("was", "")), compare=compare, steps=steps, tune=tune, tune_seeds=tune_seeds,
             of=str(item["of"]) if isinstance(item.get("of"), str) else None,
         ))
     return claims
@@ -675,7 +723,7 @@ def _inherit(errors: PlanErrors, items: list) -> list:
             continue
         if item.get("compare", "final") == "final":
             errors.add(where, "of names the plain claim a fair comparison modifies, and this claim has no compare",
-                       'add compare = "matched_kl" or "matched_steps", or drop of')
+                       'add compare = "matched_kl", "matched_steps" or "tuned", or drop of')
         for key in CONTRAST_KEYS:
             if key in item and key in base and item[key] != base[key]:
                 errors.add(["claim", index, key], f"{key} differs from that of the plain claim {base_id!r}",
@@ -691,14 +739,11 @@ def _load_compare(errors: PlanErrors, where: list, item: Mapping[str, Any], metr
     compare = item.get("compare", "final")
     steps = item.get("steps")
     if compare not in COMPARISONS:
-        if compare in RESERVED_COMPARISONS:
-            errors.add([*where, "compare"], f"compare {compare!r} is reserved and not built yet",
-                       f"write one of {', '.join(map(repr, COMPARISONS))} (docs/experiments/studies.md)")
-        else:
-            close = difflib.get_close_matches(str(compare), COMPARISONS, n=1, cutoff=0.6)
-            errors.add([*where, "compare"], f"compare {compare!r} is not one of {', '.join(map(repr, COMPARISONS))}",
-                       (f"did you mean {close[0]!r}? " if close else "") + 'write compare = "matched_kl" (the arms at '
-                       'their common KL) or "matched_steps" with steps = N (the same optimiser steps), or drop it')
+        close = difflib.get_close_matches(str(compare), COMPARISONS, n=1, cutoff=0.6)
+        errors.add([*where, "compare"], f"compare {compare!r} is not one of {', '.join(map(repr, COMPARISONS))}",
+                   (f"did you mean {close[0]!r}? " if close else "") + 'write compare = "matched_kl" (the arms at '
+                   'their common KL), "matched_steps" with steps = N (the same optimiser steps) or "tuned" with '
+                   'tune = {...} (each arm at its own best options), or drop it')
         return "final", None
     if compare == "matched_steps":
         if "steps" not in item:

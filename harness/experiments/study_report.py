@@ -260,7 +260,9 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
     derived = [g for g in study.grids if g.derived_from is not None]
     if derived:
         lines += ["", "Grids named `GRID@stepsS` are derived by matched-steps claims: the plan's grid GRID with "
-                  "`trainer.steps=S` added to its options, keeping only the cells those claims compare."]
+                  "`trainer.steps=S` added to its options, keeping only the cells those claims compare. "
+                  "`GRID@tune` holds tuned claims' arms at every point of their tuning grid, on the tuning seeds; "
+                  "`GRID@tuned` the point each arm's tuning chose, on the grid's confirmation seeds."]
     lines += ["", "Browse a grid's runs with `harness leaderboard --sweep SWEEP_ID`. Every run the verdicts used, "
               f"with the run-level metrics of the claims, is in [{runs_file.name}]({runs_file.name}): each "
               "verdict can be recomputed from it.", "", "## Figures", ""]
@@ -307,18 +309,16 @@ def fair_comparison_lines(results: Any) -> list[str]:
     if not rows:
         return []
     lines = ["", "## Fair comparisons", "", COMPARISON_RULE, "",
-             "| contrast (plain claim) | metric | regime | plain | matched KL | matched steps |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| contrast (plain claim) | metric | regime | plain | matched KL | matched steps | tuned |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         plain = row["final"]
         cells = [md_escape(row["id"]), md_escape(row["metric"]), md_escape(row["regime"]),
                  _verdict_cell(plain.stats) if plain is not None else "–"]
-        for compare in ("matched_kl", "matched_steps"):
+        for compare in ("matched_kl", "matched_steps", "tuned"):
             items = row.get(compare, [])
             if items:
-                cells.append("<br>".join(md_escape(_verdict_cell(i.stats) + (f" ({i.claim.steps} steps)"
-                                                                       if compare == "matched_steps" else ""))
-                                         for i in items))
+                cells.append("<br>".join(md_escape(_verdict_cell(i.stats) + _compare_detail(i)) for i in items))
             elif compare == "matched_kl" and plain is not None and _one_path(plain.claim):
                 cells.append("not defined (one run's iterations: one path)")
             else:
@@ -365,6 +365,49 @@ def fair_comparison_lines(results: Any) -> list[str]:
                 item.claim.plan.id, steps, f"{ga} / {ca.key or 'the only cell'}",
                 ", ".join(map(str, seen["a"])) or "–", f"{gb} / {cb.key or 'the only cell'}",
                 ", ".join(map(str, seen["b"])) or "–")) + " |")
+    lines += tuning_lines(results)
+    return lines
+
+
+def _compare_detail(item: Any) -> str:
+    """What a modifier fixed, after its verdict: the steps of a matched-steps claim, each arm's tuned point."""
+    from harness.experiments.tuned import describe_point
+
+    if item.claim.plan.compare == "matched_steps":
+        return f" ({item.claim.steps} steps)"
+    if item.tuning:
+        arms = item.tuning
+        if "a" in arms and "b" in arms and arms["a"] is arms["b"]:
+            return f" (both: {describe_point(arms['a'].chosen_point())})"
+        return " (" + "; ".join(f"{side.upper()}: {describe_point(arm.chosen_point())}"
+                                for side, arm in arms.items()) + ")"
+    return ""
+
+
+def tuning_lines(results: Any) -> list[str]:
+    """Every tuned arm's tuning grid: the mean tuning metric at each point on the tuning seeds, the chosen one
+    in bold; nothing when no claim is tuned."""
+    from harness.experiments.sweep import format_seeds
+    from harness.experiments.tuned import TUNE_METRIC, describe_point
+
+    arms = list(results.study.arms.values())
+    if not arms:
+        return []
+    lines = ["", f"Tuned, per arm: the mean {TUNE_METRIC} of the final policy at each point of the tuning grid, "
+             "on the tuning seeds (exploration seeds, never a verdict's); the point in bold is the one tuning chose "
+             "and the arm's confirmation runs used. A point with fewer runs than seeds shows how many finished.", "",
+             "| arm | tuning seeds | point: mean | chosen |", "| --- | --- | --- | --- |"]
+    for arm in arms:
+        points = []
+        for cell, point in zip(arm.cells, arm.points):
+            mean = arm.means.get(cell.config_hash)
+            count = arm.counts.get(cell.config_hash, 0)
+            text = f"{describe_point(point)}: {_fmt(mean)}" + (f" ({count}/{len(arm.seeds)})"
+                                                                if count != len(arm.seeds) else "")
+            points.append(f"**{md_escape(text)}**" if arm.chosen is cell else md_escape(text))
+        lines.append("| " + " | ".join([md_escape(f"{arm.grid} / {arm.base.key or 'its cell'}"),
+                                          format_seeds(arm.seeds), "<br>".join(points),
+                                          md_escape(describe_point(arm.chosen_point()))]) + " |")
     return lines
 
 

@@ -52,7 +52,10 @@ COMPARISON_RULE = (
     "a seed where an arm's path never reaches k* is listed and left out of the test, never dropped silently. The "
     "design-level k̄ (the smaller of the two arms' mean final KL, one value for every seed) is described, not tested. "
     "**Matched steps:** both arms are re-run with the trainer's `steps` fixed (the same optimiser steps in every "
-    "iteration) in a derived grid `GRID@stepsS`, and compared as recorded."
+    "iteration) in a derived grid `GRID@stepsS`, and compared as recorded. **Tuned:** each arm is run at every point "
+    "of the claim's tuning grid (e.g. lr × β, 3 × 3) on tuning seeds that no verdict uses (`GRID@tune`); the point "
+    "with the highest mean final gold reward is chosen for that arm alone (ties: the first point), and only then "
+    "are the chosen points run on the confirmation seeds (`GRID@tuned`) and compared as recorded."
 )
 
 
