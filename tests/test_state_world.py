@@ -80,14 +80,29 @@ def pipeline(settings, seed=3):
 # The numbers of pipeline(TINY) from the code at commit 255fce5, before the `world` option existed:
 # `git archive 255fce5 plugins harness leaderboard | tar -x -C DIR`, then this same pipeline run with
 # PYTHONPATH=DIR (1 torch thread, torch of constraints.txt). A regression pin of the default world.
-PRE_CHANGE = {
-    "pi0": "2a2c97bf035af483",
-    "trained": "46c1276d063ebf89",
-    "labels": 64,
-    "win_rate": 0.185,
-    "gold_reward": 0.02471485833107849,
-    "kl": 0.02023622989654541,
-    "reference_gold_reward": 0.9716440498159248,
+# Torch's CPU kernels differ between CPUs in the last bits (the KL below differs at 1e-8, so do the
+# weights' digests), so each machine the pre-change code was run on has its own pin: the default world
+# must equal the pre-change output of one of them. A machine that matches none needs its own pin, made
+# as above; the failure message says so.
+PRE_CHANGE_PINS = {
+    "the machine of 2026-12-05, where the pin was first recorded": {
+        "pi0": "2a2c97bf035af483",
+        "trained": "46c1276d063ebf89",
+        "labels": 64,
+        "win_rate": 0.185,
+        "gold_reward": 0.02471485833107849,
+        "kl": 0.02023622989654541,
+        "reference_gold_reward": 0.9716440498159248,
+    },
+    "AMD EPYC, torch CPU capability AVX2 (recorded 2026-12-06)": {
+        "pi0": "aabd0828ab30fd28",
+        "trained": "87a34cbbaf726604",
+        "labels": 64,
+        "win_rate": 0.185,
+        "gold_reward": 0.02471485833107849,
+        "kl": 0.020236186981201172,
+        "reference_gold_reward": 0.9716440498159248,
+    },
 }
 
 
@@ -100,7 +115,11 @@ def bigram_numbers():
 
 def test_default_world_is_bit_identical_to_the_code_before_the_option(bigram_numbers):
     assert SyntheticTestbed().settings["world"] == "bigram"
-    assert bigram_numbers == PRE_CHANGE
+    assert bigram_numbers in PRE_CHANGE_PINS.values(), (
+        f"the default world gives {bigram_numbers}, which is no machine's pre-change output. If the code before "
+        f"the world option gives the same numbers on this machine (CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}), add them as this machine's pin (see PRE_CHANGE_PINS); "
+        "otherwise the default world changed")
 
 
 def test_knob_off_is_bit_identical_to_the_bigram_world(bigram_numbers):
