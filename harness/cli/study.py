@@ -255,11 +255,10 @@ def _run_tuned(console, study, db_path: Path, executor: str, jobs: int, plugin):
     from harness.experiments import study as st
     from harness.cli.grid_display import plan_counts_line, run_with_progress
     from harness.experiments.grid_run import GridOutcome, count_actions
+    from harness.experiments.tuned import describe_point
 
     for arm in study.arms.values():
         if arm.chosen is not None:
-            from harness.experiments.tuned import describe_point
-
             console.print(f"  tuned {arm.grid}: {arm.base.key or 'its cell'} -> {describe_point(arm.chosen_point())}")
     planned = st.make_plan(study, db_path)
     display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))

@@ -54,6 +54,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.experiments.study_plan import ClaimPlan, GridPlan, PlanErrors, StudyPlan, seed_list
+from harness.experiments.tuned import tuned_grid_name, tuning_grid_name
 from harness.experiments.verdicts import adjust_family, claim_statistics
 
 # -- expansion --------------------------------------------------------------------------------------
@@ -357,10 +358,10 @@ def _derive_tuning(errors: PlanErrors, study: ExpandedStudy, registry: Any, *, q
                                + ", ".join(tune_options(claim.tune)) + ": " + str(exc).replace("\n", " "),
                                "tune options the grid's plugins take (e.g. trainer.lr, trainer.beta)")
                     break
-                tuning = ExpandedGrid(dataclasses.replace(base.plan, name=_tuning_name(name)), spec, [], seeds,
+                tuning = ExpandedGrid(dataclasses.replace(base.plan, name=tuning_grid_name(name)), spec, [], seeds,
                                       study_sweep_id(study.plan.name + ":tune", cells, spec.world_seed), name,
                                       tuning="tune")
-                tuned = ExpandedGrid(dataclasses.replace(base.plan, name=_tuned_name(name)), spec, [],
+                tuned = ExpandedGrid(dataclasses.replace(base.plan, name=tuned_grid_name(name)), spec, [],
                                      list(base.seeds), study_sweep_id(study.plan.name + ":tuned", cells,
                                                                       spec.world_seed), name, tuning="tuned")
                 fields = [(c, cell_fields(tuning.plan.name, c)) for c in cells]
@@ -392,18 +393,6 @@ def _derive_tuning(errors: PlanErrors, study: ExpandedStudy, registry: Any, *, q
         study.grids.extend([tuning, tuned])
 
 
-def _tuning_name(grid: str) -> str:
-    from harness.experiments.tuned import tuning_grid_name
-
-    return tuning_grid_name(grid)
-
-
-def _tuned_name(grid: str) -> str:
-    from harness.experiments.tuned import tuned_grid_name
-
-    return tuned_grid_name(grid)
-
-
 def bind_tuned(study: ExpandedStudy, registry: Any, db_path: Path) -> int:
     """Read every tuned arm's tuning runs, choose where tuning is complete, put each chosen cell in its
     ``GRID@tuned`` and bind the tuned claims' sides to it. Returns how many chosen cells are new.
@@ -417,7 +406,7 @@ def bind_tuned(study: ExpandedStudy, registry: Any, db_path: Path) -> int:
     runs = study_runs(study, db_path)
     new = 0
     for (name, _), arm in study.arms.items():
-        tuning = study.grid(_tuning_name(name))
+        tuning = study.grid(tuning_grid_name(name))
         values: dict[str, list[float]] = {}
         for cell in arm.cells:
             got = [float(r[TUNE_METRIC]) for r in runs[tuning.plan.name].get(cell.config_hash, [])
@@ -427,16 +416,16 @@ def bind_tuned(study: ExpandedStudy, registry: Any, db_path: Path) -> int:
             if got:
                 arm.means[cell.config_hash] = sum(got) / len(got)
         arm.chosen = choose(arm.cells, values, len(arm.seeds))
-        tuned = study.grid(_tuned_name(name))
+        tuned = study.grid(tuned_grid_name(name))
         if arm.chosen is not None and not any(c is arm.chosen for c in tuned.cells):
             tuned.cells.append(arm.chosen)
             new += 1
     for bound in study.claims:
         for side, arm in (bound.tuning or {}).items():
-            setattr(bound, side, (_tuned_name(arm.grid), arm.chosen) if arm.chosen is not None else (arm.grid, arm.base))
+            setattr(bound, side, (tuned_grid_name(arm.grid), arm.chosen) if arm.chosen is not None else (arm.grid, arm.base))
     for name in {arm.grid for arm in study.arms.values()}:
-        grid = study.grid(_tuned_name(name))
-        rank = {id(c): i for i, c in enumerate(study.grid(_tuning_name(name)).cells)}
+        grid = study.grid(tuned_grid_name(name))
+        rank = {id(c): i for i, c in enumerate(study.grid(tuning_grid_name(name)).cells)}
         grid.cells.sort(key=lambda c: rank[id(c)])
     if new:
         _read_regimes(study, registry)
