@@ -454,11 +454,16 @@ def _heterogeneity_lines(results: Any) -> list[str]:
 
 
 def write_runs_csv(results: Any, path: Path) -> Path:
-    """Every run the verdicts used, with the run-level metrics of the plan's claims (one row per run)."""
+    """Every run the verdicts used, with the run-level metrics of the plan's claims (one row per run), and the
+    tuning metric when a claim is tuned (so each tuned arm's choice can be recomputed too)."""
     import csv
+
+    from harness.experiments.tuned import TUNE_METRIC
 
     metrics = list(dict.fromkeys(c.metric for c in (item.claim.plan for item in results.claims)
                                  if c.iteration is None and "iteration" not in c.a and "iteration" not in c.b))
+    if results.study.arms and TUNE_METRIC not in metrics:
+        metrics.append(TUNE_METRIC)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*RUNS_CSV_COLUMNS, *metrics])
