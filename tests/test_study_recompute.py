@@ -166,6 +166,45 @@ def test_the_published_yang2024_verdicts_recompute_from_its_runs_file():
     assert table["F1-instance-smallest-vs-random"]["sign-flip p"] == _fmt(hits / 2 ** len(d))
 
 
+def test_the_published_tuned_f1_verdicts_recompute_from_its_runs_file():
+    """Each tuned arm's choice (the highest mean final gold over tuning seeds 0-4, ties to the first point in grid
+    order) and then each F1-tuned verdict, from runs.csv alone."""
+    table, runs = _published("yang2024")
+    lrs, betas = ("0.001", "0.003", "0.01"), ("0.1", "0.3", "1")  # as the cell keys write them
+
+    def chosen(grid: str, arm: str) -> str:
+        means = {}
+        for lr in lrs:
+            for beta in betas:  # the grid's order: lr varies slowest
+                cell = f"{arm} trainer.beta={beta} trainer.lr={lr}"
+                golds = [float(runs[(f"{grid}@tune", cell, seed)]["final_gold_reward"]) for seed in range(5)]
+                means[cell] = sum(golds) / len(golds)
+        best = max(means.values())
+        return next(cell for cell, mean in means.items() if mean == best)
+
+    arms = {"instance=smallest": "one_iteration_instance", "instance=random": "one_iteration_instance",
+            "instance=largest": "one_iteration_instance", "corpus=smallest": "one_iteration_corpus",
+            "corpus=largest": "one_iteration_corpus"}
+    cells = {arm: (grid, chosen(grid, arm)) for arm, grid in arms.items()}
+    family = {"F1-instance-smallest-vs-random-tuned": ("instance=smallest", "instance=random"),
+              "F1-instance-smallest-vs-largest-tuned": ("instance=smallest", "instance=largest"),
+              "F1-corpus-smallest-vs-random-tuned": ("corpus=smallest", "instance=random"),
+              "F1-corpus-smallest-vs-largest-tuned": ("corpus=smallest", "corpus=largest")}
+    value = lambda arm, seed: float(runs[(cells[arm][0] + "@tuned", cells[arm][1], seed)]["final_win_rate"])  # noqa: E731
+    diffs = {claim: [value(a, s) - value(b, s) for s in range(1000, 1010)] for claim, (a, b) in family.items()}
+    raw = {claim: stats.ttest_1samp(d, 0.0).pvalue for claim, d in diffs.items()}
+    order = sorted(raw, key=raw.get)
+    holm, running = {}, 0.0
+    for rank, claim in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * raw[claim]))
+        holm[claim] = running
+    for claim in family:
+        row = table[claim]
+        assert row["p"] == _fmt(raw[claim]) and row["HOLM p"] == _fmt(holm[claim]), claim
+        assert row["family (size)"] == "F1-tuned (4)"
+        assert row["measured mean Δ ± sd"].startswith(f"{sum(diffs[claim]) / 10:+.3f}"), claim
+
+
 GOLD_CELL = "selector=map allocator=constant"  # the gold grid's only cell, as runs.csv keys it
 
 
