@@ -129,6 +129,15 @@ def _published(study: str) -> tuple[dict[str, dict[str, str]], dict]:
     return table, runs
 
 
+def _holm_by_hand(raw: dict[str, float]) -> dict[str, float]:
+    """Holm's adjusted p-values: the k-th smallest p times (m - k), never below the one before, at most 1."""
+    holm, running = {}, 0.0
+    for rank, claim in enumerate(sorted(raw, key=raw.get)):
+        running = max(running, min(1.0, (len(raw) - rank) * raw[claim]))
+        holm[claim] = running
+    return holm
+
+
 def _fmt(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
@@ -149,11 +158,7 @@ def test_the_published_yang2024_verdicts_recompute_from_its_runs_file():
     }
     diffs = {claim: [value(*a, s) - value(*b, s) for s in seeds] for claim, (a, b) in family.items()}
     raw = {claim: stats.ttest_1samp(d, 0.0).pvalue for claim, d in diffs.items()}
-    order = sorted(raw, key=raw.get)
-    holm, running = {}, 0.0
-    for rank, claim in enumerate(order):  # Holm by hand: (m - rank) * p, never below the one before
-        running = max(running, min(1.0, (len(order) - rank) * raw[claim]))
-        holm[claim] = running
+    holm = _holm_by_hand(raw)
     for claim in family:
         row = table[claim]
         assert row["p"] == _fmt(raw[claim]) and row["HOLM p"] == _fmt(holm[claim]), claim
@@ -193,11 +198,7 @@ def test_the_published_tuned_f1_verdicts_recompute_from_its_runs_file():
     value = lambda arm, seed: float(runs[(cells[arm][0] + "@tuned", cells[arm][1], seed)]["final_win_rate"])  # noqa: E731
     diffs = {claim: [value(a, s) - value(b, s) for s in range(1000, 1010)] for claim, (a, b) in family.items()}
     raw = {claim: stats.ttest_1samp(d, 0.0).pvalue for claim, d in diffs.items()}
-    order = sorted(raw, key=raw.get)
-    holm, running = {}, 0.0
-    for rank, claim in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * raw[claim]))
-        holm[claim] = running
+    holm = _holm_by_hand(raw)
     for claim in family:
         row = table[claim]
         assert row["p"] == _fmt(raw[claim]) and row["HOLM p"] == _fmt(holm[claim]), claim
