@@ -382,7 +382,7 @@ def _derive_tuning(errors: PlanErrors, study: ExpandedStudy, registry: Any, *, q
                     errors.add(["claim", claim.index, side], f"{side} has {len(found)} tuning cells, not {len(points)}",
                                "report this: a tuning grid should copy its grid's cells at every tuning point")
                     break
-                study.arms[key] = TunedArm(name, cell, dict(claim.tune), list(seeds), found, points)
+                study.arms[key] = TunedArm(name, cell, list(seeds), found, points)
                 tuning.cells.extend(found)
             bound.tuning[side] = study.arms[key]
     order = {name: i for i, name in enumerate(g.plan.name for g in study.grids)}

@@ -124,17 +124,12 @@ class TunedArm:
 
     grid: str  # the plan grid the arm comes from
     base: Any  # its cell there (harness.experiments.sweep.Cell)
-    tune: dict[str, tuple[Any, ...]]
     seeds: list[int]  # the tuning seeds
     cells: list[Any] = field(default_factory=list)  # the tuning cells, in grid order
     points: list[dict[str, Any]] = field(default_factory=list)  # each tuning cell's tuned option values
     means: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     chosen: Any = None
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.cells) and all(self.counts.get(c.config_hash, 0) == len(self.seeds) for c in self.cells)
 
     @property
     def finished(self) -> int:
