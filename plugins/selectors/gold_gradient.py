@@ -37,7 +37,7 @@ the size of the model): G is one backward pass of the weighted sum
 sum (R - b) log pi(y) over the pool, and every s(y) = <g(y), G> at once is a
 directional derivative of log pi(y) along G, taken by a central difference of
 two no-grad forward passes of clones of pi moved by +-eps along G/|G| (eps =
-:data:`RELATIVE_STEP` times the parameters' norm). G is cross-fitted: the
+:data:`harness.influence.RELATIVE_STEP` times the parameters' norm). G is cross-fitted: the
 prompts are split by parity, and the responses of each half are scored with
 the G of the other half, so no response's score contains its own gradient
 (with a single prompt there is no other half, and G is that prompt's own).
@@ -49,7 +49,7 @@ the pool's M*N responses (a training epoch's worth of compute over the pool,
 roughly). On the synthetic testbed's defaults (2,000 prompts x 8 responses per
 iteration, a 22k-parameter GRU, one CPU thread) about 1.4 s per iteration; the
 central difference agrees with the exact inner product to a few 1e-4 of the
-scores' mean magnitude (:data:`RELATIVE_STEP`). The time counts under the run's ``time_select``.
+scores' mean magnitude (:data:`harness.influence.RELATIVE_STEP`). The time counts under the run's ``time_select``.
 
 What it assumes: each kept pair is labelled in its gold order (the
 annotator's noise is ignored), and one small step on one pair (no
@@ -69,19 +69,10 @@ import numpy as np
 
 from harness import hookimpl
 from harness.errors import SelectionError
+from harness.influence import directional_logprobs, trainable, weighted_logprob_gradient
 from harness.interfaces import ExactGold, Pairs, SelectionBatch, Selector
 from plugins._columns import IMPLICIT_REWARD
 from plugins.selectors._pairs import candidate_mask, keep_by_margin, pair_index, usable_responses
-
-RELATIVE_STEP = 3e-4
-"""The central difference's step along G/|G|, as a share of the parameters' norm (at least this much absolute).
-
-Measured against exact per-sample gradients (float32 forwards): the largest error is 2.4e-4 of the scores'
-mean magnitude on the synthetic GRU (1e-4: 3.1e-4, 1e-3: 1.8e-3, larger steps worse: curvature) and 1.8e-3 on
-the contract's toy bigram policy (tests/test_gold_reference.py)."""
-
-BATCH = 4096
-"""Responses per forward (and backward) pass; sorted by length, so little padding is run."""
 
 _FLOAT_MAX = np.finfo(np.float64).max
 
@@ -145,65 +136,26 @@ def response_alignment(exact: ExactGold, tokens: np.ndarray, lengths: np.ndarray
     if m == 0 or n < 2:
         return out
     centred = rewards - rewards.mean(axis=1, keepdims=True)
-    if not np.any(centred):
+    if not np.any(centred) or not trainable(exact.policy):
         return out
-    import torch
-
     policy = exact.policy
-    params = [p for p in policy.parameters() if p.requires_grad]
-    if not params:
-        return out
-    device = params[0].device
     prompts = np.repeat(np.asarray(exact.prompts, dtype=np.int64), n, axis=0)  # (M*N, P), row m*N + j
     tokens = np.asarray(tokens, dtype=np.int64).reshape(m * n, -1)
     lengths = np.asarray(lengths, dtype=np.int64).reshape(m * n)
 
-    def tensor(values: np.ndarray):
-        return torch.as_tensor(np.ascontiguousarray(values), dtype=torch.long, device=device)
-
-    def chunks(flat: np.ndarray):
-        """``flat`` response rows sorted by length, in passes of :data:`BATCH`."""
-        flat = flat[np.argsort(lengths[flat], kind="stable")]
-        for start in range(0, len(flat), BATCH):
-            rows = flat[start : start + BATCH]
-            yield rows, tensor(prompts[rows]), tensor(tokens[rows]), tensor(lengths[rows])
+    def responses(prompt_rows: np.ndarray) -> np.ndarray:
+        return (prompt_rows[:, None] * n + np.arange(n)[None, :]).reshape(-1)
 
     def gold_gradient(prompt_rows: np.ndarray) -> list:
         """G from the responses of ``prompt_rows``: grad of sum (R - b) log pi(y), averaged over them."""
-        flat = (prompt_rows[:, None] * n + np.arange(n)[None, :]).reshape(-1)
-        weights = centred.reshape(-1) / (len(prompt_rows) * n)
-        flat = flat[weights[flat] != 0.0]
-        total = [torch.zeros_like(p) for p in params]
-        with torch.enable_grad():
-            for rows, p, t, ln in chunks(flat):
-                logp = policy.sequence_logprobs(p, t, ln)
-                w = torch.as_tensor(weights[rows], dtype=logp.dtype, device=logp.device)
-                grads = torch.autograd.grad((logp * w).sum(), params, allow_unused=True)
-                for acc, grad in zip(total, grads):
-                    if grad is not None:
-                        acc += grad.detach()
-        return total
+        flat = responses(prompt_rows)
+        weights = centred.reshape(-1)[flat] / (len(prompt_rows) * n)
+        return weighted_logprob_gradient(policy, prompts[flat], tokens[flat], lengths[flat], weights)
 
     def directional(direction: list, prompt_rows: np.ndarray) -> None:
         """``out`` of ``prompt_rows``' responses: the derivative of log pi(y) along ``direction``."""
-        norm = float(torch.sqrt(sum((d.double() ** 2).sum() for d in direction)))
-        if not (np.isfinite(norm) and norm > 0.0):
-            return
-        scale = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
-        eps = RELATIVE_STEP * max(scale, 1.0)
-        flat = (prompt_rows[:, None] * n + np.arange(n)[None, :]).reshape(-1)
-        moved = {}
-        for sign in (1.0, -1.0):
-            clone = policy.clone()
-            with torch.no_grad():
-                for p, d in zip([p for p in clone.parameters() if p.requires_grad], direction):
-                    p.add_(d, alpha=sign * eps / norm)
-                result = np.empty(m * n)
-                for rows, p, t, ln in chunks(flat):
-                    result[rows] = clone.sequence_logprobs(p, t, ln).double().cpu().numpy()
-            moved[sign] = result[flat]
-            del clone
-        out.reshape(-1)[flat] = (moved[1.0] - moved[-1.0]) / (2.0 * eps) * norm
+        flat = responses(prompt_rows)
+        out.reshape(-1)[flat] = directional_logprobs(policy, direction, prompts[flat], tokens[flat], lengths[flat])
 
     halves = [np.flatnonzero(np.arange(m) % 2 == h) for h in (0, 1)]
     if not halves[1].size:  # one prompt: no other half, so its own G
