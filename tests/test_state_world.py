@@ -103,6 +103,15 @@ PRE_CHANGE_PINS = {
         "kl": 0.020236186981201172,
         "reference_gold_reward": 0.9716440498159248,
     },
+    "torch CPU capability AVX512 (recorded 2026-12-06, second machine of that day)": {
+        "pi0": "b88b138d2fd5e52e",
+        "trained": "e6c88a2cab723ee5",
+        "labels": 64,
+        "win_rate": 0.185,
+        "gold_reward": 0.02471485833107849,
+        "kl": 0.020236084461212157,
+        "reference_gold_reward": 0.9716440498159248,
+    },
 }
 
 
