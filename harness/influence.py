@@ -52,6 +52,21 @@ def _chunks(prompts: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, rows: 
         yield part, tensor(prompts[part]), tensor(tokens[part]), tensor(lengths[part])
 
 
+def sequence_logprobs(policy, prompts: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``(B,)`` float64: ``log pi(tokens[i] | prompts[i])``, no gradient, in length-sorted passes of :data:`BATCH`."""
+    import torch
+
+    prompts, tokens = np.asarray(prompts, dtype=np.int64), np.asarray(tokens, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    out = np.empty(len(lengths))
+    params = list(policy.parameters())
+    device = params[0].device if params else None
+    with torch.no_grad():
+        for part, p, t, ln in _chunks(prompts, tokens, lengths, np.arange(len(lengths)), device):
+            out[part] = policy.sequence_logprobs(p, t, ln).double().cpu().numpy()
+    return out
+
+
 def weighted_logprob_gradient(policy, prompts: np.ndarray, tokens: np.ndarray, lengths: np.ndarray,
                               weights: np.ndarray) -> list:
     """The gradient of ``sum_i weights[i] * log pi(tokens[i] | prompts[i])``, one tensor per trainable parameter.
@@ -100,19 +115,16 @@ def directional_logprobs(policy, direction: list, prompts: np.ndarray, tokens: n
         return out
     scale = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
     eps = RELATIVE_STEP * max(scale, 1.0)
-    rows = np.arange(len(lengths))
     moved = {}
     for sign in (1.0, -1.0):
         clone = policy.clone()
         with torch.no_grad():
             for p, d in zip(trainable(clone), direction):
                 p.add_(d, alpha=sign * eps / norm)
-            result = np.empty(len(lengths))
-            for part, p, t, ln in _chunks(prompts, tokens, lengths, rows, params[0].device):
-                result[part] = clone.sequence_logprobs(p, t, ln).double().cpu().numpy()
-        moved[sign] = result
+        moved[sign] = sequence_logprobs(clone, prompts, tokens, lengths)
         del clone
     return (moved[1.0] - moved[-1.0]) / (2.0 * eps) * norm
 
 
-__all__ = ["BATCH", "RELATIVE_STEP", "directional_logprobs", "trainable", "weighted_logprob_gradient"]
+__all__ = ["BATCH", "RELATIVE_STEP", "directional_logprobs", "sequence_logprobs", "trainable",
+           "weighted_logprob_gradient"]

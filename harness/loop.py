@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from harness.config import Components, RunConfig
 from harness.interfaces import Reporter
 from harness.iteration import (
     MODEL_STAGES,
+    Iteration,
     LoopState,
     RunContext,
     StageTimer,
@@ -57,18 +58,30 @@ class RunResult:
     final: dict[str, Any]
 
 
-def run_iterations(run: RunContext, done: int) -> None:
-    """Every iteration after the ``done`` first ones, step by step (:mod:`harness.iteration`)."""
+STEPS: tuple[Callable[[RunContext, Iteration], None], ...] = (
+    draw,  # fresh prompts (or the pairs handed out for labelling, on resume)
+    sample,  # N responses per prompt from pi_{i-1}
+    score,  # log-probs under pi_{i-1} and the reference
+    select,  # one pair per prompt, then the kept share of those pairs
+    label,  # the annotator labels the kept pairs, charged to the ledger
+    train,  # DPO from pi_{i-1}; the unchanged-policy guard; KL to pi_{i-1}
+    evaluate,  # the win rate of pi_i
+    record,  # the row, the checkpoint, on_iteration
+)
+"""The steps of one iteration, in order (:mod:`harness.iteration`), after :func:`~harness.iteration.begin`.
+
+A measurement that needs the iteration's intermediate state passes its own
+sequence with a step inserted (:mod:`harness.experiments.label_value`); a
+run's own steps are always these."""
+
+
+def run_iterations(run: RunContext, done: int, steps: Sequence[Callable[[RunContext, Iteration], None]] = STEPS
+                   ) -> None:
+    """Every iteration after the ``done`` first ones, step by step (:data:`STEPS`)."""
     for number in range(done + 1, run.config.iterations + 1):
         it = begin(run, number)  # this iteration's share of the budget and the pool it buys
-        draw(run, it)  # fresh prompts (or the pairs handed out for labelling, on resume)
-        sample(run, it)  # N responses per prompt from pi_{i-1}
-        score(run, it)  # log-probs under pi_{i-1} and the reference
-        select(run, it)  # one pair per prompt, then the kept share of those pairs
-        label(run, it)  # the annotator labels the kept pairs, charged to the ledger
-        train(run, it)  # DPO from pi_{i-1}; the unchanged-policy guard; KL to pi_{i-1}
-        evaluate(run, it)  # the win rate of pi_i
-        record(run, it)  # the row, the checkpoint, on_iteration
+        for step in steps:
+            step(run, it)
 
 
 def run_experiment(
@@ -81,6 +94,7 @@ def run_experiment(
     restore: Callable[[Any], LoopState] | None = None,
     desk: LabelDesk | None = None,
     ranks: Ranks = SINGLE,
+    steps: Sequence[Callable[[RunContext, Iteration], None]] = STEPS,
 ) -> RunResult:
     """Run ``config`` end to end and return per-iteration rows and final metrics.
 
@@ -99,6 +113,8 @@ def run_experiment(
     main process samples, selects, annotates, evaluates and calls
     ``checkpoint`` and ``on_iteration``; every process scores and trains, and
     every process returns the same result.
+
+    ``steps``: the steps of each iteration (:data:`STEPS`, the default, for every run).
     """
     reporter = reporter or NullReporter()
     timer = StageTimer()
@@ -113,7 +129,7 @@ def run_experiment(
     gc.freeze()
     try:
         return _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk,
-                        ranks)
+                        ranks, steps)
     finally:
         gc.unfreeze()
 
@@ -131,7 +147,7 @@ def build_world(components: Components, world_seed: int, reporter: Reporter):
 
 
 def _iterate(config, components, world, reporter, timer, wall_start, emit, checkpoint, restore, desk,
-             ranks: Ranks) -> RunResult:
+             ranks: Ranks, steps: Sequence[Callable[[RunContext, Iteration], None]]) -> RunResult:
     """pi_0's evaluation (or a restored state), then :func:`run_iterations`, then the final summary."""
     if restore is not None:
         state = restore(world)
@@ -154,7 +170,7 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
     )
     if restore is None:
         ranks.main_only(lambda: save_then_emit(run, state))
-    run_iterations(run, state.iteration)
+    run_iterations(run, state.iteration, steps)
     return RunResult(iterations=run.rows,
                      final=_final_metrics(run.rows, run.ledger, timer, time.perf_counter() - wall_start))
 
