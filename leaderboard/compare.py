@@ -246,6 +246,7 @@ def compare(
         rest.sort(key=lambda r: (r["mean"] is None, -(r["mean"] or 0.0)))
         ordered += [r for r in block if r["is_baseline"]] + rest
     unmatched = [r for r in unmatched if _selected(r, selector)]
+    notes += _reference_shares(ordered)
     result["rows"] = ordered + unmatched
     for row in unmatched:
         notes.append(f"{_label(row)} ({str(row['config_hash'])[:8]}): not compared, {row['reason']}")
@@ -253,6 +254,42 @@ def compare(
     if thin:
         notes.append(f"{len(thin)} group(s) share only one seed with the baseline: no interval")
     return result
+
+
+def _reference_shares(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Set ``reference_share`` on every compared row: its Δ as a share of the reference point's Δ in its block.
+
+    A block's reference is its one compared group that is not a deployable
+    strategy (``gold_gradient``: :mod:`harness.reference_point`). The share is
+    the row's mean paired difference from the baseline divided by the
+    reference's, over their own common seeds: 1 is the reference's gain, above
+    1 a gain larger than the reference's (reported as is, never capped: the
+    reference is first-order, not an upper bound). It is None where the block
+    has no reference, or the reference did not gain on the baseline (mean <= 0),
+    and the notes say so.
+    """
+    notes: list[str] = []
+    blocks: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        row["reference_share"] = None
+        blocks.setdefault(row["baseline_config_hash"], []).append(row)
+    for block in blocks.values():
+        references = [r for r in block if not r["is_baseline"] and r["deployable"] is False and r["mean"] is not None]
+        if len(references) != 1:
+            continue
+        reference = references[0]
+        name = _label(reference)
+        if reference["mean"] <= 0:
+            notes.append(f"{name} did not gain on the baseline ({reference['mean']:+.4g}): no share of it is given")
+            continue
+        for row in block:
+            if not row["is_baseline"] and row["mean"] is not None:
+                row["reference_share"] = row["mean"] / reference["mean"]
+        unsure = "" if reference["excludes_zero"] else "; its own interval includes 0, so the shares are unstable"
+        notes.append(f"share: each Δ divided by {name}'s Δ ({reference['mean']:+.4g}) over the baseline; above 1 "
+                     f"is a larger gain than the reference point's, not an error (it is first-order, not an upper "
+                     f"bound){unsure}")
+    return notes
 
 
 def _selected(row: Mapping[str, Any], selector: str | None) -> bool:

@@ -433,6 +433,10 @@ def compare_columns(result: Mapping[str, Any]) -> list[Column]:
         Column(level, intervals, required=True),
         Column("excludes 0", verdicts, priority=8),
     ]
+    if any(r.get("reference_share") is not None for r in rows):  # a block holds a reference point (notes say whose)
+        columns.append(Column("share of †", [
+            "" if r.get("reference_share") is None else f"{r['reference_share']:.2f}" for r in rows
+        ], priority=7))
     return columns
 
 

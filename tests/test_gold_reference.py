@@ -354,3 +354,37 @@ def test_a_tiny_run_and_the_leaderboard_mark_it(cli, db_path):
     assert any(row["n"] == 1 for row in compared["rows"] if row["instance_selector"] == "gold_gradient")
     groups = json.loads(cli("leaderboard", "--json").stdout)
     assert {g["instance_selector"]: g["deployable"] for g in groups} == {"smallest": True, "gold_gradient": False}
+
+
+def test_compare_gives_each_gain_as_a_share_of_the_reference_points(cli, db_path):
+    for seed in ("1", "2"):
+        for selector in ("random", "smallest", "gold_gradient"):
+            assert cli("run", "--selector", selector, "--seed", seed, *TINY_RUN).exit_code == 0
+    result = json.loads(cli("leaderboard", "compare", "--baseline", "random", "--metric", "final_gold_reward",
+                            "--json").stdout)
+    rows = {r["instance_selector"]: r for r in result["rows"]}
+    reference, smallest = rows["gold_gradient"], rows["smallest"]
+    assert rows["random"]["is_baseline"] and rows["random"]["reference_share"] is None
+    assert reference["mean"] > 0  # on these seeds the reference gains on random (+0.038)
+    assert reference["reference_share"] == pytest.approx(1.0)
+    assert smallest["reference_share"] == pytest.approx(smallest["mean"] / reference["mean"])  # never capped
+    assert any("not an error" in note for note in result["notes"])
+    table = " ".join(cli("leaderboard", "compare", "--baseline", "random", "--metric",
+                         "final_gold_reward").output.split())
+    assert "share of †" in table and f"{smallest['reference_share']:.2f}" in table
+
+
+def test_no_share_when_the_reference_did_not_gain_on_the_baseline():
+    from leaderboard.compare import _reference_shares
+
+    def row(selector, mean, *, baseline=False, deployable=True):
+        return {"instance_selector": selector, "corpus_selector": selector, "is_baseline": baseline,
+                "deployable": deployable, "mean": mean, "excludes_zero": False, "baseline_config_hash": "b"}
+
+    rows = [row("random", None, baseline=True), row("gold_gradient", -0.01, deployable=False), row("smallest", 0.02)]
+    notes = _reference_shares(rows)
+    assert [r["reference_share"] for r in rows] == [None, None, None]
+    assert any("did not gain on the baseline" in note for note in notes)
+    rows[1]["mean"] = 0.04
+    _reference_shares(rows)
+    assert [r["reference_share"] for r in rows] == [None, 1.0, 0.5]
