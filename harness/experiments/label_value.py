@@ -5,7 +5,8 @@ A run of any strategy is run with one step inserted after training
 strategy actually chose, labelled by the run's annotator, at the state the
 run reached. It needs a world that knows its exact gold reward
 (``gold_rewards``: the synthetic testbed); the run itself is the ordinary run,
-bit for bit (the step reads and never changes the run's state or streams).
+bit for bit (the step reads and never changes the run's state or streams; only
+the row's ``time_select`` grows by the milliseconds of rebuilding the training data).
 
 **The objective.** J(pi) is the expected gold reward of pi's *sampled*
 responses on the world's evaluation prompts (not the greedy win rate, whose
