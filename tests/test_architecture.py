@@ -205,17 +205,20 @@ def test_no_module_is_importable_under_two_names():
 
 
 def test_the_loop_reads_in_twenty_lines_and_names_its_steps_in_order():
-    """harness.loop.run_iterations is the order of the steps, nothing else; harness.iteration documents the same order."""
+    """harness.loop.STEPS is the order of the steps and run_iterations runs them after begin, nothing else;
+    harness.iteration documents the same order."""
     import inspect
 
     import harness.iteration as iteration
-    from harness.loop import run_iterations
+    from harness.loop import STEPS, run_iterations
 
     source = inspect.getsource(run_iterations)
     assert len(source.strip().splitlines()) <= 20
     called = [node.func.id for node in ast.walk(ast.parse(source))
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
-    steps = [name for name in called if name != "range"]
+    assert [name for name in called if name != "range"] == ["begin", "step"]
+    steps = ["begin", *(step.__name__ for step in STEPS)]
+    assert all(getattr(iteration, name) is step for name, step in zip(steps[1:], STEPS))
     assert steps == ["begin", "draw", "sample", "score", "select", "label", "train", "evaluate", "record"]
     documented = [name for name in steps[1:] if f":func:`{name}`" in iteration.__doc__]
     assert documented == steps[1:]
