@@ -378,19 +378,5 @@ def regress(estimate: np.ndarray, features: Mapping[str, np.ndarray], *, names: 
     return {"n": int(n), "r2": r2, "coefficients": rows, "dropped": dropped}
 
 
-def pooled(iterations: Sequence[IterationValues]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every pair's estimate and features over ``iterations``, concatenated."""
-    if not iterations:
-        return np.zeros(0), {name: np.zeros(0) for name in FEATURES}
-    estimate = np.concatenate([v.estimate for v in iterations])
-    return estimate, {name: np.concatenate([v.features[name] for v in iterations]) for name in FEATURES}
-
-
-def pooled_rank_correlation(iterations: Sequence[IterationValues]) -> float | None:
-    """Spearman's rho over every reproduced minibatch of ``iterations`` together."""
-    kept = [v for v in iterations if v.reproduced]
-    return spearman([e for v in kept for e in v.probe_estimate], [m for v in kept for m in v.probe_measured])
-
-
 __all__ = ["EVAL_SAMPLES", "FEATURES", "MINIBATCH", "PROBE_PAIRS", "IterationValues", "LabelValueProbe", "emptied",
-           "pooled", "pooled_rank_correlation", "regress", "spearman"]
+           "regress", "spearman"]
