@@ -40,6 +40,18 @@ if TYPE_CHECKING:  # torch is imported only where a model runs
 API_VERSION = 1
 """Bumped whenever a signature or a data class in this module changes incompatibly."""
 
+ALLOCATOR_CONTRACT = 2
+"""The version of the allocator contract.
+
+1. ``Allocator.allocate(total_labels=, iterations=, history=)`` with records
+   of ``iteration``, ``labels`` and the evaluator's ``metrics``.
+2. Records carry ``observed``, what a user sees without the evaluator
+   (:data:`OBSERVED_FIELDS`), and their ``metrics`` arrive empty: the
+   evaluator's figures are exact gold in the synthetic world. An allocator may
+   declare ``holdout``, a share of each iteration's pairs kept out of training
+   to measure the policy's agreement with labels it was not trained on.
+"""
+
 SCORER_CONTRACT = 2
 """The version of the scorer contract; it grows compatibly, so :data:`API_VERSION` stays.
 
@@ -330,11 +342,45 @@ class Labels:
 
 @dataclass(frozen=True)
 class IterationRecord:
-    """What an allocator may read about a finished iteration."""
+    """What an allocator may read about a finished iteration (allocator contract 2).
+
+    ``observed`` holds what a user running the loop sees without asking the
+    evaluator (:data:`OBSERVED_FIELDS`). ``metrics`` holds the evaluator's
+    figures; the loop keeps them in the run's own history (checkpoints), but
+    the history handed to :meth:`Allocator.allocate` carries them empty: in
+    the synthetic world they are exact gold, and a budget decided on them
+    would spend information no user has bought.
+    """
 
     iteration: int
     labels: int
     metrics: Mapping[str, float] = field(default_factory=dict)
+    observed: Mapping[str, float] = field(default_factory=dict)
+
+    def for_allocator(self) -> IterationRecord:
+        """This record as an allocator receives it: ``observed`` and the count, no evaluator metrics."""
+        return IterationRecord(self.iteration, self.labels, {}, dict(self.observed))
+
+
+OBSERVED_FIELDS: dict[str, str] = {
+    "labels": "gold labels charged in the iteration",
+    "ties": "labels that came back as ties (paid for, not trained on)",
+    "sel_pairs": "pairs trained on",
+    "train_steps": "optimiser steps of the trainer",
+    "loss_first": "the trainer's loss at its first step (on labels pi_{i-1} has not been trained on)",
+    "loss_last": "the trainer's loss at its last step",
+    "sel_ranking_accuracy": "share of the pairs trained on whose label pi_{i-1}'s implicit reward already agreed with",
+    "holdout_pairs": "bought pairs kept out of training to measure agreement (allocator holdout)",
+    "holdout_agreement_before": "share of the held-out pairs whose label pi_{i-1}'s implicit reward agrees with",
+    "holdout_agreement_after": "the same share for pi_i, trained without them",
+}
+"""The row fields an allocator is handed as ``IterationRecord.observed``, and what each is.
+
+Every one is something a user of the loop has without the evaluator: label
+counts, the trainer's losses and the policy's agreement with labels it bought.
+The label noise of the selected pairs (``sel_label_noise``) is absent: it
+compares the annotator with the world's exact gold.
+"""
 
 
 @dataclass(frozen=True)
@@ -574,9 +620,22 @@ class Allocator(Component):
     iterations already run, and returns labels for *every* iteration (entries
     for past iterations are ignored); fixed schedules ignore the history,
     adaptive ones may re-plan. The sum never exceeds ``total_labels``.
+
+    Allocator contract 2 (:data:`ALLOCATOR_CONTRACT`): each record of the
+    history carries ``observed`` (:data:`OBSERVED_FIELDS`) and no evaluator
+    metrics, and an allocator may set ``holdout``.
     """
 
     kind = "allocator"
+
+    holdout: float = 0.0
+    """Share of each iteration's labelled pairs (ties dropped) kept out of training, but the last iteration's.
+
+    The loop measures the agreement of pi_{i-1} and of pi_i with those held-out
+    labels (``holdout_agreement_before``/``_after`` in ``observed``). They are
+    charged like every label and never trained on: the price of the
+    measurement. 0 (the default): every pair is trained on.
+    """
 
     def allocate(
         self, *, total_labels: int, iterations: int, history: Sequence[IterationRecord]

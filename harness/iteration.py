@@ -41,10 +41,12 @@ from harness import rng as streams
 from harness.budget import Ledger, PoolPlan, plan_pool
 from harness.config import Components, RunConfig
 from harness.diagnostics import pool_margin_diagnostics, selected_pair_diagnostics
+from harness.holdout import agreement, holdout_positions
 from harness.errors import NonFiniteError, PluginError, SelectionError, UsageError
 from harness.interfaces import (
     EXPLICIT_REWARD,
     ExactGold,
+    OBSERVED_FIELDS,
     IterationRecord,
     Labels,
     Pairs,
@@ -143,6 +145,7 @@ class Iteration:
     verdict: Labels | None = None  # label (ties dropped by train)
     ties: int = 0  # train
     kept: Pairs | None = None  # train: the pairs trained on
+    held_out: tuple[Pairs, np.ndarray] | None = None  # train: pairs and prefer_a kept out (allocator holdout)
     diagnostics: dict[str, Any] = field(default_factory=dict)  # train: of the pairs trained on
     trained: Any = None  # train: the trainer's TrainResult
     trained_fields: dict[str, Any] = field(default_factory=dict)  # train: its log and the guard's verdict
@@ -154,7 +157,7 @@ def begin(run: RunContext, number: int) -> Iteration:
     """The iteration's share of the budget (the allocator, given the history) and the pool it buys."""
     config, components = run.config, run.components
     plan = components.allocator.allocate(total_labels=config.budget, iterations=config.iterations,
-                                         history=tuple(run.history))
+                                         history=tuple(record.for_allocator() for record in run.history))
     labels = min(int(plan[number - 1]), run.ledger.remaining)
     pool = plan_pool(labels, config.keep, *components.pool_costs(config.n_responses))
     return Iteration(number, labels, pool, f"iteration {number}/{config.iterations}", dict(run.timer.seconds),
@@ -285,7 +288,9 @@ def training_data(run: RunContext, it: Iteration) -> PreferenceData:
             prefer_a=np.asarray(verdict.prefer_a, dtype=bool)[~tie],
             gold_agrees=None if verdict.gold_agrees is None else np.asarray(verdict.gold_agrees)[~tie],
         )
-    it.kept, prefer_a = kept, np.asarray(verdict.prefer_a, dtype=bool)
+    prefer_a = np.asarray(verdict.prefer_a, dtype=bool)
+    kept, prefer_a, verdict = _hold_out(run, it, kept, prefer_a, verdict)
+    it.kept = kept
     prompts, responses = selection.prompts, selection.responses
 
     # Log-probs of the kept responses: reused from scoring, or computed for just them.
@@ -313,6 +318,41 @@ def training_data(run: RunContext, it: Iteration) -> PreferenceData:
     return data
 
 
+def _hold_out(run: RunContext, it: Iteration, kept: Pairs, prefer_a: np.ndarray,
+              verdict: Labels) -> tuple[Pairs, np.ndarray, Labels]:
+    """The allocator's ``holdout`` share of the pairs set aside in ``it.held_out`` (not in the last iteration).
+
+    The positions come from the iteration's own ``holdout`` stream, so no other
+    stream moves; with no holdout the pairs come back as they went in.
+    """
+    share = float(getattr(run.components.allocator, "holdout", 0.0) or 0.0)
+    if share <= 0.0 or it.number >= run.config.iterations:
+        return kept, prefer_a, verdict
+    held = holdout_positions(len(kept), share, streams.stream(run.config.seed, it.number, "holdout"))
+    trained = np.setdiff1d(np.arange(len(kept)), held)
+    it.held_out = (kept.take(held), prefer_a[held])
+    gold_agrees = None if verdict.gold_agrees is None else np.asarray(verdict.gold_agrees)[trained]
+    return kept.take(trained), prefer_a[trained], Labels(prefer_a=prefer_a[trained], gold_agrees=gold_agrees)
+
+
+def _holdout_agreement(run: RunContext, it: Iteration, trained_policy) -> dict[str, Any]:
+    """Agreement of pi_{i-1} and of pi_i with the held-out labels (implicit rewards against the run's reference)."""
+    if it.held_out is None:
+        return {}
+    pairs, prefer_a = it.held_out
+    prompts, responses = it.selection.prompts, it.selection.responses
+    before = it.logp_policy
+    if len(pairs) and not np.isfinite(before[pairs.prompt, pairs.a]).all():  # scoring skipped: kept pairs only
+        before, = _logprobs_of_pairs(run.ranks, run.world, (run.policy,), prompts, responses, pairs)
+    reference = it.logp_ref
+    if len(pairs) and not np.isfinite(reference[pairs.prompt, pairs.a]).all():
+        reference, = _logprobs_of_pairs(run.ranks, run.world, (run.reference,), prompts, responses, pairs)
+    after, = _logprobs_of_pairs(run.ranks, run.world, (trained_policy,), prompts, responses, pairs)
+    return {"holdout_pairs": len(pairs),
+            "holdout_agreement_before": agreement(before - reference, pairs, prefer_a),
+            "holdout_agreement_after": agreement(after - reference, pairs, prefer_a)}
+
+
 def train(run: RunContext, it: Iteration) -> None:
     """DPO from pi_{i-1} on the labelled pairs (:func:`training_data`), checked, with KL to pi_{i-1}."""
     config, trainer, world, timer, ranks = run.config, run.components.trainer, run.world, run.timer, run.ranks
@@ -332,6 +372,10 @@ def train(run: RunContext, it: Iteration) -> None:
         }
     with run.reporter.stage(f"{it.title}: KL to the previous policy"), timer("logprobs"):
         it.step_kl = _kl_to_previous(ranks, world, run.policy, trained.policy, prompts, responses, it.logp_policy)
+    if it.held_out is not None:
+        with run.reporter.stage(f"{it.title}: agreement with {len(it.held_out[0])} held-out labels"), \
+                timer("logprobs"):
+            it.trained_fields.update(_holdout_agreement(run, it, trained.policy))
     if config.reference == "previous":
         run.reference = run.policy  # pi_i was trained against pi_{i-1}
     run.policy, it.trained = trained.policy, trained
@@ -344,18 +388,23 @@ def evaluate(run: RunContext, it: Iteration) -> None:
             lambda: evaluate_policy(run.world, run.policy, run.components, run.config.seed, it.number))
 
 
-def record(run: RunContext, it: Iteration) -> None:
-    """The iteration's row (the main process's, on every process), then the checkpoint, then ``on_iteration``."""
-    timer, ledger, trained, selection = run.timer, run.ledger, it.trained, it.selection
-    spent = {stage: timer.seconds.get(stage, 0.0) - it.seconds_before.get(stage, 0.0) for stage in timer.seconds}
-    row = run.ranks.share({
-        "iteration": it.number,
-        **it.metrics,
-        "labels": ledger.charged.get(it.number, 0),
-        "labels_planned": it.labels_planned,
-        "labels_pool": it.pool.prompt_labels if run.components.explicit_source == "gold" else 0,
-        "proxy_calls": ledger.proxy_calls.get(it.number, 0),
-        "prompts": it.pool.prompts,
+def idle(run: RunContext, it: Iteration) -> None:
+    """An iteration granted no labels buys nothing and trains nothing: pi_i is pi_{i-1}.
+
+    :func:`harness.loop.run_iterations` runs it in place of the steps from
+    ``draw`` to ``train``; ``evaluate`` and ``record`` follow as in every
+    iteration. An adaptive allocator that stops buying (``plateau``) leaves
+    such iterations, and so can a fixed schedule with fewer labels than
+    iterations.
+    """
+    with run.reporter.stage(f"{it.title}: no labels granted; the policy stays as it is"):
+        pass
+
+
+def _purchase_fields(it: Iteration) -> dict[str, Any]:
+    """The row's fields about what an iteration bought and trained (absent from an :func:`idle` one)."""
+    selection, trained = it.selection, it.trained
+    return {
         "instance_pairs": selection.offered,
         "ties": it.ties,
         "duplicate_share": float(1.0 - selection.distinct.mean()),
@@ -366,12 +415,30 @@ def record(run: RunContext, it: Iteration) -> None:
         "loss_first": trained.loss_first,
         "loss_last": trained.loss_last,
         **it.trained_fields,
+    }
+
+
+def record(run: RunContext, it: Iteration) -> None:
+    """The iteration's row (the main process's, on every process), then the checkpoint, then ``on_iteration``."""
+    timer, ledger = run.timer, run.ledger
+    spent = {stage: timer.seconds.get(stage, 0.0) - it.seconds_before.get(stage, 0.0) for stage in timer.seconds}
+    row = run.ranks.share({
+        "iteration": it.number,
+        **it.metrics,
+        "labels": ledger.charged.get(it.number, 0),
+        "labels_planned": it.labels_planned,
+        "labels_pool": it.pool.prompt_labels if run.components.explicit_source == "gold" else 0,
+        "proxy_calls": ledger.proxy_calls.get(it.number, 0),
+        "prompts": it.pool.prompts,
+        **(_purchase_fields(it) if it.labels_planned else {"instance_pairs": 0, "train_steps": 0}),
         **it.step_kl,
         **_usage_delta(it.usage_before, _judge_usage(run.components)),
         **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(spent.items())},
     })  # the main process's row (its judges' spending, its timings) on every process
     run.rows.append(row)
-    run.history.append(IterationRecord(iteration=it.number, labels=row["labels"], metrics=it.metrics))
+    observed = {key: row[key] for key in OBSERVED_FIELDS if row.get(key) is not None}
+    run.history.append(IterationRecord(iteration=it.number, labels=row["labels"], metrics=it.metrics,
+                                       observed=observed))
     state = LoopState(it.number, run.policy, list(run.rows), dict(ledger.charged), list(run.history),
                       dict(ledger.proxy_calls), None if run.reference is run.world.reference_policy else run.reference)
     run.ranks.main_only(lambda: save_then_emit(run, state))

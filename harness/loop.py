@@ -35,6 +35,7 @@ from harness.iteration import (
     begin,
     draw,
     evaluate,
+    idle,
     label,
     record,
     sample,
@@ -75,12 +76,16 @@ sequence with a step inserted (:mod:`harness.experiments.label_value`); a
 run's own steps are always these."""
 
 
+IDLE_STEPS: tuple[Callable[[RunContext, Iteration], None], ...] = (idle, evaluate, record)
+"""The steps of an iteration granted no labels: pi_i is pi_{i-1}, evaluated and recorded."""
+
+
 def run_iterations(run: RunContext, done: int, steps: Sequence[Callable[[RunContext, Iteration], None]] = STEPS
                    ) -> None:
-    """Every iteration after the ``done`` first ones, step by step (:data:`STEPS`)."""
+    """Every iteration after the ``done`` first ones, step by step (:data:`STEPS`; :data:`IDLE_STEPS` without labels)."""
     for number in range(done + 1, run.config.iterations + 1):
         it = begin(run, number)  # this iteration's share of the budget and the pool it buys
-        for step in steps:
+        for step in steps if it.labels_planned else IDLE_STEPS:
             step(run, it)
 
 

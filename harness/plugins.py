@@ -47,6 +47,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.selectors.active_exploration",
     "plugins.selectors.gold_gradient",
     "plugins.allocators.schedules",
+    "plugins.allocators.adaptive",
     "plugins.trainers.native",
     "plugins.trainers.trl",
     "plugins.testbeds.synthetic",

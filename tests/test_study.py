@@ -81,6 +81,9 @@ def table(diffs, base=0.5):
     ([0.001, -0.002, 0.0015, -0.001], "a >= b", "no worse (within 0.02)"),
     ([-0.10, -0.12, -0.11, -0.09], "a >= b", "worse"),
     ([0.10], "a > b", "too few pairs"),
+    ([0.0, 0.0, 0.0, 0.0], "a < b", "no difference in any pair"),
+    ([0.0, 0.0, 0.0, 0.0], "none", "no difference in any pair"),
+    ([0.10, 0.10, 0.10], "a > b", "too few pairs"),
 ])
 def test_verdicts_on_a_hand_made_table(diffs, direction, expected):
     a, b = table(diffs)

@@ -82,7 +82,8 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
             "charged": {str(k): v for k, v in state.charged.items()},
             "proxy_calls": {str(k): v for k, v in state.proxy_calls.items()},
             "history": [
-                {"iteration": r.iteration, "labels": r.labels, "metrics": dict(r.metrics)} for r in state.history
+                {"iteration": r.iteration, "labels": r.labels, "metrics": dict(r.metrics),
+                 "observed": dict(r.observed)} for r in state.history
             ],
             "labels": None if labels is None else {str(k): sorted(v) for k, v in labels.items()},
             "policy_sha256": _sha256(staging / "policy.safetensors"),
@@ -168,7 +169,7 @@ def load(run_dir: Path, world: Any):
         list(document["rows"]),
         {int(k): int(v) for k, v in document["charged"].items()},
         {int(k): int(v) for k, v in document.get("proxy_calls", {}).items()},
-        [IterationRecord(h["iteration"], h["labels"], h["metrics"]) for h in document["history"]],
+        [IterationRecord(h["iteration"], h["labels"], h["metrics"], h.get("observed", {})) for h in document["history"]],
     ))
     expected_sha, iteration, rows, charged, proxy_calls, history = parsed
     reference_file = directory / "reference.safetensors"

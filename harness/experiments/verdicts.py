@@ -37,7 +37,8 @@ VERDICT_RULE = (
     "*smallest equivalence margin* is where TOST would succeed at this n and spread. **No better / no worse** "
     "(`a <= b`, `a >= b`): one one-sided test against the margin; **no better (within m)** / **no worse (within "
     "m)** when the adjusted p < 0.05, **better** / **worse** when not and the 95% interval excludes 0 that way, "
-    "**inconclusive** otherwise. Fewer than 2 pairs (or no spread): **too few pairs**. Beside every t-based p, "
+    "**inconclusive** otherwise. At least 2 pairs with Δ = 0 in every one (A and B ended exactly alike): **no "
+    "difference in any pair**. Fewer than 2 pairs (or the same non-zero Δ in every pair): **too few pairs**. Beside every t-based p, "
     "the exact sign-flip permutation p (all 2^n sign patterns up to n = 20) checks it without assuming normality; "
     "a verdict whose sign-flip p disagrees at 0.05 is marked †. *Detectable Δ* is the 95% interval's half-width "
     "t₀.₉₇₅,ₙ₋₁·sd/√n; *MDE (80% power)* is (t₀.₉₇₅,ₙ₋₁ + t₀.₈,ₙ₋₁)·sd/√n."
@@ -108,6 +109,8 @@ def claim_statistics(
 def decide(stats: Mapping[str, Any], *, alpha: float = ALPHA) -> str:
     """The verdict of one claim from its statistics and its adjusted p (:data:`VERDICT_RULE`)."""
     direction, p = stats["direction"], stats.get("p_adjusted")
+    if p is None and (stats.get("n") or 0) >= 2 and stats.get("mean") == 0.0 and stats.get("std") == 0.0:
+        return "no difference in any pair"
     if p is None or stats.get("mean") is None:
         return "too few pairs"
     mean = stats["mean"]

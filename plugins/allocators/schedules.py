@@ -6,7 +6,7 @@
 * ``custom``: the shares given by ``-o weights=w1,w2,...,wK`` (exactly K
   positive numbers, e.g. ``weights=1,1,2``).
 
-Every schedule rounds with :func:`split_by_weights` (largest remainder), so the
+Every schedule rounds with :func:`harness.budget.split_by_weights` (largest remainder), so the
 labels add up to the total exactly. They ignore the history: the plan is the
 same before every iteration. (Yang et al. 2024, Table 2, 30k labels over three
 iterations: increase 5k/10k/15k, constant 10k/10k/10k, decrease 15k/10k/5k.)
@@ -17,48 +17,12 @@ any of 12 designs (docs/internals/synthetic-testbed.md#budget-schedules-in-the-p
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from fractions import Fraction
 
 from harness import hookimpl
+from harness.budget import split_by_weights
 from harness.errors import UsageError
 from harness.interfaces import Allocator, IterationRecord, Option
-
-
-def split_by_weights(total: int, weights: Sequence[float]) -> list[int]:
-    """Split ``total`` labels into ``len(weights)`` integer shares proportional to ``weights``.
-
-    Largest-remainder method: every share is first rounded down, then the labels
-    left over (fewer than ``len(weights)``) go one each to the shares with the
-    largest fractional parts, ties to the earlier iteration. The arithmetic is
-    exact (fractions), so the shares are non-negative ints summing to ``total``
-    exactly.
-
-    :param total: labels to split, an int >= 0.
-    :param weights: one positive finite number per iteration (at least one).
-    :return: a list of ``len(weights)`` Python ints.
-    :raises ValueError: for a negative total, no weights, or a weight that is not
-        a positive finite number.
-    """
-    if isinstance(total, bool) or int(total) != total or total < 0:
-        raise ValueError(f"total must be an integer >= 0, got {total!r}")
-    total = int(total)
-    if len(weights) == 0:
-        raise ValueError("weights must hold one positive number per iteration; got none")
-    for w in weights:
-        if isinstance(w, bool) or not math.isfinite(w) or w <= 0:
-            raise ValueError(f"every weight must be a positive finite number; got {list(weights)}")
-    exact = [Fraction(w) for w in weights]
-    weight_sum = sum(exact)
-    shares = [total * w / weight_sum for w in exact]
-    floors = [math.floor(s) for s in shares]
-    left = total - sum(floors)  # 0 <= left < len(weights)
-    # Largest fractional part first; sorted() is stable, so ties keep iteration order.
-    by_remainder = sorted(range(len(shares)), key=lambda i: shares[i] - floors[i], reverse=True)
-    for i in by_remainder[:left]:
-        floors[i] += 1
-    return [int(x) for x in floors]
 
 
 class _FixedSchedule(Allocator):
