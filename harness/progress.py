@@ -35,7 +35,7 @@ class RichReporter:
             TimeElapsedColumn,
         )
 
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, emoji=False)
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[progress.description]{task.description}"),

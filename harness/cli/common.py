@@ -111,7 +111,7 @@ JsonOption = Annotated[
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, emoji=False)  # ":100:" in a weights label is text, not an emoji code
 
 
 def resolve_db(db: Path | None) -> Path:

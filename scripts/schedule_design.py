@@ -1,0 +1,161 @@
+"""A response-surface design over the budget schedule: pilot, power calculation, confirmation, fit.
+
+Spreads the runs of one world, budget and selector over a {K, 2} simplex-lattice
+of schedules plus the centroid (harness/experiments/schedule_design.py), each
+point a ``custom`` allocator's weights, every point on every seed:
+
+1. a pilot on exploration seeds (``--pilot-seeds``) measures the spread of a
+   paired difference between two points and the seconds per run;
+2. the power calculation is printed: the seeds needed to detect ``--effect``
+   in ``--metric`` between two points with 80% power, and their CPU cost. A
+   confirmation that would need more than 2 hours of CPU stops here with
+   exit 2, unless ``--underpowered-ok`` (it then runs the seeds that fit, and
+   the result says "underpowered");
+3. the confirmation runs on fresh seeds from ``--seeds-from``;
+4. the Scheffé quadratic is fitted per seed and summarised over seeds (JSON to ``--out``).
+
+Runs go through ``harness sweep`` into the leaderboard ``--db``, so an
+interrupted design resumes where it stopped and every run keeps its provenance.
+
+    python scripts/schedule_design.py --world staircase --budget 3000 --effect 0.1 \\
+        --pilot-seeds 0-4 --seeds-from 5000 --jobs 2 --db design.db --out design.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.errors import UsageError  # noqa: E402
+from harness.experiments import schedule_design as sd  # noqa: E402
+from harness.experiments.sweep import format_seeds, parse_seeds  # noqa: E402
+
+
+def sweep(args, points, seeds: list[int]) -> None:
+    """Every point on every seed, through ``harness sweep`` (runs already in the database are reused)."""
+    command = [sys.executable, "-m", "harness", "sweep", "--selector", args.selector, "--allocator", "custom",
+               "-o", "allocator.weights=" + "|".join(p.weights for p in points),
+               "-o", f"testbed.world={args.world}", "--iterations", str(args.iterations),
+               "--budget", str(args.budget), "--seeds", format_seeds(seeds), "--jobs", str(args.jobs),
+               "--db", str(args.db)]
+    for option in args.option:
+        command += ["-o", option]
+    print("$ " + " ".join(command), flush=True)
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        raise SystemExit(f"harness sweep stopped with exit {done.returncode}")
+
+
+def responses(args, points, seeds: list[int]) -> tuple[dict[int, dict[str, float]], list[float]]:
+    """``values[seed][point]`` of ``--metric`` from the database's finished runs, and their wall seconds."""
+    by_weights = {tuple(float(x) for x in p.labels): p.name for p in points}
+    values: dict[int, dict[str, float]] = {}
+    seconds = []
+    with sqlite3.connect(args.db) as conn:
+        rows = conn.execute(f"select seed, config_json, {args.metric}, wall_seconds from runs "
+                            "where status = 'finished'").fetchall()
+    for seed, config, value, wall in rows:
+        config = json.loads(config)
+        allocator = config["allocator"]
+        if seed not in seeds or allocator["name"] != "custom" or value is None:
+            continue
+        if config["budget"] != args.budget or config["iterations"] != args.iterations:
+            continue
+        name = by_weights.get(tuple(float(x) for x in allocator["settings"]["weights"]))
+        if name is not None:
+            values.setdefault(seed, {})[name] = float(value)
+            seconds.append(float(wall))
+    return values, seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", default="staircase", choices=("bigram", "staircase"))
+    parser.add_argument("--budget", type=int, default=3000)
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--selector", default="smallest")
+    parser.add_argument("--floor", type=float, default=0.1, help="the smallest share of the total an iteration gets")
+    parser.add_argument("--metric", default="final_gold_reward", choices=("final_gold_reward", "final_win_rate"))
+    parser.add_argument("--effect", type=float, required=True,
+                        help="the smallest difference in --metric between two points worth detecting")
+    parser.add_argument("--pilot-seeds", default="0-4", help="exploration seeds that measure the spread")
+    parser.add_argument("--seeds-from", type=int, required=True, help="the first confirmation seed (fresh seeds)")
+    parser.add_argument("--max-seeds", type=int, default=None, help="never run more confirmation seeds than this")
+    parser.add_argument("--underpowered-ok", action="store_true",
+                        help="run a confirmation that needs more than 2 h of CPU on the seeds that fit")
+    parser.add_argument("--pilot-only", action="store_true", help="stop after the power calculation")
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("-o", "--option", action="append", default=[], help="another run option (tiny worlds)")
+    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    from harness.provenance import command_line, git_commit, library_versions
+
+    try:
+        points = sd.mixture_design(args.budget, args.iterations, floor=args.floor)
+        pilot_seeds = parse_seeds(args.pilot_seeds)
+        started = time.perf_counter()
+        print("design points: " + "; ".join(f"{p.name} {p.weights}" for p in points), flush=True)
+        sweep(args, points, pilot_seeds)
+        pilot, seconds = responses(args, points, pilot_seeds)
+        spread = sd.pilot_spread(points, pilot)
+        per_run = sum(seconds) / len(seconds)
+        check = sd.cost_check(effect=args.effect, sd=spread, points=len(points), seconds_per_run=per_run,
+                              underpowered_ok=args.underpowered_ok, cap_seeds=args.max_seeds)
+    except UsageError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    for line in check.lines(args.effect, spread, args.metric):
+        print(line, flush=True)
+    result = {
+        "command": command_line(), "git_commit": git_commit(), "versions": library_versions(),
+        "world": args.world, "budget": args.budget, "iterations": args.iterations, "selector": args.selector,
+        "floor": args.floor, "metric": args.metric, "effect": args.effect, "options": args.option,
+        "points": [{"name": p.name, "z": p.z, "labels": p.labels} for p in points],
+        "pilot": {"seeds": pilot_seeds, "spread": spread, "seconds_per_run": per_run, "fit": None},
+        "power": {"seeds_needed": check.seeds_needed, "seeds_run": check.seeds_run,
+                  "cpu_seconds_needed": check.cpu_seconds_needed, "underpowered": check.underpowered,
+                  "power_run": check.power_run, "target": sd.POWER, "alpha": sd.ALPHA,
+                  "cpu_limit_seconds": sd.CPU_LIMIT_SECONDS},
+        "confirmation": None,
+    }
+    result["pilot"]["fit"] = sd.fit_design(points, pilot)
+    if not args.pilot_only:
+        seeds = list(range(args.seeds_from, args.seeds_from + check.seeds_run))
+        if set(seeds) & set(pilot_seeds):
+            print("Error: the confirmation seeds overlap the pilot's; start them elsewhere with --seeds-from",
+                  file=sys.stderr)
+            return 2
+        sweep(args, points, seeds)
+        values, _ = responses(args, points, seeds)
+        result["confirmation"] = {"seeds": seeds, "fit": sd.fit_design(points, values),
+                                  "underpowered": check.underpowered}
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_suffix(args.out.suffix + ".partial")
+    partial.write_text(json.dumps(result, indent=1, allow_nan=True))
+    partial.replace(args.out)
+    fit = (result["confirmation"] or result["pilot"])["fit"]
+    label = "confirmation" if result["confirmation"] else "pilot (exploration seeds: not a verdict)"
+    print(f"{label}: {len(fit['seeds'])} seeds" + (" · UNDERPOWERED" if check.underpowered else ""))
+    for name, term in fit["terms"].items():
+        extra = f" · Holm p {term['p_holm']:.4f}" if "p_holm" in term and term["p_holm"] is not None else ""
+        low, high = term["ci_low"], term["ci_high"]
+        interval = "–" if low is None else f"[{low:+.3f}, {high:+.3f}]"
+        print(f"  {name}: {term['mean']:+.3f} {interval}{extra}")
+    print(f"  optimum shares {fit['optimum']['shares']}, gain over the centroid "
+          f"{fit['optimum']['gain_over_centroid']['mean']:+.3f} (chosen on these seeds: optimistic)")
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

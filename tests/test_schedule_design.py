@@ -1,0 +1,101 @@
+"""The response-surface design over budget schedules: points, the Scheffé fit, the power calculation and the refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_TESTBED
+from harness.errors import UsageError
+from harness.experiments import schedule_design as sd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_design_is_a_simplex_lattice_plus_centroid_above_the_floor():
+    points = sd.mixture_design(3000, 3, floor=0.1)
+    assert [p.name for p in points] == ["vertex-1", "vertex-2", "vertex-3", "edge-1-2", "edge-1-3", "edge-2-3",
+                                        "centroid"]
+    assert {p.name: p.labels for p in points}["vertex-1"] == (2400, 300, 300)
+    assert {p.name: p.labels for p in points}["edge-2-3"] == (300, 1350, 1350)
+    assert {p.name: p.labels for p in points}["centroid"] == (1000, 1000, 1000)
+    assert all(sum(p.labels) == 3000 and min(p.labels) >= 300 for p in points)
+    assert points[0].weights == "2400,300,300"
+    with pytest.raises(UsageError, match="floor"):
+        sd.mixture_design(3000, 3, floor=0.34)
+
+
+def test_the_fit_recovers_a_known_surface_and_its_interaction():
+    points = sd.mixture_design(3000, 3, floor=0.1)
+    truth = np.array([1.0, 1.2, 0.8, 1.5, 0.0, -0.4])  # b1 b2 b3 b12 b13 b23
+    rng = np.random.default_rng(0)
+    values = {}
+    for seed in range(40):
+        shift = rng.normal(0, 0.3)  # a seed effect: cancels in every paired comparison
+        values[seed] = {p.name: float(sd.scheffe_terms(p.z) @ truth + shift + rng.normal(0, 0.02)) for p in points}
+    fit = sd.fit_design(points, values)
+    means = [fit["terms"][name]["mean"] for name in sd.term_names(3)]
+    assert np.allclose(means, truth + np.array([1, 1, 1, 0, 0, 0]) * np.mean(
+        [v["centroid"] - sd.scheffe_terms(points[-1].z) @ truth for v in values.values()]), atol=0.05)
+    assert fit["terms"]["b12"]["p_holm"] < 0.001 and fit["terms"]["b12"]["ci_low"] > 1.3
+    assert fit["terms"]["b13"]["ci_low"] < 0 < fit["terms"]["b13"]["ci_high"]
+    assert abs(fit["lack_of_fit"]["mean"]) < 0.01
+    # the true surface peaks on the edge between iterations 1 and 2, nearer 2
+    z = fit["optimum"]["z"]
+    assert z[2] == pytest.approx(0.0, abs=0.03) and 0.3 < z[0] < 0.6
+    assert fit["optimum"]["gain_over_centroid"]["mean"] > 0
+
+
+def test_a_curved_surface_shows_as_lack_of_fit():
+    points = sd.mixture_design(3000, 3, floor=0.1)
+    values = {s: {p.name: float(np.prod(p.z) * 27 + 0.01 * s * (p.name == "vertex-1")) for p in points}
+              for s in range(6)}  # a special-cubic bump at the centroid the quadratic cannot follow
+    fit = sd.fit_design(points, values)
+    assert fit["lack_of_fit"]["mean"] > 0.5
+
+
+def test_seeds_needed_matches_the_paired_t_tables():
+    assert sd.seeds_needed(0.5, 1.0) == 34  # Cohen's d = 0.5, two-sided 0.05, 80%: 34 pairs
+    assert sd.seeds_needed(1.0, 1.0) == 10
+    assert sd.power(34, 0.5, 1.0) >= 0.8 > sd.power(33, 0.5, 1.0)
+
+
+def test_a_confirmation_beyond_two_hours_refuses_unless_underpowered_is_accepted():
+    with pytest.raises(UsageError, match="--underpowered-ok"):
+        sd.cost_check(effect=0.01, sd=0.2, points=7, seconds_per_run=10.0, underpowered_ok=False)
+    check = sd.cost_check(effect=0.01, sd=0.2, points=7, seconds_per_run=10.0, underpowered_ok=True)
+    assert check.underpowered and check.seeds_run == 7200 // 70 and check.seeds_needed > check.seeds_run
+    assert check.power_run < 0.8 and any("UNDERPOWERED" in line for line in check.lines(0.01, 0.2, "gold"))
+    affordable = sd.cost_check(effect=0.5, sd=0.2, points=7, seconds_per_run=10.0, underpowered_ok=False)
+    assert not affordable.underpowered and affordable.seeds_run == affordable.seeds_needed
+
+
+def test_the_script_prints_the_power_calculation_and_refuses_before_any_confirmation_run(tmp_path):
+    options = sum((["-o", option] for option in (*TINY_TESTBED, "trainer.epochs=1")), [])
+    out = tmp_path / "design.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "schedule_design.py"), "--budget", "150", "--effect", "0.0001",
+         "--pilot-seeds", "0-1", "--seeds-from", "100", "--db", str(tmp_path / "lb.db"), "--out", str(out),
+         *options], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "more than 2 h" in done.stderr and "--underpowered-ok" in done.stderr
+    assert not out.exists()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "lb.db") as conn:
+        seeds = {row[0] for row in conn.execute("select seed from runs")}
+    assert seeds == {0, 1}  # the pilot ran; no confirmation seed did
+    pilot = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "schedule_design.py"), "--budget", "150", "--effect", "5",
+         "--pilot-seeds", "0-1", "--seeds-from", "100", "--pilot-only", "--db", str(tmp_path / "lb.db"),
+         "--out", str(out), *options], capture_output=True, text=True, cwd=tmp_path)
+    assert pilot.returncode == 0, pilot.stderr[-2000:]
+    assert "power calculation:" in pilot.stdout and "seeds are needed" in pilot.stdout
+    result = json.loads(out.read_text())
+    assert result["confirmation"] is None and result["pilot"]["seeds"] == [0, 1]
+    assert set(result["pilot"]["fit"]["terms"]) == set(sd.term_names(3))
