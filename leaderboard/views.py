@@ -48,7 +48,9 @@ STRATEGIES = View(
         "One row per strategy (the finished runs that share instance and corpus selector, allocator, "
         "testbed, trainer and config hash, so they differ only by their seeds). gain_per_1k_labels is the "
         "mean over its runs of 1000 × (final_win_rate − initial_win_rate) / labels_used: the win rate a "
-        "thousand gold labels bought. Best first; read it beside the win rate and KL."
+        "thousand gold labels bought. Best first; read it beside the win rate and KL. deployable is 0 for "
+        "a reference point that reads information no real strategy has (gold_gradient, marked † in the "
+        "terminal), which is not a strategy to deploy."
     ),
     sql="""\
 select
@@ -66,7 +68,8 @@ select
   round(pairsel_stdev(final_win_rate), 4) as final_win_rate_std,
   round(avg(final_gold_reward), 4) as final_gold_reward_mean,
   round(avg(final_kl), 4) as final_kl_mean,
-  round(avg(labels_used), 1) as labels_used_mean
+  round(avg(labels_used), 1) as labels_used_mean,
+  min(coalesce(json_extract(config_json, '$.deployable'), 1)) as deployable
 from runs
 where status = 'finished'
 group by instance_selector, corpus_selector, allocator, testbed, trainer, config_hash
@@ -83,7 +86,10 @@ COMPARE = View(
         "prefix) over the (seed, world_seed) pairs both ran. mean_difference, its std, n pairs and the "
         "Student-t interval [ci_low, ci_high] at the confidence level (default 0.95); excludes_zero is 1 "
         "when the interval lies on one side of 0. The baseline's own row comes first in its block; groups "
-        "without a baseline come last, with the reason in note."
+        "without a baseline come last, with the reason in note. deployable is 0 for a reference point "
+        "(gold_gradient, † in the terminal); share_of_reference is each mean_difference as a share of the "
+        "reference point's in the same block (the terminal's 'share of †': never capped, above 1 where a "
+        "strategy gained more than the reference)."
     ),
     sql="""\
 select
@@ -105,6 +111,8 @@ select
   json_extract(value, '$.group_mean') as group_mean,
   json_extract(value, '$.baseline_mean') as baseline_mean,
   json_extract(value, '$.baseline_config_hash') as baseline_config_hash,
+  json_extract(value, '$.deployable') as deployable,
+  json_extract(value, '$.reference_share') as share_of_reference,
   json_extract(value, '$.reason') as note
 from json_each(pairsel_compare(:baseline, :metric, :confidence))
 order by key""",

@@ -372,6 +372,18 @@ def test_compare_gives_each_gain_as_a_share_of_the_reference_points(cli, db_path
     table = " ".join(cli("leaderboard", "compare", "--baseline", "random", "--metric",
                          "final_gold_reward").output.split())
     assert "share of †" in table and f"{smallest['reference_share']:.2f}" in table
+    # the browser's views (harness leaderboard serve / publish) carry the mark and the share
+    from leaderboard import sql_functions, views
+
+    with sqlite3.connect(db_path) as conn:
+        sql_functions.register(conn)
+        conn.row_factory = sqlite3.Row
+        shown = {r["instance_selector"]: dict(r) for r in conn.execute(
+            views.COMPARE.sql, {"baseline": "random", "metric": "final_gold_reward", "confidence": 0.95})}
+        ranked = {r["instance_selector"]: r["deployable"] for r in conn.execute(views.STRATEGIES.sql)}
+    assert shown["gold_gradient"]["deployable"] == 0 and shown["smallest"]["deployable"] == 1
+    assert shown["smallest"]["share_of_reference"] == pytest.approx(smallest["reference_share"])
+    assert ranked == {"random": 1, "smallest": 1, "gold_gradient": 0}
 
 
 def test_no_share_when_the_reference_did_not_gain_on_the_baseline():
@@ -388,3 +400,39 @@ def test_no_share_when_the_reference_did_not_gain_on_the_baseline():
     rows[1]["mean"] = 0.04
     _reference_shares(rows)
     assert [r["reference_share"] for r in rows] == [None, 1.0, 0.5]
+
+
+def test_sweep_cells_and_study_reports_mark_the_reference_point(cli, db_path, tmp_path):
+    planned = cli("sweep", "--selector", "random,gold_gradient", "--seeds", "0", "--dry-run", *TINY_RUN)
+    assert planned.exit_code == 0, planned.output
+    text = " ".join(planned.output.split())
+    assert f"selector=gold_gradient{MARK}" in text and f"selector=random{MARK}" not in text
+    assert "not a deployable strategy" in text
+    options = ", ".join(f'"{o}"' for o in TINY_TESTBED)
+    plan = tmp_path / "ref.toml"
+    plan.write_text(f"""\
+[study]
+title = "a reference point in a study"
+seeds = 2
+
+[[grid]]
+name = "one"
+selector = ["random", "gold_gradient"]
+iterations = 1
+budget = 80
+options = [{options}]
+
+[[claim]]
+id = "reference-vs-random"
+kind = "unequal"
+metric = "final_gold_reward"
+a = {{grid = "one", selector = "gold_gradient"}}
+b = {{grid = "one", selector = "random"}}
+direction = "a > b"
+""")
+    out = tmp_path / "report"
+    ran = cli("study", "run", plan, "--jobs", "2", "--report-dir", out)
+    assert ran.exit_code == 0, ran.output
+    report = (out / "report.md").read_text()
+    assert f"selector=gold_gradient{MARK}" in report and f"selector=random{MARK}" not in report
+    assert NOTE in report and "share of †" in report

@@ -161,6 +161,7 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 def _print_plan(console, sweep, cells, seeds, plan, db_path: Path, executor: str, jobs: int, full: bool) -> None:
     from harness.cli.grid_display import escape, plan_counts_line, plan_line
+    from harness.reference_point import MARK, NOTE
     from harness.experiments.grid_run import count_actions
     from harness.experiments.sweep import format_seeds
 
@@ -170,7 +171,9 @@ def _print_plan(console, sweep, cells, seeds, plan, db_path: Path, executor: str
         f"executor {executor}, {jobs} job{'s' if jobs != 1 else ''} · {db_path}"
     )
     for number, cell in enumerate(cells, 1):
-        console.print(f"  cell {number}: {cell.key}  [dim](config {cell.config_hash})[/]")
+        console.print(f"  cell {number}: {escape(cell.key)}  [dim](config {cell.config_hash})[/]")
+    if any(MARK in cell.key for cell in cells):
+        console.print(f"  {NOTE}")
     console.print(plan_counts_line(count_actions(plan)))
     shown = plan if full else [item for item in plan if item.action != "new"]
     limit = len(shown) if full else 20

@@ -728,13 +728,20 @@ def _steps_seen(bound: BoundClaim, runs: Mapping[str, Any],
     return out
 
 
+def _marked(name: Any, cell: Any) -> str:
+    """A selector's name as the claim names it, with the reference point's mark its cell's key carries."""
+    from harness.reference_point import MARK
+
+    return f"{name}{MARK}" if f"={name}{MARK}" in (getattr(cell, "key", "") or "") else f"{name}"
+
+
 def contrast_label(bound: BoundClaim) -> str:
     """``A − B`` in words: ``[grid] a-cell − b-cell``, with each side's grid when they differ and its
     iteration when the side overrides the metric's."""
     def side(grid: str, cell: Any, iteration: int | None, filters: Mapping[str, Any], with_grid: bool) -> str:
         shown = {k: v for k, v in filters.items() if k not in ("grid", "iteration")}
-        text = "/".join(f"{v}" if k in ("selector", "instance_selector", "corpus_selector", "allocator") else f"{k}={v}"
-                        for k, v in shown.items()) or (cell.key or grid)
+        text = "/".join(_marked(v, cell) if k in ("selector", "instance_selector", "corpus_selector", "allocator")
+                        else f"{k}={v}" for k, v in shown.items()) or (cell.key or grid)
         if "iteration" in filters:
             text += f" @it{iteration}"
         return f"{grid}: {text}" if with_grid else text

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import markers
+from harness.reference_point import MARK, NOTE
 from leaderboard.plots import figure_legend, palette, per_iteration
 
 __all__ = ["REPORT_NAME", "fmt_signed", "publish", "readme_table", "time_text", "verdict_color",
@@ -218,10 +219,15 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
             "family", "p_adjusted", "detectable", "mde80", "smallest_margin", "verdict"]
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("| " + " | ".join("---" for _ in headers) + " |")
+    marked = False
     for row in verdict_rows(results):
         cells = [md_escape(row[k]) for k in keys]
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
+        marked = marked or MARK in str(row["contrast"])
+    if marked:  # a reference point among the arms (harness.reference_point)
+        lines += ["", f"{NOTE}. Each gain as a share of the reference point's: `harness leaderboard compare` "
+                  "(column 'share of †') and the browser's compare view (`share_of_reference`)."]
     lines += fair_comparison_lines(results)
     lines += ["", "## What each claim compared", "",
               "| claim | source | A: grid / cell (config) | B: grid / cell (config) | mean A | mean B | pairs (seed, world) |",

@@ -43,6 +43,7 @@ from typing import Any
 from harness.config import EXTERNAL_ANNOTATOR, PREFIX_ALIASES, ROLES, RunConfig, parse_option_assignments, plan_run
 from harness.errors import UnknownNameError, UsageError
 from harness.plugins import Registry
+from harness.reference_point import MARK, is_deployable
 from harness.run_request import RUN_OPTIONS, RunRequest, sweep_options
 
 #: Actions of a planned run. The first three start work; the last two do not.
@@ -315,7 +316,9 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
                 "(a value given twice, or a default spelled out); list each value once"
             )
         by_hash[digest] = label
-    keys = cell_keys([config for _, config in cells])
+    references = frozenset(name for name in registry.names("selector")
+                           if not is_deployable(registry.get("selector", name).cls))
+    keys = cell_keys([config for _, config in cells], references=references)
     return [Cell(key, label, config, need) for key, (label, config), need in zip(keys, cells, memory)]
 
 
@@ -362,12 +365,17 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
-def cell_keys(configs: Sequence[RunConfig]) -> list[str]:
+_SELECTOR_PATHS = ("instance_selector", "corpus_selector")
+
+
+def cell_keys(configs: Sequence[RunConfig], *, references: frozenset[str] = frozenset()) -> list[str]:
     """A short key per config naming only what varies across them (normalised values).
 
     ``instance``/``corpus`` merge into ``selector`` where both levels are the
     same in every cell. A grid of one cell is keyed by its selector(s) and
-    allocator.
+    allocator. A selector named in ``references`` (a reference point, not a
+    deployable strategy) carries :data:`~harness.reference_point.MARK`, so
+    every table keyed by cells (sweeps, study reports) marks it.
     """
     flats = [_flatten(config) for config in configs]
     paths: list[str] = []
@@ -401,7 +409,9 @@ def cell_keys(configs: Sequence[RunConfig]) -> list[str]:
         merged.append((label(path), path))
     keys = []
     for flat in flats:
-        parts = [f"{name}={_fmt_value(flat[path])}" for name, path in merged if path in flat]
+        parts = [f"{name}={_fmt_value(flat[path])}" + (MARK if path in _SELECTOR_PATHS and flat[path] in references
+                                                        else "")
+                 for name, path in merged if path in flat]
         keys.append(" ".join(parts))
     return keys
 
