@@ -41,8 +41,8 @@ from harness import rng as streams
 from harness.budget import Ledger, PoolPlan, plan_pool
 from harness.config import Components, RunConfig
 from harness.diagnostics import pool_margin_diagnostics, selected_pair_diagnostics
-from harness.holdout import agreement, holdout_positions
 from harness.errors import NonFiniteError, PluginError, SelectionError, UsageError
+from harness.holdout import agreement, holdout_positions
 from harness.interfaces import (
     EXPLICIT_REWARD,
     ExactGold,
