@@ -18,7 +18,8 @@ Runs go through ``harness sweep`` into the leaderboard ``--db``, so an
 interrupted design resumes where it stopped and every run keeps its provenance.
 
     python scripts/schedule_design.py --world staircase --budget 3000 --effect 0.1 \\
-        --pilot-seeds 0-4 --seeds-from 5000 --jobs 2 --db design.db --out design.json
+        --pilot-seeds 0-4 --seeds-from 5000 --jobs 2 --db design.db --out design.json --report design.md
+    python scripts/schedule_design.py render design.json design.md   # the report again, from the JSON
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--option", action="append", default=[], help="another run option (tiny worlds)")
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report", type=Path, default=None, help="also write a markdown report here")
     args = parser.parse_args(argv)
 
     from harness.provenance import command_line, git_commit, library_versions
@@ -154,8 +156,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  optimum shares {fit['optimum']['shares']}, gain over the centroid "
           f"{fit['optimum']['gain_over_centroid']['mean']:+.3f} (chosen on these seeds: optimistic)")
     print(f"written {args.out}")
+    if args.report is not None:
+        write_report(result, args.report)
+    return 0
+
+
+def write_report(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(sd.report_lines(result)))
+    print(f"written {path}")
+
+
+def render(argv: list[str]) -> int:
+    """``render RESULT.json REPORT.md``: the markdown report of a finished design, without running anything."""
+    if len(argv) != 2:
+        print("usage: schedule_design.py render RESULT.json REPORT.md", file=sys.stderr)
+        return 2
+    write_report(json.loads(Path(argv[0]).read_text()), Path(argv[1]))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(render(sys.argv[2:]) if sys.argv[1:2] == ["render"] else main())

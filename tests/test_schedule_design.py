@@ -99,3 +99,12 @@ def test_the_script_prints_the_power_calculation_and_refuses_before_any_confirma
     result = json.loads(out.read_text())
     assert result["confirmation"] is None and result["pilot"]["seeds"] == [0, 1]
     assert set(result["pilot"]["fit"]["terms"]) == set(sd.term_names(3))
+    report = tmp_path / "design.md"
+    rendered = subprocess.run([sys.executable, str(ROOT / "scripts" / "schedule_design.py"), "render", str(out),
+                               str(report)], capture_output=True, text=True)
+    assert rendered.returncode == 0, rendered.stderr
+    text = report.read_text()
+    assert "Pilot only" in text and "Power calculation (printed before the confirmation)" in text
+    assert "| b12 |" in text and "Underpowered" not in text
+    result["power"].update(underpowered=True, seeds_run=2, power_run=0.3)
+    assert "**Underpowered:** 2 seeds were run where" in "\n".join(sd.report_lines(result))

@@ -257,3 +257,64 @@ def cost_check(*, effect: float, sd: float, points: int, seconds_per_run: float,
               "and have the report say 'underpowered'")
     run = min(affordable, needed, cap_seeds if cap_seeds is not None else needed)
     return CostCheck(needed, max(2, run), points, seconds_per_run, cpu, True, power(max(2, run), effect, sd))
+
+
+# -- the report --------------------------------------------------------------------------------------------------
+
+
+def _interval(term: Mapping[str, Any]) -> str:
+    if term.get("ci_low") is None:
+        return "–"
+    return f"[{term['ci_low']:+.3f}, {term['ci_high']:+.3f}]"
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def report_lines(result: Mapping[str, Any]) -> list[str]:
+    """A markdown report of one design's result (the JSON ``scripts/schedule_design.py`` writes)."""
+    power_ = result["power"]
+    confirmation = result.get("confirmation")
+    fit = (confirmation or result["pilot"])["fit"]
+    underpowered = bool(power_["underpowered"])
+    lines = [f"# Schedule design: world={result['world']}, {result['budget']} labels over "
+             f"{result['iterations']} iterations, selector {result['selector']}", ""]
+    if underpowered:
+        lines += [f"> **Underpowered:** {power_['seeds_run']} seeds were run where {power_['seeds_needed']} were "
+                  f"needed; the power for the stated difference is {power_['power_run']:.0%}, not "
+                  f"{power_['target']:.0%}. A null here says little.", ""]
+    if confirmation is None:
+        lines += ["> **Pilot only:** exploration seeds; nothing below is a verdict.", ""]
+    lines += [
+        f"- **Command:** `{result['command']}`",
+        f"- **Git commit:** `{result['git_commit']}`",
+        f"- **Metric:** `{result['metric']}`; stated effect worth detecting {result['effect']:g} between two points",
+        f"- **Pilot:** seeds {', '.join(str(s) for s in result['pilot']['seeds'])}; spread of a paired difference "
+        f"between two points sd {result['pilot']['spread']:.4g}; {result['pilot']['seconds_per_run']:.1f} s per run",
+        f"- **Power calculation (printed before the confirmation):** {power_['seeds_needed']} seeds for "
+        f"{power_['target']:.0%} power (two-sided paired t, alpha {power_['alpha']}), "
+        f"{power_['cpu_seconds_needed'] / 3600:.2f} h of CPU against a limit of "
+        f"{power_['cpu_limit_seconds'] / 3600:g} h",
+        "- **Confirmation:** " + (f"seeds {confirmation['seeds'][0]}–{confirmation['seeds'][-1]} "
+                                   f"({len(fit['seeds'])} with every point)" if confirmation else "not run"),
+        f"- **Wall time:** {result.get('wall_seconds', 0) / 60:.1f} min",
+        "",
+        "## The points", "",
+        "| point | labels per iteration | mean " + result["metric"] + " |",
+        "| --- | --- | --- |",
+    ]
+    for point in result["points"]:
+        lines.append(f"| `{point['name']}` | {'/'.join(str(n) for n in point['labels'])} | "
+                     f"{fit['point_means'][point['name']]:.4f} |")
+    lines += ["", "## The fitted surface (Scheffé quadratic, per seed; mean over seeds)", "",
+              "| term | mean | 95% CI | sign-flip p | Holm p (interactions) |", "| --- | --- | --- | --- | --- |"]
+    for name, term in fit["terms"].items():
+        lines.append(f"| {name} | {term['mean']:+.4f} | {_interval(term)} | {_p(term['p_sign_flip'])} | "
+                     f"{_p(term.get('p_holm'))} |")
+    lack, gain = fit["lack_of_fit"], fit["optimum"]["gain_over_centroid"]
+    lines += ["", f"- **Lack of fit** (the centroid's residual): {lack['mean']:+.4f} {_interval(lack)}",
+              f"- **Optimum of the mean surface:** shares {fit['optimum']['shares']}, predicted "
+              f"{fit['optimum']['predicted']:.4f}; its gain over the centroid (constant) {gain['mean']:+.4f} "
+              f"{_interval(gain)}. The optimum was chosen on these seeds, so this gain is optimistic.", ""]
+    return lines
