@@ -850,6 +850,7 @@ def check_component_class(kind: str, cls: Any) -> None:
 
 
 __all__ = [
+    "ALLOCATOR_CONTRACT",
     "API_VERSION",
     "Allocator",
     "DEFAULT_STOCHASTIC_PASSES",
@@ -860,6 +861,7 @@ __all__ = [
     "IterationRecord",
     "Judge",
     "Labels",
+    "OBSERVED_FIELDS",
     "Option",
     "Pairs",
     "Policy",

@@ -329,6 +329,8 @@ def _hold_out(run: RunContext, it: Iteration, kept: Pairs, prefer_a: np.ndarray,
     if share <= 0.0 or it.number >= run.config.iterations:
         return kept, prefer_a, verdict
     held = holdout_positions(len(kept), share, streams.stream(run.config.seed, it.number, "holdout"))
+    if held.size == 0:  # too few pairs for one to be held out: the iteration trains on all of them
+        return kept, prefer_a, verdict
     trained = np.setdiff1d(np.arange(len(kept)), held)
     it.held_out = (kept.take(held), prefer_a[held])
     gold_agrees = None if verdict.gold_agrees is None else np.asarray(verdict.gold_agrees)[trained]
@@ -436,7 +438,8 @@ def record(run: RunContext, it: Iteration) -> None:
         **{f"time_{stage}": round(seconds, 4) for stage, seconds in sorted(spent.items())},
     })  # the main process's row (its judges' spending, its timings) on every process
     run.rows.append(row)
-    observed = {key: row[key] for key in OBSERVED_FIELDS if row.get(key) is not None}
+    observed = {key: row[key] for key in OBSERVED_FIELDS  # never a value the evaluator gave, whatever its name
+                if key not in it.metrics and row.get(key) is not None}
     run.history.append(IterationRecord(iteration=it.number, labels=row["labels"], metrics=it.metrics,
                                        observed=observed))
     state = LoopState(it.number, run.policy, list(run.rows), dict(ledger.charged), list(run.history),

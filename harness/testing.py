@@ -663,7 +663,10 @@ class AllocatorContract:
                     labels = int(plan[done])
                     spent += labels
                     history.append(
-                        IterationRecord(iteration=done + 1, labels=labels, metrics={"win_rate": 0.5})
+                        # as the loop hands it (allocator contract 2): observed facts, no evaluator metrics
+                        IterationRecord(iteration=done + 1, labels=labels, observed={
+                            "labels": labels, "sel_pairs": labels, "holdout_pairs": labels // 5,
+                            "holdout_agreement_before": 0.5, "holdout_agreement_after": 0.5 - 0.01 * done})
                     )
                 assert spent <= total
 

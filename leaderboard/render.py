@@ -496,7 +496,7 @@ ITERATION_SECTIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         ("duplicate_share", "share of duplicate responses"),
     )),
     ("selected pairs", (
-        ("sel_pairs", "pairs kept and labelled"),
+        ("sel_pairs", "pairs trained on (kept and labelled, ties and an allocator's held-out pairs left out)"),
         ("sel_mean_abs_margin", "mean |implicit margin|"),
         ("sel_beta_margin_q10", "β·Δ of the labelled pairs, 10% quantile"),
         ("sel_beta_margin_q50", "β·Δ median (≈0: DPO far from saturation)"),

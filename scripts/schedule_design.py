@@ -39,8 +39,7 @@ from harness.experiments import schedule_design as sd  # noqa: E402
 from harness.experiments.sweep import format_seeds, parse_seeds  # noqa: E402
 
 
-def sweep(args, points, seeds: list[int]) -> None:
-    """Every point on every seed, through ``harness sweep`` (runs already in the database are reused)."""
+def sweep_command(args, points, seeds: list[int]) -> list[str]:
     command = [sys.executable, "-m", "harness", "sweep", "--selector", args.selector, "--allocator", "custom",
                "-o", "allocator.weights=" + "|".join(p.weights for p in points),
                "-o", f"testbed.world={args.world}", "--iterations", str(args.iterations),
@@ -48,30 +47,41 @@ def sweep(args, points, seeds: list[int]) -> None:
                "--db", str(args.db)]
     for option in args.option:
         command += ["-o", option]
+    return command
+
+
+def sweep(args, points, seeds: list[int]) -> dict[str, str]:
+    """Every point on every seed, through ``harness sweep`` (runs already in the database are reused).
+
+    Returns the config hash of each point's cell (from the sweep's own plan), so that only this design's
+    runs are read back, whatever else the database holds.
+    """
+    command = sweep_command(args, points, seeds)
+    planned = subprocess.run([*command, "--dry-run", "--json"], capture_output=True, text=True)
+    if planned.returncode != 0:
+        raise SystemExit(f"harness sweep refused the design (exit {planned.returncode}):\n{planned.stderr[-2000:]}")
+    by_labels = {p.labels: p.name for p in points}
+    hashes = {}
+    for item in json.loads(planned.stdout)["plan"]:
+        labels = tuple(int(float(x)) for x in item["cell"].split("=", 1)[1].split(":"))
+        hashes[item["config_hash"]] = by_labels[labels]
     print("$ " + " ".join(command), flush=True)
     done = subprocess.run(command)
     if done.returncode != 0:
         raise SystemExit(f"harness sweep stopped with exit {done.returncode}")
+    return hashes
 
 
-def responses(args, points, seeds: list[int]) -> tuple[dict[int, dict[str, float]], list[float]]:
-    """``values[seed][point]`` of ``--metric`` from the database's finished runs, and their wall seconds."""
-    by_weights = {tuple(float(x) for x in p.labels): p.name for p in points}
+def responses(args, hashes: dict[str, str], seeds: list[int]) -> tuple[dict[int, dict[str, float]], list[float]]:
+    """``values[seed][point]`` of ``--metric`` from this design's finished runs, and their wall seconds."""
     values: dict[int, dict[str, float]] = {}
     seconds = []
     with sqlite3.connect(args.db) as conn:
-        rows = conn.execute(f"select seed, config_json, {args.metric}, wall_seconds from runs "
+        rows = conn.execute(f"select seed, config_hash, {args.metric}, wall_seconds from runs "
                             "where status = 'finished'").fetchall()
-    for seed, config, value, wall in rows:
-        config = json.loads(config)
-        allocator = config["allocator"]
-        if seed not in seeds or allocator["name"] != "custom" or value is None:
-            continue
-        if config["budget"] != args.budget or config["iterations"] != args.iterations:
-            continue
-        name = by_weights.get(tuple(float(x) for x in allocator["settings"]["weights"]))
-        if name is not None:
-            values.setdefault(seed, {})[name] = float(value)
+    for seed, config_hash, value, wall in rows:
+        if seed in seeds and config_hash in hashes and value is not None:
+            values.setdefault(seed, {})[hashes[config_hash]] = float(value)
             seconds.append(float(wall))
     return values, seconds
 
@@ -106,17 +116,21 @@ def main(argv: list[str] | None = None) -> int:
         pilot_seeds = parse_seeds(args.pilot_seeds)
         started = time.perf_counter()
         print("design points: " + "; ".join(f"{p.name} {p.weights}" for p in points), flush=True)
-        sweep(args, points, pilot_seeds)
-        pilot, seconds = responses(args, points, pilot_seeds)
+        hashes = sweep(args, points, pilot_seeds)
+        pilot, seconds = responses(args, hashes, pilot_seeds)
         spread = sd.pilot_spread(points, pilot)
         per_run = sum(seconds) / len(seconds)
+        for line in sd.power_lines(effect=args.effect, sd=spread, metric=args.metric, points=len(points),
+                                   seconds_per_run=per_run):
+            print(line, flush=True)
+        # a pilot alone never refuses: it is what a user looks at before deciding on the confirmation
         check = sd.cost_check(effect=args.effect, sd=spread, points=len(points), seconds_per_run=per_run,
-                              underpowered_ok=args.underpowered_ok, cap_seeds=args.max_seeds)
+                              underpowered_ok=args.underpowered_ok or args.pilot_only, cap_seeds=args.max_seeds)
     except UsageError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    for line in check.lines(args.effect, spread, args.metric):
-        print(line, flush=True)
+    if check.underpowered and not args.pilot_only:
+        print(check.lines(args.effect, spread, args.metric)[-1], flush=True)
     result = {
         "command": command_line(), "git_commit": git_commit(), "versions": library_versions(),
         "world": args.world, "budget": args.budget, "iterations": args.iterations, "selector": args.selector,
@@ -136,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             print("Error: the confirmation seeds overlap the pilot's; start them elsewhere with --seeds-from",
                   file=sys.stderr)
             return 2
-        sweep(args, points, seeds)
-        values, _ = responses(args, points, seeds)
+        hashes = sweep(args, points, seeds)
+        values, _ = responses(args, hashes, seeds)
         result["confirmation"] = {"seeds": seeds, "fit": sd.fit_design(points, values),
                                   "underpowered": check.underpowered}
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -147,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     partial.replace(args.out)
     fit = (result["confirmation"] or result["pilot"])["fit"]
     label = "confirmation" if result["confirmation"] else "pilot (exploration seeds: not a verdict)"
-    print(f"{label}: {len(fit['seeds'])} seeds" + (" · UNDERPOWERED" if check.underpowered else ""))
+    underpowered = check.underpowered and result["confirmation"] is not None
+    print(f"{label}: {len(fit['seeds'])} seeds" + (" · UNDERPOWERED" if underpowered else ""))
     for name, term in fit["terms"].items():
         extra = f" · Holm p {term['p_holm']:.4f}" if "p_holm" in term and term["p_holm"] is not None else ""
         low, high = term["ci_low"], term["ci_high"]

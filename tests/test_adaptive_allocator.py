@@ -32,6 +32,16 @@ class TestPlateauContract(AllocatorContract):
     allocator_class = Plateau
 
 
+class PeekingPlateau(Plateau):
+    """plateau that would stop at once if an evaluator metric ever reached it (test)."""
+
+    name = "peeking_plateau"
+    description = "plateau that stops when it sees an evaluator metric (test)"
+
+    def stopped(self, history):
+        return any(record.metrics for record in history) or super().stopped(history)
+
+
 class RecordingPlateau(Plateau):
     name = "recording_plateau"
     description = "plateau, recording the history it is handed (test)"
@@ -74,6 +84,7 @@ def test_plateau_refuses_a_zero_holdout():
 def registry():
     found = load_registry()
     found.add("allocator", RecordingPlateau, TEST_PLUGIN)
+    found.add("allocator", PeekingPlateau, TEST_PLUGIN)
     return found
 
 
@@ -111,6 +122,23 @@ def test_the_allocator_is_handed_observed_facts_and_no_evaluator_metric():
         assert item.observed["labels"] == item.labels
 
 
+def test_an_allocator_that_would_act_on_evaluator_metrics_never_gets_to():
+    plan = tiny(allocator="peeking_plateau", options=("allocator.threshold=-1000",))
+    rows = run_experiment(plan.config, plan.components).iterations
+    assert [row["labels"] for row in rows[1:]] == [50, 50, 50]  # it would have bought nothing after iteration 1
+    evaluated = set(rows[1]) & {key for key in rows[0] if key != "iteration"}  # what pi_0's evaluation gave
+    assert evaluated and not evaluated & set(OBSERVED_FIELDS), "an observed field shares a name with a metric"
+
+
+def test_the_holdout_works_when_scoring_was_skipped():
+    """random reads no score column: the held-out pairs' log-probs are computed for them alone."""
+    plan = tiny(allocator="plateau", selector="random", options=("allocator.threshold=-1000",))
+    rows = run_experiment(plan.config, plan.components).iterations[1:]
+    for row in rows[:-1]:
+        assert row["holdout_pairs"] > 0 and 0.0 <= row["holdout_agreement_after"] <= 1.0
+        assert 0.0 <= row["holdout_agreement_before"] <= 1.0
+
+
 def test_no_decision_changes_when_the_evaluator_is_replaced_by_noise(monkeypatch):
     """The stopping rule fires in this run; with a random evaluator every iteration buys the same labels."""
     def labels_bought(evaluate):
@@ -145,7 +173,7 @@ def test_an_iteration_without_labels_trains_nothing_and_the_budget_left_is_saved
 
 
 def test_a_checkpoint_keeps_what_the_allocator_observed(tmp_path):
-    plan = tiny(allocator="plateau", options=("allocator.threshold=-1000",))
+    plan = tiny(allocator="plateau", options=("allocator.threshold=-1000",))  # runs every iteration
     saved, worlds = [], []
 
     def keep(world, state):
@@ -157,6 +185,6 @@ def test_a_checkpoint_keeps_what_the_allocator_observed(tmp_path):
     restored = checkpoints.load(tmp_path / "run", worlds[-1])
     assert [r.observed for r in restored.history] == [r.observed for r in saved[-1].history]
     assert restored.history[0].observed["holdout_pairs"] > 0
-    assert plan.components.allocator.allocate(total_labels=150, iterations=3, history=[
-        r.for_allocator() for r in restored.history[:1]]) == plan.components.allocator.allocate(
-        total_labels=150, iterations=3, history=[r.for_allocator() for r in saved[-1].history[:1]])
+    strict = Plateau({"threshold": 1000})  # fires on any recorded gain: only if observed survived the checkpoint
+    decided = strict.allocate(total_labels=150, iterations=3, history=[r.for_allocator() for r in restored.history[:1]])
+    assert decided == [50, 0, 0]

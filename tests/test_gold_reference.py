@@ -408,6 +408,10 @@ def test_sweep_cells_and_study_reports_mark_the_reference_point(cli, db_path, tm
     text = " ".join(planned.output.split())
     assert f"selector=gold_gradient{MARK}" in text and f"selector=random{MARK}" not in text
     assert "not a deployable strategy" in text
+    alone = cli("sweep", "--selector", "gold_gradient", "--allocator", "constant,increase", "--seeds", "0",
+                "--dry-run", *TINY_RUN)  # every cell runs the reference point: the keys still name and mark it
+    assert alone.exit_code == 0, alone.output
+    assert " ".join(alone.output.split()).count(f"selector=gold_gradient{MARK} allocator=") == 4  # cells, plan lines
     options = ", ".join(f'"{o}"' for o in TINY_TESTBED)
     plan = tmp_path / "ref.toml"
     plan.write_text(f"""\

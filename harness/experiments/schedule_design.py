@@ -19,10 +19,11 @@ iterations' shares interact.
   line between giving them all to i or all to j.
 - :func:`fit_design`: the model fitted on each seed separately (every seed ran
   every point, so the per-seed coefficients are paired), then each
-  coefficient's mean over seeds with the t interval and the exact sign-flip p;
-  Holm over the interaction terms. With K = 3 the seven points leave one
-  degree of freedom per seed: the centroid's residual, reported as lack of
-  fit. Also the optimum of the mean surface on a grid of the design region,
+  coefficient's mean over seeds with the t interval and the sign-flip p
+  (exact up to 20 seeds, Monte Carlo above); Holm over the interaction terms'
+  t p-values. With K = 3 the seven points leave one degree of freedom per
+  seed, reported as lack of fit: the centroid minus the quadratic through the
+  other six points (the centroid's residual over one minus its leverage). Also the optimum of the mean surface on a grid of the design region,
   and the per-seed predicted gain there over the centroid (the optimum is
   chosen on the same seeds, so that gain is optimistic, and the report says so).
 - :func:`seeds_needed` and :func:`cost_check`: the power calculation printed
@@ -76,8 +77,9 @@ def mixture_design(total: int, iterations: int = 3, *, floor: float = 0.1) -> li
     """
     if iterations < 2:
         raise UsageError(f"a schedule design needs at least 2 iterations, got {iterations}")
-    if not 0.0 <= floor < 1.0 / iterations:
-        raise UsageError(f"floor must lie in [0, 1/{iterations}) so that the shares can differ, got {floor}")
+    if not 0.0 < floor < 1.0 / iterations:
+        raise UsageError(f"floor must lie in (0, 1/{iterations}): every iteration needs labels to train, and the "
+                         f"shares must be able to differ; got {floor}")
     unit = [tuple(Fraction(int(i == k)) for i in range(iterations)) for k in range(iterations)]
     lattice: list[tuple[str, tuple[Fraction, ...]]] = [(f"vertex-{k + 1}", v) for k, v in enumerate(unit)]
     for a, b in itertools.combinations(range(iterations), 2):
@@ -132,12 +134,16 @@ def fit_design(points: Sequence[DesignPoint], values: Mapping[int, Mapping[str, 
     responses = np.array([[float(values[s][name]) for name in names] for s in seeds])  # (seeds, points)
     coef, *_ = np.linalg.lstsq(design, responses.T, rcond=None)  # (terms, seeds)
     residuals = responses - (design @ coef).T
+    leverage = np.diag(design @ np.linalg.pinv(design.T @ design) @ design.T)
     labels = term_names(k)
     terms = {name: _summary(coef[i]) for i, name in enumerate(labels)}
     interactions = labels[k:]
     for name, p in zip(interactions, statistics.holm([terms[n]["p_t"] for n in interactions])):
         terms[name]["p_holm"] = p
     centroid = names.index("centroid")
+    # The centroid's residual over (1 - its leverage): the centroid minus what the other points' quadratic
+    # predicts there (the least-squares residual alone shrinks a bump by that factor; the interactions absorb the rest)
+    lack = residuals[:, centroid] / (1.0 - leverage[centroid]) if leverage[centroid] < 1 - 1e-9 else residuals[:, centroid]
     grid = [z for z in _simplex_grid(k, grid_step)]
     mean_coef = coef.mean(axis=1)
     surface = np.array([scheffe_terms(z) @ mean_coef for z in grid])
@@ -148,7 +154,7 @@ def fit_design(points: Sequence[DesignPoint], values: Mapping[int, Mapping[str, 
         "seeds": seeds,
         "terms": terms,
         "interaction_terms": interactions,
-        "lack_of_fit": _summary(residuals[:, centroid]),
+        "lack_of_fit": _summary(lack),
         "optimum": {"z": [round(float(x), 4) for x in best],
                     "shares": [round(floor + (1 - k * floor) * float(x), 4) for x in best],
                     "predicted": float(surface.max()),
@@ -222,17 +228,24 @@ class CostCheck:
     power_run: float
 
     def lines(self, effect: float, sd: float, metric: str) -> list[str]:
-        hours = self.cpu_seconds_needed / 3600
-        out = [
-            f"power calculation: to detect a difference of {effect:g} in {metric} between two design points with "
-            f"{POWER:.0%} power (two-sided paired t, alpha {ALPHA}) at the pilot's spread sd {sd:.4g}, "
-            f"{self.seeds_needed} seeds are needed",
-            f"cost: {self.seeds_needed} seeds x {self.points} points x {self.seconds_per_run:.1f} s per run "
-            f"= {hours:.2f} h of CPU (limit {CPU_LIMIT_SECONDS / 3600:g} h)",
-        ]
+        out = power_lines(effect=effect, sd=sd, metric=metric, points=self.points,
+                          seconds_per_run=self.seconds_per_run)
         if self.underpowered:
             out.append(f"UNDERPOWERED: running {self.seeds_run} seeds, power {self.power_run:.0%} for that difference")
         return out
+
+
+def power_lines(*, effect: float, sd: float, metric: str, points: int, seconds_per_run: float) -> list[str]:
+    """The power calculation and its cost, as printed before any confirmation run (and before a refusal)."""
+    needed = seeds_needed(effect, sd)
+    hours = needed * points * seconds_per_run / 3600
+    return [
+        f"power calculation: to detect a difference of {effect:g} in {metric} between two design points with "
+        f"{POWER:.0%} power (two-sided paired t, alpha {ALPHA}) at the pilot's spread sd {sd:.4g}, "
+        f"{needed} seeds are needed (the interactions' tests are not what this sizes)",
+        f"cost: {needed} seeds x {points} points x {seconds_per_run:.1f} s per run "
+        f"= {hours:.2f} h of CPU (limit {CPU_LIMIT_SECONDS / 3600:g} h)",
+    ]
 
 
 def cost_check(*, effect: float, sd: float, points: int, seconds_per_run: float, underpowered_ok: bool,
@@ -240,14 +253,19 @@ def cost_check(*, effect: float, sd: float, points: int, seconds_per_run: float,
     """The seeds a confirmation needs and whether it may run; UsageError when it needs more than the CPU limit.
 
     With ``underpowered_ok`` an unaffordable confirmation runs as many seeds
-    as fit in the limit (at least 2; ``cap_seeds`` lowers that further) and is
-    marked underpowered.
+    as fit in the limit (``cap_seeds`` lowers that further) and is marked
+    underpowered; fewer than 2 is refused even then. "CPU" is the seconds per
+    run the pilot measured (each run's wall time with one torch thread) times
+    the runs.
     """
     needed = seeds_needed(effect, sd)
     cpu = needed * points * seconds_per_run
-    affordable = max(2, int(CPU_LIMIT_SECONDS // max(points * seconds_per_run, 1e-9)))
+    affordable = int(CPU_LIMIT_SECONDS // max(points * seconds_per_run, 1e-9))
     if cpu <= CPU_LIMIT_SECONDS and (cap_seeds is None or needed <= cap_seeds):
         return CostCheck(needed, needed, points, seconds_per_run, cpu, False, power(needed, effect, sd))
+    if underpowered_ok and min(affordable, cap_seeds if cap_seeds is not None else affordable) < 2:
+        raise UsageError(f"even 2 seeds x {points} points x {seconds_per_run:.1f} s exceed the "
+                         f"{CPU_LIMIT_SECONDS / 3600:g} h limit (or --max-seeds is below 2): nothing to run")
     if not underpowered_ok:
         raise UsageError(
             f"the confirmation needs {needed} seeds x {points} points x {seconds_per_run:.1f} s = "
@@ -256,7 +274,7 @@ def cost_check(*, effect: float, sd: float, points: int, seconds_per_run: float,
             + ". State a larger effect worth detecting, or pass --underpowered-ok to run the seeds that fit "
               "and have the report say 'underpowered'")
     run = min(affordable, needed, cap_seeds if cap_seeds is not None else needed)
-    return CostCheck(needed, max(2, run), points, seconds_per_run, cpu, True, power(max(2, run), effect, sd))
+    return CostCheck(needed, run, points, seconds_per_run, cpu, True, power(run, effect, sd))
 
 
 # -- the report --------------------------------------------------------------------------------------------------
@@ -277,7 +295,7 @@ def report_lines(result: Mapping[str, Any]) -> list[str]:
     power_ = result["power"]
     confirmation = result.get("confirmation")
     fit = (confirmation or result["pilot"])["fit"]
-    underpowered = bool(power_["underpowered"])
+    underpowered = bool(power_["underpowered"]) and confirmation is not None
     lines = [f"# Schedule design: world={result['world']}, {result['budget']} labels over "
              f"{result['iterations']} iterations, selector {result['selector']}", ""]
     if underpowered:
@@ -308,12 +326,16 @@ def report_lines(result: Mapping[str, Any]) -> list[str]:
         lines.append(f"| `{point['name']}` | {'/'.join(str(n) for n in point['labels'])} | "
                      f"{fit['point_means'][point['name']]:.4f} |")
     lines += ["", "## The fitted surface (Scheffé quadratic, per seed; mean over seeds)", "",
-              "| term | mean | 95% CI | sign-flip p | Holm p (interactions) |", "| --- | --- | --- | --- | --- |"]
+              "| term | mean | 95% CI | t p | sign-flip p | Holm p (of the interactions' t p) |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for name, term in fit["terms"].items():
-        lines.append(f"| {name} | {term['mean']:+.4f} | {_interval(term)} | {_p(term['p_sign_flip'])} | "
-                     f"{_p(term.get('p_holm'))} |")
+        lines.append(f"| {name} | {term['mean']:+.4f} | {_interval(term)} | {_p(term['p_t'])} | "
+                     f"{_p(term['p_sign_flip'])} | {_p(term.get('p_holm'))} |")
+    lines += ["", "The sign-flip p is exact up to 20 seeds and Monte Carlo (100,000 draws) above. The power "
+              "calculation sized a difference between two points, not these coefficients' tests."]
     lack, gain = fit["lack_of_fit"], fit["optimum"]["gain_over_centroid"]
-    lines += ["", f"- **Lack of fit** (the centroid's residual): {lack['mean']:+.4f} {_interval(lack)}",
+    lines += ["", f"- **Lack of fit** (the centroid minus the quadratic through the other six points): "
+                  f"{lack['mean']:+.4f} {_interval(lack)}",
               f"- **Optimum of the mean surface:** shares {fit['optimum']['shares']}, predicted "
               f"{fit['optimum']['predicted']:.4f}; its gain over the centroid (constant) {gain['mean']:+.4f} "
               f"{_interval(gain)}. The optimum was chosen on these seeds, so this gain is optimistic.", ""]

@@ -56,6 +56,7 @@ from harness.errors import UsageError
 from harness.experiments.study_plan import ClaimPlan, GridPlan, PlanErrors, StudyPlan, seed_list
 from harness.experiments.tuned import tuned_grid_name, tuning_grid_name
 from harness.experiments.verdicts import adjust_family, claim_statistics
+from harness.reference_point import MARK
 
 # -- expansion --------------------------------------------------------------------------------------
 
@@ -730,8 +731,6 @@ def _steps_seen(bound: BoundClaim, runs: Mapping[str, Any],
 
 def _marked(name: Any, cell: Any) -> str:
     """A selector's name as the claim names it, with the reference point's mark its cell's key carries."""
-    from harness.reference_point import MARK
-
     return f"{name}{MARK}" if f"={name}{MARK}" in (getattr(cell, "key", "") or "") else f"{name}"
 
 
@@ -742,6 +741,9 @@ def contrast_label(bound: BoundClaim) -> str:
         shown = {k: v for k, v in filters.items() if k not in ("grid", "iteration")}
         text = "/".join(_marked(v, cell) if k in ("selector", "instance_selector", "corpus_selector", "allocator")
                         else f"{k}={v}" for k, v in shown.items()) or (cell.key or grid)
+        marked = [part for part in (getattr(cell, "key", "") or "").split() if part.endswith(MARK)]
+        if marked and MARK not in text:  # the claim does not name the reference point its cell runs: say so
+            text += f" ({' '.join(marked)})"
         if "iteration" in filters:
             text += f" @it{iteration}"
         return f"{grid}: {text}" if with_grid else text

@@ -412,6 +412,12 @@ def cell_keys(configs: Sequence[RunConfig], *, references: frozenset[str] = froz
         parts = [f"{name}={_fmt_value(flat[path])}" + (MARK if path in _SELECTOR_PATHS and flat[path] in references
                                                         else "")
                  for name, path in merged if path in flat]
+        shown = {path for _, path in merged if path in flat}
+        hidden = [path for path in _SELECTOR_PATHS if flat.get(path) in references and path not in shown]
+        if hidden:  # a reference point the key would not name (every cell shares it): named, with its mark
+            same = len(hidden) == 2 and flat[hidden[0]] == flat[hidden[1]]
+            parts[:0] = ([f"selector={flat[hidden[0]]}{MARK}"] if same else
+                         [f"{label(path)}={flat[path]}{MARK}" for path in hidden])
         keys.append(" ".join(parts))
     return keys
 

@@ -2,8 +2,9 @@
 
 * ``plateau``: spends the budget evenly over the iterations and stops buying
   once the labels stop teaching: when training on the last iteration's pairs
-  raised the policy's agreement with held-out labels by less than
-  ``threshold`` per 100 pairs trained on. The labels it does not spend are
+  changed the policy's agreement with held-out labels by less than
+  ``threshold`` per 100 pairs trained on (at the default 0: when the agreement
+  fell; an unchanged agreement does not stop it). The labels it does not spend are
   saved, not moved to another iteration.
 
 An allocator is handed only what a user of the loop sees (allocator contract
@@ -36,7 +37,7 @@ class Plateau(Allocator):
 
     name = "plateau"
     description = (
-        "even shares, holding out a share of each iteration's pairs; stops buying once training raised "
+        "even shares, holding out a share of each iteration's pairs; stops buying once training changed "
         "the policy's agreement with the held-out labels by less than -o threshold per 100 pairs"
     )
     options = (
@@ -45,7 +46,7 @@ class Plateau(Allocator):
                     "to measure agreement; charged, never trained on"),
         Option("threshold", float, 0.0,
                help="stop buying when the held-out agreement gain per 100 pairs trained on falls below this "
-                    "(0: stop once training no longer raises agreement at all)"),
+                    "(0: stop once the trained policy agrees with the held-out labels less often than before)"),
     )
 
     def __init__(self, settings=None):
