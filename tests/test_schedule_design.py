@@ -51,6 +51,10 @@ def test_the_fit_recovers_a_known_surface_and_its_interaction():
     z = fit["optimum"]["z"]
     assert z[2] == pytest.approx(0.0, abs=0.03) and 0.3 < z[0] < 0.6
     assert fit["optimum"]["gain_over_centroid"]["mean"] > 0
+    expected = np.mean([v["vertex-2"] - v["centroid"] for v in values.values()])
+    assert fit["against_centroid"]["vertex-2"]["mean"] == pytest.approx(expected)
+    assert set(fit["against_centroid"]) == {p.name for p in points} - {"centroid"}
+    assert all("p_holm" in diff for diff in fit["against_centroid"].values())
 
 
 def test_a_curved_surface_shows_as_lack_of_fit():
