@@ -16,6 +16,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def agreement_share(delta: np.ndarray) -> float:
+    """Share of pairs whose signed implicit margin ``delta`` (winner minus loser) agrees with the label; 0 counts ½."""
+    return float(np.mean(np.where(delta > 0, 1.0, np.where(delta < 0, 0.0, 0.5))))
+
+
 def selected_pair_diagnostics(
     *,
     reward_chosen: np.ndarray,
@@ -34,7 +39,6 @@ def selected_pair_diagnostics(
     delta = reward_chosen - reward_rejected  # signed by the label
     scaled = beta * delta
     q10, q50, q90 = np.quantile(scaled, [0.1, 0.5, 0.9])
-    agreement = np.where(delta > 0, 1.0, np.where(delta < 0, 0.0, 0.5))
     return {
         "pairs": n,
         "mean_abs_margin": float(np.mean(np.abs(delta))),
@@ -42,7 +46,7 @@ def selected_pair_diagnostics(
         "beta_margin_q50": float(q50),
         "beta_margin_q90": float(q90),
         "mean_dpo_weight": float(np.mean(_sigmoid(-scaled))),
-        "ranking_accuracy": float(np.mean(agreement)),
+        "ranking_accuracy": agreement_share(delta),
         "label_noise": None if gold_agrees is None else float(1.0 - np.mean(gold_agrees)),
         "selected_kl": float(np.mean(np.concatenate([reward_chosen, reward_rejected]))),
     }

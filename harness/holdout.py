@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from harness.diagnostics import agreement_share
 from harness.interfaces import Pairs, winners_and_losers
 
 
@@ -33,5 +34,4 @@ def agreement(reward: np.ndarray, pairs: Pairs, prefer_a: np.ndarray) -> float:
     if len(pairs) == 0:
         return float("nan")
     winner, loser = winners_and_losers(pairs, prefer_a)
-    margin = reward[pairs.prompt, winner] - reward[pairs.prompt, loser]
-    return float(np.mean(np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))))
+    return agreement_share(reward[pairs.prompt, winner] - reward[pairs.prompt, loser])
