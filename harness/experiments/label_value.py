@@ -184,17 +184,24 @@ class LabelValueProbe:
 # ------------------------------------------------------------------ the estimate and the features
 
 
+def _flat_eval_sample(world, policy, samples: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``samples`` responses of ``policy`` per evaluation prompt, one row each: prompts, tokens, lengths, and
+    ``centred``, each response's gold minus its prompt's mean gold."""
+    prompts = np.asarray(world.eval_prompts)
+    responses = world.sample(policy, prompts, samples, rng)
+    gold = np.asarray(world.gold_rewards(prompts, responses), dtype=np.float64)
+    m, n = gold.shape
+    return {"prompts": np.repeat(prompts, n, axis=0), "tokens": responses.tokens.reshape(m * n, -1),
+            "lengths": responses.lengths.reshape(-1),
+            "centred": (gold - gold.mean(axis=1, keepdims=True)).reshape(-1)}
+
+
 def _estimates(world, policy, data: PreferenceData, beta: float, proxy_judge, rng: np.random.Generator,
                eval_samples: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Each pair's first-order value at ``policy`` (pi_{i-1}) and its features except label noise."""
-    prompts = np.asarray(world.eval_prompts)
-    responses = world.sample(policy, prompts, eval_samples, rng)
-    gold = np.asarray(world.gold_rewards(prompts, responses), dtype=np.float64)
-    m, n = gold.shape
-    weights = ((gold - gold.mean(axis=1, keepdims=True)) / (m * n)).reshape(-1)
-    flat_prompts = np.repeat(prompts, n, axis=0)
-    tokens = responses.tokens.reshape(m * n, -1)
-    G = weighted_logprob_gradient(policy, flat_prompts, tokens, responses.lengths.reshape(-1), weights)
+    flat = _flat_eval_sample(world, policy, eval_samples, rng)
+    weights = flat.pop("centred") / flat["lengths"].size
+    G = weighted_logprob_gradient(policy, flat["prompts"], flat["tokens"], flat["lengths"], weights)
     s_chosen = directional_logprobs(policy, G, data.prompts, data.chosen, data.chosen_lengths)
     s_rejected = directional_logprobs(policy, G, data.prompts, data.rejected, data.rejected_lengths)
     ratio_chosen = sequence_logprobs(policy, data.prompts, data.chosen, data.chosen_lengths) - data.ref_chosen_logps
@@ -285,14 +292,8 @@ class _EvalSample:
 
     @classmethod
     def draw(cls, world, policy, samples: int, rng: np.random.Generator) -> _EvalSample:
-        prompts = np.asarray(world.eval_prompts)
-        responses = world.sample(policy, prompts, samples, rng)
-        gold = np.asarray(world.gold_rewards(prompts, responses), dtype=np.float64)
-        m, n = gold.shape
-        flat = dict(prompts=np.repeat(prompts, n, axis=0), tokens=responses.tokens.reshape(m * n, -1),
-                    lengths=responses.lengths.reshape(-1))
-        return cls(**flat, centred=(gold - gold.mean(axis=1, keepdims=True)).reshape(-1),
-                   logp=sequence_logprobs(policy, flat["prompts"], flat["tokens"], flat["lengths"]))
+        flat = _flat_eval_sample(world, policy, samples, rng)
+        return cls(**flat, logp=sequence_logprobs(policy, flat["prompts"], flat["tokens"], flat["lengths"]))
 
     def value_lost(self, other) -> float:
         """J(pi_i) - J(other), importance-weighted on this sample."""
