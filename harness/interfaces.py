@@ -66,6 +66,27 @@ SCORER_CONTRACT = 2
    exactly as before, and no stochastic pass is run for them.
 """
 
+SELECTOR_CONTRACT = 2
+"""The version of the selector contract; it grows compatibly, so :data:`API_VERSION` stays.
+
+1. ``select_instances(batch, rng)`` and ``select_corpus(batch, pairs, n_keep,
+   rng)``, pure functions of their arguments.
+2. Features and memory. A selector that names a ``feature_source``
+   (:data:`FEATURE_SOURCES`) is handed ``batch.features``, ``(M, N, d)``
+   float64, the representation of every response by that policy
+   (:meth:`World.features`). A selector with ``stateful = True`` keeps a
+   memory across iterations: the loop calls ``observe(feedback, rng)`` once
+   per iteration, after the kept pairs are labelled, and saves
+   ``state_dict()`` (numpy arrays by name) in every checkpoint, restoring it
+   with ``load_state_dict`` on ``--resume``. Selection stays a pure function
+   of the batch, the Generator and that state. A selector written to
+   contract 1 declares neither and is called exactly as before.
+"""
+
+FEATURE_SOURCES = ("reference", "policy")
+"""Whose representation of the responses a selector reads as features: pi_ref's (the same map in every
+iteration) or pi_{i-1}'s (the policy that sampled the pool, a different map each iteration)."""
+
 DEFAULT_STOCHASTIC_PASSES = 5
 """K when a stochastic scorer is in the run and neither selector names one (Mehta et al. 2023's K)."""
 
@@ -213,7 +234,10 @@ class SelectionBatch:
     for a selector with ``needs_tokens = True``. ``beta`` is the trainer's DPO
     beta, for selectors that reason in units of the DPO loss. ``exact_gold``
     (:class:`ExactGold`) is set only on the batch of a selector with
-    ``needs_exact_gold = True``; read it with :meth:`gold`.
+    ``needs_exact_gold = True``; read it with :meth:`gold`. ``features``
+    (selector contract 2) is ``(M, N, d)`` float64, set only on the batch of a
+    selector that names a ``feature_source``: that policy's representation of
+    every response (:meth:`World.features`).
     """
 
     lengths: np.ndarray
@@ -222,6 +246,7 @@ class SelectionBatch:
     beta: float = 1.0
     tokens: np.ndarray | None = None
     exact_gold: ExactGold | None = None
+    features: np.ndarray | None = None
 
     @property
     def n_prompts(self) -> int:
@@ -259,6 +284,34 @@ class SelectionBatch:
     def without_gold(self) -> SelectionBatch:
         """This batch with no exact gold on it (itself when it carries none)."""
         return self if self.exact_gold is None else replace(self, exact_gold=None)
+
+    def feature_array(self) -> np.ndarray:
+        """``(M, N, d)`` features of every response; SelectionError when this batch carries none."""
+        if self.features is None:
+            raise SelectionError(
+                "this selection batch carries no features: only a selector that names a `feature_source` "
+                f"(one of {FEATURE_SOURCES}) is handed them, on a testbed whose worlds give them (World.features)"
+            )
+        return self.features
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What a stateful selector (selector contract 2) learns from one iteration, handed to ``observe``.
+
+    ``kept`` are the pairs the annotator labelled this iteration (every one
+    that was charged, the allocator's held-out pairs included), indexing the
+    pool; ``prefer_a`` and ``tie`` are their labels (a tie's ``prefer_a``
+    means nothing). ``features`` is the selector's own ``(M, N, d)`` feature
+    array of the pool (None when it names no ``feature_source``) and
+    ``iteration`` the iteration's number.
+    """
+
+    iteration: int
+    kept: Pairs
+    prefer_a: np.ndarray
+    tie: np.ndarray
+    features: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -509,6 +562,16 @@ class World(Protocol):
         :class:`ExactGold`; its testbed then declares ``exact_gold = True``.
         """
 
+    def features(self, policy: Policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        """``(M, N, d)`` float64: ``policy``'s representation of every response (no grad).
+
+        Optional (selector contract 2): what a selector with a
+        ``feature_source`` reads. The policy's final hidden state after the
+        response's last token (EOS included), d its width. Deterministic,
+        independent of which other prompts share the call, equal for identical
+        responses; leaves the policy as it was.
+        """
+
     def evaluation_pairs(self, policy: Policy, rng: np.random.Generator) -> tuple[np.ndarray, Responses]:
         """Evaluation prompts and ``(E, 2)`` responses: the policy's greedy output, then the reference output.
 
@@ -559,7 +622,8 @@ class Selector(Component):
     ``select_instances`` returns at most one pair per prompt (never two
     identical responses); ``select_corpus`` keeps ``n_keep`` of those pairs
     (all of them when fewer are offered). Both are pure functions of their
-    arguments and the Generator: no global RNG, no state between calls.
+    arguments and the Generator (and, for a stateful selector, of the state
+    its last :meth:`observe` left): no global RNG.
 
     ``requires`` names the score columns the selector reads (see ``harness
     list scorers``); the loop computes exactly the columns some selector
@@ -595,6 +659,25 @@ class Selector(Component):
     refuses (SelectionError) to hand it to any other, and a testbed must
     declare ``exact_gold = True`` for such a selector to run on it
     (UsageError at validation, ``harness run --dry-run`` included).
+
+    ``feature_source`` (selector contract 2; default None) asks for
+    ``batch.features``, ``(M, N, d)``: ``"reference"`` for pi_ref's
+    representation of every response (the same feature map in every
+    iteration), ``"policy"`` for pi_{i-1}'s. Features are model compute,
+    timed with the log-probs: they never cost a label. A testbed whose worlds
+    have no :meth:`World.features` cannot run such a selector (UsageError).
+
+    ``stateful = True`` (selector contract 2) gives the selector a memory
+    across iterations. Once per iteration, after the kept pairs are labelled,
+    the loop calls :meth:`observe` with a :class:`Feedback` and a Generator of
+    the iteration's own ``observe`` stream; that is the only call that may
+    change the state. :meth:`state_dict` returns the state as numpy arrays
+    by name; the loop saves it in every checkpoint and hands it back to
+    :meth:`load_state_dict` on ``--resume``, so a resumed run continues with
+    the numbers of an uninterrupted one. The two selection methods stay pure
+    functions of their arguments and the state. Each level has its own
+    instance, so a selector used at both levels observes the same feedback
+    twice, once in each instance.
     """
 
     kind = "selector"
@@ -603,6 +686,8 @@ class Selector(Component):
     explicit_source: str | None = None
     stochastic_passes: int = 0
     needs_exact_gold: bool = False
+    feature_source: str | None = None
+    stateful: bool = False
 
     def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
         raise NotImplementedError
@@ -611,6 +696,18 @@ class Selector(Component):
         self, batch: SelectionBatch, pairs: Pairs, n_keep: int, rng: np.random.Generator
     ) -> Pairs:
         raise NotImplementedError
+
+    def observe(self, feedback: Feedback, rng: np.random.Generator) -> None:
+        """Learn from an iteration's labelled pairs (a stateful selector; the default remembers nothing)."""
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The selector's memory as numpy arrays by name (empty for a selector without one)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore the memory :meth:`state_dict` returned; a stateless selector accepts only an empty one."""
+        if state:
+            raise ValueError(f"selector {self.name!r} keeps no state, but was handed {sorted(state)}")
 
 
 class Allocator(Component):
@@ -811,9 +908,18 @@ def stochastic_passes(selectors: Sequence[Selector], scorers: Iterable[Scorer]) 
     return passes
 
 
-def batch_for(selector: Selector, batch: SelectionBatch) -> SelectionBatch:
-    """``batch`` as ``selector`` may see it: with its exact gold only when the selector declares ``needs_exact_gold``."""
-    return batch if getattr(selector, "needs_exact_gold", False) else batch.without_gold()
+def batch_for(selector: Selector, batch: SelectionBatch,
+              features: Mapping[str, np.ndarray] | None = None) -> SelectionBatch:
+    """``batch`` as ``selector`` may see it: with its exact gold only when the selector declares
+    ``needs_exact_gold``, and with features only when it names a ``feature_source``: those of its source in
+    ``features`` (by source) when given, else the batch's own."""
+    seen = batch if getattr(selector, "needs_exact_gold", False) else batch.without_gold()
+    source = getattr(selector, "feature_source", None)
+    if source is None:
+        wanted = None
+    else:
+        wanted = seen.features if features is None else features.get(source)
+    return seen if wanted is seen.features else replace(seen, features=wanted)
 
 
 def check_gold_hand_over(selector: Selector, batch: SelectionBatch, what: str) -> None:
@@ -843,6 +949,10 @@ def check_component_class(kind: str, cls: Any) -> None:
     if kind == "selector" and not isinstance(getattr(cls, "needs_exact_gold", False), (bool, property)):
         raise TypeError(f"selector {cls.name!r}: needs_exact_gold must be True or False, "
                         f"got {cls.needs_exact_gold!r}")
+    if kind == "selector" and getattr(cls, "feature_source", None) not in (None, *FEATURE_SOURCES) \
+            and not isinstance(cls.feature_source, property):
+        raise TypeError(f"selector {cls.name!r}: feature_source must be None or one of {FEATURE_SOURCES}, "
+                        f"got {cls.feature_source!r}")
     for option in cls.options:
         if not isinstance(option, Option):
             raise TypeError(f"{kind} {cls.name!r}: options must be harness.options.Option instances")
@@ -855,9 +965,12 @@ __all__ = [
     "Allocator",
     "DEFAULT_STOCHASTIC_PASSES",
     "SCORER_CONTRACT",
+    "SELECTOR_CONTRACT",
     "Component",
     "EXPLICIT_REWARD",
     "ExactGold",
+    "FEATURE_SOURCES",
+    "Feedback",
     "IterationRecord",
     "Judge",
     "Labels",

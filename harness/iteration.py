@@ -11,9 +11,12 @@ iteration (:func:`begin` first):
   stochastic scorer (scorer contract 2) is among them;
 - :func:`select`: explicit scores when a selector reads them (and, for a
   selector that declares ``needs_exact_gold``, the world's exact gold,
-  uncharged, on that selector's batch only), one pair per prompt (instance
-  level), then the kept share (corpus level);
+  uncharged, on that selector's batch only; for a selector that names a
+  ``feature_source``, the responses' features), one pair per prompt
+  (instance level), then the kept share (corpus level);
 - :func:`label`: the annotator labels the kept pairs, charged to the ledger;
+- :func:`observe`: a stateful selector (selector contract 2) learns from those
+  labels;
 - :func:`train`: DPO from pi_{i-1} on the labelled pairs (ties dropped), the
   guard against an unchanged policy, KL to pi_{i-1};
 - :func:`evaluate`: the metrics of pi_i (the evaluator's win rate);
@@ -46,6 +49,7 @@ from harness.holdout import agreement, holdout_positions
 from harness.interfaces import (
     EXPLICIT_REWARD,
     ExactGold,
+    Feedback,
     OBSERVED_FIELDS,
     IterationRecord,
     Labels,
@@ -101,6 +105,7 @@ class LoopState:
     history: list[IterationRecord]
     proxy_calls: dict[int, int] = field(default_factory=dict)
     reference: Any = None  # the policy's DPO reference when it is not the world's pi_ref (--reference previous)
+    selector_states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # stateful selectors, by level
 
 
 @dataclass
@@ -141,6 +146,7 @@ class Iteration:
     logp_samples: np.ndarray | None = None  # score: (K, M, N) stochastic passes of pi_{i-1}, when a scorer reads them
     selection: PendingSelection | None = None  # select
     explicit: np.ndarray | None = None  # select: the judge's explicit rewards, when a selector reads them
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # select: (M, N, d) by feature source
     pool_diagnostics: dict[str, Any] = field(default_factory=dict)  # select
     verdict: Labels | None = None  # label (ties dropped by train)
     ties: int = 0  # train
@@ -235,9 +241,10 @@ def select(run: RunContext, it: Iteration) -> None:
             if it.pending.proxy_calls:
                 run.ledger.count_proxy(it.number, it.pending.proxy_calls)  # made before the run stopped for labels
             return it.pending, None
+        it.features = _features(run, it, it.prompts, it.responses, feature_sources(run.components))
         return _select(run.components, run.config, run.world, (it.prompts, it.responses), it.logp_policy,
                        it.logp_ref, run.ledger, it.number, it.pool.pairs, run.timer, run.desk, it.logp_samples,
-                       policy=run.policy)
+                       policy=run.policy, features=it.features)
 
     it.selection, it.explicit = run.ranks.main_only(main)
     selection = it.selection
@@ -268,6 +275,105 @@ def label(run: RunContext, it: Iteration) -> None:
         return verdict, run.ledger
 
     it.verdict, run.ledger = run.ranks.main_only(main)  # elsewhere: the main process's ledger
+
+
+def observe(run: RunContext, it: Iteration) -> None:
+    """A stateful selector (selector contract 2) learns from the pairs this iteration labelled.
+
+    Each level's stateful selector gets a :class:`~harness.interfaces.Feedback`
+    (the kept pairs, their labels and ties, its own features of the pool) and
+    a Generator of the iteration's own stream for its level, so no other
+    stream moves. On resume after external labelling the pool's features are
+    computed again from the same policy, so the selector learns what it would
+    have learnt without the stop.
+    """
+    learners = stateful_selectors(run.components)
+    if not learners:
+        return
+    selection, verdict = it.selection, it.verdict
+
+    def main() -> None:
+        sources = {getattr(selector, "feature_source", None) for _, selector in learners} - {None}
+        missing = sorted(source for source in sources if source not in it.features)
+        if missing:  # a selection handed out for labelling before the run stopped: same policy, same features
+            it.features.update(_features(run, it, selection.prompts, selection.responses, missing))
+        for level, selector in learners:
+            source = getattr(selector, "feature_source", None)
+            feedback = Feedback(iteration=it.number, kept=selection.kept,
+                                prefer_a=np.asarray(verdict.prefer_a, dtype=bool).copy(),
+                                tie=verdict.tie_mask().copy(), features=it.features.get(source))
+            before = streams.global_rng_state()
+            with run.timer("select"):
+                selector.observe(feedback, streams.stream(run.config.seed, it.number, f"observe_{level}"))
+            _refuse_global_draws(before, f"{level} selector {selector.name!r} (observe)")
+
+    run.ranks.main_only(main)
+
+
+def stateful_selectors(components: Components) -> list[tuple[str, Any]]:
+    """``(level, selector)`` for each level whose selector keeps a memory (selector contract 2)."""
+    return [(level, selector) for level, selector in (("instance", components.instance_selector),
+                                                      ("corpus", components.corpus_selector))
+            if getattr(selector, "stateful", False)]
+
+
+def selector_states(components: Components) -> dict[str, dict[str, np.ndarray]]:
+    """Each stateful level's ``state_dict()``, copied, by level: what a checkpoint keeps."""
+    states = {}
+    for level, selector in stateful_selectors(components):
+        state = selector.state_dict()
+        for key, value in state.items():
+            if not isinstance(key, str) or not key.isidentifier() or not isinstance(value, np.ndarray) \
+                    or value.dtype == object:
+                raise PluginError(f"{level} selector {selector.name!r}: state_dict() must map identifiers to "
+                                  f"numeric numpy arrays; got {key!r}: {type(value).__name__}")
+        states[level] = {key: np.array(value, copy=True) for key, value in state.items()}
+    return states
+
+
+def restore_selector_states(components: Components, states: dict[str, dict[str, np.ndarray]]) -> None:
+    """Hand each stateful level its saved state (:func:`selector_states`) back, on resume."""
+    for level, selector in stateful_selectors(components):
+        selector.load_state_dict(states.get(level, {}))
+
+
+def feature_sources(components: Components) -> list[str]:
+    """The feature sources the run's selectors name, each once, in level order."""
+    sources: list[str] = []
+    for selector in (components.instance_selector, components.corpus_selector):
+        source = getattr(selector, "feature_source", None)
+        if source is not None and source not in sources:
+            sources.append(source)
+    return sources
+
+
+def check_features(components: Components, world) -> None:
+    """UsageError when a selector reads features and the world cannot give them."""
+    if feature_sources(components) and not hasattr(world, "features"):
+        raise UsageError(
+            f"selectors {components.instance_selector.name!r}/{components.corpus_selector.name!r} read the "
+            f"responses' features, but testbed {components.testbed.name!r}'s worlds give none (World.features, "
+            "selector contract 2); pick another selector or testbed"
+        )
+
+
+def _features(run: RunContext, it: Iteration, prompts, responses: Responses, sources) -> dict[str, np.ndarray]:
+    """``(M, N, d)`` float64 features of the pool by source (pi_ref's, pi_{i-1}'s), timed as model compute."""
+    if not sources:
+        return {}
+    check_features(run.components, run.world)
+    policies = {"reference": run.world.reference_policy, "policy": run.policy}
+    found = {}
+    for source in sources:
+        with run.reporter.stage(f"{it.title}: features of {responses.lengths.size} responses ({source})"), \
+                run.timer("logprobs"):
+            values = np.asarray(run.world.features(policies[source], prompts, responses), dtype=np.float64)
+        if values.ndim != 3 or values.shape[:2] != responses.lengths.shape:
+            raise PluginError(f"World.features returned shape {values.shape} for a pool of shape "
+                              f"{responses.lengths.shape}; expected (M, N, d)")
+        require_finite(values, "select", it.number, f"features ({source})")
+        found[source] = values
+    return found
 
 
 def training_data(run: RunContext, it: Iteration) -> PreferenceData:
@@ -443,7 +549,8 @@ def record(run: RunContext, it: Iteration) -> None:
     run.history.append(IterationRecord(iteration=it.number, labels=row["labels"], metrics=it.metrics,
                                        observed=observed))
     state = LoopState(it.number, run.policy, list(run.rows), dict(ledger.charged), list(run.history),
-                      dict(ledger.proxy_calls), None if run.reference is run.world.reference_policy else run.reference)
+                      dict(ledger.proxy_calls), None if run.reference is run.world.reference_policy else run.reference,
+                      run.ranks.main_only(lambda: selector_states(run.components)))
     run.ranks.main_only(lambda: save_then_emit(run, state))
 
 
@@ -564,10 +671,12 @@ def _check_training(config: RunConfig, trainer, iteration: int, before, trained,
 
 def _select(components: Components, config: RunConfig, world, drawn, logp_policy, logp_ref, ledger: Ledger,
             iteration: int, n_pairs: int, timer: StageTimer, desk,
-            logp_samples: np.ndarray | None = None, *, policy: Any = None) -> tuple[PendingSelection, np.ndarray | None]:
+            logp_samples: np.ndarray | None = None, *, policy: Any = None,
+            features: dict[str, np.ndarray] | None = None) -> tuple[PendingSelection, np.ndarray | None]:
     """Explicit scores (when a selector reads them), then both selection levels, as a :class:`PendingSelection`.
 
-    ``policy`` is pi_{i-1}, handed (with the exact gold) only to a selector that declares ``needs_exact_gold``.
+    ``policy`` is pi_{i-1}, handed (with the exact gold) only to a selector that declares ``needs_exact_gold``;
+    ``features`` (by source) go each to the selector that names that ``feature_source``.
     """
     prompts, responses = drawn
     seed = config.seed
@@ -589,8 +698,8 @@ def _select(components: Components, config: RunConfig, world, drawn, logp_policy
             exact_gold=_exact_gold(components, world, prompts, responses, policy, iteration),
         )
         # exact gold only on the batch of a selector that declared it (never charged to the ledger)
-        offered, kept = _select_pairs(components, batch_for(instance, batch), n_pairs, seed, iteration,
-                                      corpus_batch=batch_for(corpus, batch))
+        offered, kept = _select_pairs(components, batch_for(instance, batch, features), n_pairs, seed, iteration,
+                                      corpus_batch=batch_for(corpus, batch, features))
     selection = PendingSelection(prompts, responses, distinct, len(offered), kept, logp_policy, logp_ref,
                                  proxy_calls=ledger.proxy_calls.get(iteration, 0))
     return selection, explicit

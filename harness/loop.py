@@ -37,7 +37,9 @@ from harness.iteration import (
     evaluate,
     idle,
     label,
+    observe,
     record,
+    restore_selector_states,
     sample,
     save_then_emit,
     score,
@@ -65,6 +67,7 @@ STEPS: tuple[Callable[[RunContext, Iteration], None], ...] = (
     score,  # log-probs under pi_{i-1} and the reference
     select,  # one pair per prompt, then the kept share of those pairs
     label,  # the annotator labels the kept pairs, charged to the ledger
+    observe,  # a stateful selector learns from those labels
     train,  # DPO from pi_{i-1}; the unchanged-policy guard; KL to pi_{i-1}
     evaluate,  # the win rate of pi_i
     record,  # the row, the checkpoint, on_iteration
@@ -156,6 +159,7 @@ def _iterate(config, components, world, reporter, timer, wall_start, emit, check
     """pi_0's evaluation (or a restored state), then :func:`run_iterations`, then the final summary."""
     if restore is not None:
         state = restore(world)
+        restore_selector_states(components, state.selector_states)
     else:
         with reporter.stage("evaluate pi_0", total=None), timer("evaluate"):
             initial = ranks.main_only(

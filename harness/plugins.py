@@ -45,6 +45,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.selectors.sharp",
     "plugins.selectors.signed_gap",
     "plugins.selectors.active_exploration",
+    "plugins.selectors.apo",
+    "plugins.selectors.sea",
     "plugins.selectors.gold_gradient",
     "plugins.allocators.schedules",
     "plugins.allocators.adaptive",

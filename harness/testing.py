@@ -50,6 +50,17 @@ checks that:
   ``batch.gold()`` refuses, and the loop's hand-over check
   (:func:`~harness.interfaces.check_gold_hand_over`) refuses a batch that
   carries it.
+* (selector contract 2) ``feature_source`` is None or one of
+  :data:`~harness.interfaces.FEATURE_SOURCES` and ``stateful`` a bool. A
+  selector that names a source gets ``batch.features``: :data:`FEATURE_WIDTH`
+  standard-normal features per distinct response (identical responses equal),
+  and runs every check above with them. A stateless selector's
+  ``state_dict()`` is empty. A stateful one is fed two iterations of
+  feedback (:func:`make_feedback`: random labels, some ties) and must keep
+  its state in numeric numpy arrays that a fresh instance loads back bit for
+  bit and then selects and learns exactly as the original; ``observe`` must
+  be deterministic for equal Generator seeds, leave the global RNGs and the
+  feedback alone; selecting must leave the state alone.
 
 **AllocatorContract** checks that a plan has one non-negative int per
 iteration, that labels already spent plus the plan for the remaining
@@ -95,6 +106,8 @@ from harness.interfaces import (
     Allocator,
     Component,
     ExactGold,
+    FEATURE_SOURCES,
+    Feedback,
     IterationRecord,
     Judge,
     Labels,
@@ -116,6 +129,7 @@ from harness.interfaces import (
 
 __all__ = [
     "CONTRACTS",
+    "FEATURE_WIDTH",
     "AllocatorContract",
     "JudgeContract",
     "ScorerContract",
@@ -127,6 +141,7 @@ __all__ = [
     "TrainerContract",
     "check_labels",
     "check_settings",
+    "make_feedback",
     "make_pool",
     "scorer_inputs",
     "stochastic_samples",
@@ -168,6 +183,7 @@ def make_pool(
     max_length: int = 6,
     passes: int = 0,
     exact_gold: bool = False,
+    features: int = 0,
 ) -> SyntheticPool:
     """A synthetic pool of ``n_prompts`` x ``n_responses`` responses, a pure function of ``seed``.
 
@@ -188,6 +204,9 @@ def make_pool(
         prompts of :data:`GOLD_PROMPT_LENGTH` tokens and a :class:`ToyPolicy`
         of :data:`GOLD_VOCAB` tokens, all from a stream of their own (the rest
         of the pool is the same with or without it).
+    :param features: d > 0 (selector contract 2): set ``batch.features``,
+        ``(M, N, d)`` standard-normal features per distinct response
+        (identical responses equal), from a stream of their own.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1EC7]))
     m, n = int(n_prompts), int(n_responses)
@@ -239,8 +258,29 @@ def make_pool(
         beta=1.0,
         tokens=tokens if needs_tokens else None,
         exact_gold=_exact_gold(seed, ids, equal=scores == "equal") if exact_gold else None,
+        features=_features(seed, ids, int(features)) if features else None,
     )
     return SyntheticPool(batch=batch, tokens=tokens, response_id=ids)
+
+
+FEATURE_WIDTH = 6
+"""d of the features :class:`SelectorContract` hands a selector that names a ``feature_source``."""
+
+
+def _features(seed: int, ids: np.ndarray, width: int) -> np.ndarray:
+    """``(M, N, width)`` standard-normal features, equal for equal ``ids`` of a prompt."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xFEA7]))
+    m, n = ids.shape
+    table = rng.standard_normal((m, n, width))
+    return np.ascontiguousarray(table[np.arange(m)[:, None], ids], dtype=np.float64)
+
+
+def make_feedback(pool: SyntheticPool, kept: Pairs, seed: int, iteration: int = 1) -> Feedback:
+    """A :class:`~harness.interfaces.Feedback` for ``kept`` pairs of ``pool``: random labels, about one tie in
+    ten, and the pool's features; a pure function of ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xFEED]))
+    return Feedback(iteration=iteration, kept=kept, prefer_a=rng.random(len(kept)) < 0.5,
+                    tie=rng.random(len(kept)) < 0.1, features=pool.batch.features)
 
 
 GOLD_VOCAB = 64
@@ -391,6 +431,7 @@ class SelectorContract:
         kwargs.setdefault("n_responses", self.n_responses)
         kwargs.setdefault("passes", int(getattr(selector, "stochastic_passes", 0) or 0))
         kwargs.setdefault("exact_gold", bool(getattr(selector, "needs_exact_gold", False)))
+        kwargs.setdefault("features", FEATURE_WIDTH if getattr(selector, "feature_source", None) else 0)
         return make_pool(
             seed,
             requires=tuple(selector.requires),
@@ -572,6 +613,7 @@ class SelectorContract:
             "lengths": batch.lengths.copy(),
             "distinct": np.asarray(batch.distinct).copy(),
             **{f"scores[{k!r}]": v.copy() for k, v in batch.scores.items()},
+            **({} if batch.features is None else {"features": batch.features.copy()}),
         }
         selector = self.make_selector()
         pairs = selector.select_instances(batch, np.random.default_rng(0))
@@ -581,6 +623,7 @@ class SelectorContract:
             "lengths": batch.lengths,
             "distinct": np.asarray(batch.distinct),
             **{f"scores[{k!r}]": v for k, v in batch.scores.items()},
+            **({} if batch.features is None else {"features": batch.features}),
         }
         for name, before in copies.items():
             assert np.array_equal(before, current[name], equal_nan=before.dtype.kind == "f"), (
@@ -604,6 +647,101 @@ class SelectorContract:
         after = [None if p.grad is None else p.grad.detach() for p in gold.policy.parameters()]
         assert all((a is None and b is None) or (a is not None and b is not None and bool((a == b).all()))
                    for a, b in zip(grads, after)), "the selector changed the policy's .grad"
+
+    # -- selector contract 2: features and memory
+
+    def feed(self, selector: Selector, seed: int, iteration: int = 1) -> None:
+        """One iteration of feedback: select on the pool of ``seed`` at both levels, then observe the kept pairs."""
+        pool = self.make_pool(seed, selector=selector)
+        _, kept = self.run_both_levels(selector, pool, seed)
+        selector.observe(make_feedback(pool, kept, seed, iteration), np.random.default_rng([seed, 3]))
+
+    def test_features_and_memory_are_declared_sensibly(self):
+        selector = self.make_selector()
+        source = getattr(selector, "feature_source", None)
+        assert source is None or source in FEATURE_SOURCES, (
+            f"feature_source must be None or one of {FEATURE_SOURCES}, got {source!r}")
+        stateful = getattr(selector, "stateful", False)
+        assert isinstance(stateful, bool), f"stateful must be True or False, got {stateful!r}"
+        if source is not None:
+            batch = self.make_pool(self.seeds[0]).batch
+            assert batch.features is not None and batch_for(selector, batch).features is batch.features
+        else:
+            with_features = self.make_pool(self.seeds[0], features=FEATURE_WIDTH).batch
+            assert batch_for(selector, with_features, {"policy": with_features.features}).features is None, (
+                "features would reach a selector that names no feature_source")
+
+    def test_a_stateless_selector_keeps_no_state(self):
+        selector = self.make_selector()
+        if getattr(selector, "stateful", False):
+            return
+        assert selector.state_dict() == {}, f"a selector with stateful = False returned state {selector.state_dict()}"
+        selector.load_state_dict({})
+
+    def test_state_round_trips_bit_for_bit(self):
+        selector = self.make_selector()
+        if not getattr(selector, "stateful", False):
+            return
+        assert selector.state_dict() == {} or all(isinstance(v, np.ndarray) for v in selector.state_dict().values())
+        for iteration, seed in enumerate(self.seeds[:2], start=1):
+            self.feed(selector, seed, iteration)
+        state = selector.state_dict()
+        assert state, "a stateful selector kept no state after two iterations of feedback"
+        for key, value in state.items():
+            assert isinstance(key, str) and key.isidentifier(), f"state key {key!r} must be an identifier"
+            assert isinstance(value, np.ndarray) and value.dtype.kind in "biuf", (
+                f"state[{key!r}] must be a numeric numpy array, got {type(value).__name__}")
+        restored = self.make_selector()
+        restored.load_state_dict({key: value.copy() for key, value in state.items()})
+        again = restored.state_dict()
+        assert sorted(again) == sorted(state), f"a restored selector's state has keys {sorted(again)}"
+        for key in state:
+            assert again[key].dtype == state[key].dtype and np.array_equal(again[key], state[key]), (
+                f"state[{key!r}] did not come back bit for bit")
+        seed = self.seeds[-1]
+        pool = self.make_pool(seed)
+        for first, second, level in zip(self.run_both_levels(selector, pool, seed),
+                                        self.run_both_levels(restored, pool, seed), ("instance", "corpus")):
+            assert_pairs_equal(first, second, f"the {level} level of a restored selector")
+        self.feed(selector, seed, 3)
+        self.feed(restored, seed, 3)
+        for key, value in selector.state_dict().items():
+            assert np.array_equal(value, restored.state_dict()[key]), (
+                f"state[{key!r}] differs after a restored selector observed the same feedback")
+
+    def test_observe_is_deterministic_and_leaves_its_inputs_alone(self):
+        if not getattr(self.make_selector(), "stateful", False):
+            return
+        states = []
+        for _ in range(2):
+            selector = self.make_selector()
+            pool = self.make_pool(self.seeds[0], selector=selector)
+            _, kept = self.run_both_levels(selector, pool, self.seeds[0])
+            feedback = make_feedback(pool, kept, self.seeds[0])
+            copies = (feedback.prefer_a.copy(), feedback.tie.copy(), feedback.kept.prompt.copy(),
+                      None if feedback.features is None else feedback.features.copy())
+            before = streams.global_rng_state()
+            selector.observe(feedback, np.random.default_rng(7))
+            assert_global_rng_unchanged(before, "observe")
+            assert np.array_equal(copies[0], feedback.prefer_a) and np.array_equal(copies[1], feedback.tie) \
+                and np.array_equal(copies[2], feedback.kept.prompt), "observe modified the feedback"
+            if copies[3] is not None:
+                assert np.array_equal(copies[3], feedback.features), "observe modified the features"
+            states.append(selector.state_dict())
+        assert sorted(states[0]) == sorted(states[1])
+        for key in states[0]:
+            assert np.array_equal(states[0][key], states[1][key]), f"observe is not deterministic: state[{key!r}]"
+
+    def test_selecting_leaves_the_state_alone(self):
+        selector = self.make_selector()
+        if not getattr(selector, "stateful", False):
+            return
+        self.feed(selector, self.seeds[0])
+        before = {key: value.copy() for key, value in selector.state_dict().items()}
+        self.run_both_levels(selector, self.make_pool(self.seeds[1]), self.seeds[1])
+        after = selector.state_dict()
+        assert sorted(after) == sorted(before) and all(np.array_equal(before[k], after[k]) for k in before), (
+            "select_instances/select_corpus changed the selector's state; only observe may")
 
 
 # ----------------------------------------------------------- allocator contract
@@ -1680,7 +1818,10 @@ class TestbedContract(_ComponentContract):
       loop records); ``evaluation_report`` (finite numbers by name);
       ``stochastic_logprobs`` (scorer contract 2: ``(K, M, N)`` finite
       float64 log-probs <= 0, equal for equal Generator seeds, a spread
-      somewhere, the policy, its ``logprobs`` and the global RNGs unchanged).
+      somewhere, the policy, its ``logprobs`` and the global RNGs unchanged);
+      ``features`` (selector contract 2: ``(M, N, d)`` finite float64,
+      deterministic, equal for identical responses, the same whichever
+      prompts share the call, the policy and the global RNGs unchanged).
     """
 
     kind = "testbed"
@@ -2045,6 +2186,34 @@ class TestbedContract(_ComponentContract):
         assert np.array_equal(plain, self.logprobs(world, policy, prompts, responses)), (
             "logprobs changed after stochastic_logprobs: it must leave the policy as it found it"
         )
+
+    def test_features(self):
+        world = self.build()
+        self._optional(world, "features")
+        prompts, responses = self.batch(world, 19)
+        tokens, lengths = responses.tokens.copy(), responses.lengths.copy()
+        tokens[:, 1], lengths[:, 1] = tokens[:, 0], lengths[:, 0]  # response 1 repeats response 0
+        responses = Responses(tokens=tokens, lengths=lengths)
+        kept, policy = _copy_responses(responses), world.initial_policy
+        before, rngs = _parameters(policy), streams.global_rng_state()
+        first = world.features(policy, prompts, responses)
+        m, n = responses.lengths.shape
+        assert isinstance(first, np.ndarray) and first.dtype == np.float64 and first.ndim == 3 \
+            and first.shape[:2] == (m, n) and first.shape[2] >= 1, (
+                f"features must return a float64 array of shape ({m}, {n}, d), got "
+                f"{getattr(first, 'dtype', type(first).__name__)} {getattr(first, 'shape', '')}")
+        assert np.isfinite(first).all(), "features returned NaN or infinite values"
+        assert_global_rng_unchanged(rngs, "features")
+        _assert_parameters_unchanged(before, policy, "features")
+        _assert_responses_equal(kept, responses, "features modified its responses;")
+        assert np.array_equal(first, world.features(policy, prompts, responses)), "features is not deterministic"
+        assert np.allclose(first[:, 0], first[:, 1], rtol=self.tolerance, atol=self.tolerance), (
+            "identical responses got different features")
+        half = max(1, m // 2)
+        parts = [world.features(policy, prompts[part], Responses(tokens=tokens[part], lengths=lengths[part]))
+                 for part in (slice(0, half), slice(half, m))]
+        assert np.allclose(np.concatenate(parts), first, rtol=self.tolerance, atol=self.tolerance), (
+            "features depend on which other prompts share the call")
 
     def test_seed_round(self):
         world = self.build()

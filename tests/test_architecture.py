@@ -219,7 +219,7 @@ def test_the_loop_reads_in_twenty_lines_and_names_its_steps_in_order():
     assert [name for name in called if name != "range"] == ["begin", "step"]
     steps = ["begin", *(step.__name__ for step in STEPS)]
     assert all(getattr(iteration, name) is step for name, step in zip(steps[1:], STEPS))
-    assert steps == ["begin", "draw", "sample", "score", "select", "label", "train", "evaluate", "record"]
+    assert steps == ["begin", "draw", "sample", "score", "select", "label", "observe", "train", "evaluate", "record"]
     documented = [name for name in steps[1:] if f":func:`{name}`" in iteration.__doc__]
     assert documented == steps[1:]
     positions = [iteration.__doc__.index(f":func:`{name}`") for name in steps]

@@ -106,7 +106,8 @@ def _scratch(folder: Path) -> Path:
     folder.mkdir(parents=True)
     for entry in ROOT.iterdir():
         if entry.name in LEFT_OUT or entry.name.endswith(".egg-info") or (entry.name.startswith(".")
-                                                                          and entry.name != ".ci"):
+                                                                          and entry.name != ".ci") \
+                or entry.name.startswith("leaderboard.db"):  # a local database's -wal/-shm files too
             continue
         (folder / entry.name).symlink_to(entry)
     return folder

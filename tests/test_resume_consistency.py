@@ -89,7 +89,7 @@ def test_a_checkpoint_without_label_ids_is_checked_on_its_ledger_with_a_warning(
     assert resumed.exit_code == 0
     state_file = tmp_path / "runs" / run_id / "checkpoint-1" / "state.json"
     document = json.loads(state_file.read_text())
-    assert document["format"] == 2 and len(document["labels"]["1"]) == document["charged"]["1"]
+    assert document["format"] == 3 and len(document["labels"]["1"]) == document["charged"]["1"]
     document["format"], document["labels"] = 1, None  # as an older harness wrote it
     state_file.write_text(json.dumps(document))
     with pytest.warns(RuntimeWarning, match="older checkpoint without label ids"):

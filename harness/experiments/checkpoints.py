@@ -26,6 +26,11 @@ Format 2 also stores, per iteration, the ids of the labels the run had bought
 when the checkpoint was written, so that a resume can check that its database
 still holds them (a database restored from a backup may not); format 1
 checkpoints, which lack them, still load.
+
+Format 3 adds the memory of a stateful selector (selector contract 2), one
+``selector-<level>.npz`` per level that keeps one (``instance``, ``corpus``),
+with its sha256 in the state; the arrays come back bit for bit. Formats 1
+and 2 predate stateful selectors and load with none.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import numpy as np
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,8 +48,8 @@ from typing import Any, TypeVar
 from harness.errors import CheckpointError
 from harness.interfaces import IterationRecord
 
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 POINTER = "LATEST"
 OWNER = "OWNER.json"
 #: What a run keeps of its checkpoints (``--keep-checkpoints``): the latest only, or every iteration's.
@@ -91,6 +97,12 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
                 _sha256(staging / "reference.safetensors") if state.reference is not None else None
             ),
         }
+        document["selector_states"] = {}
+        for level, arrays in sorted(state.selector_states.items()):
+            path = staging / selector_state_file(level)
+            with open(path, "wb") as handle:
+                np.savez(handle, **arrays)
+            document["selector_states"][level] = _sha256(path)
         (staging / "state.json").write_text(json.dumps(document, allow_nan=True))
         final = run_dir / name
         if final.exists():
@@ -105,6 +117,23 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def selector_state_file(level: str) -> str:
+    """The file name of a stateful selector's memory at ``level`` in a checkpoint directory."""
+    return f"selector-{level}.npz"
+
+
+def _load_selector_state(path: Path, sha: str) -> dict[str, np.ndarray]:
+    """A saved selector memory, once its sha256 is the recorded one; CheckpointError otherwise."""
+    if not path.exists() or _sha256(path) != sha:
+        raise CheckpointError(f"selector state {path} is missing or does not match its recorded sha256; it was "
+                              "truncated or altered, so resuming from it would not reproduce the run")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"selector state {path} is unusable: {type(exc).__name__}: {exc}") from None
 
 
 def checkpoint_dir(run_dir: Path, iteration: int) -> Path:
@@ -192,6 +221,8 @@ def load(run_dir: Path, world: Any):
         history=history,
         proxy_calls=proxy_calls,
         reference=world.load_policy(reference_file) if document.get("reference_sha256") else None,
+        selector_states={str(level): _load_selector_state(directory / selector_state_file(str(level)), str(sha))
+                         for level, sha in dict(document.get("selector_states") or {}).items()},
     )
 
 

@@ -67,7 +67,7 @@ from harness import rng as streams
 from harness.errors import UsageError
 from harness.influence import directional_logprobs, sequence_logprobs, weighted_logprob_gradient
 from harness.interfaces import PreferenceData, Responses
-from harness.iteration import Iteration, RunContext, label, training_data, train
+from harness.iteration import Iteration, RunContext, observe, training_data, train
 
 PROBE_PAIRS = 50
 """At most this many trained pairs per iteration are left out (in minibatches) to check the estimate."""
@@ -141,7 +141,7 @@ class LabelValueProbe:
         from harness.loop import STEPS
 
         at = STEPS.index(train)
-        assert STEPS[at - 1] is label
+        assert STEPS[at - 1] is observe  # after the labels are bought and a stateful selector has seen them
         return (*STEPS[:at], self.remember, train, self.measure, *STEPS[at + 1 :])
 
     def remember(self, run: RunContext, it: Iteration) -> None:

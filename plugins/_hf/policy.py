@@ -230,25 +230,10 @@ class HFPolicy:
         The LM head runs on the scored positions only (module docstring);
         ``full_logits=True`` computes the logits of every position instead.
         """
-        rows = _rows(prompts)
-        responses = torch.as_tensor(responses, dtype=torch.long).cpu()
-        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
-        batch = len(rows)
-        device = self.device
+        batch, device = len(_rows(prompts)), self.device
         if batch == 0:
             return torch.zeros(0, device=device)
-        prompt_lengths = [len(self.table.ids[r]) for r in rows]
-        totals = [p + int(n) for p, n in zip(prompt_lengths, lengths.tolist())]
-        width = max(totals)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
-        target = torch.zeros((batch, width), dtype=torch.bool)  # positions whose token is scored
-        for i, (r, p, total) in enumerate(zip(rows, prompt_lengths, totals)):
-            input_ids[i, :p] = torch.tensor(self.table.ids[r], dtype=torch.long)
-            input_ids[i, p:total] = responses[i, : total - p]
-            attention[i, :total] = 1
-            target[i, p:total] = True
-        input_ids, attention, target = input_ids.to(device), attention.to(device), target.to(device)
+        input_ids, attention, target, _ = self._inputs(prompts, responses, lengths)
         # the token at position t is predicted by the logits at t - 1
         predicted = target[:, 1:]
         rows_idx, cols = predicted.nonzero(as_tuple=True)
@@ -263,6 +248,47 @@ class HFPolicy:
             token_logps = scored_logps(split, hidden[:, :-1][rows_idx, cols], tokens)
         out = torch.zeros(batch, dtype=torch.float32, device=device)
         return out.index_add(0, rows_idx, token_logps)
+
+    def response_features(self, prompts, responses, lengths) -> torch.Tensor:
+        """``(B, d)`` float32: the last layer's hidden state at each response's last token (EOS included).
+
+        The same inputs as :meth:`sequence_logprobs`; the backbone alone runs when the model splits
+        (:func:`split_head`), else the full forward with its hidden states. No grad is taken here: call it
+        under ``torch.no_grad()``.
+        """
+        batch = len(_rows(prompts))
+        if batch == 0:
+            return torch.zeros((0, int(self.model.config.get_text_config().hidden_size)), device=self.device)
+        input_ids, attention, _, totals = self._inputs(prompts, responses, lengths)
+        split = self._head()
+        if split is None:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention, use_cache=False,
+                                output_hidden_states=True).hidden_states[-1]
+        else:
+            hidden = split.backbone(input_ids=input_ids, attention_mask=attention, use_cache=False).last_hidden_state
+        last = torch.as_tensor(totals, dtype=torch.long, device=hidden.device) - 1
+        return hidden[torch.arange(batch, device=hidden.device), last].float()
+
+    def _inputs(self, prompts, responses, lengths) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """Right-padded ``prompt + response`` ids, their attention mask and the response positions, on the
+        model's device, and each row's total length."""
+        rows = _rows(prompts)
+        responses = torch.as_tensor(responses, dtype=torch.long).cpu()
+        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        batch = len(rows)
+        prompt_lengths = [len(self.table.ids[r]) for r in rows]
+        totals = [p + int(n) for p, n in zip(prompt_lengths, lengths.tolist())]
+        width = max(totals)
+        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        target = torch.zeros((batch, width), dtype=torch.bool)  # positions whose token is scored
+        for i, (r, p, total) in enumerate(zip(rows, prompt_lengths, totals)):
+            input_ids[i, :p] = torch.tensor(self.table.ids[r], dtype=torch.long)
+            input_ids[i, p:total] = responses[i, : total - p]
+            attention[i, :total] = 1
+            target[i, p:total] = True
+        device = self.device
+        return input_ids.to(device), attention.to(device), target.to(device), totals
 
     def _head(self) -> SplitHead | None:
         """The model's :class:`SplitHead`, probed once on the first prompt's tokens; None: use the full forward."""

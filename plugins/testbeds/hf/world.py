@@ -291,6 +291,39 @@ class HFWorld:
             policy.model.train(was_training)
         return out.reshape(m, n)
 
+    def features(self, policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        """``(M, N, d)`` float64: the last layer's hidden state at each response's last token (selector contract 2).
+
+        d is the model's hidden size. Scored in eval mode, in batches of
+        ``logprob_batch_size``, longest first, as :meth:`logprobs`; no grad.
+        """
+        policy = self._check_policy(policy)
+        _check_rows(prompts, responses)
+        m, n, width = responses.tokens.shape
+        total = m * n
+        dim = int(policy.model.config.get_text_config().hidden_size)
+        out = np.zeros((total, dim), dtype=np.float64)
+        if total == 0:
+            return out.reshape(m, n, dim)
+        rows = np.repeat(np.asarray(prompts, dtype=np.int64).reshape(m, -1)[:, 0], n)
+        tokens = responses.tokens.reshape(total, width)
+        lengths = responses.lengths.reshape(total)
+        prompt_lengths = np.array([len(policy.table.ids[r]) for r in rows])
+        order = np.argsort(-(prompt_lengths + lengths), kind="stable")
+        batch = int(self.settings["logprob_batch_size"])
+        was_training = policy.model.training
+        policy.model.eval()
+        try:
+            with torch.no_grad():
+                for start in range(0, total, batch):
+                    index = order[start : start + batch]
+                    longest = max(int(lengths[index].max()), 1)
+                    values = policy.response_features(rows[index, None], tokens[index, :longest], lengths[index])
+                    out[index] = values.double().cpu().numpy()
+        finally:
+            policy.model.train(was_training)
+        return out.reshape(m, n, dim)
+
     def stochastic_logprobs(
         self, policy, prompts: np.ndarray, responses: Responses, passes: int, rng: np.random.Generator
     ) -> np.ndarray:

@@ -222,6 +222,37 @@ class SyntheticWorld:
             handle.remove()
         return out
 
+    def features(self, policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        """``(M, N, H)`` float64: the GRU's output after each response's last token (selector contract 2).
+
+        The state ``policy`` reads ``BOS x SEP y_1 .. y_L`` into, EOS
+        included, H the GRU's width (``hidden_dim``). Responses are run in
+        batches of similar length, as in :meth:`logprobs`; no grad, no RNG.
+        """
+        policy = self._check_policy(policy)
+        m, n, width = responses.tokens.shape
+        _check_rows(prompts, responses)
+        total = m * n
+        hidden_dim = policy.config.hidden_dim
+        out = np.empty((total, hidden_dim), dtype=np.float64)
+        if total == 0:
+            return out.reshape(m, n, hidden_dim)
+        prompts = np.asarray(prompts, dtype=np.int64)
+        lengths = responses.lengths.reshape(total)
+        order = np.argsort(lengths, kind="stable")
+        tokens_t = _as_long(responses.tokens.reshape(total, width))
+        lengths_t = _as_long(lengths)
+        order_t = _as_long(order)
+        with torch.no_grad():
+            state_all, hidden_all = policy.prefix_states(_as_long(prompts))
+            for start in range(0, total, LOGPROB_BATCH):
+                rows = order_t[start : start + LOGPROB_BATCH]
+                prompt_rows = torch.div(rows, n, rounding_mode="floor")
+                values = policy.response_features(state_all[prompt_rows], hidden_all[:, prompt_rows],
+                                                  tokens_t[rows], lengths_t[rows])
+                out[order[start : start + LOGPROB_BATCH]] = values.double().numpy()
+        return out.reshape(m, n, hidden_dim)
+
     # ------------------------------------------------------------------ gold
 
     def _gold(self, tables: Tables, prompts: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
