@@ -187,6 +187,22 @@ class Components:
         """True when people label the pairs (``--annotator external``): the run stops for them."""
         return self.annotator is not None and bool(getattr(self.annotator, "external", False))
 
+    def steering_selector(self) -> Selector | None:
+        """The selector that decides where responses are sampled from (selector contract 3), or None.
+
+        The instance level's when it steers, else the corpus level's; UsageError
+        when both steer with different plans (a pool has one sampling plan).
+        """
+        steering = [s for s in (self.instance_selector, self.corpus_selector) if getattr(s, "steers_sampling", False)]
+        if len(steering) == 2 and (steering[0].name != steering[1].name
+                                   or dict(steering[0].settings) != dict(steering[1].settings)):
+            raise UsageError(
+                f"selectors {steering[0].name!r} and {steering[1].name!r} both decide where responses are sampled "
+                "from (steers_sampling); a pool has one sampling plan: use a selector that does not steer at one "
+                "level"
+            )
+        return steering[0] if steering else None
+
     def judges(self) -> dict[str, Judge]:
         """Every judge this run uses, by role."""
         roles = ("gold_judge", "proxy_judge", "annotator", "evaluator")
@@ -412,7 +428,21 @@ def _assemble(registry: Registry, config: RunConfig, made: Mapping[str, Componen
     check_explicit_scores(components, config)
     check_exact_gold(components, config)
     check_judge_roles(components)
+    check_sampling_sources(components, config)
     return components
+
+
+def check_sampling_sources(components: Components, config: RunConfig) -> None:
+    """UsageError when two selectors steer sampling differently, or the trainer reads where responses were
+    sampled from and no selector steers sampling."""
+    steering = components.steering_selector()
+    if getattr(components.trainer, "needs_sampling_sources", False) and steering is None:
+        raise UsageError(
+            f"trainer {config.trainer.name!r} reads where each response was sampled from (its settings "
+            f"{dict(components.trainer.settings)} ask for it, e.g. xpo_alpha > 0), but selectors "
+            f"{components.instance_selector.name!r}/{components.corpus_selector.name!r} sample every response "
+            "from pi_{i-1}: run a selector that samples from pi_ref (--selector xpo), or drop that option"
+        )
 
 
 def check_exact_gold(components: Components, config: RunConfig) -> None:

@@ -66,7 +66,7 @@ SCORER_CONTRACT = 2
    exactly as before, and no stochastic pass is run for them.
 """
 
-SELECTOR_CONTRACT = 2
+SELECTOR_CONTRACT = 3
 """The version of the selector contract; it grows compatibly, so :data:`API_VERSION` stays.
 
 1. ``select_instances(batch, rng)`` and ``select_corpus(batch, pairs, n_keep,
@@ -81,6 +81,25 @@ SELECTOR_CONTRACT = 2
    with ``load_state_dict`` on ``--resume``. Selection stays a pure function
    of the batch, the Generator and that state. A selector written to
    contract 1 declares neither and is called exactly as before.
+3. Steerable sampling. A selector with ``steers_sampling = True`` says, through
+   ``sampling_sources(n_prompts, n_responses, rng)``, which source each of a
+   prompt's N responses is drawn from (:data:`SAMPLING_SOURCES`: pi_{i-1},
+   pi_ref, or the logit interpolations pi+ and pi-); the loop draws them with
+   :meth:`World.steered_sample`, and ``Responses.sources``,
+   ``SelectionBatch.sources`` and ``PreferenceData.chosen_sources`` /
+   ``rejected_sources`` carry the codes on. A run whose selectors do not
+   steer samples exactly as before.
+"""
+
+SAMPLING_SOURCES = ("policy", "reference", "plus", "minus")
+"""Where a response may be drawn from (selector contract 3), by code (the index in this tuple):
+
+* ``policy``: pi_{i-1}, the run's current policy (every response of a run whose selectors do not steer);
+* ``reference``: pi_ref, the run's DPO reference;
+* ``plus``: pi+, next-token logits (1 + beta) h_pi - beta h_ref;
+* ``minus``: pi-, next-token logits (1 - beta) h_pi + beta h_ref;
+
+h the two models' next-token logits and beta the trainer's DPO beta (PILAF's interpolation).
 """
 
 FEATURE_SOURCES = ("reference", "policy")
@@ -133,10 +152,14 @@ class Responses:
     ``tokens`` is ``(M, N, L)`` int64, padded after the response's end with
     ``pad_id``; the EOS token is part of the response. ``lengths`` is ``(M, N)``
     int64: the number of scored tokens of each response, EOS included.
+    ``sources`` (selector contract 3) is ``(M, N)`` int8, the code in
+    :data:`SAMPLING_SOURCES` each response was drawn from; None when every
+    response is a plain sample of pi_{i-1}.
     """
 
     tokens: np.ndarray
     lengths: np.ndarray
+    sources: np.ndarray | None = None
 
     @property
     def n_prompts(self) -> int:
@@ -237,7 +260,9 @@ class SelectionBatch:
     ``needs_exact_gold = True``; read it with :meth:`gold`. ``features``
     (selector contract 2) is ``(M, N, d)`` float64, set only on the batch of a
     selector that names a ``feature_source``: that policy's representation of
-    every response (:meth:`World.features`).
+    every response (:meth:`World.features`). ``sources`` (selector contract 3)
+    is the pool's ``(M, N)`` int8 :data:`SAMPLING_SOURCES` codes when a
+    selector steered the sampling, else None.
     """
 
     lengths: np.ndarray
@@ -247,6 +272,7 @@ class SelectionBatch:
     tokens: np.ndarray | None = None
     exact_gold: ExactGold | None = None
     features: np.ndarray | None = None
+    sources: np.ndarray | None = None
 
     @property
     def n_prompts(self) -> int:
@@ -322,6 +348,9 @@ class PreferenceData:
     int64 padded responses with ``(K,)`` lengths (EOS included). The reference
     log-probs were computed once at scoring time (sum over response tokens, EOS
     included), so a trainer never needs a second reference pass.
+    ``chosen_sources``/``rejected_sources`` (``(K,)`` int8, selector contract
+    3) say where each response was sampled from (:data:`SAMPLING_SOURCES`),
+    when a selector steered the sampling; None otherwise.
     """
 
     prompts: np.ndarray
@@ -331,6 +360,8 @@ class PreferenceData:
     rejected_lengths: np.ndarray
     ref_chosen_logps: np.ndarray
     ref_rejected_logps: np.ndarray
+    chosen_sources: np.ndarray | None = None
+    rejected_sources: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.prompts.shape[0])
@@ -354,6 +385,7 @@ class PreferenceData:
         """
         chosen, rejected = winners_and_losers(pairs, prefer_a)
         p = pairs.prompt
+        sources = responses.sources
         return cls(
             prompts=prompts[p],
             chosen=responses.tokens[p, chosen],
@@ -362,6 +394,8 @@ class PreferenceData:
             rejected_lengths=responses.lengths[p, rejected],
             ref_chosen_logps=ref_logps[p, chosen],
             ref_rejected_logps=ref_logps[p, rejected],
+            chosen_sources=None if sources is None else sources[p, chosen],
+            rejected_sources=None if sources is None else sources[p, rejected],
         )
 
 
@@ -562,6 +596,18 @@ class World(Protocol):
         :class:`ExactGold`; its testbed then declares ``exact_gold = True``.
         """
 
+    def steered_sample(self, policy: Policy, reference: Policy, prompts: np.ndarray, sources: np.ndarray,
+                       beta: float, rng: np.random.Generator) -> Responses:
+        """Responses ``[m, n]`` each drawn from ``sources[m, n]`` (selector contract 3), with ``sources`` set.
+
+        Optional: what a selector that steers sampling needs. ``sources`` is
+        ``(M, N)`` int8 codes into :data:`SAMPLING_SOURCES`; ``policy`` is
+        pi_{i-1}, ``reference`` pi_ref, and ``beta`` weighs the
+        interpolations pi+ and pi-. Sampling settings as in :meth:`sample`;
+        deterministic for equal Generator seeds; the policies left as they
+        were.
+        """
+
     def features(self, policy: Policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
         """``(M, N, d)`` float64: ``policy``'s representation of every response (no grad).
 
@@ -678,6 +724,16 @@ class Selector(Component):
     functions of their arguments and the state. Each level has its own
     instance, so a selector used at both levels observes the same feedback
     twice, once in each instance.
+
+    ``steers_sampling = True`` (selector contract 3) lets the selector decide
+    where each response is sampled from: :meth:`sampling_sources` returns
+    ``(M, N)`` int8 codes into :data:`SAMPLING_SOURCES`, drawn from the
+    Generator of the iteration's ``sources`` stream, and the loop samples each
+    response from its source (:meth:`World.steered_sample`); ``batch.sources``
+    carries the codes. Only one selector of a run may steer (the instance
+    level's, or the corpus level's when the instance level's does not); two
+    different steering selectors are a UsageError. The extra decoding is
+    compute, never labels.
     """
 
     kind = "selector"
@@ -688,6 +744,7 @@ class Selector(Component):
     needs_exact_gold: bool = False
     feature_source: str | None = None
     stateful: bool = False
+    steers_sampling: bool = False
 
     def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
         raise NotImplementedError
@@ -696,6 +753,10 @@ class Selector(Component):
         self, batch: SelectionBatch, pairs: Pairs, n_keep: int, rng: np.random.Generator
     ) -> Pairs:
         raise NotImplementedError
+
+    def sampling_sources(self, n_prompts: int, n_responses: int, rng: np.random.Generator) -> np.ndarray:
+        """``(M, N)`` int8 :data:`SAMPLING_SOURCES` codes (a selector that steers sampling; default: all pi_{i-1})."""
+        return np.zeros((n_prompts, n_responses), dtype=np.int8)
 
     def observe(self, feedback: Feedback, rng: np.random.Generator) -> None:
         """Learn from an iteration's labelled pairs (a stateful selector; the default remembers nothing)."""
@@ -745,9 +806,14 @@ class Trainer(Component):
 
     ``train`` must not modify ``policy``: it trains a clone and returns it.
     ``beta`` is read by the loop for diagnostics (beta times the margin).
+    ``needs_sampling_sources`` (selector contract 3; a property when an option
+    decides it) says that ``train`` reads ``data.chosen_sources`` /
+    ``rejected_sources``: a run without a selector that steers sampling is
+    then refused before it starts (UsageError).
     """
 
     kind = "trainer"
+    needs_sampling_sources: bool = False
 
     @property
     def beta(self) -> float:
@@ -964,6 +1030,7 @@ __all__ = [
     "API_VERSION",
     "Allocator",
     "DEFAULT_STOCHASTIC_PASSES",
+    "SAMPLING_SOURCES",
     "SCORER_CONTRACT",
     "SELECTOR_CONTRACT",
     "Component",

@@ -5,7 +5,8 @@ iteration (:func:`begin` first):
 
 - :func:`draw`: fresh prompts from the world (or, on resume, the pairs that were
   handed out for labelling);
-- :func:`sample`: N responses per prompt from pi_{i-1};
+- :func:`sample`: N responses per prompt from pi_{i-1} (or, for a selector
+  that steers sampling, each from the source it names);
 - :func:`score`: log-probs under pi_{i-1} and the reference, when a selector's
   score column needs them, and K stochastic passes of pi_{i-1} when a
   stochastic scorer (scorer contract 2) is among them;
@@ -48,6 +49,7 @@ from harness.errors import NonFiniteError, PluginError, SelectionError, UsageErr
 from harness.holdout import agreement, holdout_positions
 from harness.interfaces import (
     EXPLICIT_REWARD,
+    SAMPLING_SOURCES,
     ExactGold,
     Feedback,
     OBSERVED_FIELDS,
@@ -183,16 +185,58 @@ def draw(run: RunContext, it: Iteration) -> None:
 
 
 def sample(run: RunContext, it: Iteration) -> None:
-    """``--responses`` responses per prompt from pi_{i-1}."""
+    """``--responses`` responses per prompt from pi_{i-1}; each from its source when a selector steers sampling.
+
+    The sources come from the steering selector's ``sampling_sources`` with
+    the iteration's own ``sources`` stream; the responses from
+    :meth:`World.steered_sample` with the ``sample`` stream. A run without a
+    steering selector draws exactly what it drew before selector contract 3.
+    """
     if it.pending is not None:
         return
     n = run.config.n_responses
+    steering = run.components.steering_selector()
 
     def main() -> Responses:
-        with run.reporter.stage(f"{it.title}: sample {it.pool.prompts}×{n}"), run.timer("sample"):
-            return run.world.sample(run.policy, it.prompts, n, streams.stream(run.config.seed, it.number, "sample"))
+        rng = streams.stream(run.config.seed, it.number, "sample")
+        if steering is None:
+            with run.reporter.stage(f"{it.title}: sample {it.pool.prompts}×{n}"), run.timer("sample"):
+                return run.world.sample(run.policy, it.prompts, n, rng)
+        check_steered_sampling(run.components, run.world)
+        sources = _sampling_sources(steering, len(it.prompts), n, streams.stream(run.config.seed, it.number, "sources"))
+        counts = ", ".join(f"{int((sources == code).sum())} {name}" for code, name in enumerate(SAMPLING_SOURCES)
+                           if (sources == code).any())
+        with run.reporter.stage(f"{it.title}: sample {it.pool.prompts}×{n} ({counts})"), run.timer("sample"):
+            responses = run.world.steered_sample(run.policy, run.reference, it.prompts, sources,
+                                                 run.components.trainer.beta, rng)
+        if responses.sources is None or not np.array_equal(responses.sources, sources):
+            raise PluginError("World.steered_sample must return the responses with `sources` set to the codes it "
+                              "was given")
+        return responses
 
     it.responses = run.ranks.main_only(main)
+
+
+def check_steered_sampling(components: Components, world) -> None:
+    """UsageError when a selector steers sampling and the world cannot sample from chosen sources."""
+    steering = components.steering_selector()
+    if steering is not None and not hasattr(world, "steered_sample"):
+        raise UsageError(
+            f"selector {steering.name!r} decides where responses are sampled from, but testbed "
+            f"{components.testbed.name!r}'s worlds cannot sample from pi_ref or the interpolated policies "
+            "(World.steered_sample, selector contract 3); pick another selector or testbed"
+        )
+
+
+def _sampling_sources(selector, n_prompts: int, n_responses: int, rng: np.random.Generator) -> np.ndarray:
+    """The selector's ``(M, N)`` source codes, checked (PluginError naming it when they are malformed)."""
+    sources = np.asarray(selector.sampling_sources(n_prompts, n_responses, rng))
+    if sources.shape != (n_prompts, n_responses) or sources.dtype.kind not in "iu" \
+            or (sources.size and not ((sources >= 0) & (sources < len(SAMPLING_SOURCES))).all()):
+        raise PluginError(f"selector {selector.name!r}: sampling_sources must return ({n_prompts}, {n_responses}) "
+                          f"integer codes in 0..{len(SAMPLING_SOURCES) - 1} (SAMPLING_SOURCES); got "
+                          f"{sources.dtype} of shape {sources.shape}")
+    return sources.astype(np.int8)
 
 
 def score(run: RunContext, it: Iteration) -> None:
@@ -695,6 +739,7 @@ def _select(components: Components, config: RunConfig, world, drawn, logp_policy
             scores=scores,
             beta=components.trainer.beta,
             tokens=responses.tokens if (instance.needs_tokens or corpus.needs_tokens) else None,
+            sources=responses.sources,
             exact_gold=_exact_gold(components, world, prompts, responses, policy, iteration),
         )
         # exact gold only on the batch of a selector that declared it (never charged to the ledger)

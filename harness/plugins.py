@@ -47,6 +47,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.selectors.active_exploration",
     "plugins.selectors.apo",
     "plugins.selectors.sea",
+    "plugins.selectors.steered",
     "plugins.selectors.gold_gradient",
     "plugins.allocators.schedules",
     "plugins.allocators.adaptive",

@@ -61,6 +61,12 @@ checks that:
   bit and then selects and learns exactly as the original; ``observe`` must
   be deterministic for equal Generator seeds, leave the global RNGs and the
   feedback alone; selecting must leave the state alone.
+* (selector contract 3) ``steers_sampling`` is a bool. A selector that steers
+  gets ``batch.sources`` from its own ``sampling_sources`` (drawn from a fixed
+  Generator) and runs every check above with them; ``sampling_sources`` must
+  give ``(M, N)`` integer codes into
+  :data:`~harness.interfaces.SAMPLING_SOURCES`, deterministic for equal
+  Generator seeds, leaving the global RNGs alone.
 
 **AllocatorContract** checks that a plan has one non-negative int per
 iteration, that labels already spent plus the plan for the remaining
@@ -107,6 +113,7 @@ from harness.interfaces import (
     Component,
     ExactGold,
     FEATURE_SOURCES,
+    SAMPLING_SOURCES,
     Feedback,
     IterationRecord,
     Judge,
@@ -184,6 +191,7 @@ def make_pool(
     passes: int = 0,
     exact_gold: bool = False,
     features: int = 0,
+    sources: np.ndarray | None = None,
 ) -> SyntheticPool:
     """A synthetic pool of ``n_prompts`` x ``n_responses`` responses, a pure function of ``seed``.
 
@@ -207,6 +215,9 @@ def make_pool(
     :param features: d > 0 (selector contract 2): set ``batch.features``,
         ``(M, N, d)`` standard-normal features per distinct response
         (identical responses equal), from a stream of their own.
+    :param sources: ``(M, N)`` codes into
+        :data:`~harness.interfaces.SAMPLING_SOURCES` for ``batch.sources``
+        (selector contract 3), or None.
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1EC7]))
     m, n = int(n_prompts), int(n_responses)
@@ -259,6 +270,7 @@ def make_pool(
         tokens=tokens if needs_tokens else None,
         exact_gold=_exact_gold(seed, ids, equal=scores == "equal") if exact_gold else None,
         features=_features(seed, ids, int(features)) if features else None,
+        sources=None if sources is None else np.asarray(sources, dtype=np.int8),
     )
     return SyntheticPool(batch=batch, tokens=tokens, response_id=ids)
 
@@ -432,6 +444,9 @@ class SelectorContract:
         kwargs.setdefault("passes", int(getattr(selector, "stochastic_passes", 0) or 0))
         kwargs.setdefault("exact_gold", bool(getattr(selector, "needs_exact_gold", False)))
         kwargs.setdefault("features", FEATURE_WIDTH if getattr(selector, "feature_source", None) else 0)
+        if getattr(selector, "steers_sampling", False) and "sources" not in kwargs:
+            kwargs["sources"] = selector.sampling_sources(int(kwargs["n_prompts"]), int(kwargs["n_responses"]),
+                                                          np.random.default_rng([seed, 0x5027]))
         return make_pool(
             seed,
             requires=tuple(selector.requires),
@@ -614,6 +629,7 @@ class SelectorContract:
             "distinct": np.asarray(batch.distinct).copy(),
             **{f"scores[{k!r}]": v.copy() for k, v in batch.scores.items()},
             **({} if batch.features is None else {"features": batch.features.copy()}),
+            **({} if batch.sources is None else {"sources": batch.sources.copy()}),
         }
         selector = self.make_selector()
         pairs = selector.select_instances(batch, np.random.default_rng(0))
@@ -624,6 +640,7 @@ class SelectorContract:
             "distinct": np.asarray(batch.distinct),
             **{f"scores[{k!r}]": v for k, v in batch.scores.items()},
             **({} if batch.features is None else {"features": batch.features}),
+            **({} if batch.sources is None else {"sources": batch.sources}),
         }
         for name, before in copies.items():
             assert np.array_equal(before, current[name], equal_nan=before.dtype.kind == "f"), (
@@ -647,6 +664,25 @@ class SelectorContract:
         after = [None if p.grad is None else p.grad.detach() for p in gold.policy.parameters()]
         assert all((a is None and b is None) or (a is not None and b is not None and bool((a == b).all()))
                    for a, b in zip(grads, after)), "the selector changed the policy's .grad"
+
+    # -- selector contract 3: steerable sampling
+
+    def test_sampling_sources_are_valid_codes(self):
+        selector = self.make_selector()
+        steers = getattr(selector, "steers_sampling", False)
+        assert isinstance(steers, bool), f"steers_sampling must be True or False, got {steers!r}"
+        if not steers:
+            return
+        for m, n in ((self.n_prompts, self.n_responses), (1, 2), (0, self.n_responses)):
+            before = streams.global_rng_state()
+            first = np.asarray(selector.sampling_sources(m, n, np.random.default_rng(4)))
+            assert_global_rng_unchanged(before, "sampling_sources")
+            assert first.shape == (m, n) and first.dtype.kind in "iu", (
+                f"sampling_sources({m}, {n}) must return ({m}, {n}) integer codes, got {first.dtype} {first.shape}")
+            assert first.size == 0 or ((first >= 0) & (first < len(SAMPLING_SOURCES))).all(), (
+                f"sampling_sources returned codes outside 0..{len(SAMPLING_SOURCES) - 1} (SAMPLING_SOURCES)")
+            again = np.asarray(selector.sampling_sources(m, n, np.random.default_rng(4)))
+            assert np.array_equal(first, again), "sampling_sources differs for equal Generator seeds"
 
     # -- selector contract 2: features and memory
 
@@ -1355,11 +1391,13 @@ def world_preference_data(world: Any, *, n_pairs: int, seed: int, policy: Any = 
 
 
 def _take(data: PreferenceData, index: Any) -> PreferenceData:
-    return PreferenceData(**{f.name: np.asarray(getattr(data, f.name))[index] for f in fields(PreferenceData)})
+    return PreferenceData(**{f.name: None if getattr(data, f.name) is None else np.asarray(getattr(data, f.name))[index]
+                             for f in fields(PreferenceData)})
 
 
 def _data_arrays(data: PreferenceData) -> dict[str, np.ndarray]:
-    return {f.name: np.array(getattr(data, f.name), copy=True) for f in fields(PreferenceData)}
+    return {f.name: np.array(getattr(data, f.name), copy=True) for f in fields(PreferenceData)
+            if getattr(data, f.name) is not None}
 
 
 class TrainerContract(_ComponentContract):
@@ -1821,7 +1859,10 @@ class TestbedContract(_ComponentContract):
       somewhere, the policy, its ``logprobs`` and the global RNGs unchanged);
       ``features`` (selector contract 2: ``(M, N, d)`` finite float64,
       deterministic, equal for identical responses, the same whichever
-      prompts share the call, the policy and the global RNGs unchanged).
+      prompts share the call, the policy and the global RNGs unchanged);
+      ``steered_sample`` (selector contract 3: responses of every source with
+      ``sources`` set, lengths in ``1..L``, scorable by ``logprobs``,
+      deterministic, the policy and the global RNGs unchanged).
     """
 
     kind = "testbed"
@@ -2214,6 +2255,28 @@ class TestbedContract(_ComponentContract):
                  for part in (slice(0, half), slice(half, m))]
         assert np.allclose(np.concatenate(parts), first, rtol=self.tolerance, atol=self.tolerance), (
             "features depend on which other prompts share the call")
+
+    def test_steered_sample(self):
+        world = self.build()
+        self._optional(world, "steered_sample")
+        prompts, _ = self.batch(world, 20)
+        m, n = len(prompts), max(self.n_responses, len(SAMPLING_SOURCES))
+        sources = (np.arange(m * n).reshape(m, n) % len(SAMPLING_SOURCES)).astype(np.int8)
+        policy, reference = world.initial_policy, world.reference_policy
+        before, rngs = _parameters(policy), streams.global_rng_state()
+        first = world.steered_sample(policy, reference, prompts, sources, 0.5, np.random.default_rng(3))
+        assert_global_rng_unchanged(rngs, "steered_sample")
+        _assert_parameters_unchanged(before, policy, "steered_sample")
+        assert isinstance(first, Responses) and first.lengths.shape == (m, n), (
+            f"steered_sample must return Responses of shape ({m}, {n})")
+        assert first.sources is not None and np.array_equal(first.sources, sources), (
+            "steered_sample must return the responses with `sources` set to the codes it was given")
+        width = first.tokens.shape[2]
+        assert ((first.lengths >= 1) & (first.lengths <= width)).all(), "a response length is outside 1..L"
+        again = world.steered_sample(policy, reference, prompts, sources, 0.5, np.random.default_rng(3))
+        assert np.array_equal(first.tokens, again.tokens) and np.array_equal(first.lengths, again.lengths), (
+            "steered_sample differs for equal Generator seeds")
+        self.logprobs(world, policy, prompts, first)  # every response scores as a response of the world
 
     def test_seed_round(self):
         world = self.build()

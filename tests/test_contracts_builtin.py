@@ -64,7 +64,7 @@ from tests.extras import requires_extra
 #: Test modules whose module-level contract classes count as contract runs of built-ins.
 CONTRACT_MODULES = ("test_selectors", "test_selectors_explicit", "test_field_strategies", "test_allocators",
                     "test_active_exploration", "test_stochastic_scoring", "test_adaptive_allocator",
-                    "test_feature_selectors")
+                    "test_feature_selectors", "test_steered_sampling")
 
 needs_hf = requires_extra("hf")  # the hf testbed, the trl trainer and the model judges
 

@@ -71,6 +71,8 @@ def save_selection(selection: PendingSelection, path: Path) -> None:
     for name in ("logp_policy", "logp_ref"):
         if getattr(selection, name) is not None:
             arrays[name] = getattr(selection, name)
+    if selection.responses.sources is not None:  # where each response was sampled from (selector contract 3)
+        arrays["sources"] = selection.responses.sources
     write_atomically(path, lambda handle: np.savez(handle, **arrays), binary=True)
 
 
@@ -81,7 +83,7 @@ def load_selection(path: Path) -> PendingSelection:
             arrays = {name: data[name] for name in data.files}
         return PendingSelection(
             prompts=arrays["prompts"],
-            responses=Responses(tokens=arrays["tokens"], lengths=arrays["lengths"]),
+            responses=Responses(tokens=arrays["tokens"], lengths=arrays["lengths"], sources=arrays.get("sources")),
             distinct=arrays["distinct"],
             offered=int(arrays["offered"]),
             kept=Pairs(prompt=arrays["kept_prompt"], a=arrays["kept_a"], b=arrays["kept_b"]),

@@ -20,6 +20,13 @@ untouched with ``steps = 0``, ``epochs = 0.0`` and both losses reported as 0.0
 :attr:`~harness.interfaces.TrainResult.log` reports it as both ``lr_first``
 and ``lr_max``.
 
+``xpo_alpha`` > 0 adds XPO's exploration term (Xie et al. 2024,
+arXiv:2405.21046): alpha times the mean log pi_theta(y_ref) over the pairs of
+a minibatch that hold a response sampled from pi_ref (``--selector xpo``
+samples one per pair; selector contract 3). Minimising it lowers the
+probability of the reference's own responses, pushing the policy to explore
+beyond them. oat uses alpha = 5e-6. Pairs without sources are a UsageError.
+
 With ``--report-to`` (:mod:`harness.tracking`) every step's loss goes to the
 run's tracker (``train/loss``).
 
@@ -33,8 +40,8 @@ import math
 import numpy as np
 
 from harness import hookimpl, tracking
-from harness.errors import NonFiniteError
-from harness.interfaces import PreferenceData, Trainer, TrainResult
+from harness.errors import NonFiniteError, UsageError
+from harness.interfaces import SAMPLING_SOURCES, PreferenceData, Trainer, TrainResult
 from harness.options import Option
 from harness.rng import torch_seed
 
@@ -48,7 +55,15 @@ class NativeDPOTrainer(Trainer):
         Option("epochs", int, 8, "passes over the pairs per call (used when steps is 0)", min=0),
         Option("steps", int, 0, "exact number of optimiser steps per call; 0 = use epochs", min=0),
         Option("batch_size", int, 64, "pairs per optimiser step", min=1),
+        Option("xpo_alpha", float, 0.0, "XPO (Xie et al. 2024): add alpha x mean log pi_theta of the pairs' pi_ref "
+               "responses to the loss (--selector xpo samples them; 5e-6 in oat); 0 = plain DPO", min=0.0,
+               omit_at_default=True),
     )
+
+    @property
+    def needs_sampling_sources(self) -> bool:
+        """True with ``xpo_alpha`` > 0: the term reads which responses were sampled from pi_ref."""
+        return float(self.settings["xpo_alpha"]) > 0
 
     def train(self, *, policy, data: PreferenceData, rng: np.random.Generator) -> TrainResult:
         import torch
@@ -78,6 +93,8 @@ class NativeDPOTrainer(Trainer):
         chosen_lengths = tensor(data.chosen_lengths, torch.long)
         rejected_lengths = tensor(data.rejected_lengths, torch.long)
         ref_margin = tensor(data.ref_chosen_logps, torch.float64) - tensor(data.ref_rejected_logps, torch.float64)
+        alpha = float(settings["xpo_alpha"])
+        explored = _reference_sides(data) if alpha > 0 else None
         same_width = chosen.shape[1] == rejected.shape[1]
 
         optimizer = torch.optim.Adam(list(model.parameters()), lr=float(settings["lr"]))
@@ -95,7 +112,16 @@ class NativeDPOTrainer(Trainer):
                 logp_chosen = model.sequence_logprobs(prompts[index], chosen[index], chosen_lengths[index])
                 logp_rejected = model.sequence_logprobs(prompts[index], rejected[index], rejected_lengths[index])
             margin = (logp_chosen.double() - logp_rejected.double()) - ref_margin[index]
-            return -torch.nn.functional.logsigmoid(beta * margin).mean()
+            loss = -torch.nn.functional.logsigmoid(beta * margin).mean()
+            if explored is None:
+                return loss
+            chosen_side, rejected_side = explored[0][index], explored[1][index]
+            with_reference = chosen_side | rejected_side
+            if not bool(with_reference.any()):
+                return loss
+            # XPO's exploration term: alpha times the mean log pi_theta of the pairs' pi_ref responses
+            logp_reference = torch.where(chosen_side, logp_chosen, logp_rejected).double()[with_reference]
+            return loss + alpha * logp_reference.mean()
 
         steps = 0
         seen = 0
@@ -125,6 +151,23 @@ class NativeDPOTrainer(Trainer):
         rate = float(optimizer.param_groups[0]["lr"])  # constant: every step ran at it
         return TrainResult(policy=model, steps=steps, epochs=epochs, loss_first=loss_first, loss_last=loss_last,
                            log={"lr_first": rate, "lr_max": rate})
+
+
+def _reference_sides(data: PreferenceData):
+    """Bool tensors: each pair's chosen / rejected response was sampled from pi_ref (selector contract 3).
+
+    UsageError when the data carries no sources: the XPO term needs to know
+    which responses came from pi_ref, which only a steering selector records.
+    """
+    import torch
+
+    if data.chosen_sources is None or data.rejected_sources is None:
+        raise UsageError("trainer option xpo_alpha needs pairs with a response sampled from pi_ref, but these "
+                         "pairs carry no sampling sources: run it with a selector that samples from pi_ref "
+                         "(--selector xpo), or leave xpo_alpha at 0")
+    reference = SAMPLING_SOURCES.index("reference")
+    return (torch.as_tensor(np.asarray(data.chosen_sources) == reference),
+            torch.as_tensor(np.asarray(data.rejected_sources) == reference))
 
 
 @hookimpl

@@ -239,6 +239,94 @@ class HFWorld:
         self.last_sampling_logprobs = None
         return self._responses(generated, n)
 
+    def steered_sample(self, policy, reference, prompts: np.ndarray, sources: np.ndarray, beta: float,
+                       rng: np.random.Generator) -> Responses:
+        """Each response ``[m, n]`` drawn from ``sources[m, n]`` (selector contract 3), with the sampling options.
+
+        pi_{i-1} and pi_ref rows are generated as :meth:`sample` generates
+        (``generate``, in chunks, one seed per chunk); pi+ and pi- rows by a
+        token loop over both models with their KV caches, on the logits
+        (1 + w) h_pi - w h_ref (w = beta for pi+, -beta for pi-), then the
+        temperature, top-k and top-p of the options, one prompt's rows at a
+        time (so no padding enters the caches). Each source gets its own seed
+        from ``rng``, in the order of ``SAMPLING_SOURCES``. The vLLM backend
+        samples one model per request and cannot interpolate two models'
+        logits, so it refuses (UsageError); use ``-o testbed.backend=transformers``.
+        """
+        from harness.interfaces import SAMPLING_SOURCES
+
+        if self.sampler is not None:
+            raise UsageError(
+                "the hf testbed's vLLM backend cannot sample from chosen sources: it draws every response of a "
+                "request from one model and cannot mix two models' next-token logits (PILAF's pi+ and pi-). Run "
+                "a selector that steers sampling with -o testbed.backend=transformers"
+            )
+        policy, reference = self._check_policy(policy), self._check_policy(reference)
+        rows = [int(r) for r in np.asarray(prompts, dtype=np.int64).reshape(len(prompts), -1)[:, 0]]
+        sources = np.asarray(sources, dtype=np.int8)
+        m, n = sources.shape
+        grid: list[list[list[int]]] = [[[] for _ in range(n)] for _ in range(m)]
+        weights = {"plus": float(beta), "minus": -float(beta)}
+        eos = torch.tensor(self.eos_ids, dtype=torch.long)
+        for code, name in enumerate(SAMPLING_SOURCES):
+            seed = torch_seed(rng)
+            where = np.argwhere(sources == code)
+            if where.size == 0:
+                continue
+            if name in weights:
+                cells = self._interpolated(policy, reference, weights[name], rows, where, seed)
+            else:
+                model = policy if name == "policy" else reference
+                chunk = max(1, int(self.settings["generation_batch_size"]))
+                cells = []
+                for start in range(0, len(where), chunk):
+                    part = where[start : start + chunk]
+                    blocks = self._generate(model, [rows[i] for i, _ in part], 1, seed + start, "sample")
+                    cells.extend(block[0] for block in blocks)
+            for (i, j), block in zip(where, cells):
+                is_eos = torch.isin(block, eos)
+                end = int(is_eos.int().argmax()) + 1 if bool(is_eos.any()) else int(block.shape[0])
+                grid[i][j] = block[:end].tolist()
+        self.last_sampling_logprobs = None
+        responses = self._responses(grid, n)
+        return Responses(tokens=responses.tokens, lengths=responses.lengths, sources=sources)
+
+    def _interpolated(self, policy: HFPolicy, reference: HFPolicy, weight: float, rows: list[int],
+                      where: np.ndarray, seed: int) -> list[torch.Tensor]:
+        """Token rows sampled from softmax(((1 + w) h_pi - w h_ref) / temperature) with top-k/top-p, for each
+        ``(prompt, response)`` cell of ``where``, prompt by prompt (cells in the order of ``where``)."""
+        s = self.settings
+        temperature, top_k, top_p = float(s["temperature"]), int(s["top_k"]), float(s["top_p"])
+        steps = int(s["max_new_tokens"])
+        device = policy.device
+        eos = torch.tensor(self.eos_ids, dtype=torch.long, device=device)
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+        out: dict[int, torch.Tensor] = {}
+        with torch.no_grad():
+            for prompt in dict.fromkeys(int(i) for i, _ in where):  # each prompt once, in first-seen order
+                cells = [k for k, (i, _) in enumerate(where) if int(i) == prompt]
+                ids = torch.tensor([list(self.table.ids[rows[prompt]])] * len(cells), dtype=torch.long, device=device)
+                mine = policy.model(input_ids=ids, use_cache=True)
+                theirs = reference.model(input_ids=ids, use_cache=True)
+                done = torch.zeros(len(cells), dtype=torch.bool, device=device)
+                tokens = []
+                for _ in range(steps):
+                    logits = (1.0 + weight) * mine.logits[:, -1].float() - weight * theirs.logits[:, -1].float()
+                    token = _draw(logits, temperature, top_k, top_p, generator)
+                    token = torch.where(done, torch.full_like(token, self.pad_id), token)
+                    tokens.append(token)
+                    done |= torch.isin(token, eos)
+                    if bool(done.all()):
+                        break
+                    mine = policy.model(input_ids=token[:, None], past_key_values=mine.past_key_values,
+                                        use_cache=True)
+                    theirs = reference.model(input_ids=token[:, None], past_key_values=theirs.past_key_values,
+                                             use_cache=True)
+                block = torch.stack(tokens, dim=1).cpu() if tokens else torch.zeros((len(cells), 0), dtype=torch.long)
+                for row, k in enumerate(cells):
+                    out[k] = block[row]
+        return [out[k] for k in range(len(where))]
+
     def _responses(self, generated: list[list[list[int]]], n: int) -> Responses:
         """``Responses`` from the token lists of every prompt's ``n`` responses (each already cut after its EOS).
 
@@ -886,3 +974,19 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
     return HFWorld(settings=settings, seed=seed, tokenizer=tokenizer, table=table, reference_policy=reference,
                    initial_policy=initial, reference_outputs=reference_outputs, info=info, sampler=sampler,
                    conversations={t: m for t, m in prompts.messages.items() if t in used})
+
+
+def _draw(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+          generator: torch.Generator) -> torch.Tensor:
+    """One token per row from ``logits`` ``(B, V)`` after temperature, top-k (0: off) and top-p (1: off)."""
+    logits = logits / max(temperature, 1e-6)
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(ordered, dim=-1)
+        beyond = probs.cumsum(dim=-1) - probs > top_p  # drop tokens once the mass before them exceeds top_p
+        ordered = ordered.masked_fill(beyond, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]

@@ -214,3 +214,48 @@ class GRUPolicy:
                 state = step_out[:, 0]
         tokens[rows, config.max_len] = vocab.eos  # forced EOS; lengths already max_len + 1
         return tokens, lengths
+
+
+@torch.no_grad()
+def sample_interpolated(policy: GRUPolicy, reference: GRUPolicy, weight: float, prompts: torch.Tensor,
+                        generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One response per prompt row from softmax((1 + w) head_pi - w head_ref + s_t), the two GRUs in lockstep.
+
+    ``weight`` w = beta gives PILAF's pi+, w = -beta its pi- (logits
+    (1 - beta) h_pi + beta h_ref). The EOS shaping s_t (the ban at t = 0, the
+    forcing at ``max_len``) is added once, after the interpolation, so it
+    shapes the mixture exactly as it shapes each policy. Temperature 1
+    (Gumbel-max with uniforms from ``generator``), as :meth:`GRUPolicy.sample`;
+    returns ``tokens`` ``(B, max_len + 1)`` and ``lengths`` ``(B,)``.
+    """
+    config = policy.config
+    vocab = config.vocab
+    b = prompts.shape[0]
+    tokens = torch.full((b, config.max_len + 1), vocab.pad, dtype=torch.long)
+    lengths = torch.full((b,), config.max_len + 1, dtype=torch.long)
+    if b == 0:
+        return tokens, torch.zeros(0, dtype=torch.long)
+    mine, mine_hidden = policy.prefix_states(prompts)
+    theirs, theirs_hidden = reference.prefix_states(prompts)
+    w = float(weight)
+    rows = torch.arange(b)
+    for t in range(config.max_len):
+        logits = (1.0 + w) * policy.net.head(mine) - w * reference.net.head(theirs) + policy._shaping[t]
+        uniform = torch.rand(logits.shape, generator=generator)
+        y = (logits - torch.log(-torch.log(uniform))).argmax(dim=-1)
+        tokens[rows, t] = y
+        ended = y == vocab.eos
+        if bool(ended.any()):
+            lengths[rows[ended]] = t + 1
+            keep = ~ended
+            rows, y = rows[keep], y[keep]
+            mine_hidden, theirs_hidden = mine_hidden[:, keep], theirs_hidden[:, keep]
+            if rows.numel() == 0:
+                return tokens, lengths
+        if t + 1 < config.max_len:
+            step, mine_hidden = policy.net.gru(policy.net.embed(y).unsqueeze(1), mine_hidden)
+            mine = step[:, 0]
+            step, theirs_hidden = reference.net.gru(reference.net.embed(y).unsqueeze(1), theirs_hidden)
+            theirs = step[:, 0]
+    tokens[rows, config.max_len] = vocab.eos  # forced EOS; lengths already max_len + 1
+    return tokens, lengths

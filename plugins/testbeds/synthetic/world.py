@@ -26,7 +26,7 @@ from harness.interfaces import Labels, Pairs, PreferenceData, Responses
 from harness.progress import NullReporter
 from harness.rng import stage_key, torch_seed
 from plugins.testbeds.synthetic import cache as world_cache
-from plugins.testbeds.synthetic.policy import GRUNet, GRUPolicy, PolicyConfig
+from plugins.testbeds.synthetic.policy import GRUNet, GRUPolicy, PolicyConfig, sample_interpolated
 from plugins.testbeds.synthetic.process import Tables, Vocab, gold_rewards, make_tables, sample_process
 from plugins.testbeds.synthetic.sft import train_sft
 
@@ -132,6 +132,41 @@ class SyntheticWorld:
             tokens=tokens.numpy().reshape(m, n, width).astype(np.int64, copy=False),
             lengths=lengths.numpy().reshape(m, n).astype(np.int64, copy=False),
         )
+
+    def steered_sample(self, policy, reference, prompts: np.ndarray, sources: np.ndarray, beta: float,
+                       rng: np.random.Generator) -> Responses:
+        """Each response ``[m, n]`` drawn from ``sources[m, n]`` (selector contract 3), temperature 1.
+
+        pi_{i-1} and pi_ref sample as :meth:`sample` does; pi+ and pi- run the
+        two GRUs in lockstep on interpolated logits
+        (:func:`~plugins.testbeds.synthetic.policy.sample_interpolated`). The
+        sources are drawn in the order of ``SAMPLING_SOURCES``, each from its
+        own torch Generator seeded from ``rng`` (one seed per source, drawn
+        whether or not it is used, so one source's rows never shift another's).
+        """
+        from harness.interfaces import SAMPLING_SOURCES
+
+        policy, reference = self._check_policy(policy), self._check_policy(reference)
+        prompts = np.asarray(prompts, dtype=np.int64)
+        sources = np.asarray(sources, dtype=np.int8)
+        m, n = sources.shape
+        width = self.max_response_length + 1
+        tokens = np.full((m, n, width), policy.config.vocab.pad, dtype=np.int64)
+        lengths = np.zeros((m, n), dtype=np.int64)
+        weights = {"plus": float(beta), "minus": -float(beta)}
+        for code, name in enumerate(SAMPLING_SOURCES):
+            generator = _torch_generator(rng)
+            rows, columns = np.nonzero(sources == code)
+            if rows.size == 0:
+                continue
+            chosen = _as_long(prompts[rows])
+            if name in weights:
+                drawn, drawn_lengths = sample_interpolated(policy, reference, weights[name], chosen, generator)
+            else:
+                drawn, drawn_lengths = (policy if name == "policy" else reference).sample(chosen, generator, n=1)
+            tokens[rows, columns] = drawn.numpy()
+            lengths[rows, columns] = drawn_lengths.numpy()
+        return Responses(tokens=tokens, lengths=lengths, sources=sources)
 
     def save_policy(self, policy, path: Path) -> None:
         """Write ``policy``'s weights to ``path`` as safetensors (for checkpoints)."""
