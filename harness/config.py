@@ -428,20 +428,52 @@ def _assemble(registry: Registry, config: RunConfig, made: Mapping[str, Componen
     check_explicit_scores(components, config)
     check_exact_gold(components, config)
     check_judge_roles(components)
+    check_features_and_sources(components, config)
     check_sampling_sources(components, config)
     return components
+
+
+def check_features_and_sources(components: Components, config: RunConfig) -> None:
+    """UsageError when a selector reads features, or samples from a source, the testbed's worlds cannot give."""
+    testbed = components.testbed
+    readers = [s.name for s in (components.instance_selector, components.corpus_selector)
+               if getattr(s, "feature_source", None) is not None]
+    if readers and not getattr(testbed, "gives_features", False):
+        raise UsageError(
+            f"selector {readers[0]!r} reads each response's features (a model's hidden state), but testbed "
+            f"{config.testbed.name!r} does not declare that its worlds give them (gives_features, World.features); "
+            "run it on the synthetic or hf testbed, or pick another selector"
+        )
+    steering = components.steering_selector()
+    if steering is None:
+        return
+    offered = tuple(getattr(testbed, "sampling_sources", ("policy",)))
+    missing = [source for source in steering.samples_from if source not in offered]
+    if missing:
+        hint = (" (its vLLM backend draws each response from one model: use -o testbed.backend=transformers)"
+                if getattr(testbed, "settings", {}).get("backend") == "vllm" else "")
+        raise UsageError(
+            f"selector {steering.name!r} samples responses from {', '.join(missing)}, but testbed "
+            f"{config.testbed.name!r} with these settings samples only from {', '.join(offered)}{hint}; pick "
+            "another selector or testbed"
+        )
 
 
 def check_sampling_sources(components: Components, config: RunConfig) -> None:
     """UsageError when two selectors steer sampling differently, or the trainer reads where responses were
     sampled from and no selector steers sampling."""
     steering = components.steering_selector()
-    if getattr(components.trainer, "needs_sampling_sources", False) and steering is None:
+    needed = tuple(getattr(components.trainer, "needs_sampling_sources", ()) or ())
+    offered = tuple(getattr(steering, "samples_from", ())) if steering is not None else ("policy",)
+    missing = [source for source in needed if source not in offered]
+    if missing:
+        who = (f"selector {steering.name!r} samples only from {', '.join(offered)}" if steering is not None else
+               f"selectors {components.instance_selector.name!r}/{components.corpus_selector.name!r} sample every "
+               "response from pi_{i-1}")
         raise UsageError(
-            f"trainer {config.trainer.name!r} reads where each response was sampled from (its settings "
-            f"{dict(components.trainer.settings)} ask for it, e.g. xpo_alpha > 0), but selectors "
-            f"{components.instance_selector.name!r}/{components.corpus_selector.name!r} sample every response "
-            "from pi_{i-1}: run a selector that samples from pi_ref (--selector xpo), or drop that option"
+            f"trainer {config.trainer.name!r} reads the pairs' responses sampled from {', '.join(missing)} (its "
+            f"settings {dict(components.trainer.settings)} ask for it, e.g. xpo_alpha > 0), but {who}: run a "
+            "selector that samples from there (--selector xpo), or drop that option"
         )
 
 

@@ -95,7 +95,8 @@ SAMPLING_SOURCES = ("policy", "reference", "plus", "minus")
 """Where a response may be drawn from (selector contract 3), by code (the index in this tuple):
 
 * ``policy``: pi_{i-1}, the run's current policy (every response of a run whose selectors do not steer);
-* ``reference``: pi_ref, the run's DPO reference;
+* ``reference``: pi_ref, the world's reference policy (also under ``--reference previous``, where the DPO
+  reference moves but pi_ref does not);
 * ``plus``: pi+, next-token logits (1 + beta) h_pi - beta h_ref;
 * ``minus``: pi-, next-token logits (1 - beta) h_pi + beta h_ref;
 
@@ -730,7 +731,9 @@ class Selector(Component):
     ``(M, N)`` int8 codes into :data:`SAMPLING_SOURCES`, drawn from the
     Generator of the iteration's ``sources`` stream, and the loop samples each
     response from its source (:meth:`World.steered_sample`); ``batch.sources``
-    carries the codes. Only one selector of a run may steer (the instance
+    carries the codes. ``samples_from`` names every source its plans may
+    use, so that a trainer that reads, say, pi_ref's responses is refused
+    before a run whose selector never samples them. Only one selector of a run may steer (the instance
     level's, or the corpus level's when the instance level's does not); two
     different steering selectors are a UsageError. The extra decoding is
     compute, never labels.
@@ -745,6 +748,7 @@ class Selector(Component):
     feature_source: str | None = None
     stateful: bool = False
     steers_sampling: bool = False
+    samples_from: tuple[str, ...] = ("policy",)
 
     def select_instances(self, batch: SelectionBatch, rng: np.random.Generator) -> Pairs:
         raise NotImplementedError
@@ -807,13 +811,14 @@ class Trainer(Component):
     ``train`` must not modify ``policy``: it trains a clone and returns it.
     ``beta`` is read by the loop for diagnostics (beta times the margin).
     ``needs_sampling_sources`` (selector contract 3; a property when an option
-    decides it) says that ``train`` reads ``data.chosen_sources`` /
-    ``rejected_sources``: a run without a selector that steers sampling is
-    then refused before it starts (UsageError).
+    decides it) names the :data:`SAMPLING_SOURCES` whose responses ``train``
+    reads through ``data.chosen_sources`` / ``rejected_sources``: a run whose
+    steering selector never samples from one of them (``samples_from``), or
+    that has none, is refused before it starts (UsageError).
     """
 
     kind = "trainer"
-    needs_sampling_sources: bool = False
+    needs_sampling_sources: tuple[str, ...] = ()
 
     @property
     def beta(self) -> float:
@@ -882,6 +887,13 @@ class Testbed(Component):
     exact_gold: ClassVar[bool] = False
     """True when every world it builds has :meth:`World.gold_rewards`, the exact gold reward (the synthetic
     testbed): only then may a run use a selector that declares ``needs_exact_gold``."""
+    gives_features: ClassVar[bool] = False
+    """True when every world it builds has :meth:`World.features` (selector contract 2): only then may a run
+    use a selector that names a ``feature_source``."""
+    sampling_sources: tuple[str, ...] = ("policy",)
+    """The :data:`SAMPLING_SOURCES` its worlds can draw from with these settings (selector contract 3; a
+    property when an option decides it); a steering selector whose ``samples_from`` needs another is refused
+    before the run."""
 
     def build_world(self, *, seed: int, reporter: Reporter) -> World:
         """The world of ``seed``.

@@ -36,7 +36,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -207,7 +207,7 @@ def sample(run: RunContext, it: Iteration) -> None:
         counts = ", ".join(f"{int((sources == code).sum())} {name}" for code, name in enumerate(SAMPLING_SOURCES)
                            if (sources == code).any())
         with run.reporter.stage(f"{it.title}: sample {it.pool.prompts}×{n} ({counts})"), run.timer("sample"):
-            responses = run.world.steered_sample(run.policy, run.reference, it.prompts, sources,
+            responses = run.world.steered_sample(run.policy, run.world.reference_policy, it.prompts, sources,
                                                  run.components.trainer.beta, rng)
         if responses.sources is None or not np.array_equal(responses.sources, sources):
             raise PluginError("World.steered_sample must return the responses with `sources` set to the codes it "
@@ -326,8 +326,9 @@ def observe(run: RunContext, it: Iteration) -> None:
 
     Each level's stateful selector gets a :class:`~harness.interfaces.Feedback`
     (the kept pairs, their labels and ties, its own features of the pool) and
-    a Generator of the iteration's own stream for its level, so no other
-    stream moves. On resume after external labelling the pool's features are
+    a Generator of the iteration's own stream for that selector
+    (``observe:NAME``), so no other stream moves and a selector used at both
+    levels learns exactly the same at each. On resume after external labelling the pool's features are
     computed again from the same policy, so the selector learns what it would
     have learnt without the stop.
     """
@@ -348,7 +349,7 @@ def observe(run: RunContext, it: Iteration) -> None:
                                 tie=verdict.tie_mask().copy(), features=it.features.get(source))
             before = streams.global_rng_state()
             with run.timer("select"):
-                selector.observe(feedback, streams.stream(run.config.seed, it.number, f"observe_{level}"))
+                selector.observe(feedback, streams.stream(run.config.seed, it.number, f"observe:{selector.name}"))
             _refuse_global_draws(before, f"{level} selector {selector.name!r} (observe)")
 
     run.ranks.main_only(main)
@@ -593,9 +594,9 @@ def record(run: RunContext, it: Iteration) -> None:
     run.history.append(IterationRecord(iteration=it.number, labels=row["labels"], metrics=it.metrics,
                                        observed=observed))
     state = LoopState(it.number, run.policy, list(run.rows), dict(ledger.charged), list(run.history),
-                      dict(ledger.proxy_calls), None if run.reference is run.world.reference_policy else run.reference,
-                      run.ranks.main_only(lambda: selector_states(run.components)))
-    run.ranks.main_only(lambda: save_then_emit(run, state))
+                      dict(ledger.proxy_calls), None if run.reference is run.world.reference_policy else run.reference)
+    # the selectors' memory lives on the main process, which alone selects: read there, never broadcast
+    run.ranks.main_only(lambda: save_then_emit(run, replace(state, selector_states=selector_states(run.components))))
 
 
 def save_then_emit(run: RunContext, state: LoopState) -> None:
@@ -665,19 +666,30 @@ def _logprobs_of_pairs(ranks: Ranks, world, policies, prompts, responses: Respon
 
 def _kl_to_previous(ranks: Ranks, world, before, after, prompts, responses: Responses,
                     logp_before: np.ndarray | None) -> dict[str, float]:
-    """KL(pi_{i-1} || pi_i) and its standard error, from the first response of every pool prompt.
+    """KL(pi_{i-1} || pi_i) and its standard error, from the first plain sample of pi_{i-1} of every pool prompt.
 
-    Those responses are plain samples of pi_{i-1} (selection never chose
-    them), so with r = pi_i(y) / pi_{i-1}(y) the mean of (r - 1) - log r
+    That is the prompt's first response, or, when a selector steered
+    sampling, its first response drawn from pi_{i-1} itself (prompts with
+    none are left out). Those responses are plain samples of pi_{i-1}
+    (selection never chose them), so with r = pi_i(y) / pi_{i-1}(y) the mean of (r - 1) - log r
     over them is an unbiased estimate of the KL of one training step that is
     never negative (Schulman's k3 estimator; the plain mean of -log r has far
     more variance at small steps) and is exactly 0 when the weights did not
     change. It costs one forward of pi_i over one response per prompt (and of
     pi_{i-1} when scoring did not compute it).
     """
-    first = Responses(tokens=responses.tokens[:, :1], lengths=responses.lengths[:, :1])
-    if logp_before is not None and np.isfinite(logp_before[:, 0]).all():
-        old = np.asarray(logp_before[:, 0], dtype=np.float64)
+    rows = np.arange(responses.n_prompts)
+    column = np.zeros(responses.n_prompts, dtype=np.int64)
+    if responses.sources is not None:  # steered sampling: only pi_{i-1}'s own samples estimate its KL
+        own = responses.sources == SAMPLING_SOURCES.index("policy")
+        rows, column = np.flatnonzero(own.any(axis=1)), own.argmax(axis=1)[own.any(axis=1)]
+        prompts = np.asarray(prompts)[rows]
+        if logp_before is not None:
+            logp_before = logp_before[rows]
+    first = Responses(tokens=responses.tokens[rows, column][:, None], lengths=responses.lengths[rows, column][:, None])
+    before_values = None if logp_before is None else logp_before[np.arange(len(rows)), column]
+    if before_values is not None and np.isfinite(before_values).all():
+        old = np.asarray(before_values, dtype=np.float64)
     else:
         old = _logprobs(ranks, world, before, prompts, first)[:, 0]
     new = _logprobs(ranks, world, after, prompts, first)[:, 0]

@@ -681,6 +681,10 @@ class SelectorContract:
                 f"sampling_sources({m}, {n}) must return ({m}, {n}) integer codes, got {first.dtype} {first.shape}")
             assert first.size == 0 or ((first >= 0) & (first < len(SAMPLING_SOURCES))).all(), (
                 f"sampling_sources returned codes outside 0..{len(SAMPLING_SOURCES) - 1} (SAMPLING_SOURCES)")
+            declared = getattr(selector, "samples_from", ("policy",))
+            used = {SAMPLING_SOURCES[int(code)] for code in np.unique(first)}
+            assert used <= set(declared), (
+                f"sampling_sources used {sorted(used - set(declared))}, which samples_from {declared} does not name")
             again = np.asarray(selector.sampling_sources(m, n, np.random.default_rng(4)))
             assert np.array_equal(first, again), "sampling_sources differs for equal Generator seeds"
 
@@ -699,13 +703,13 @@ class SelectorContract:
             f"feature_source must be None or one of {FEATURE_SOURCES}, got {source!r}")
         stateful = getattr(selector, "stateful", False)
         assert isinstance(stateful, bool), f"stateful must be True or False, got {stateful!r}"
+        batch = self.make_pool(self.seeds[0], features=FEATURE_WIDTH).batch
+        by_source = {name: batch.features + k for k, name in enumerate(FEATURE_SOURCES)}  # a different array each
+        handed = batch_for(selector, batch, by_source).features
         if source is not None:
-            batch = self.make_pool(self.seeds[0]).batch
-            assert batch.features is not None and batch_for(selector, batch).features is batch.features
+            assert handed is by_source[source], f"a selector naming feature_source {source!r} got another's features"
         else:
-            with_features = self.make_pool(self.seeds[0], features=FEATURE_WIDTH).batch
-            assert batch_for(selector, with_features, {"policy": with_features.features}).features is None, (
-                "features would reach a selector that names no feature_source")
+            assert handed is None, "features would reach a selector that names no feature_source"
 
     def test_a_stateless_selector_keeps_no_state(self):
         selector = self.make_selector()
@@ -767,6 +771,25 @@ class SelectorContract:
         assert sorted(states[0]) == sorted(states[1])
         for key in states[0]:
             assert np.array_equal(states[0][key], states[1][key]), f"observe is not deterministic: state[{key!r}]"
+
+    def test_observe_takes_empty_and_all_tie_feedback(self):
+        selector = self.make_selector()
+        if not getattr(selector, "stateful", False):
+            return
+        pool = self.make_pool(self.seeds[0], selector=selector)
+        empty = Feedback(iteration=1, kept=Pairs.empty(), prefer_a=np.zeros(0, bool), tie=np.zeros(0, bool),
+                         features=pool.batch.features)
+        selector.observe(empty, np.random.default_rng(0))
+        pairs = selector.select_instances(pool.batch, np.random.default_rng(1))
+        check_instance_pairs(pool, pairs)
+        ties = Feedback(iteration=2, kept=pairs, prefer_a=np.ones(len(pairs), bool), tie=np.ones(len(pairs), bool),
+                        features=pool.batch.features)
+        selector.observe(ties, np.random.default_rng(2))
+        check_instance_pairs(pool, selector.select_instances(pool.batch, np.random.default_rng(3)))
+        state = selector.state_dict()
+        restored = self.make_selector()
+        restored.load_state_dict(state)
+        assert sorted(restored.state_dict()) == sorted(state), "a state after empty and all-tie feedback did not load"
 
     def test_selecting_leaves_the_state_alone(self):
         selector = self.make_selector()

@@ -112,6 +112,36 @@ def test_apo_memory_turns_it_away_from_a_direction_already_asked():
     assert (after.a[0], after.b[0]) != (0, 1)
 
 
+def test_a_state_key_that_is_also_an_np_savez_argument_survives_a_checkpoint(tmp_path):
+    """Keys such as `file` or `allow_pickle` are np.savez's own arguments: the files prefix every key."""
+    from harness.experiments.checkpoints import _load_selector_state, _sha256, save, selector_state_file
+    from harness.loop import LoopState
+
+    class World:
+        def save_policy(self, policy, path):
+            path.write_bytes(b"policy")
+
+    state = LoopState(1, object(), [{"iteration": 0}, {"iteration": 1}], {1: 4}, [],
+                      selector_states={"corpus": {"file": np.arange(3.0), "allow_pickle": np.ones((2, 2))}})
+    directory = save(tmp_path, World(), state)
+    path = directory / selector_state_file("corpus")
+    loaded = _load_selector_state(path, _sha256(path))
+    assert sorted(loaded) == ["allow_pickle", "file"]
+    assert np.array_equal(loaded["file"], np.arange(3.0)) and np.array_equal(loaded["allow_pickle"], np.ones((2, 2)))
+
+
+def test_a_feature_selector_on_a_testbed_without_features_is_refused_before_the_run():
+    from harness.config import check_features_and_sources
+    from harness.errors import UsageError
+    from types import SimpleNamespace
+
+    components = SimpleNamespace(testbed=SimpleNamespace(gives_features=False), instance_selector=
+                                 ActivePreferenceOptimization(), corpus_selector=ActivePreferenceOptimization(),
+                                 steering_selector=lambda: None)
+    with pytest.raises(UsageError, match="gives_features"):
+        check_features_and_sources(components, SimpleNamespace(testbed=SimpleNamespace(name="elsewhere")))
+
+
 def test_apo_refuses_a_state_from_features_of_another_width():
     selector = ActivePreferenceOptimization()
     selector.load_state_dict({"design": np.eye(3)})
@@ -188,7 +218,7 @@ def test_a_selector_that_names_a_feature_source_refuses_a_batch_without_features
 
 
 def test_the_loop_hands_features_and_feedback_to_a_stateful_selector(tmp_path):
-    """A recording selector sees pi_ref's features (equal across iterations for one response) and its labels."""
+    """A recording selector sees features of the GRU's width, one array for both levels, and its labels."""
     from harness.config import plan_run
     from harness.loop import run_experiment
     from harness.plugins import load_registry
@@ -279,3 +309,14 @@ def test_a_stateful_selector_resumed_after_sigkill_ends_as_an_uninterrupted_run(
 
     assert numbers(run["id"]) == numbers(other)
     assert [row["iteration"] for row in numbers(other)] == [0, 1, 2, 3]
+
+    from harness.experiments.checkpoints import STATE_PREFIX, latest, selector_state_file
+
+    def memory(run_id):  # the selector's memory in the run's last checkpoint
+        with np.load(latest(db.parent / "runs" / run_id) / selector_state_file("corpus")) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+
+    resumed_memory, whole_memory = memory(run["id"]), memory(other)
+    assert resumed_memory and all(key.startswith(STATE_PREFIX) for key in resumed_memory)
+    assert sorted(resumed_memory) == sorted(whole_memory)
+    assert all(np.array_equal(resumed_memory[key], whole_memory[key]) for key in resumed_memory)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from harness.errors import UsageError
-from harness.interfaces import PreferenceData
+from harness.interfaces import PreferenceData, Responses
 from harness.testing import SelectorContract, make_pool
 from plugins.selectors.steered import AEBorda, MINUS, PILAF, PLUS, POLICY, REFERENCE, XPO, borda_bounds
 from plugins.trainers.native import NativeDPOTrainer
@@ -233,6 +233,42 @@ def test_xpo_alpha_without_a_steering_selector_is_refused_before_the_run(tmp_pat
     assert not db.exists() or "runs" not in __import__("sqlite_utils").Database(db).table_names()
 
 
+def test_xpo_alpha_with_a_selector_that_never_samples_pi_ref_is_refused(tmp_path):
+    refused = _harness("run", *TINY_RUN, "--selector", "pilaf", "-o", "trainer.xpo_alpha=0.1",
+                       db=tmp_path / "board.db")
+    assert refused.returncode == 2, refused.stderr
+    assert "samples only from policy, plus, minus" in refused.stderr
+
+
+def test_a_steering_selector_on_the_vllm_backend_is_refused_before_the_run(tmp_path):
+    refused = _harness("run", "--testbed", "hf", "--selector", "pilaf", "-o", "testbed.backend=vllm", "--dry-run",
+                       db=tmp_path / "board.db")
+    assert refused.returncode == 2, refused.stderr
+    assert "backend=transformers" in refused.stderr
+
+
+def test_kl_to_the_previous_policy_reads_only_pi_prev_samples_when_sampling_is_steered():
+    """With r = log pi_i - log pi_{i-1} equal to each response's length here, the estimate is a function of the
+    lengths of the responses it read: those of the first pi_{i-1} sample of each prompt."""
+    from harness.iteration import _kl_to_previous
+    from harness.ranks import SINGLE
+
+    class World:
+        def logprobs(self, policy, prompts, responses):
+            return -responses.lengths * (1.0 if policy == "after" else 2.0)
+
+    lengths = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    sources = np.array([[PLUS, POLICY, MINUS], [PLUS, MINUS, POLICY], [PLUS, PLUS, MINUS]], dtype=np.int8)
+    responses = Responses(tokens=np.zeros((3, 3, 9), np.int64), lengths=lengths, sources=sources)
+    kl = _kl_to_previous(SINGLE, World(), "before", "after", np.zeros((3, 2), np.int64), responses, None)
+    read = np.array([2.0, 6.0])  # prompt 0's response 1, prompt 1's response 2; prompt 2 has no pi_{i-1} sample
+    assert kl["kl_prev"] == pytest.approx(float(np.mean(np.expm1(read) - read)))
+    plain = _kl_to_previous(SINGLE, World(), "before", "after", np.zeros((3, 2), np.int64),
+                            Responses(tokens=responses.tokens, lengths=lengths), None)
+    first = np.array([1.0, 4.0, 7.0])
+    assert plain["kl_prev"] == pytest.approx(float(np.mean(np.expm1(first) - first)))
+
+
 def test_two_different_steering_selectors_are_refused(tmp_path):
     refused = _harness("run", *TINY_RUN, "--instance-selector", "pilaf", "--corpus-selector", "xpo",
                        db=tmp_path / "board.db")
@@ -266,3 +302,28 @@ def test_a_selection_out_for_labelling_keeps_its_sources(tmp_path):
                              selection.distinct, 5, selection.kept, None, None)
     save_selection(plain, tmp_path / "plain.npz")
     assert load_selection(tmp_path / "plain.npz").responses.sources is None
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("transformers") is None,
+                    reason="needs the hf extra (transformers)")
+def test_the_hf_interpolation_at_weight_zero_is_the_policy_itself():
+    """With top-k 1 both ways are greedy: pi+ at beta 0 must decode exactly what generate decodes from pi, and
+    pi- at beta 1 ((1 - 1) h_pi + 1 h_ref) exactly what it decodes from pi_ref."""
+    from hf_tiny import tiny_world
+
+    world = tiny_world(top_k=1)
+    policy, reference = world.initial_policy, world.reference_policy
+    differs = 0
+    for row in range(4):
+        prompts = np.array([[row]])
+        for source, beta, model in ((PLUS, 0.0, policy), (MINUS, 1.0, reference)):
+            greedy = world.sample(model, prompts, 1, np.random.default_rng(0), mode="greedy")
+            steered = world.steered_sample(policy, reference, prompts, np.array([[source]], np.int8), beta,
+                                           np.random.default_rng(0))
+            length = int(greedy.lengths[0, 0])
+            assert int(steered.lengths[0, 0]) == length
+            assert np.array_equal(steered.tokens[0, 0, :length], greedy.tokens[0, 0, :length])
+        mine = world.sample(policy, prompts, 1, np.random.default_rng(0), mode="greedy")
+        theirs = world.sample(reference, prompts, 1, np.random.default_rng(0), mode="greedy")
+        differs += not np.array_equal(mine.tokens, theirs.tokens)
+    assert differs  # pi_0 and pi_ref decode differently somewhere, so the two checks tell the sources apart

@@ -82,6 +82,13 @@ RegimeOption = Annotated[
                                      "-o still wins. The report and the published section are named NAME@REGIME. "
                                      "Default: the testbed's defaults.")
 ]
+TestbedOption = Annotated[
+    Optional[str], typer.Option("--testbed", metavar="NAME",
+                                help="Run every grid as the plan's [testbed.NAME] section says: on that testbed, "
+                                     "with its budget, iterations, responses, keep and options (the grids' own "
+                                     "testbed.* options are dropped). Exit 2 when the plan has no such section. "
+                                     "The report and the published section are named NAME+TESTBED.")
+]
 RegimeMapOption = Annotated[
     bool, typer.Option("--regime-map",
                        help="Run (or, with study report, rebuild) the plan's [regime_map] instead of its claims: "
@@ -98,7 +105,8 @@ PlanArgument = Annotated[str, typer.Argument(metavar="PLAN", help="A study name 
 study_app = typer.Typer(help=STUDY_HELP, no_args_is_help=True, rich_markup_mode="rich")
 
 
-def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None, regime: str | None = None):
+def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None, regime: str | None = None,
+          testbed: str | None = None):
     from harness.experiments import study as st
     from harness.experiments import study_plan as sp
     from harness.plugins import load_registry
@@ -108,7 +116,7 @@ def _load(plan: str, plugin: list[str], quick: bool, seeds: str | None, regime: 
     if seeds is not None:
         parse_seeds(seeds)  # a bad --seeds is the command line's error, not a grid's
     plan_obj = sp.find_plan(plan, registry)
-    return registry, st.expand(plan_obj, registry, quick=quick, seeds=seeds, regime=regime)
+    return registry, st.expand(plan_obj, registry, quick=quick, seeds=seeds, regime=regime, testbed=testbed)
 
 
 def _report_dir(report_dir: Path | None, study: Any, publish: Path | None = None) -> Path:
@@ -124,10 +132,13 @@ def _report_dir(report_dir: Path | None, study: Any, publish: Path | None = None
 
 def _command(verb: str, plan: str, *, quick: bool, seeds: str | None, jobs: int | None = None,
              report_dir: Path | None = None, db: Path | None = None, plugin: list[str] | None = None,
-             publish: Path | None = None, regime: str | None = None, regime_map: bool = False) -> str:
+             publish: Path | None = None, regime: str | None = None, regime_map: bool = False,
+             testbed: str | None = None) -> str:
     parts = ["harness", "study", verb, plan]
     if quick:
         parts.append("--quick")
+    if testbed is not None:
+        parts += ["--testbed", testbed]
     if regime is not None:
         parts += ["--regime", regime]
     if regime_map:
@@ -153,6 +164,7 @@ def run_command(
     quick: QuickOption = False,
     seeds: SeedsOption = None,
     regime: RegimeOption = None,
+    testbed: TestbedOption = None,
     regime_map: RegimeMapOption = False,
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
@@ -178,7 +190,7 @@ def run_command(
     plugin = plugins_for_workers(plugin)
     started = time.monotonic()
     with cli_errors():
-        registry, study = _load(plan, plugin, quick, seeds, regime)
+        registry, study = _load(plan, plugin, quick, seeds, regime, testbed)
         mapped = _load_map(study, registry, publish) if regime_map else None
         if mapped is None:
             st.bind_tuned(study, registry, db_path)
@@ -230,7 +242,8 @@ def run_command(
             tasks, planned, display, grid_outcome = _run_tuned(console, study, db_path, executor, jobs, plugin)
             ran, wanted = ran + len(tasks), wanted + sum(1 for p in planned if study.grid(p.grid).tuning == "tuned")
     command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
-                       publish=publish, regime=regime, regime_map=regime_map)
+                       publish=publish, regime=regime, regime_map=regime_map,
+                       testbed=testbed)
     if mapped is None:
         outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
     else:
@@ -277,6 +290,7 @@ def report_command(
     quick: QuickOption = False,
     seeds: SeedsOption = None,
     regime: RegimeOption = None,
+    testbed: TestbedOption = None,
     regime_map: RegimeMapOption = False,
     report_dir: ReportDirOption = None,
     publish: PublishOption = None,
@@ -291,14 +305,15 @@ def report_command(
     db_path = resolve_db(db)
     plugin = plugins_for_workers(plugin)
     with cli_errors():
-        registry, study = _load(plan, plugin, quick, seeds, regime)
+        registry, study = _load(plan, plugin, quick, seeds, regime, testbed)
         mapped = _load_map(study, registry, publish) if regime_map else None
         if mapped is None:
             from harness.experiments import study as st
 
             st.bind_tuned(study, registry, db_path)
     command = _command("report", plan, quick=quick, seeds=seeds, report_dir=report_dir, db=db, plugin=plugin,
-                       publish=publish, regime=regime, regime_map=regime_map)
+                       publish=publish, regime=regime, regime_map=regime_map,
+                       testbed=testbed)
     if mapped is None:
         outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
     else:

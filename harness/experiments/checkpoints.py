@@ -100,8 +100,8 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
         document["selector_states"] = {}
         for level, arrays in sorted(state.selector_states.items()):
             path = staging / selector_state_file(level)
-            with open(path, "wb") as handle:
-                np.savez(handle, **arrays)
+            with open(path, "wb") as handle:  # prefixed: a key such as `file` or `allow_pickle` is np.savez's own
+                np.savez(handle, **{STATE_PREFIX + key: value for key, value in arrays.items()})
             document["selector_states"][level] = _sha256(path)
         (staging / "state.json").write_text(json.dumps(document, allow_nan=True))
         final = run_dir / name
@@ -119,6 +119,10 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
     return final
 
 
+#: What every array name in a selector-state file starts with (the selector's own key follows).
+STATE_PREFIX = "state."
+
+
 def selector_state_file(level: str) -> str:
     """The file name of a stateful selector's memory at ``level`` in a checkpoint directory."""
     return f"selector-{level}.npz"
@@ -131,7 +135,9 @@ def _load_selector_state(path: Path, sha: str) -> dict[str, np.ndarray]:
                               "truncated or altered, so resuming from it would not reproduce the run")
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            return {key: arrays[key] for key in arrays.files}
+            if not all(key.startswith(STATE_PREFIX) for key in arrays.files):
+                raise ValueError(f"array names {arrays.files} do not all start with {STATE_PREFIX!r}")
+            return {key[len(STATE_PREFIX):]: arrays[key] for key in arrays.files}
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"selector state {path} is unusable: {type(exc).__name__}: {exc}") from None
 

@@ -192,7 +192,7 @@ def expand_map(study: Any, registry: Any) -> ExpandedMap | None:
             claims=tuple(dataclasses.replace(c, family=c.id) for c in mapped), heterogeneity=(), figures=(),
             regime_map=None,
         )
-        derived = expand(derived_plan, registry, quick=study.quick, regime=study.regime)
+        derived = expand(derived_plan, registry, quick=study.quick, regime=study.regime, testbed=study.testbed)
         keep = {(g, c.config_hash) for bound in derived.claims for g, c in (bound.a, bound.b)}
         for grid in derived.grids:
             grid.cells = [c for c in grid.cells if (grid.plan.name, c.config_hash) in keep]

@@ -97,6 +97,7 @@ class ExpandedStudy:
     claims: list[BoundClaim]
     seeds_override: str | None = None
     regime: str | None = None  # --regime: the testbed regime every grid ran in (None: the testbed's defaults)
+    testbed: str | None = None  # --testbed: the plan's [testbed.NAME] section every grid ran under (None: as written)
     regimes: dict[tuple[str, str], Any] = field(default_factory=dict)  # (grid, config hash) -> VerdictRegime
     arms: dict[tuple[str, str], Any] = field(default_factory=dict)  # (grid, base config hash) -> TunedArm
 
@@ -106,8 +107,23 @@ class ExpandedStudy:
 
     @property
     def label(self) -> str:
-        """The name of this study's report and published section: ``NAME[-quick][@REGIME]``."""
-        return self.plan.name + ("-quick" if self.quick else "") + (f"@{self.regime}" if self.regime else "")
+        """The name of this study's report and published section: ``NAME[-quick][+TESTBED][@REGIME]``."""
+        return (self.plan.name + ("-quick" if self.quick else "") + (f"+{self.testbed}" if self.testbed else "")
+                + (f"@{self.regime}" if self.regime else ""))
+
+    @property
+    def section(self) -> Any:
+        """The plan's ``[testbed.NAME]`` section the study runs under (None: the grids as written)."""
+        return testbed_section(self.plan, self.testbed)
+
+    @property
+    def quick_table(self) -> dict[str, Any]:
+        """The quick variant's overrides: the plan's ``[quick]``, or the testbed section's."""
+        return dict(self.plan.quick) if self.section is None else quick_on_testbed(self.plan, self.section)
+
+    def grid_args(self, grid: Any) -> dict[str, Any]:
+        """A plan grid's sweep arguments as this study runs it: under its testbed section and regime."""
+        return _with_regime(on_testbed(grid, self.section), self.regime)
 
     def regime_of(self, side: tuple[str, Any]) -> Any:
         """The :class:`~harness.experiments.verdict_regime.VerdictRegime` of one claim side's (grid, cell)."""
@@ -157,26 +173,30 @@ def study_sweep_id(study: str, cells: Sequence[Any], world_seed: int | None) -> 
 
 
 def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | None = None,
-           regime: str | None = None) -> ExpandedStudy:
+           regime: str | None = None, testbed: str | None = None) -> ExpandedStudy:
     """Every grid's validated cells, seeds and sweep id, and every claim bound to its two cells.
 
     ``quick`` applies the plan's ``[quick]`` overrides; ``seeds`` (the command line's ``--seeds``: a
     count or a list) replaces every grid's seeds; ``regime`` (``--regime``) runs every grid in that
     regime of its testbed, its options in front of the grid's own (a grid's ``-o`` still wins). A bad
     cell or an ambiguous claim is a PlanError naming the plan's line; an unknown regime a UsageError.
+    ``testbed`` (``--testbed NAME``) runs every grid under the plan's ``[testbed.NAME]`` section
+    (:func:`on_testbed`); a plan without that section is a UsageError.
     """
     from harness.experiments.sweep import GridSpec, expand_grid
 
+    section = testbed_section(plan, testbed)
+    quick_table = plan.quick if section is None else quick_on_testbed(plan, section)
     if regime is not None:
-        _check_regime(plan, registry, regime)
+        _check_regime(plan, registry, regime, section)
     errors = PlanErrors(plan.path, plan.text)
     grids = []
     for grid in plan.grids:
-        args = _with_regime(grid.args, regime)
+        args = _with_regime(on_testbed(grid, section), regime)
         if quick:
-            args = _apply_quick(args, plan.quick)
+            args = _apply_quick(args, quick_table)
         value: int | str = seeds if seeds is not None else (
-            plan.quick.get("seeds", grid.seeds or plan.seeds) if quick else (grid.seeds or plan.seeds))
+            quick_table.get("seeds", grid.seeds or plan.seeds) if quick else (grid.seeds or plan.seeds))
         try:
             seed_values = seed_list(value)
             spec = GridSpec.from_cli(registry, **args)
@@ -188,7 +208,7 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
         grids.append(ExpandedGrid(grid, spec, cells, seed_values,
                                   study_sweep_id(plan.name, cells, spec.world_seed)))
     errors.raise_if_any()
-    study = ExpandedStudy(plan, quick, grids, [], seeds, regime)
+    study = ExpandedStudy(plan, quick, grids, [], seeds, regime, testbed)
     for claim in plan.claims:
         sides = []
         for side in ("a", "b"):
@@ -224,6 +244,57 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
     return study
 
 
+def testbed_section(plan: StudyPlan, testbed: str | None) -> Any:
+    """The plan's ``[testbed.NAME]`` section for ``--testbed NAME`` (None without it); UsageError when absent."""
+    if testbed is None:
+        return None
+    if testbed not in plan.testbeds:
+        have = ", ".join(sorted(plan.testbeds)) or "none"
+        raise UsageError(f"plan {plan.name!r} has no [testbed.{testbed}] section (its testbed sections: {have}); "
+                         f"add one saying how its grids run there (docs/experiments/plans.md lists its keys), or "
+                         "drop --testbed")
+    return plan.testbeds[testbed]
+
+
+def _option_key(option: str) -> str:
+    return option.split("=", 1)[0].strip()
+
+
+def on_testbed(grid: Any, section: Any) -> dict[str, Any]:
+    """A grid's sweep arguments under a ``[testbed.NAME]`` section (as written when ``section`` is None).
+
+    The section's testbed replaces the grid's; the grid's own ``testbed.*`` options, written for the testbed
+    it names, are dropped; the section's run-option overrides (budget, iterations, responses, keep), then its
+    per-grid ones, replace the grid's; its options, then its per-grid options, are added, each replacing a
+    grid option of the same key.
+    """
+    args = dict(grid.args)
+    if section is None:
+        return args
+    own = section.grids.get(grid.name, {})
+    args["testbed"] = section.testbed
+    args.update(section.overrides)
+    args.update(own.get("overrides", {}))
+    mine = list(own.get("options", ()))
+    added = [option for option in section.options if _option_key(option) not in {_option_key(o) for o in mine}]
+    added += mine  # the grid's table wins over the section's options of the same key
+    replaced = {_option_key(option) for option in added}
+    kept = [option for option in args.get("options", []) if not _option_key(option).startswith("testbed.")
+            and _option_key(option) not in replaced]
+    args["options"] = [*kept, *added]
+    return args
+
+
+def quick_on_testbed(plan: StudyPlan, section: Any) -> dict[str, Any]:
+    """The quick variant under a testbed section: its own ``quick`` table, else the plan's ``[quick]`` without
+    its ``testbed.*`` options (they were written for the plan's testbed)."""
+    if section.quick is not None:
+        return dict(section.quick)
+    quick = dict(plan.quick)
+    quick["options"] = [option for option in quick.get("options", []) if not _option_key(option).startswith("testbed.")]
+    return quick
+
+
 def _with_regime(args: Mapping[str, Any], regime: str | None) -> dict[str, Any]:
     """A grid's sweep arguments run in ``regime`` (a grid that names its own regime keeps it)."""
     args = dict(args)
@@ -232,13 +303,13 @@ def _with_regime(args: Mapping[str, Any], regime: str | None) -> dict[str, Any]:
     return args
 
 
-def _check_regime(plan: StudyPlan, registry: Any, regime: str) -> None:
-    """UsageError (exit 2) unless every testbed the plan's grids use declares ``regime``."""
+def _check_regime(plan: StudyPlan, registry: Any, regime: str, section: Any = None) -> None:
+    """UsageError (exit 2) unless every testbed the plan's grids use (under ``section``) declares ``regime``."""
     from harness.regimes import regime_options
 
     names: set[str] = set()
     for grid in plan.grids:
-        value = grid.args.get("testbed") or "synthetic"
+        value = on_testbed(grid, section).get("testbed") or "synthetic"
         names.update(n.strip() for n in (value if isinstance(value, list) else str(value).split(",")))
     for name in sorted(names):
         regime_options(registry.get("testbed", name).cls, regime)
@@ -276,22 +347,23 @@ def _bind_matched_steps(errors: PlanErrors, study: ExpandedStudy, registry: Any,
     for position, bound in enumerate(study.claims):
         if bound.plan.compare != "matched_steps" or bound.plan.steps is None:
             continue
-        bound.steps = quick_steps(bound.plan.steps, study.plan.quick) if quick else bound.plan.steps
+        bound.steps = quick_steps(bound.plan.steps, study.quick_table) if quick else bound.plan.steps
         for side in ("a", "b"):
             grid = getattr(bound, side)[0]
             wanted.setdefault((grid, bound.steps), []).append((position, side))
     for (name, steps), uses in wanted.items():
         base = study.grid(name)
         claim = study.claims[uses[0][0]].plan
-        options = list(base.plan.args.get("options", []))
+        base_args = study.grid_args(base.plan)
+        options = list(base_args.get("options", []))
         if any(o.split("=", 1)[0].strip() == "trainer.steps" for o in options):
             errors.add(["claim", claim.index, "compare"],
                        f"grid {name!r} already sets trainer.steps, which a matched-steps comparison sets to {steps}",
                        "compare that grid's own cells with a plain claim, or drop trainer.steps from the grid")
             continue
-        args = {**_with_regime(base.plan.args, study.regime), "options": [*options, f"trainer.steps={steps}"]}
+        args = {**base_args, "options": [*options, f"trainer.steps={steps}"]}
         if quick:
-            args = _apply_quick(args, study.plan.quick)
+            args = _apply_quick(args, study.quick_table)
         derived_name = derived_grid_name(name, steps)
         try:
             spec = GridSpec.from_cli(registry, **args)
@@ -341,16 +413,17 @@ def _derive_tuning(errors: PlanErrors, study: ExpandedStudy, registry: Any, *, q
             name, cell = getattr(bound, side)
             if name not in derived:
                 base = study.grid(name)
-                options = list(base.plan.args.get("options", []))
+                base_args = study.grid_args(base.plan)
+                options = list(base_args.get("options", []))
                 clash = sorted({o.split("=", 1)[0].strip() for o in options} & set(claim.tune))
                 if clash:
                     errors.add(["claim", claim.index, "tune"],
                                f"grid {name!r} already sets {', '.join(clash)}, which tuning varies",
                                "drop that option from the grid, or tune other options")
                     break
-                args = {**_with_regime(base.plan.args, study.regime), "options": [*options, *tune_options(claim.tune)]}
+                args = {**base_args, "options": [*options, *tune_options(claim.tune)]}
                 if quick:
-                    args = _apply_quick(args, study.plan.quick)
+                    args = _apply_quick(args, study.quick_table)
                 try:
                     spec = GridSpec.from_cli(registry, **args)
                     cells = expand_grid(registry, spec, first_seed=seeds[0])

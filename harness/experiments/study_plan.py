@@ -45,6 +45,14 @@ from harness.run_request import run_option, sweep_options
 STUDY_KEYS = ("title", "source", "description", "seeds", "exploration_seeds", "confirmation_seeds", "correction",
               "margins", "margin_reason", "families")
 QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
+#: What a ``[testbed.NAME]`` section may set: the testbed, overrides of every grid's run options, options
+#: added to every grid, its own quick variant, and per-grid overrides (``[testbed.NAME.grids.GRID]``).
+TESTBED_KEYS = ("description", "testbed", "budget", "iterations", "responses", "keep", "trainer", "gold_judge",
+                "proxy_judge", "annotator", "evaluator", "options", "quick", "grids")
+#: The run options a testbed section (or one of its grid tables) may override, with their types: the shape
+#: of every run, and the trainer and judges that testbed needs (e.g. an annotator where it has none).
+TESTBED_OVERRIDES = {"budget": int, "iterations": int, "responses": int, "keep": float, "trainer": str,
+                     "gold_judge": str, "proxy_judge": str, "annotator": str, "evaluator": str}
 CLAIM_KEYS = ("id", "finding", "metric", "a", "b", "direction", "source", "source_value", "note", "blocks", "family",
               "kind", "was", "compare", "steps", "of", "tune", "tune_seeds")
 #: How a claim compares its two arms: the metric as recorded ("final", the default), at the arms' common
@@ -65,7 +73,7 @@ CLAIM_KINDS = ("paper", "question", "unequal")
 CLAIM_REQUIRED = ("id", "metric", "a", "b", "direction")
 FIGURE_KEYS = ("kind", "grid", "metrics", "title")
 FIGURE_KINDS = ("curves", "forest")
-TOP_KEYS = ("study", "quick", "grid", "claim", "figure", "heterogeneity", "regime_map")
+TOP_KEYS = ("study", "quick", "grid", "claim", "figure", "heterogeneity", "regime_map", "testbed")
 HETEROGENEITY_KEYS = ("claims", "title")
 _GRID_ALIASES = {"responses": "n_responses"}
 #: The family of every claim in a plan that names none.
@@ -112,6 +120,13 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    [...]} by final gold reward on tune_seeds, default the first 5 exploration seeds);
                    of = "F1-...": the plain claim this one modifies (inherits metric, a, b, direction,
                    finding, source, kind)
+[testbed.NAME]     the plan on another testbed (harness study run PLAN --testbed NAME): testbed (default NAME);
+                   budget, iterations, responses, keep, trainer, gold_judge, proxy_judge, annotator,
+                   evaluator (every grid's, replacing its own); options = ["k=v", ...] (added to every
+                   grid: the grids' own testbed.* options, written for their testbed, are dropped, and an
+                   option the section names replaces the grid's); quick = {seeds, budget_scale, options}
+                   (its quick variant; default the plan's [quick] without its testbed.* options);
+                   [testbed.NAME.grids.GRID]: the same overrides and options for one grid
 [[heterogeneity]]  claims = ["F3-default-...", "F3-step-limited-..."]: one contrast (same metric and direction)
                    in different regimes or recipes; the report gives Cochran's Q and I² across them (never
                    across blocks of seeds of one design); title
@@ -210,6 +225,20 @@ class HeterogeneityPlan:
 
 
 @dataclass(frozen=True)
+class TestbedSection:
+    """A ``[testbed.NAME]`` section: how the plan's grids run on another testbed (``--testbed NAME``)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    name: str
+    testbed: str
+    description: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # run options of every grid (budget, iterations, ...)
+    options: tuple[str, ...] = ()
+    quick: dict[str, Any] | None = None
+    grids: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid -> {"overrides": {...}, "options": (...)}
+
+
+@dataclass(frozen=True)
 class StudyPlan:
     name: str
     path: Path
@@ -230,6 +259,7 @@ class StudyPlan:
     warnings: tuple[str, ...] = ()  # deprecated keys and the like: printed, never fatal
     heterogeneity: tuple[HeterogeneityPlan, ...] = ()  # one contrast across regimes or recipes
     regime_map: Any = None  # [regime_map]: a harness.experiments.regime_map.RegimeMapPlan, or None
+    testbeds: dict[str, TestbedSection] = field(default_factory=dict)  # [testbed.NAME] sections
 
     @property
     def separates_seeds(self) -> bool:
@@ -396,6 +426,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         from harness.experiments.regime_map import load_regime_map
 
         regime_map = load_regime_map(errors, data["regime_map"], claims)
+    testbeds = _load_testbeds(errors, data.get("testbed", {}), grid_names)
     _check_seed_sets(errors, seeds, seeds_key, exploration, grids)
     _check_tune_seeds(errors, claims, seeds, exploration, grids)
     _check_claim_margins(errors, claims, margins)
@@ -407,10 +438,80 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         name=name or path.stem, path=path, text=text, title=str(study.get("title", name or path.stem)),
         source=str(study.get("source", "")), description=str(study.get("description", "")).strip(),
         seeds=seeds, quick=dict(quick), grids=tuple(grids), claims=tuple(claims), figures=tuple(figures),
-        heterogeneity=tuple(heterogeneity), regime_map=regime_map,
+        heterogeneity=tuple(heterogeneity), regime_map=regime_map, testbeds=testbeds,
         exploration_seeds=exploration, correction=correction, margins=margins,
         margin_reason=str(study.get("margin_reason", "")).strip(), families=families, warnings=warnings,
     )
+
+
+def _load_testbeds(errors: PlanErrors, table: Any, grid_names: Sequence[str]) -> dict[str, TestbedSection]:
+    """The plan's ``[testbed.NAME]`` sections, checked key by key."""
+    if not isinstance(table, dict):
+        errors.add(["testbed"], "must be a table of sections", 'write [testbed.hf] sections')
+        return {}
+    sections = {}
+    for name, item in table.items():
+        where = ["testbed", name]
+        if not isinstance(item, dict):
+            errors.add(where, "must be a table", f"write it as a [testbed.{name}] section")
+            continue
+        errors.unknown(where, item, TESTBED_KEYS)
+        testbed = item.get("testbed", name)
+        if not isinstance(testbed, str) or not testbed:
+            errors.add([*where, "testbed"], f"testbed {testbed!r} is not a testbed name", 'write testbed = "hf"')
+            testbed = name
+        overrides, options = _testbed_overrides(errors, where, item)
+        quick = item.get("quick")
+        if quick is not None:
+            if not isinstance(quick, dict):
+                errors.add([*where, "quick"], "must be a table", "write quick = {seeds = 3, budget_scale = 0.1}")
+                quick = None
+            else:
+                errors.unknown([*where, "quick"], quick, QUICK_KEYS)
+                if "seeds" in quick:
+                    check_seeds(errors, [*where, "quick", "seeds"], quick["seeds"])
+                _check_strings(errors, [*where, "quick", "options"], quick.get("options", []),
+                               'options = ["testbed.max_new_tokens=16"]')
+        grids = {}
+        per_grid = item.get("grids", {})
+        if not isinstance(per_grid, dict):
+            errors.add([*where, "grids"], "must be a table of grid tables", f"write [testbed.{name}.grids.GRID]")
+            per_grid = {}
+        for grid, overrides_of_grid in per_grid.items():
+            if grid not in grid_names:
+                errors.add([*where, "grids", grid], f"names no grid of the plan ({', '.join(grid_names)})",
+                           "use a grid's name")
+                continue
+            if not isinstance(overrides_of_grid, dict):
+                errors.add([*where, "grids", grid], "must be a table", f"write [testbed.{name}.grids.{grid}]")
+                continue
+            errors.unknown([*where, "grids", grid], overrides_of_grid, (*TESTBED_OVERRIDES, "options"))
+            values, grid_options = _testbed_overrides(errors, [*where, "grids", grid], overrides_of_grid)
+            grids[grid] = {"overrides": values, "options": grid_options}
+        sections[name] = TestbedSection(name=name, testbed=testbed, description=str(item.get("description", "")),
+                                        overrides=overrides, options=options, quick=quick, grids=grids)
+    return sections
+
+
+def _testbed_overrides(errors: PlanErrors, where: list, item: Mapping[str, Any]) -> tuple[dict[str, Any], tuple]:
+    """The run-option overrides and the options of a testbed section or of one of its grid tables."""
+    overrides = {}
+    for key, kind in TESTBED_OVERRIDES.items():
+        if key not in item:
+            continue
+        value = item[key]
+        if kind is str:
+            if not isinstance(value, str) or not value:
+                errors.add([*where, key], f"{value!r} is not a component name", f'write e.g. {key} = "name"')
+                continue
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            errors.add([*where, key], f"{value!r} is not {'an integer' if kind is int else 'a number'}",
+                       f"write e.g. {key} = {3 if kind is int else 0.5}")
+            continue
+        overrides[_GRID_ALIASES.get(key, key)] = value
+    options = item.get("options", [])
+    _check_strings(errors, [*where, "options"], options, 'options = ["testbed.model=/path/to/model"]')
+    return overrides, tuple(options) if isinstance(options, list) else ()
 
 
 def seed_list(value: int | str) -> list[int]:

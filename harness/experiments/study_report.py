@@ -194,7 +194,9 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         "",
         f"- **Plan:** `{plan.path}` ({len(plan.grids)} grids, {len(plan.claims)} claims)"
         + (f"; source: {plan.source}" if plan.source else ""),
-        f"- **Variant:** {study.variant}" + (f" — {plan.quick.get('description', '')}" if study.quick else ""),
+        f"- **Variant:** {study.variant}" + (f" — {study.quick_table.get('description', '')}" if study.quick else ""),
+        *([f"- **Testbed:** `[testbed.{study.testbed}]` of the plan, testbed `{study.section.testbed}`"
+           + (f": {study.section.description}" if study.section.description else "")] if study.testbed else []),
         f"- **Command:** `{command}`",
         f"- **Rebuild this report without running:** `{rebuild_command(command)}`",
         f"- **Harness:** pairsel-harness {__version__}, git commit `{git_commit() or 'unknown'}`",

@@ -22,6 +22,10 @@ NORMALIZE = Option("normalize", bool, True,
                    "scale every phi(x, y) to unit length (the methods assume bounded features, ||phi|| <= 1)")
 
 
+feature_source_option = property(lambda self: str(self.settings["features"]),
+                                 doc="The selector's feature_source: its ``features`` option (selector contract 2).")
+
+
 def scaled(features: np.ndarray, normalize: bool) -> np.ndarray:
     """``features`` as float64, each vector scaled to unit length when ``normalize`` (a zero vector stays 0)."""
     features = np.asarray(features, dtype=np.float64)

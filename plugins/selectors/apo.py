@@ -44,6 +44,7 @@ from plugins.selectors._features import (
     FEATURES,
     NORMALIZE,
     check_width,
+    feature_source_option,
     pair_differences,
     response_features,
     scaled,
@@ -70,9 +71,7 @@ class ActivePreferenceOptimization(Selector):
         super().__init__(settings)
         self._design: np.ndarray | None = None  # V; None until the first labels are observed
 
-    @property
-    def feature_source(self) -> str:
-        return str(self.settings["features"])
+    feature_source = feature_source_option
 
     # -- the rule
 
@@ -139,8 +138,8 @@ class ActivePreferenceOptimization(Selector):
         if not state:
             self._design = None
             return
-        design = np.asarray(state["design"], dtype=np.float64)
-        if set(state) != {"design"} or design.ndim != 2 or design.shape[0] != design.shape[1]:
+        design = np.asarray(state["design"], dtype=np.float64) if set(state) == {"design"} else np.empty(0)
+        if design.ndim != 2 or design.shape[0] != design.shape[1]:
             raise ValueError(f"selector 'apo' expects a state with one square `design` matrix; got "
                              f"{ {key: np.shape(value) for key, value in state.items()} }")
         self._design = design.copy()

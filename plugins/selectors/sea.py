@@ -56,11 +56,12 @@ from plugins.selectors._features import (
     FEATURES,
     NORMALIZE,
     check_width,
+    feature_source_option,
     pair_differences,
     response_features,
     scaled,
 )
-from plugins.selectors._pairs import check_n_keep, keep_by_margin, usable_responses
+from plugins.selectors._pairs import check_n_keep, keep_by_margin, keep_uniform, usable_responses
 
 NEWTON_STEPS = 50
 """Most Newton steps per head refit; it stops earlier once a step moves the weights by less than 1e-10."""
@@ -133,9 +134,7 @@ class SampleEfficientAlignment(Selector):
         self._anchors: np.ndarray | None = None  # (E, d)
         self._heads: np.ndarray | None = None  # (E, d), fitted
 
-    @property
-    def feature_source(self) -> str:
-        return str(self.settings["features"])
+    feature_source = feature_source_option
 
     # -- the ensemble
 
@@ -196,8 +195,8 @@ class SampleEfficientAlignment(Selector):
 
     def select_corpus(self, batch: SelectionBatch, pairs: Pairs, n_keep: int, rng: np.random.Generator) -> Pairs:
         n_keep = min(check_n_keep(n_keep), len(pairs))
-        if self.settings["corpus"] == "random":
-            return pairs.take(np.sort(rng.choice(len(pairs), size=n_keep, replace=False)))
+        if self.settings["corpus"] == "random":  # drawn as the random selector's corpus level draws
+            return pairs.take(keep_uniform(len(pairs), n_keep, rng))
         return pairs.take(keep_by_margin(self.pair_scores(batch, pairs, rng), n_keep, largest=True))
 
     # -- the memory

@@ -44,7 +44,7 @@ import numpy as np
 from harness import hookimpl
 from harness.interfaces import SAMPLING_SOURCES, Option, Pairs, SelectionBatch, Selector
 from plugins._columns import STOCHASTIC_LOGPROB_SD, STOCHASTIC_REWARD_MEAN
-from plugins.selectors._pairs import check_n_keep, keep_by_margin, usable_responses
+from plugins.selectors._pairs import first_two_distinct, keep_by_margin, keep_uniform, usable_responses
 
 POLICY, REFERENCE, PLUS, MINUS = (SAMPLING_SOURCES.index(name) for name in ("policy", "reference", "plus", "minus"))
 
@@ -61,17 +61,12 @@ def first_of_each(usable: np.ndarray, sources: np.ndarray, first: int, second: i
     m, n = usable.shape
     if m == 0 or n < 2:
         return Pairs.empty()
+    plain = first_two_distinct(usable)  # the fallback, and the prompts that get a pair at all
     index = np.arange(n)
-    last = n  # "none" sorts after every response
-    a = np.where(usable & (sources == first), index, last).min(axis=1)
-    b = np.where(usable & (sources == second), index, last).min(axis=1)
-    order = np.where(usable, index, last)
-    order.sort(axis=1)
-    fallback = (a == last) | (b == last)
-    a = np.where(fallback, order[:, 0], a)
-    b = np.where(fallback, order[:, 1], b)
-    prompts = np.flatnonzero(usable.sum(axis=1) >= 2)
-    return Pairs(prompts, a[prompts], b[prompts])
+    a = np.where(usable & (sources == first), index, n).min(axis=1)[plain.prompt]  # n: none of that source
+    b = np.where(usable & (sources == second), index, n).min(axis=1)[plain.prompt]
+    both = (a < n) & (b < n)
+    return Pairs(plain.prompt, np.where(both, a, plain.a), np.where(both, b, plain.b))
 
 
 def _sources(batch: SelectionBatch, selector: str) -> np.ndarray:
@@ -85,8 +80,8 @@ def _sources(batch: SelectionBatch, selector: str) -> np.ndarray:
 
 
 def _uniform_share(pairs: Pairs, n_keep: int, rng: np.random.Generator) -> Pairs:
-    n_keep = min(check_n_keep(n_keep), len(pairs))
-    return pairs.take(np.sort(rng.choice(len(pairs), size=n_keep, replace=False)))
+    """A uniform share, drawn as the ``random`` selector's corpus level draws it."""
+    return pairs.take(keep_uniform(len(pairs), n_keep, rng))
 
 
 class PILAF(Selector):
@@ -100,6 +95,7 @@ class PILAF(Selector):
     options = (Option("interpolated", float, 0.5, "share of prompts whose responses come from pi+ and pi-",
                       min=0.0, max=1.0),)
     steers_sampling = True
+    samples_from = ("policy", "plus", "minus")
 
     def sampling_sources(self, n_prompts: int, n_responses: int, rng: np.random.Generator) -> np.ndarray:
         sources = np.full((n_prompts, n_responses), POLICY, dtype=np.int8)
@@ -123,6 +119,7 @@ class XPO(Selector):
         "-o trainer.xpo_alpha=5e-6 the native trainer adds the exploration term. Steers sampling"
     )
     steers_sampling = True
+    samples_from = ("policy", "reference")
 
     def sampling_sources(self, n_prompts: int, n_responses: int, rng: np.random.Generator) -> np.ndarray:
         return alternating(n_prompts, n_responses, POLICY, REFERENCE)
@@ -172,6 +169,7 @@ class AEBorda(Selector):
     )
     requires = (STOCHASTIC_REWARD_MEAN, STOCHASTIC_LOGPROB_SD)
     steers_sampling = True
+    samples_from = ("policy", "reference")
 
     @property
     def stochastic_passes(self) -> int:
@@ -181,10 +179,15 @@ class AEBorda(Selector):
         row = np.where(np.arange(n_responses) < (n_responses + 1) // 2, POLICY, REFERENCE).astype(np.int8)
         return np.repeat(row[None], n_prompts, axis=0)
 
+    def _usable(self, batch: SelectionBatch) -> np.ndarray:
+        """Distinct responses with finite r+-(y)."""
+        mean, sd = batch.score(STOCHASTIC_REWARD_MEAN), batch.score(STOCHASTIC_LOGPROB_SD)
+        return usable_responses(batch.distinct) & np.isfinite(mean) & np.isfinite(sd)
+
     def _bounds(self, batch: SelectionBatch) -> tuple[np.ndarray, np.ndarray]:
         mean, sd = batch.score(STOCHASTIC_REWARD_MEAN), batch.score(STOCHASTIC_LOGPROB_SD)
-        usable = usable_responses(batch.distinct) & np.isfinite(mean) & np.isfinite(sd)
-        return borda_bounds(mean, sd, usable, _sources(batch, self.name), self.settings["gamma"], batch.beta)
+        return borda_bounds(mean, sd, self._usable(batch), _sources(batch, self.name), self.settings["gamma"],
+                            batch.beta)
 
     def prompt_scores(self, batch: SelectionBatch) -> np.ndarray:
         """``(M,)`` max UCB-Borda - max LCB-Borda of each prompt (NaN where it has no Borda pair)."""
@@ -204,8 +207,7 @@ class AEBorda(Selector):
             return Pairs.empty()
         sources = _sources(batch, self.name)
         ucb, _ = self._bounds(batch)
-        usable = usable_responses(batch.distinct) & np.isfinite(batch.score(STOCHASTIC_REWARD_MEAN)) \
-            & np.isfinite(batch.score(STOCHASTIC_LOGPROB_SD))
+        usable = self._usable(batch)
         fallback = first_of_each(usable_responses(batch.distinct), sources, POLICY, REFERENCE)
         a = np.full(m, -1, dtype=np.int64)
         b = np.full(m, -1, dtype=np.int64)

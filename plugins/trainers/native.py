@@ -61,9 +61,9 @@ class NativeDPOTrainer(Trainer):
     )
 
     @property
-    def needs_sampling_sources(self) -> bool:
-        """True with ``xpo_alpha`` > 0: the term reads which responses were sampled from pi_ref."""
-        return float(self.settings["xpo_alpha"]) > 0
+    def needs_sampling_sources(self) -> tuple[str, ...]:
+        """``("reference",)`` with ``xpo_alpha`` > 0: the term reads the pairs' responses sampled from pi_ref."""
+        return ("reference",) if float(self.settings["xpo_alpha"]) > 0 else ()
 
     def train(self, *, policy, data: PreferenceData, rng: np.random.Generator) -> TrainResult:
         import torch

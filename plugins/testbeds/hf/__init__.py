@@ -83,6 +83,15 @@ class HFTestbed(ModelSources, Testbed):
     description = ("Real causal LMs from local directories or the Hugging Face cache: transformers sampling, "
                    "prompts from files, folders or cached Hub datasets")
     default_judges = {"annotator": "reward_model", "evaluator": "reward_model"}
+    gives_features = True  # World.features: the last layer's hidden state at each response's last token
+
+    @property
+    def sampling_sources(self) -> tuple[str, ...]:
+        """Every source with the transformers backend; only pi_{i-1} with vLLM, which draws each request from one
+        model and cannot mix two models' logits (World.steered_sample refuses there too)."""
+        if self.settings.get("backend") == "vllm":
+            return ("policy",)
+        return ("policy", "reference", "plus", "minus")
     options = (
         # models
         Option("model", str, None, "pi_ref: a local model directory (save_pretrained layout, with its tokenizer) "

@@ -302,9 +302,11 @@ class HFWorld:
         eos = torch.tensor(self.eos_ids, dtype=torch.long, device=device)
         generator = torch.Generator(device=device).manual_seed(int(seed))
         out: dict[int, torch.Tensor] = {}
+        by_prompt: dict[int, list[int]] = {}  # each prompt's cells (positions in `where`), prompts in first-seen order
+        for k, (i, _) in enumerate(where):
+            by_prompt.setdefault(int(i), []).append(k)
         with torch.no_grad():
-            for prompt in dict.fromkeys(int(i) for i, _ in where):  # each prompt once, in first-seen order
-                cells = [k for k, (i, _) in enumerate(where) if int(i) == prompt]
+            for prompt, cells in by_prompt.items():
                 ids = torch.tensor([list(self.table.ids[rows[prompt]])] * len(cells), dtype=torch.long, device=device)
                 mine = policy.model(input_ids=ids, use_cache=True)
                 theirs = reference.model(input_ids=ids, use_cache=True)

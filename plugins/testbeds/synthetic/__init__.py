@@ -31,6 +31,8 @@ class SyntheticTestbed(Testbed):
                    "the policy's state")
     default_judges = {"gold": "synthetic_gold", "proxy": "synthetic_proxy"}
     exact_gold = True  # every world has gold_rewards: reference-point selectors (needs_exact_gold) may run here
+    gives_features = True  # World.features: the GRU's output after each response
+    sampling_sources = ("policy", "reference", "plus", "minus")  # World.steered_sample draws from every source
     options = (
         # the world
         Option("world", str, "bigram",

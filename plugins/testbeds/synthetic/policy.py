@@ -140,11 +140,9 @@ class GRUPolicy:
         token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         return torch.where(mask, token_logp, torch.zeros_like(token_logp)).sum(dim=1)
 
-    def response_features(
-        self, state: torch.Tensor, hidden: torch.Tensor, responses: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
-        """``(B, H)`` the GRU's output after each response's last token (EOS included), continuing from
-        :meth:`prefix_states`: the state the policy reads the whole response into."""
+    def response_features(self, hidden: torch.Tensor, responses: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, H)`` the GRU's output after each response's last token (EOS included), continuing from the
+        hidden state of :meth:`prefix_states`: the state the policy reads the whole response into."""
         lengths = lengths.long()
         width = int(lengths.max())
         out, _ = self.net.gru(self.net.embed(responses[:, :width].long()), hidden)  # (B, width, H)

@@ -279,12 +279,11 @@ class SyntheticWorld:
         lengths_t = _as_long(lengths)
         order_t = _as_long(order)
         with torch.no_grad():
-            state_all, hidden_all = policy.prefix_states(_as_long(prompts))
+            _, hidden_all = policy.prefix_states(_as_long(prompts))
             for start in range(0, total, LOGPROB_BATCH):
                 rows = order_t[start : start + LOGPROB_BATCH]
                 prompt_rows = torch.div(rows, n, rounding_mode="floor")
-                values = policy.response_features(state_all[prompt_rows], hidden_all[:, prompt_rows],
-                                                  tokens_t[rows], lengths_t[rows])
+                values = policy.response_features(hidden_all[:, prompt_rows], tokens_t[rows], lengths_t[rows])
                 out[order[start : start + LOGPROB_BATCH]] = values.double().numpy()
         return out.reshape(m, n, hidden_dim)
 

@@ -1,0 +1,153 @@
+"""One plan, another testbed: ``[testbed.NAME]`` sections and ``harness study run PLAN --testbed NAME``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from extras import requires_extra
+from harness.errors import UsageError
+from harness.experiments.study import expand
+from harness.experiments.study_plan import PlanError, load_plan
+from harness.plugins import load_registry
+from tests.conftest import TINY_TESTBED
+
+TINY_OPTIONS = ", ".join(f'"{option}"' for option in TINY_TESTBED)
+
+PLAN = textwrap.dedent(f'''
+    [study]
+    title = "two selectors on two testbeds"
+    confirmation_seeds = "0-1"
+
+    [testbed.small]
+    description = "the synthetic testbed, small"
+    testbed = "synthetic"
+    budget = 40
+    iterations = 1
+    responses = 4
+    options = [{TINY_OPTIONS}, "trainer.epochs=1"]
+
+    [testbed.small.grids.pair]
+    keep = 0.25
+    options = ["trainer.epochs=2"]
+
+    [[grid]]
+    name = "pair"
+    selector = ["random", "smallest"]
+    iterations = 2
+    budget = 3000
+    options = ["testbed.world=bigram", "trainer.lr=0.001"]
+
+    [[claim]]
+    id = "smallest-vs-random"
+    kind = "question"
+    metric = "final_win_rate"
+    a = {{grid = "pair", selector = "smallest"}}
+    b = {{grid = "pair", selector = "random"}}
+    direction = "a > b"
+''')
+
+
+@pytest.fixture
+def plan_file(tmp_path):
+    path = tmp_path / "two.toml"
+    path.write_text(PLAN)
+    return path
+
+
+def test_a_testbed_section_rewrites_every_grid_and_names_the_report(plan_file):
+    plan = load_plan(plan_file)
+    as_written = expand(plan, load_registry())
+    assert as_written.label == "two" and as_written.grids[0].cells[0].config.budget == 3000
+    study = expand(plan, load_registry(), testbed="small")
+    assert study.label == "two+small"
+    config = study.grids[0].cells[0].config
+    assert (config.budget, config.iterations, config.n_responses, config.keep) == (40, 1, 4, 0.25)
+    options = study.grid_args(plan.grids[0])["options"]
+    assert "testbed.world=bigram" not in options  # written for the grid's own testbed: dropped
+    assert "trainer.lr=0.001" in options  # the grid's other options stay
+    assert options.count("trainer.epochs=2") == 1 and "trainer.epochs=1" not in options  # the grid table wins
+    assert config.testbed.settings["sft_samples"] == 2000
+    assert study.claims[0].a[1].config.instance_selector.name == "smallest"
+
+
+def test_a_plan_without_the_section_is_refused_naming_those_it_has(plan_file):
+    with pytest.raises(UsageError, match=r"no \[testbed.hf\] section \(its testbed sections: small\)"):
+        expand(load_plan(plan_file), load_registry(), testbed="hf")
+
+
+@pytest.mark.parametrize("section, problem", [
+    ('[testbed.bad]\nbudget = "many"\n', "is not an integer"),
+    ('[testbed.bad]\nlr = 0.1\n', "lr"),
+    ('[testbed.bad.grids.nowhere]\nbudget = 10\n', "names no grid"),
+    ('[testbed.bad]\nquick = {budget_scale = 0.1, colour = 1}\n', "colour"),
+])
+def test_a_bad_section_is_a_plan_error(tmp_path, section, problem):
+    path = tmp_path / "bad.toml"
+    path.write_text(PLAN + "\n" + section)
+    with pytest.raises(PlanError, match=problem):
+        load_plan(path)
+
+
+def test_the_quick_variant_drops_the_plans_testbed_options_unless_the_section_has_its_own(tmp_path):
+    path = tmp_path / "quick.toml"
+    path.write_text(PLAN + textwrap.dedent('''
+        [quick]
+        seeds = 1
+        budget_scale = 0.5
+        options = ["testbed.eval_prompts=50", "trainer.batch_size=8"]
+    '''))
+    study = expand(load_plan(path), load_registry(), testbed="small", quick=True)
+    settings = study.grids[0].cells[0].config
+    assert settings.trainer.settings["batch_size"] == 8
+    assert settings.testbed.settings["eval_prompts"] == 100  # the section's tiny options, not the plan's quick one
+    assert settings.budget == 20 and study.grids[0].seeds == [0]
+
+
+def _harness(*args, db, cwd):
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, HARNESS_DB=str(db)))
+
+
+def test_study_run_on_a_section_runs_and_reports(plan_file, tmp_path):
+    missing = _harness("study", "run", str(plan_file), "--testbed", "hf", "--dry-run", db=tmp_path / "b.db",
+                       cwd=tmp_path)
+    assert missing.returncode == 2 and "[testbed.hf]" in missing.stderr
+    ran = _harness("study", "run", str(plan_file), "--testbed", "small", "--jobs", "1", "--json",
+                   db=tmp_path / "b.db", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout.strip().splitlines()[-1])
+    report = (tmp_path / result["report"]).read_text() if not os.path.isabs(result["report"]) else \
+        open(result["report"]).read()
+    assert "two+small" in result["report"]
+    assert "`[testbed.small]` of the plan, testbed `synthetic`" in report
+    assert "--testbed small" in report
+
+
+@requires_extra("hf")
+def test_the_same_plan_runs_on_the_hf_testbed_with_a_tiny_model(tmp_path):
+    from hf_tiny import tiny_paths
+
+    paths = tiny_paths()
+    plan = PLAN + textwrap.dedent(f'''
+        [testbed.hf]
+        budget = 8
+        iterations = 1
+        responses = 2
+        options = ["testbed.model={paths.policy}", "testbed.initial_model={paths.initial}",
+                   "testbed.prompts={paths.prompts}", "testbed.eval_prompts={paths.eval}",
+                   "testbed.max_new_tokens=8", "annotator.model={paths.reward}", "evaluator.model={paths.reward}"]
+        annotator = "reward_model"
+        evaluator = "reward_model"
+    ''')
+    path = tmp_path / "two.toml"
+    path.write_text(plan)
+    ran = _harness("study", "run", str(path), "--testbed", "hf", "--jobs", "1", "--json", db=tmp_path / "b.db",
+                   cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "two+hf" in json.loads(ran.stdout.strip().splitlines()[-1])["report"]
