@@ -232,10 +232,8 @@ class HFWorld:
         generated: list[list[list[int]]] = []
         eos = torch.tensor(self.eos_ids, dtype=torch.long)
         for chunk, seed in zip(chunks, seeds):
-            for block in self._generate(policy, chunk, n, seed, mode):  # (n, width): cut each row after its first EOS
-                is_eos = torch.isin(block, eos)
-                first = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, block.shape[1])
-                generated.append([block[j, : int(first[j])].tolist() for j in range(n)])
+            for block in self._generate(policy, chunk, n, seed, mode):  # (n, width)
+                generated.append(_until_eos(block, eos))
         self.last_sampling_logprobs = None
         return self._responses(generated, n)
 
@@ -283,10 +281,8 @@ class HFWorld:
                     part = where[start : start + chunk]
                     blocks = self._generate(model, [rows[i] for i, _ in part], 1, seed + start, "sample")
                     cells.extend(block[0] for block in blocks)
-            for (i, j), block in zip(where, cells):
-                is_eos = torch.isin(block, eos)
-                end = int(is_eos.int().argmax()) + 1 if bool(is_eos.any()) else int(block.shape[0])
-                grid[i][j] = block[:end].tolist()
+            for (i, j), cell in zip(where, cells):  # the cells' widths differ: one row at a time
+                grid[i][j] = _until_eos(cell[None], eos)[0]
         self.last_sampling_logprobs = None
         responses = self._responses(grid, n)
         return Responses(tokens=responses.tokens, lengths=responses.lengths, sources=sources)
@@ -992,3 +988,10 @@ def _draw(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
         ordered = ordered.masked_fill(beyond, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
+
+
+def _until_eos(block: torch.Tensor, eos: torch.Tensor) -> list[list[int]]:
+    """Each row of ``block`` ``(k, width)`` as a token list cut after its first EOS (whole when it has none)."""
+    is_eos = torch.isin(block, eos)
+    ends = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1) + 1, block.shape[1])
+    return [block[j, : int(ends[j])].tolist() for j in range(block.shape[0])]
