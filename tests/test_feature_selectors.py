@@ -14,12 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from harness.errors import SelectionError
+from killer_plugin import KILLER  # the plugin file's source, shared with test_resume
 from harness.interfaces import Feedback, Pairs, SelectionBatch
 from harness.testing import SelectorContract, make_feedback, make_pool
 from plugins.selectors._pairs import pair_index
@@ -249,30 +249,6 @@ def test_the_loop_hands_features_and_feedback_to_a_stateful_selector(tmp_path):
     assert components.corpus_selector.state_dict()["design"].shape == (width, width)
 
 
-KILLER = textwrap.dedent('''
-    import os
-    import signal
-
-    from harness import hookimpl
-    from plugins.trainers.native import NativeDPOTrainer
-
-
-    class KillerTrainer(NativeDPOTrainer):
-        name = "native_killer"
-        description = "native DPO that SIGKILLs its own process in iteration $KILL_AT_ITERATION"
-        calls = 0
-
-        def train(self, *, policy, data, rng):
-            type(self).calls += 1
-            if os.environ.get("KILL_AT_ITERATION") == str(type(self).calls):
-                os.kill(os.getpid(), signal.SIGKILL)
-            return super().train(policy=policy, data=data, rng=rng)
-
-
-    @hookimpl
-    def register_trainers(register):
-        register(KillerTrainer)
-''')
 
 
 def _harness(*args, db, kill_at=None):

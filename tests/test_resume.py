@@ -5,38 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 import reliability
+from killer_plugin import KILLER  # the plugin file's source
 from leaderboard.store import Leaderboard
 from tests.conftest import TINY_RUN
-
-KILLER = textwrap.dedent('''
-    import os
-    import signal
-
-    from harness import hookimpl
-    from plugins.trainers.native import NativeDPOTrainer
-
-
-    class KillerTrainer(NativeDPOTrainer):
-        name = "native_killer"
-        description = "native DPO that SIGKILLs its own process in iteration $KILL_AT_ITERATION"
-        calls = 0
-
-        def train(self, *, policy, data, rng):
-            type(self).calls += 1
-            if os.environ.get("KILL_AT_ITERATION") == str(type(self).calls):
-                os.kill(os.getpid(), signal.SIGKILL)
-            return super().train(policy=policy, data=data, rng=rng)
-
-
-    @hookimpl
-    def register_trainers(register):
-        register(KillerTrainer)
-''')
 
 RUN = [*TINY_RUN, "--iterations", "3", "--budget", "120", "--selector", "smallest", "--seed", "7",
        "--trainer", "native_killer"]

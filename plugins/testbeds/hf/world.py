@@ -352,30 +352,7 @@ class HFWorld:
         mode, the model's own dropout modules active.
         """
         policy = self._check_policy(policy)
-        _check_rows(prompts, responses)
-        m, n, width = responses.tokens.shape
-        total = m * n
-        out = np.zeros(total, dtype=np.float64)
-        if total == 0:
-            return out.reshape(m, n)
-        rows = np.repeat(np.asarray(prompts, dtype=np.int64).reshape(m, -1)[:, 0], n)
-        tokens = responses.tokens.reshape(total, width)
-        lengths = responses.lengths.reshape(total)
-        prompt_lengths = np.array([len(policy.table.ids[r]) for r in rows])
-        order = np.argsort(-(prompt_lengths + lengths), kind="stable")
-        batch = int(self.settings["logprob_batch_size"])
-        was_training = policy.model.training
-        policy.model.train(bool(dropout))
-        try:
-            with torch.no_grad():
-                for start in range(0, total, batch):
-                    index = order[start : start + batch]
-                    longest = max(int(lengths[index].max()), 1)
-                    values = policy.sequence_logprobs(rows[index, None], tokens[index, :longest], lengths[index])
-                    out[index] = values.double().cpu().numpy()
-        finally:
-            policy.model.train(was_training)
-        return out.reshape(m, n)
+        return self._each_response(policy, prompts, responses, 1, policy.sequence_logprobs, train=dropout)[..., 0]
 
     def features(self, policy, prompts: np.ndarray, responses: Responses) -> np.ndarray:
         """``(M, N, d)`` float64: the last layer's hidden state at each response's last token (selector contract 2).
@@ -384,31 +361,38 @@ class HFWorld:
         ``logprob_batch_size``, longest first, as :meth:`logprobs`; no grad.
         """
         policy = self._check_policy(policy)
-        _check_rows(prompts, responses)
-        m, n, width = responses.tokens.shape
-        total = m * n
         dim = int(policy.model.config.get_text_config().hidden_size)
-        out = np.zeros((total, dim), dtype=np.float64)
+        return self._each_response(policy, prompts, responses, dim, policy.response_features, train=False)
+
+    def _each_response(self, policy: HFPolicy, prompts: np.ndarray, responses: Responses, width: int, compute,
+                       *, train: bool) -> np.ndarray:
+        """``(M, N, width)`` float64 of ``compute(prompt_rows, tokens, lengths)``, ``(B[, width])`` per batch, with
+        the model in train mode when ``train`` (its mode restored after); batches of ``logprob_batch_size``
+        sequences, longest first (so little padding is run and an out-of-memory shows up at once); no grad."""
+        _check_rows(prompts, responses)
+        m, n, length = responses.tokens.shape
+        total = m * n
+        out = np.zeros((total, width), dtype=np.float64)
         if total == 0:
-            return out.reshape(m, n, dim)
+            return out.reshape(m, n, width)
         rows = np.repeat(np.asarray(prompts, dtype=np.int64).reshape(m, -1)[:, 0], n)
-        tokens = responses.tokens.reshape(total, width)
+        tokens = responses.tokens.reshape(total, length)
         lengths = responses.lengths.reshape(total)
         prompt_lengths = np.array([len(policy.table.ids[r]) for r in rows])
         order = np.argsort(-(prompt_lengths + lengths), kind="stable")
         batch = int(self.settings["logprob_batch_size"])
         was_training = policy.model.training
-        policy.model.eval()
+        policy.model.train(bool(train))
         try:
             with torch.no_grad():
                 for start in range(0, total, batch):
                     index = order[start : start + batch]
                     longest = max(int(lengths[index].max()), 1)
-                    values = policy.response_features(rows[index, None], tokens[index, :longest], lengths[index])
-                    out[index] = values.double().cpu().numpy()
+                    values = compute(rows[index, None], tokens[index, :longest], lengths[index])
+                    out[index] = values.double().cpu().numpy().reshape(len(index), width)
         finally:
             policy.model.train(was_training)
-        return out.reshape(m, n, dim)
+        return out.reshape(m, n, width)
 
     def stochastic_logprobs(
         self, policy, prompts: np.ndarray, responses: Responses, passes: int, rng: np.random.Generator

@@ -194,16 +194,26 @@ class SyntheticWorld:
         batches of similar length (sorted by length, so little padding is run).
         """
         policy = self._check_policy(policy)
-        m, n, width = responses.tokens.shape
+        return self._each_response(policy, prompts, responses, 1, policy.response_logprobs)[..., 0]
+
+    def _each_response(self, policy: GRUPolicy, prompts: np.ndarray, responses: Responses, width: int,
+                       compute) -> np.ndarray:
+        """``(M, N, width)`` float64 of ``compute(state, hidden, tokens, lengths)``, ``(B[, width])`` per batch.
+
+        The prompt prefix runs once per prompt (:meth:`GRUPolicy.prefix_states`, whose output and hidden state
+        ``compute`` continues from); the responses run in batches of similar length (sorted by length, so
+        little padding is run); no grad.
+        """
+        m, n, length = responses.tokens.shape
         _check_rows(prompts, responses)
         total = m * n
-        out = np.empty(total, dtype=np.float64)
+        out = np.empty((total, width), dtype=np.float64)
         if total == 0:
-            return out.reshape(m, n)
+            return out.reshape(m, n, width)
         prompts = np.asarray(prompts, dtype=np.int64)
         lengths = responses.lengths.reshape(total)
         order = np.argsort(lengths, kind="stable")
-        tokens_t = _as_long(responses.tokens.reshape(total, width))
+        tokens_t = _as_long(responses.tokens.reshape(total, length))
         lengths_t = _as_long(lengths)
         order_t = _as_long(order)
         with torch.no_grad():
@@ -216,11 +226,9 @@ class SyntheticWorld:
             for start in range(0, total, LOGPROB_BATCH):
                 rows = order_t[start : start + LOGPROB_BATCH]
                 prompt_rows = torch.div(rows, n, rounding_mode="floor")
-                values = policy.response_logprobs(
-                    state_all[prompt_rows], hidden_all[:, prompt_rows], tokens_t[rows], lengths_t[rows]
-                )
-                out[order[start : start + LOGPROB_BATCH]] = values.double().numpy()
-        return out.reshape(m, n)
+                values = compute(state_all[prompt_rows], hidden_all[:, prompt_rows], tokens_t[rows], lengths_t[rows])
+                out[order[start : start + LOGPROB_BATCH]] = values.double().reshape(len(rows), width).numpy()
+        return out.reshape(m, n, width)
 
     def stochastic_logprobs(
         self, policy, prompts: np.ndarray, responses: Responses, passes: int, rng: np.random.Generator
@@ -265,27 +273,9 @@ class SyntheticWorld:
         batches of similar length, as in :meth:`logprobs`; no grad, no RNG.
         """
         policy = self._check_policy(policy)
-        m, n, width = responses.tokens.shape
-        _check_rows(prompts, responses)
-        total = m * n
-        hidden_dim = policy.config.hidden_dim
-        out = np.empty((total, hidden_dim), dtype=np.float64)
-        if total == 0:
-            return out.reshape(m, n, hidden_dim)
-        prompts = np.asarray(prompts, dtype=np.int64)
-        lengths = responses.lengths.reshape(total)
-        order = np.argsort(lengths, kind="stable")
-        tokens_t = _as_long(responses.tokens.reshape(total, width))
-        lengths_t = _as_long(lengths)
-        order_t = _as_long(order)
-        with torch.no_grad():
-            _, hidden_all = policy.prefix_states(_as_long(prompts))
-            for start in range(0, total, LOGPROB_BATCH):
-                rows = order_t[start : start + LOGPROB_BATCH]
-                prompt_rows = torch.div(rows, n, rounding_mode="floor")
-                values = policy.response_features(hidden_all[:, prompt_rows], tokens_t[rows], lengths_t[rows])
-                out[order[start : start + LOGPROB_BATCH]] = values.double().numpy()
-        return out.reshape(m, n, hidden_dim)
+        return self._each_response(policy, prompts, responses, policy.config.hidden_dim,
+                                   lambda state, hidden, tokens, lengths: policy.response_features(hidden, tokens,
+                                                                                                   lengths))
 
     # ------------------------------------------------------------------ gold
 
