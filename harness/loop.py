@@ -144,12 +144,20 @@ def run_experiment(
 
 def build_world(components: Components, world_seed: int, reporter: Reporter):
     """The testbed's world, with the optional keywords its ``build_world`` declares
-    (:meth:`harness.interfaces.Testbed.build_world`): the run's annotator, the registry's trainers."""
+    (:meth:`harness.interfaces.Testbed.build_world`): the run's annotator, the registry's trainers.
+
+    The annotator is whoever labels the run's pairs: the run's annotator, or, when the pairs are labelled by
+    the gold judge's scores (a selector that reads gold explicit scores), the gold judge. A testbed that
+    labels a seed round when it builds the world (the hf testbed's on-policy pi_0) asks it.
+    """
     import inspect
 
     build = components.testbed.build_world
     declared = inspect.signature(build).parameters
-    offered = {"annotator": components.annotator, "trainers": components.trainers}
+    labeller = components.annotator
+    if labeller is None and getattr(components, "explicit_source", None) == "gold":
+        labeller = components.gold_judge
+    offered = {"annotator": labeller, "trainers": components.trainers}
     extra = {name: value for name, value in offered.items() if name in declared}
     return build(seed=world_seed, reporter=reporter, **extra)
 

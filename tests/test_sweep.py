@@ -365,3 +365,23 @@ def test_judges_are_grid_axes_too(registry):
     cells = expand_grid(registry, GridSpec.from_cli(registry, selector="map", options=["proxy.fidelity=0.8,0.5"]))
     assert [c.key for c in cells] == ["proxy.fidelity=0.8", "proxy.fidelity=0.5"]
     assert {c.config.proxy_judge.name for c in cells} == {"synthetic_proxy"}
+
+
+def test_a_grid_mixing_selectors_leaves_a_judge_out_of_the_cells_that_do_not_use_it():
+    """Options for the proxy judge (or a named annotator) reach the cells whose selectors use it and are left out
+    of the others; when no cell uses the judge they are still refused, naming why."""
+    registry = load_registry()
+    random_cell, map_cell = expand_grid(registry, GridSpec.from_cli(
+        registry, selector="random,map", options=["proxy_judge.fidelity=0.9"]))
+    assert random_cell.config.proxy_judge is None
+    assert map_cell.config.proxy_judge.settings["fidelity"] == 0.9
+    with pytest.raises(UsageError, match="no cell reads its scores"):
+        expand_grid(registry, GridSpec.from_cli(registry, selector="random,smallest",
+                                                options=["proxy_judge.fidelity=0.9"]))
+    # written for many grids at once (a study's testbed section): a grid that never uses the judge is not refused
+    (cell,) = expand_grid(registry, GridSpec.from_cli(registry, selector="random", options=["proxy_judge.fidelity=0.9"]),
+                          may_go_unused=frozenset({"proxy_judge"}))
+    assert cell.config.proxy_judge is None
+    plain, gold = expand_grid(registry, GridSpec.from_cli(registry, selector="random,signedgap",
+                                                         annotator="synthetic_gold"))
+    assert plain.config.annotator.name == "synthetic_gold" and gold.config.annotator is None

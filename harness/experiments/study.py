@@ -200,7 +200,7 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
         try:
             seed_values = seed_list(value)
             spec = GridSpec.from_cli(registry, **args)
-            cells = expand_grid(registry, spec, first_seed=seed_values[0])
+            cells = expand_grid(registry, spec, first_seed=seed_values[0], may_go_unused=section_judges(section))
         except UsageError as exc:
             errors.add(["grid", grid.index], str(exc).replace("\n", " "),
                        "fix this grid (its keys are the arguments of `harness sweep`)")
@@ -254,6 +254,16 @@ def testbed_section(plan: StudyPlan, testbed: str | None) -> Any:
                          f"add one saying how its grids run there (docs/experiments/plans.md lists its keys), or "
                          "drop --testbed")
     return plan.testbeds[testbed]
+
+
+def section_judges(section: Any) -> frozenset[str]:
+    """The judge roles a testbed section names or sets options for: written for every grid at once, so a grid
+    whose cells never use one of them is not refused for it (:func:`harness.experiments.sweep.expand_grid`)."""
+    if section is None:
+        return frozenset()
+    roles = {_option_key(option).split(".", 1)[0] for option in section.options}
+    roles |= {role for role in ("gold_judge", "proxy_judge", "annotator") if role in section.overrides}
+    return frozenset(roles)
 
 
 def _option_key(option: str) -> str:

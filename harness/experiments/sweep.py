@@ -279,7 +279,52 @@ class Cell:
         return dataclasses.replace(self.config, seed=seed, world_seed=seed if world_seed is None else world_seed)
 
 
-def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> list[Cell]:
+#: The judges a run uses only when a selector reads their scores (:func:`harness.config.plan_run` leaves the others
+#: out), and the annotator, which a run whose pairs are labelled by the gold judge's scores does not use.
+OPTIONAL_JUDGES = ("gold_judge", "proxy_judge", "annotator")
+
+
+def exc_text(role: str) -> str:
+    """Why a grid's options for ``role`` are refused when none of its cells uses that judge."""
+    return (f"the grid sets options for the {role.replace('_', ' ')}, but no cell reads its scores (no selector of "
+            "the grid reads explicit scores from it); drop those options or add a selector that reads them")
+
+
+def _role(option: str) -> str:
+    return option.split("=", 1)[0].split(".", 1)[0]
+
+
+def _plan_cell(registry: Registry, values: dict[str, Any], seed: int) -> tuple[Any, list[str]]:
+    """One cell's :func:`harness.config.plan_run`, and the optional judges it left out.
+
+    A grid may mix selectors that read a gold or proxy judge's scores with selectors that do not. A cell of
+    the second kind does not use that judge, and a cell whose pairs are labelled by the gold judge's scores
+    does not use the annotator: the grid's options for such a judge (and a named annotator) are left out of
+    that cell and of its config. :func:`expand_grid` refuses them when no cell of the grid uses the judge.
+    """
+    try:
+        return plan_run(registry, RunRequest.from_values(**values, seed=seed)), []
+    except UsageError:
+        judged = [o for o in values["options"] if _role(o) in OPTIONAL_JUDGES]
+        if not judged and not values.get("annotator"):
+            raise
+        bare = {**values, "options": tuple(o for o in values["options"] if o not in judged), "annotator": None}
+        probe = plan_run(registry, RunRequest.from_values(**bare, seed=seed))
+        unused = [role for role in OPTIONAL_JUDGES if role != "annotator" and getattr(probe.config, role, None) is None]
+        if probe.components.explicit_source == "gold":
+            unused.append("annotator")
+        kept = {**values, "options": tuple(o for o in values["options"] if _role(o) not in unused)}
+        if "annotator" in unused:
+            kept["annotator"] = None
+        if kept == values:
+            raise
+        planned = plan_run(registry, RunRequest.from_values(**kept, seed=seed))
+        return planned, [role for role in unused if any(_role(o) == role for o in values["options"])
+                         or (role == "annotator" and values.get("annotator"))]
+
+
+def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0,
+                may_go_unused: frozenset[str] = frozenset()) -> list[Cell]:
     """Every cell of the grid, validated; UsageError naming the first bad cell.
 
     Each cell goes through :func:`harness.config.plan_run` (names, option
@@ -291,6 +336,8 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
     combos = list(itertools.product(*(values for _, values in axes)))
     cells: list[tuple[str, RunConfig]] = []
     memory: list[int] = []
+    used_judges: set[str] = set()
+    unused_judges: dict[str, str] = {}  # judge roles whose options some cell left out (it does not use that judge)
     for number, combo in enumerate(combos, 1):
         chosen = dict(zip(flags, combo))
         label = " ".join(f"{flag}{'=' if flag.startswith('-o ') else ' '}{value}"
@@ -301,12 +348,22 @@ def expand_grid(registry: Registry, spec: GridSpec, *, first_seed: int = 0) -> l
         values["options"] = tuple(f"{flag[3:]}={chosen[flag]}" for flag in flags if flag.startswith("-o "))
         try:
             # plan_run checks every value, the budget plan and the memory estimate
-            planned = plan_run(registry, RunRequest.from_values(**values, seed=first_seed))
+            planned, left_out = _plan_cell(registry, values, first_seed)
         except UsageError as exc:
             where = f"cell {number} of {len(combos)}" + (f" ({label})" if label else "")
             raise UsageError(f"{where}: {exc}\nNothing was run; fix or drop that value and run the sweep again.") from None
+        for role in left_out:
+            unused_judges.setdefault(role, exc_text(role))
+        used_judges.update(role for role in OPTIONAL_JUDGES if getattr(planned.config, role, None) is not None)
+        if planned.components.explicit_source != "gold" and planned.components.annotator is not None:
+            used_judges.add("annotator")
         cells.append((label, planned.config))
         memory.append(planned.memory.total_bytes)
+    for role, text in unused_judges.items():
+        # no cell reads that judge: its options are a mistake, not a cell's detail (unless the caller said they
+        # are written for many grids at once, as a study's testbed section's are)
+        if role not in used_judges and role not in may_go_unused:
+            raise UsageError(text)
     by_hash: dict[str, str] = {}
     for label, config in cells:
         digest = config.strategy_hash()
