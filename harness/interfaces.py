@@ -367,6 +367,11 @@ class PreferenceData:
     def __len__(self) -> int:
         return int(self.prompts.shape[0])
 
+    def take(self, index: np.ndarray | slice) -> PreferenceData:
+        """The pairs at ``index`` (positions, a bool mask or a slice), every column alike; unset columns stay unset."""
+        return PreferenceData(**{name: None if value is None else np.asarray(value)[index]
+                                 for name, value in vars(self).items()})
+
     @classmethod
     def from_labels(
         cls,

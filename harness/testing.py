@@ -1413,11 +1413,6 @@ def world_preference_data(world: Any, *, n_pairs: int, seed: int, policy: Any = 
                                       ref_logps=world.logprobs(world.reference_policy, prompts, responses))
 
 
-def _take(data: PreferenceData, index: Any) -> PreferenceData:
-    return PreferenceData(**{f.name: None if getattr(data, f.name) is None else np.asarray(getattr(data, f.name))[index]
-                             for f in fields(PreferenceData)})
-
-
 def _data_arrays(data: PreferenceData) -> dict[str, np.ndarray]:
     return {f.name: np.array(getattr(data, f.name), copy=True) for f in fields(PreferenceData)
             if getattr(data, f.name) is not None}
@@ -1581,7 +1576,7 @@ class TrainerContract(_ComponentContract):
 
     def test_no_pairs_train_nothing(self):
         policy = self.make_policy()
-        data = _take(self.make_data(policy, self.n_pairs, self.seeds[0]), slice(0, 0))
+        data = self.make_data(policy, self.n_pairs, self.seeds[0]).take(slice(0, 0))
         before = _parameters(policy)
         result = self.train(self.make_trainer(), policy, data, self.seeds[0])
         assert result.steps == 0, f"training on no pairs ran {result.steps} steps"
@@ -1589,7 +1584,7 @@ class TrainerContract(_ComponentContract):
 
     def test_one_pair_trains(self):
         policy = self.make_policy()
-        data = _take(self.make_data(policy, self.n_pairs, self.seeds[0]), slice(0, 1))
+        data = self.make_data(policy, self.n_pairs, self.seeds[0]).take(slice(0, 1))
         result = self.train(self.make_trainer(), policy, data, self.seeds[0])
         assert result.steps >= 1, "training on one pair ran no step"
 

@@ -99,7 +99,7 @@ def test_registration_and_options():
     assert registered == [NativeDPOTrainer]
     check_component_class("trainer", NativeDPOTrainer)
     trainer = NativeDPOTrainer()
-    assert trainer.settings == {"beta": 1.0, "lr": 3e-3, "epochs": 8, "steps": 0, "batch_size": 64}
+    assert trainer.settings == {"beta": 1.0, "lr": 3e-3, "epochs": 8, "steps": 0, "batch_size": 64, "xpo_alpha": 0.0}
     assert trainer.beta == 1.0
     assert NativeDPOTrainer({"beta": "0.5"}).beta == 0.5
     for bad in ({"beta": 0}, {"lr": 0.0}, {"batch_size": 0}, {"epochs": -1}, {"steps": -2}):
@@ -133,7 +133,7 @@ def test_input_policy_and_data_are_not_modified():
     policy = make_policy()
     data = make_data(policy)
     snapshot = params(policy)
-    arrays = {name: getattr(data, name).copy() for name in data.__dataclass_fields__}
+    arrays = {name: getattr(data, name).copy() for name in data.__dataclass_fields__ if getattr(data, name) is not None}
     result = NativeDPOTrainer().train(policy=policy, data=data, rng=np.random.default_rng(0))
     assert result.policy is not policy and result.policy.module is not policy.module
     assert torch.equal(params(policy), snapshot)

@@ -98,7 +98,7 @@ def save(run_dir: Path, world: Any, state: Any, labels: dict[int, list[str]] | N
             ),
         }
         document["selector_states"] = {}
-        for level, arrays in sorted(state.selector_states.items()):
+        for level, arrays in sorted((getattr(state, "selector_states", None) or {}).items()):
             path = staging / selector_state_file(level)
             with open(path, "wb") as handle:  # prefixed: a key such as `file` or `allow_pickle` is np.savez's own
                 np.savez(handle, **{STATE_PREFIX + key: value for key, value in arrays.items()})
