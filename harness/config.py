@@ -348,7 +348,7 @@ def plan_run(registry: Registry, request: RunRequest | None = None, /, **given: 
     routed = route_options(assignments, classes)
     selectors = {role: registry.create("selector", names[role], routed[role])
                  for role in ("instance_selector", "corpus_selector")}
-    unused = _unused_judges(names, selectors, defaulted)
+    unused = _unused_judges(names, selectors, defaulted, gold_measures=_gold_measures(classes))
     if unused:  # a run records only the judges its selectors read; route again without the others
         for role in unused:
             names.pop(role)
@@ -388,11 +388,22 @@ def estimate_memory(config: RunConfig, components: Components, labels: Sequence[
     return estimate(components.testbed.memory_needs(), prompts, config.n_responses)
 
 
+def _gold_measures(classes: Mapping[str, type]) -> bool:
+    """True when the gold judge is exact and the testbed takes it as its world's gold reward (testbed contract
+    4, ``build_world(gold=...)``): the judge is then used even when no selector reads its scores."""
+    import inspect
+
+    judge = classes.get("gold_judge")
+    return (judge is not None and bool(getattr(judge, "exact", False))
+            and "gold" in inspect.signature(classes["testbed"].build_world).parameters)
+
+
 def _unused_judges(names: Mapping[str, str], selectors: Mapping[str, Selector],
-                   defaulted: set[str] = frozenset()) -> dict[str, str]:
+                   defaulted: set[str] = frozenset(), *, gold_measures: bool = False) -> dict[str, str]:
     """Judge roles this run does not use, each with the reason, for error messages.
 
-    The gold and proxy judges when no selector reads their scores; the
+    The gold and proxy judges when no selector reads their scores (the gold
+    judge stays when it is the world's gold reward, ``gold_measures``); the
     testbed's default annotator when the pairs are labelled by gold scores.
     """
     sources = set()
@@ -403,7 +414,7 @@ def _unused_judges(names: Mapping[str, str], selectors: Mapping[str, Selector],
     if "annotator" in defaulted and "gold" in sources:
         unused["annotator"] = "which this run does not use: its pairs are labelled by the gold judge's scores"
     for role, source in (("gold_judge", "gold"), ("proxy_judge", "proxy")):
-        if role in names and source not in sources:
+        if role in names and source not in sources and not (role == "gold_judge" and gold_measures):
             unused[role] = (
                 f"which this run does not use: selectors {names['instance_selector']!r}/"
                 f"{names['corpus_selector']!r} read no {source} explicit scores"

@@ -88,3 +88,26 @@ def pool_margin_diagnostics(*, reward: np.ndarray, distinct: np.ndarray, beta: f
         "pool_tiny_margin_share": float(np.mean(values < TINY_MARGIN)),
         "pool_extremes_differ_share": float(np.mean(low[prompts] != high[prompts])),
     }
+
+
+def pool_gold_diagnostics(*, gold: np.ndarray, distinct: np.ndarray) -> dict[str, float]:
+    """Whether the gold reward can tell the pool's responses apart: the signal a selection effect needs.
+
+    ``gold`` is the ``(M, N)`` exact gold reward of every sampled response (a
+    world's :meth:`World.gold_rewards`), ``distinct`` marks the responses that
+    are not copies of an earlier one. Reported: the mean gold over the pool,
+    and the share of prompts with at least one pair of distinct responses of
+    different gold (a prompt where every response is equally good, or equally
+    bad, gives any selector only ties).
+    """
+    gold = np.asarray(gold, dtype=np.float64)
+    usable = np.asarray(distinct, dtype=bool)
+    if gold.size == 0:
+        return {}
+    high = np.where(usable, gold, -np.inf).max(axis=1)
+    low = np.where(usable, gold, np.inf).min(axis=1)
+    return {
+        "pool_gold_mean": float(gold.mean()),
+        "pool_gold_split_share": float(np.mean(high > low)),
+    }
+

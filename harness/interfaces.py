@@ -846,6 +846,10 @@ class Judge(Component):
     """
 
     kind = "judge"
+    exact: ClassVar[bool] = False
+    """True when the score *is* the gold reward: deterministic, free and model-free (a programmatic verifier,
+    :mod:`plugins.judges.verifier`). A testbed without a gold reward of its own may then take the judge as
+    one (the hf testbed's ``gold_reward`` and label-noise diagnostics, when it is the run's gold judge)."""
 
     def score(
         self, *, world: World, prompts: np.ndarray, responses: Responses, rng: np.random.Generator
@@ -915,7 +919,11 @@ class Testbed(Component):
           testbed, the hf seed round): ``trainers("native", {"lr": 1e-3})``.
           A testbed obtains trainers this way, never by importing a
           trainer plugin. Called directly, without it, a testbed may use
-          :func:`harness.plugins.default_trainers`.
+          :func:`harness.plugins.default_trainers`;
+        - ``gold`` (contract 4): the run's gold judge when it is exact
+          (:attr:`Judge.exact`, a programmatic verifier), else None. A world
+          without a gold reward of its own may take it as
+          :meth:`World.gold_rewards` (the hf testbed does).
         """
         raise NotImplementedError
 
@@ -944,7 +952,7 @@ TrainerFactory = Callable[[str, Mapping[str, Any]], Trainer]
 """``trainers(name, settings)``: a trainer component from the run's registry, its settings validated."""
 
 #: The version of the testbed contract: the optional keywords :meth:`Testbed.build_world` may declare.
-TESTBED_CONTRACT = 3
+TESTBED_CONTRACT = 4
 
 COMPONENT_KINDS: dict[str, type[Component]] = {
     "scorer": Scorer,

@@ -44,7 +44,7 @@ import numpy as np
 from harness import rng as streams
 from harness.budget import Ledger, PoolPlan, plan_pool
 from harness.config import Components, RunConfig
-from harness.diagnostics import pool_margin_diagnostics, selected_pair_diagnostics
+from harness.diagnostics import pool_gold_diagnostics, pool_margin_diagnostics, selected_pair_diagnostics
 from harness.errors import NonFiniteError, PluginError, SelectionError, UsageError
 from harness.holdout import agreement, holdout_positions
 from harness.interfaces import (
@@ -296,6 +296,9 @@ def select(run: RunContext, it: Iteration) -> None:
     if it.logp_policy is not None:
         it.pool_diagnostics = pool_margin_diagnostics(reward=it.logp_policy - it.logp_ref, distinct=selection.distinct,
                                                       beta=run.components.trainer.beta)
+    if hasattr(run.world, "gold_rewards") and it.responses is not None:  # does gold tell this pool apart?
+        gold = run.ranks.main_only(lambda: run.world.gold_rewards(it.prompts, it.responses))
+        it.pool_diagnostics.update(pool_gold_diagnostics(gold=gold, distinct=selection.distinct))
 
 
 def label(run: RunContext, it: Iteration) -> None:

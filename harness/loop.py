@@ -148,7 +148,9 @@ def build_world(components: Components, world_seed: int, reporter: Reporter):
 
     The annotator is whoever labels the run's pairs: the run's annotator, or, when the pairs are labelled by
     the gold judge's scores (a selector that reads gold explicit scores), the gold judge. A testbed that
-    labels a seed round when it builds the world (the hf testbed's on-policy pi_0) asks it.
+    labels a seed round when it builds the world (the hf testbed's on-policy pi_0) asks it. An exact gold
+    judge (:attr:`harness.interfaces.Judge.exact`, a verifier) is offered as ``gold``, for a world without a
+    gold reward of its own to take as one.
     """
     import inspect
 
@@ -157,7 +159,9 @@ def build_world(components: Components, world_seed: int, reporter: Reporter):
     labeller = components.annotator
     if labeller is None and getattr(components, "explicit_source", None) == "gold":
         labeller = components.gold_judge
-    offered = {"annotator": labeller, "trainers": components.trainers}
+    gold = getattr(components, "gold_judge", None)
+    offered = {"annotator": labeller, "trainers": components.trainers,
+               "gold": gold if gold is not None and gold.exact else None}
     extra = {name: value for name, value in offered.items() if name in declared}
     return build(seed=world_seed, reporter=reporter, **extra)
 

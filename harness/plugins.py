@@ -61,6 +61,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.judges.reward_model",
     "plugins.judges.function",
     "plugins.judges.embedding",
+    "plugins.judges.verifier",
     "plugins.judges.pairrm",
     "plugins.studies.builtin",
 )

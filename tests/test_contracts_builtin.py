@@ -41,6 +41,7 @@ from harness.testing import (
     CONTRACTS,
     JudgeContract,
     ScorerContract,
+    TokenTextWorld,
     SelectorContract,
     TestbedContract,
     TrainerContract,
@@ -53,6 +54,7 @@ from plugins.judges.openai import OpenAIJudge
 from plugins.judges.pairrm import PairRMJudge
 from plugins.judges.reward_model import RewardModelJudge
 from plugins.judges.synthetic import SyntheticGold, SyntheticProxy
+from plugins.judges.verifier import VerifierJudge
 from plugins.scorers.implicit import ImplicitReward, ImplicitRewardNormalized, PolicyLogprobMean
 from plugins.selectors.gold_gradient import GoldGradient
 from plugins.testbeds.hf import HFTestbed
@@ -292,6 +294,29 @@ class TestFunctionCompareContract(JudgeContract):
     judge_class = FunctionJudge
     settings = {"callable": f"{__name__}:prefer_longer", "mode": "compare"}
     pointwise = False
+
+
+VERIFIABLE = Path(__file__).resolve().parent.parent / "plugins" / "testbeds" / "hf" / "data" / "verifiable"
+
+
+class OneQuestionWorld(TokenTextWorld):
+    """Every prompt is one shipped arithmetic question; responses are token words such as ``t5 t12``, whose
+    last number sometimes is the answer, so the verifier's scores differ."""
+
+    question = next(row["prompt"] for row in map(json.loads, (VERIFIABLE / "train.jsonl").open())
+                    if json.loads(row["check"])["kind"] == "number")
+
+    def texts(self, prompts, responses):
+        _, response_texts = super().texts(prompts, responses)
+        return [self.question] * len(response_texts), response_texts
+
+
+class TestVerifierContract(JudgeContract):
+    judge_class = VerifierJudge
+    settings = {"tasks": str(VERIFIABLE)}
+
+    def make_world(self):
+        return OneQuestionWorld()
 
 
 class TestExternalContract(JudgeContract):

@@ -25,7 +25,7 @@ class TrainingTestbed:
 def test_a_testbed_of_the_first_contract_is_called_as_before():
     components = SimpleNamespace(testbed=OldTestbed(), annotator=object(), trainers=object())
     assert build_world(components, 7, NullReporter()) == ("world", 7)
-    assert TESTBED_CONTRACT == 3
+    assert TESTBED_CONTRACT == 4
 
 
 def test_a_testbed_that_declares_trainers_gets_the_registrys():
@@ -34,6 +34,20 @@ def test_a_testbed_that_declares_trainers_gets_the_registrys():
     trainer = build_world(components, 0, NullReporter())
     assert trainer.name == "native" and trainer.settings["lr"] == 0.5
     assert default_trainers()("trl", {}).name == "trl"
+
+
+class GoldTakingTestbed:
+    def build_world(self, *, seed, reporter, gold=None):
+        return gold
+
+
+def test_only_an_exact_gold_judge_is_offered_as_the_worlds_gold():
+    registry = load_registry()
+    verifier, embedding = registry.create("judge", "verifier", {}), registry.create("judge", "embedding", {})
+    assert verifier.exact and not embedding.exact
+    for judge, offered in ((verifier, verifier), (embedding, None), (None, None)):
+        components = SimpleNamespace(testbed=GoldTakingTestbed(), annotator=None, trainers=None, gold_judge=judge)
+        assert build_world(components, 0, NullReporter()) is offered
 
 
 def test_the_synthetic_testbed_trains_pi0_with_the_trainer_it_is_given(monkeypatch, tmp_path):

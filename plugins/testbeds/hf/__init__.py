@@ -40,7 +40,12 @@ temperature 1.0 and top-k 50 by default; evaluation decodes greedily
 (``evaluation_pairs``, compared with the reference outputs by the run's
 evaluator judge) and estimates KL(pi || pi_ref) from samples of pi itself.
 The gold annotator and the evaluator are judges (default ``reward_model``);
-the world has no annotator of its own.
+the world has no annotator of its own. With an exact gold judge
+(``--gold-judge verifier``, testbed contract 4) the world takes it as its gold
+reward: rows then carry ``gold_reward``, the pool's gold signal and label noise.
+The verifiable regime (``plugins/testbeds/hf/data/verifiable``, made by
+:mod:`plugins.testbeds.hf.verifiable`) ships prompts whose answers the
+``verifier`` judge checks.
 
 Optional parts, each described in ``docs/real-models-extras.md``:
 
@@ -211,10 +216,11 @@ class HFTestbed(ModelSources, Testbed):
         return {**super().sources(), **data_sources(self.settings, DATA_SPLITS, f"{self.kind} {self.name!r}",
                                                      column=self.settings["prompt_column"])}
 
-    def build_world(self, *, seed: int, reporter, annotator=None, trainers=None):
+    def build_world(self, *, seed: int, reporter, annotator=None, trainers=None, gold=None):
         from plugins.testbeds.hf.world import build_world
 
-        return build_world(self.settings, seed=seed, reporter=reporter, annotator=annotator, trainers=trainers)
+        return build_world(self.settings, seed=seed, reporter=reporter, annotator=annotator, trainers=trainers,
+                           gold=gold)
 
     def memory_needs(self) -> MemoryNeeds:
         """Bytes of one pool prompt and response: token ids and attention masks at their longest.

@@ -94,8 +94,12 @@ class HFWorld:
         info: dict[str, Any],
         sampler=None,
         conversations: Mapping[str, Any] | None = None,
+        gold=None,
     ):
         self.settings = dict(settings)
+        self.gold_judge = gold
+        if gold is not None:  # an exact judge (a verifier) is this world's gold reward: see gold_rewards
+            self.gold_rewards = self._judged_gold
         self.sampler = sampler  # a VLLMSampler with backend=vllm, else None (transformers generate)
         self.last_sampling_logprobs: np.ndarray | None = None
         self.alpaca_exports: list[Path] = []
@@ -568,6 +572,10 @@ class HFWorld:
           ``kl_se`` its standard error over prompts.
         * ``mean_length``: mean number of tokens of those responses, EOS not counted.
         * ``truncated_share``: share of them cut by ``max_new_tokens`` (no EOS).
+        * ``gold_reward``, only in a world built with an exact gold judge: the
+          judge's mean score of those responses (a verifier: the share that
+          pass their prompt's check); ``gold_reward_se`` its standard error
+          over prompts.
         """
         policy = self._check_policy(policy)
         k = int(self.settings["eval_samples"])
@@ -580,12 +588,27 @@ class HFWorld:
         per_prompt = log_ratio.mean(axis=1)
         ended = self.ends_with_eos(responses)
         se = float(per_prompt.std(ddof=1) / math.sqrt(len(per_prompt))) if len(per_prompt) > 1 else 0.0
-        return {
+        metrics = {
             "kl": float(log_ratio.mean()),
             "kl_se": se,
             "mean_length": float((responses.lengths - ended).mean()),
             "truncated_share": float(1.0 - ended.mean()),
         }
+        if self.gold_judge is not None:
+            gold = self._judged_gold(self.eval_rows, responses).mean(axis=1)
+            metrics["gold_reward"] = float(gold.mean())
+            metrics["gold_reward_se"] = (float(gold.std(ddof=1) / math.sqrt(len(gold))) if len(gold) > 1 else 0.0)
+        return metrics
+
+    def _judged_gold(self, prompts: np.ndarray, responses: Responses) -> np.ndarray:
+        """``(M, N)`` gold reward from the exact gold judge (:attr:`harness.interfaces.Judge.exact`).
+
+        Present as :meth:`World.gold_rewards` only when the world was built with one (``gold``): an exact
+        judge is deterministic, so no random state is passed on (a fixed Generator satisfies the signature).
+        """
+        scores = self.gold_judge.score(world=self, prompts=prompts, responses=responses,
+                                       rng=np.random.default_rng(0))
+        return np.asarray(scores, dtype=np.float64)
 
     def close(self) -> None:
         """Release the vLLM engine, if any (the transformers models need nothing)."""
@@ -705,7 +728,7 @@ def _position_limit(config) -> int | None:
 
 
 def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annotator=None,
-                trainers=None) -> HFWorld:
+                trainers=None, gold=None) -> HFWorld:
     """Load the models and prompt files of ``settings`` (all local); UsageError for anything missing.
 
     ``model`` and ``initial_model`` may be Hub ids in the Hugging Face cache
@@ -715,7 +738,8 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
     ``annotator`` is the run's annotator judge; only the on-policy seed round
     (:func:`plugins.testbeds.hf.seed.bootstrap_initial_policy`) uses it.
     ``trainers`` (a :data:`harness.interfaces.TrainerFactory`) gives the seed
-    round's trainer; without it, the default registry's.
+    round's trainer; without it, the default registry's. ``gold`` is the run's
+    gold judge when it is exact (a verifier): the world's gold reward.
     """
     reporter = reporter or NullReporter()
     s = settings
@@ -955,7 +979,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
     used = set(kept_texts) | set(eval_texts) | set(seed_texts)
     return HFWorld(settings=settings, seed=seed, tokenizer=tokenizer, table=table, reference_policy=reference,
                    initial_policy=initial, reference_outputs=reference_outputs, info=info, sampler=sampler,
-                   conversations={t: m for t, m in prompts.messages.items() if t in used})
+                   conversations={t: m for t, m in prompts.messages.items() if t in used}, gold=gold)
 
 
 def _draw(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
