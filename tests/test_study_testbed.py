@@ -94,6 +94,45 @@ def test_a_bad_section_is_a_plan_error(tmp_path, section, problem):
         load_plan(path)
 
 
+@pytest.mark.parametrize("claims, problem", [
+    ('"smallest-vs-random"', "must be a non-empty list"),
+    ("[]", "must be a non-empty list"),
+    ('["smallest-vs-nothing"]', "names no claim of the plan: smallest-vs-nothing"),
+])
+def test_a_section_carries_only_claims_the_plan_has(tmp_path, claims, problem):
+    path = tmp_path / "bad.toml"
+    path.write_text(PLAN.replace('[testbed.small]\n', f'[testbed.small]\nclaims = {claims}\n'))
+    with pytest.raises(PlanError, match=problem):
+        load_plan(path)
+
+
+def test_a_section_that_carries_some_claims_runs_only_their_grids(tmp_path):
+    path = tmp_path / "some.toml"
+    path.write_text(PLAN.replace('[testbed.small]\n', '[testbed.small]\nclaims = ["largest-vs-random"]\n')
+                    + textwrap.dedent('''
+        [[grid]]
+        name = "other"
+        selector = ["random", "largest"]
+        iterations = 1
+        budget = 3000
+
+        [[claim]]
+        id = "largest-vs-random"
+        kind = "question"
+        metric = "final_win_rate"
+        a = {grid = "other", selector = "largest"}
+        b = {grid = "other", selector = "random"}
+        direction = "a < b"
+    '''))
+    plan = load_plan(path)
+    assert plan.testbeds["small"].claims == ("largest-vs-random",)
+    as_written = expand(plan, load_registry())
+    assert [g.plan.name for g in as_written.grids] == ["pair", "other"] and len(as_written.claims) == 2
+    study = expand(plan, load_registry(), testbed="small")
+    assert [g.plan.name for g in study.grids] == ["other"]
+    assert [c.plan.id for c in study.claims] == ["largest-vs-random"]
+
+
 def test_the_quick_variant_drops_the_plans_testbed_options_unless_the_section_has_its_own(tmp_path):
     path = tmp_path / "quick.toml"
     path.write_text(PLAN + textwrap.dedent('''
@@ -187,3 +226,34 @@ def test_the_field_study_runs_on_the_hf_testbed(tmp_path):
     ran = study(str(copy), "--quick", "--jobs", "1", "--report-dir", str(tmp_path / "report"))
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "12 of 12 runs" in ran.stderr and (tmp_path / "report" / "report.md").exists()
+
+
+@requires_extra("hf")
+@pytest.mark.parametrize(("plan", "runs", "claims"), [("yang2024", 80, 9), ("huang2025", 30, 2)])
+def test_the_papers_plans_carry_their_claims_to_the_verifiable_regime(tmp_path, monkeypatch, plan, runs, claims):
+    """yang2024's F1/F2/F5 and huang2025's offline M_AP against M+ and M-: each plan's [testbed.hf] section
+    validates with the tiny model standing in for SmolLM2 under its Hub id, runs only the grids its claims
+    compare, and reads the win rate as the verifier's gold reward."""
+    from harness.experiments.study import expand
+    from harness.experiments.study_plan import find_plan
+    from hf_tiny import tiny_paths
+    from test_hf_hub_ids import lay_out
+
+    cache = tmp_path / "hub"
+    lay_out(cache, "HuggingFaceTB/SmolLM2-135M-Instruct", tiny_paths().policy, "4" * 40)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    planned = subprocess.run([sys.executable, "-m", "harness", "study", "run", plan, "--testbed", "hf", "--dry-run",
+                              "--json"], capture_output=True, text=True, cwd=root,
+                             env=dict(os.environ, HARNESS_DB=str(tmp_path / "b.db"), HF_HUB_CACHE=str(cache)))
+    assert planned.returncode == 0, planned.stderr
+    assert len(json.loads(planned.stdout.strip().splitlines()[-1])["plan"]) == runs
+    registry = load_registry()
+    found = find_plan(plan, registry)
+    section = found.testbeds["hf"]
+    assert len(section.claims) == claims and section.metric("final_win_rate") == "final_gold_reward"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(root)  # the section's data paths are relative to the repository root
+    study = expand(found, registry, testbed="hf")
+    config = study.grids[0].cells[0].config
+    assert config.gold_judge.name == "verifier" and config.evaluator.name == "embedding"
+    assert {c.plan.id for c in study.claims} == set(section.claims)

@@ -245,7 +245,8 @@ def run_command(
                        publish=publish, regime=regime, regime_map=regime_map,
                        testbed=testbed)
     if mapped is None:
-        outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
+        outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide,
+                          registry=registry)
     else:
         outcome = _map_report(console, study, mapped, db_path, _report_dir(report_dir, study), command)
     code = grid_outcome.exit_code
@@ -315,7 +316,8 @@ def report_command(
                        publish=publish, regime=regime, regime_map=regime_map,
                        testbed=testbed)
     if mapped is None:
-        outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide)
+        outcome = _report(console, study, db_path, _report_dir(report_dir, study, publish), command, publish, wide=wide,
+                          registry=registry)
     else:
         outcome = _map_report(console, study, mapped, db_path, _report_dir(report_dir, study), command)
     if as_json:
@@ -401,7 +403,7 @@ def _map_report(console, study, mapped, db_path: Path, out_dir: Path, command: s
 
 
 def _report(console, study, db_path: Path, out_dir: Path, command: str, publish: Path | None = None, *,
-            wide: bool = False) -> dict[str, Any]:
+            wide: bool = False, registry: Any = None) -> dict[str, Any]:
     from harness.experiments import study as st
     from harness.experiments.study_report import publish as publish_file, verdict_rows, write_report
 
@@ -419,6 +421,7 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
         console.print(f"measured time of the study's {time['runs']} runs (from the database): "
                       f"{time['busy_seconds']:.0f} s computing, span {time['span_seconds']:.0f} s, "
                       f"{time['run_seconds']:.0f} s summed over runs")
+    transfer = _transfer(console, study, registry, db_path, paths[0].parent, command) if study.testbed else None
     if publish is not None:
         with cli_errors():
             try:
@@ -433,7 +436,25 @@ def _report(console, study, db_path: Path, out_dir: Path, command: str, publish:
             "figures": [str(p) for p in paths[1:]], "runs": outcome.counts, "time": time,
             "published": None if publish is None else str(publish),
             "confirmatory": study.confirmatory,
-            "claims": [{**row, **{k: item.stats.get(k) for k in _STAT_KEYS}} for row, item in zip(rows, outcome.claims)]}
+            "claims": [{**row, **{k: item.stats.get(k) for k in _STAT_KEYS}} for row, item in zip(rows, outcome.claims)],
+            **({"transfer": transfer} if transfer is not None else {})}
+
+
+def _transfer(console, study, registry: Any, db_path: Path, out_dir: Path, command: str) -> dict[str, Any]:
+    """A study under a testbed section also writes its transfer report: the same claims on the plan's own
+    testbed (from the same database) beside these (:mod:`harness.experiments.transfer`)."""
+    from harness.experiments.transfer import transfer
+    from harness.experiments.transfer_report import transfer_table, write_transfer
+
+    with cli_errors():
+        results = transfer(study.plan, registry, db_path, study.testbed, quick=study.quick,
+                           seeds=study.seeds_override, regime=study.regime)
+    paths = write_transfer(results, out_dir, command=command)
+    tally = ", ".join(f"{name} {count}" for name, count in results.tally().items() if count)
+    console.print(f"transfer: [bold]{paths[0]}[/] ({tally})"
+                  + (" · quick: too few seeds, no transfer verdicts" if results.quick else ""))
+    return {"report": str(paths[0]), "figure": str(paths[1]), "outcomes": results.tally(),
+            "claims": transfer_table(results)}
 
 
 

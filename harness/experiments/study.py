@@ -190,8 +190,9 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
     if regime is not None:
         _check_regime(plan, registry, regime, section)
     errors = PlanErrors(plan.path, plan.text)
+    carried = None if section is None or section.claims is None else set(section.claims)
     grids = []
-    for grid in plan.grids:
+    for grid in _grids_for(plan, carried):
         args = _with_regime(on_testbed(grid, section), regime)
         if quick:
             args = _apply_quick(args, quick_table)
@@ -210,6 +211,8 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
     errors.raise_if_any()
     study = ExpandedStudy(plan, quick, grids, [], seeds, regime, testbed)
     for claim in plan.claims:
+        if carried is not None and claim.id not in carried:
+            continue
         sides = []
         for side in ("a", "b"):
             filters = getattr(claim, side)
@@ -236,12 +239,26 @@ def expand(plan: StudyPlan, registry: Any, *, quick: bool = False, seeds: str | 
                                            claim.a.get("iteration", claim.iteration),
                                            claim.b.get("iteration", claim.iteration)))
     errors.raise_if_any()
+    if carried is not None:  # a section that carries some claims runs only the grids they compare
+        used = {side[0] for bound in study.claims for side in (bound.a, bound.b)}
+        study.grids = [grid for grid in study.grids if grid.plan.name in used]
     _check_matched_kl(errors, study)
     _bind_matched_steps(errors, study, registry, quick=quick)
     _derive_tuning(errors, study, registry, quick=quick)
     errors.raise_if_any()
     _read_regimes(study, registry)
     return study
+
+
+def _grids_for(plan: StudyPlan, carried: set[str] | None) -> list[Any]:
+    """The plan's grids a study expands: all of them, or, under a section that carries some claims, the
+    grids those claims name (all of them when a carried claim names no grid, so it can match any)."""
+    if carried is None:
+        return list(plan.grids)
+    names = {side.get("grid") for claim in plan.claims if claim.id in carried for side in (claim.a, claim.b)}
+    if None in names:
+        return list(plan.grids)
+    return [grid for grid in plan.grids if grid.name in names]
 
 
 def testbed_section(plan: StudyPlan, testbed: str | None) -> Any:
@@ -721,8 +738,11 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
     claims = []
     for bound in study.claims:
         claim = bound.plan
+        metric = claim.metric if study.section is None else study.section.metric(claim.metric)
         values = []
         notes = []
+        if metric != claim.metric:
+            notes.append(f"read as {metric} on this testbed (the section's `metrics`)")
         matched = steps_seen = None
         pending = [(side, arm) for side, arm in (bound.tuning or {}).items() if arm.chosen is None]
         if claim.compare == "matched_kl":
@@ -735,11 +755,11 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
             for (grid, cell), iteration in ((bound.a, bound.a_iteration), (bound.b, bound.b_iteration)):
                 side: dict[tuple[int, int], float] = {}
                 for run in runs[grid][cell.config_hash]:
-                    value = metric_value(run, iterations.get(run["id"], []), claim.metric, iteration)
+                    value = metric_value(run, iterations.get(run["id"], []), metric, iteration)
                     if value is not None:
                         side[(run["seed"], run["world_seed"])] = value
                 if runs[grid][cell.config_hash] and not side:
-                    notes.append(f"no run of {grid}: {cell.key or 'its cell'} has {claim.metric_label}")
+                    notes.append(f"no run of {grid}: {cell.key or 'its cell'} has {metric}")
                 values.append(side)
         if claim.compare == "matched_steps":
             steps_seen = _steps_seen(bound, runs, iterations)
@@ -748,7 +768,7 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
                 notes.append("matched steps: recorded train_steps per iteration "
                              + ", ".join(f"{side.upper()} {seen}" for side, seen in off.items())
                              + f", not only {bound.steps} (an iteration with no pairs trains 0 steps)")
-        stats = claim_statistics(values[0], values[1], claim.direction, margin=study.plan.margins.get(claim.metric))
+        stats = claim_statistics(values[0], values[1], claim.direction, margin=study.plan.margins.get(metric))
         stats.update(family=claim.family, kind=claim.kind)
         if claim.compare != "final":
             stats["compare"] = claim.compare

@@ -48,7 +48,7 @@ QUICK_KEYS = ("seeds", "budget_scale", "options", "description")
 #: What a ``[testbed.NAME]`` section may set: the testbed, overrides of every grid's run options, options
 #: added to every grid, its own quick variant, and per-grid overrides (``[testbed.NAME.grids.GRID]``).
 TESTBED_KEYS = ("description", "testbed", "budget", "iterations", "responses", "keep", "trainer", "gold_judge",
-                "proxy_judge", "annotator", "evaluator", "options", "quick", "grids")
+                "proxy_judge", "annotator", "evaluator", "options", "quick", "grids", "claims", "metrics")
 #: The run options a testbed section (or one of its grid tables) may override, with their types: the shape
 #: of every run, and the trainer and judges that testbed needs (e.g. an annotator where it has none).
 TESTBED_OVERRIDES = {"budget": int, "iterations": int, "responses": int, "keep": float, "trainer": str,
@@ -126,7 +126,10 @@ _PLAN_SCHEMA_TEMPLATE = """\
                    grid: the grids' own testbed.* options, written for their testbed, are dropped, and an
                    option the section names replaces the grid's); quick = {seeds, budget_scale, options}
                    (its quick variant; default the plan's [quick] without its testbed.* options);
-                   [testbed.NAME.grids.GRID]: the same overrides and options for one grid
+                   claims = ["F1-...", ...] (the claims it carries, default all: only their grids run);
+                   metrics = {final_win_rate = "final_gold_reward"} (a claim's metric read as another on
+                   this testbed); [testbed.NAME.grids.GRID]: the same overrides and options for one grid.
+                   A study under a section also writes transfer.md: its claims beside the plan's own
 [[heterogeneity]]  claims = ["F3-default-...", "F3-step-limited-..."]: one contrast (same metric and direction)
                    in different regimes or recipes; the report gives Cochran's Q and I² across them (never
                    across blocks of seeds of one design); title
@@ -236,6 +239,12 @@ class TestbedSection:
     options: tuple[str, ...] = ()
     quick: dict[str, Any] | None = None
     grids: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid -> {"overrides": {...}, "options": (...)}
+    claims: tuple[str, ...] | None = None  # the claims it carries (None: all); only their grids run
+    metrics: dict[str, str] = field(default_factory=dict)  # a claim's metric -> the metric read on this testbed
+
+    def metric(self, name: str) -> str:
+        """The metric this testbed reads for a claim's ``name`` (the same one unless ``metrics`` maps it)."""
+        return self.metrics.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -426,7 +435,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         from harness.experiments.regime_map import load_regime_map
 
         regime_map = load_regime_map(errors, data["regime_map"], claims)
-    testbeds = _load_testbeds(errors, data.get("testbed", {}), grid_names)
+    testbeds = _load_testbeds(errors, data.get("testbed", {}), grid_names, [c.id for c in claims])
     _check_seed_sets(errors, seeds, seeds_key, exploration, grids)
     _check_tune_seeds(errors, claims, seeds, exploration, grids)
     _check_claim_margins(errors, claims, margins)
@@ -444,7 +453,8 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
     )
 
 
-def _load_testbeds(errors: PlanErrors, table: Any, grid_names: Sequence[str]) -> dict[str, TestbedSection]:
+def _load_testbeds(errors: PlanErrors, table: Any, grid_names: Sequence[str],
+                   claim_ids: Sequence[str] = ()) -> dict[str, TestbedSection]:
     """The plan's ``[testbed.NAME]`` sections, checked key by key."""
     if not isinstance(table, dict):
         errors.add(["testbed"], "must be a table of sections", 'write [testbed.hf] sections')
@@ -488,8 +498,28 @@ def _load_testbeds(errors: PlanErrors, table: Any, grid_names: Sequence[str]) ->
             errors.unknown([*where, "grids", grid], overrides_of_grid, (*TESTBED_OVERRIDES, "options"))
             values, grid_options = _testbed_overrides(errors, [*where, "grids", grid], overrides_of_grid)
             grids[grid] = {"overrides": values, "options": grid_options}
+        carried = item.get("claims")
+        if carried is not None:
+            if (not isinstance(carried, list) or not carried
+                    or not all(isinstance(c, str) for c in carried)):
+                errors.add([*where, "claims"], "must be a non-empty list of claim ids",
+                           'write claims = ["F1-instance-smallest-vs-random"]')
+                carried = None
+            else:
+                unknown = [c for c in carried if c not in claim_ids]
+                if unknown:
+                    errors.add([*where, "claims"], f"names no claim of the plan: {', '.join(unknown)}",
+                               "use the ids of the plan's [[claim]] tables")
+                carried = tuple(dict.fromkeys(carried))
+        metrics = item.get("metrics", {})
+        if not isinstance(metrics, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                    for k, v in metrics.items()):
+            errors.add([*where, "metrics"], "must be a table of metric names",
+                       'write metrics = {final_win_rate = "final_gold_reward"}')
+            metrics = {}
         sections[name] = TestbedSection(name=name, testbed=testbed, description=str(item.get("description", "")),
-                                        overrides=overrides, options=options, quick=quick, grids=grids)
+                                        overrides=overrides, options=options, quick=quick, grids=grids,
+                                        claims=carried, metrics=dict(metrics))
     return sections
 
 

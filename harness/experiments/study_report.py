@@ -197,6 +197,9 @@ def write_report(results: Any, out_dir: Path, *, command: str, db_path: Path, dp
         f"- **Variant:** {study.variant}" + (f" — {study.quick_table.get('description', '')}" if study.quick else ""),
         *([f"- **Testbed:** `[testbed.{study.testbed}]` of the plan, testbed `{study.section.testbed}`"
            + (f": {study.section.description}" if study.section.description else "")] if study.testbed else []),
+        *([f"- **Claims carried:** {len(study.section.claims)} of the plan's {len(study.plan.claims)} "
+           f"(the section's `claims`; the others did not run on this testbed)"]
+          if study.testbed and study.section.claims is not None else []),
         f"- **Command:** `{command}`",
         f"- **Rebuild this report without running:** `{rebuild_command(command)}`",
         f"- **Harness:** pairsel-harness {__version__}, git commit `{git_commit() or 'unknown'}`",
@@ -568,8 +571,11 @@ def write_figures(results: Any, out_dir: Path, *, dpi: int = 110) -> list[Path]:
         *(FigurePlan("curves", g.plan.name, ("win_rate", "gold_reward", "kl"))
           for g in study.grids if g.spec.iterations > 1),
     ]
+    ran = {g.plan.name for g in study.grids}
     paths = []
     for figure in figures:
+        if figure.kind != "forest" and figure.grid not in ran:  # a grid a testbed section does not run
+            continue
         if figure.kind == "forest":
             paths.append(_forest(results, out_dir / "forest.png", figure.title, dpi))
         else:
