@@ -148,6 +148,19 @@ def test_the_quick_variant_drops_the_plans_testbed_options_unless_the_section_ha
     assert settings.budget == 20 and study.grids[0].seeds == [0]
 
 
+def test_a_sections_own_quick_table_replaces_its_options_of_the_same_key(tmp_path):
+    path = tmp_path / "quick.toml"
+    path.write_text(PLAN.replace('[testbed.small]\n', '[testbed.small]\nquick = {seeds = 1, options = '
+                                 '["trainer.epochs=3", "trainer.batch_size=8"]}\n'))
+    study = expand(load_plan(path), load_registry(), testbed="small", quick=True)
+    options = study.grid_args(study.plan.grids[0])["options"]
+    config = study.grids[0].cells[0].config
+    assert config.trainer.settings["epochs"] == 3 and config.trainer.settings["batch_size"] == 8
+    full = expand(load_plan(path), load_registry(), testbed="small").grids[0].cells[0].config
+    assert full.trainer.settings["epochs"] == 2  # the grid table's, without --quick
+    assert "trainer.epochs=3" not in options  # grid_args is the section as written; --quick applies on top
+
+
 def _harness(*args, db, cwd):
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd,
                           env=dict(os.environ, HARNESS_DB=str(db)))

@@ -312,11 +312,16 @@ def on_testbed(grid: Any, section: Any) -> dict[str, Any]:
     return args
 
 
+SECTION_QUICK = "_section_quick"
+"""Marks a quick table that is a testbed section's own: its options replace the section's of the same key."""
+
+
 def quick_on_testbed(plan: StudyPlan, section: Any) -> dict[str, Any]:
-    """The quick variant under a testbed section: its own ``quick`` table, else the plan's ``[quick]`` without
-    its ``testbed.*`` options (they were written for the plan's testbed)."""
+    """The quick variant under a testbed section: its own ``quick`` table (whose options replace the
+    section's own of the same key), else the plan's ``[quick]`` without its ``testbed.*`` options (they were
+    written for the plan's testbed)."""
     if section.quick is not None:
-        return dict(section.quick)
+        return {**section.quick, SECTION_QUICK: True}
     quick = dict(plan.quick)
     quick["options"] = [option for option in quick.get("options", []) if not _option_key(option).startswith("testbed.")]
     return quick
@@ -540,12 +545,23 @@ def quick_steps(steps: int, quick: Mapping[str, Any]) -> int:
 
 
 def _apply_quick(args: dict[str, Any], quick: Mapping[str, Any]) -> dict[str, Any]:
+    """A grid's arguments in the quick variant: its budget scaled, the quick options added.
+
+    The plan's ``[quick]`` options give way to a grid's own option of the same key. A testbed section's
+    own ``quick`` table (marked ``SECTION_QUICK``) was written beside the section's options, so its
+    options replace theirs (e.g. a smaller seed round for the quick variant).
+    """
     args = dict(args)
     scale = float(quick.get("budget_scale", 1.0))
     if scale != 1.0:
         args["budget"] = max(1, int(round(args.get("budget", 3000) * scale)))
-    own = {o.split("=", 1)[0].strip() for o in args.get("options", [])}
-    extra = [o for o in quick.get("options", []) if o.split("=", 1)[0].strip() not in own]
+    quick_options = list(quick.get("options", []))
+    own = {_option_key(o) for o in args.get("options", [])}
+    if quick.get(SECTION_QUICK):
+        replaced = {_option_key(o) for o in quick_options}
+        args["options"] = [o for o in args.get("options", []) if _option_key(o) not in replaced] + quick_options
+        return args
+    extra = [o for o in quick_options if _option_key(o) not in own]
     if extra:
         args["options"] = [*args.get("options", []), *extra]
     return args
