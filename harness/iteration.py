@@ -296,8 +296,8 @@ def select(run: RunContext, it: Iteration) -> None:
     if it.logp_policy is not None:
         it.pool_diagnostics = pool_margin_diagnostics(reward=it.logp_policy - it.logp_ref, distinct=selection.distinct,
                                                       beta=run.components.trainer.beta)
-    if hasattr(run.world, "gold_rewards") and it.responses is not None:  # does gold tell this pool apart?
-        gold = run.ranks.main_only(lambda: run.world.gold_rewards(it.prompts, it.responses))
+    if hasattr(run.world, "gold_rewards"):  # does gold tell this pool apart? (the selection's pool, resumed too)
+        gold = run.ranks.main_only(lambda: run.world.gold_rewards(selection.prompts, selection.responses))
         it.pool_diagnostics.update(pool_gold_diagnostics(gold=gold, distinct=selection.distinct))
 
 
@@ -915,6 +915,8 @@ def evaluate_policy(world, policy, components: Components, seed: int, iteration:
     metrics["win_rate"] = float(wins.mean()) if e else 0.0
     metrics["win_rate_se"] = float(wins.std(ddof=1) / np.sqrt(e)) if e > 1 else 0.0
     metrics["evaluator_tie_share"] = float(tie.mean()) if e else 0.0
+    if hasattr(world, "gold_rewards") and e:  # gold of the very outputs the evaluator judged (greedy)
+        metrics["greedy_gold_reward"] = float(np.mean(world.gold_rewards(prompts, pair_responses)[:, 0]))
     _require_finite_metrics(metrics, iteration)
     if hasattr(world, "evaluation_report"):  # testbed extras from the verdicts (hf: AlpacaEval's win rate)
         metrics.update(world.evaluation_report(iteration=iteration, seed=seed, prompts=prompts,

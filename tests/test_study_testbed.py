@@ -106,6 +106,31 @@ def test_a_section_carries_only_claims_the_plan_has(tmp_path, claims, problem):
         load_plan(path)
 
 
+@pytest.mark.parametrize("metrics, problem", [
+    ('"final_gold_reward"', "must be a table of metric names"),
+    ('{final_gold_reward = "final_win_rate"}', "no claim of the plan reads 'final_gold_reward'"),
+])
+def test_a_sections_metrics_map_only_what_claims_read(tmp_path, metrics, problem):
+    path = tmp_path / "bad.toml"
+    path.write_text(PLAN.replace('[testbed.small]\n', f'[testbed.small]\nmetrics = {metrics}\n'))
+    with pytest.raises(PlanError, match=problem):
+        load_plan(path)
+
+
+def test_a_mapped_metric_needs_a_margin_where_a_claim_tests_one(tmp_path):
+    plan = PLAN.replace('direction = "a > b"', 'direction = "a >= b"').replace(
+        'confirmation_seeds = "0-1"', 'confirmation_seeds = "0-1"\nmargins = {final_win_rate = 0.02}\n'
+        'margin_reason = "two points"')
+    path = tmp_path / "margin.toml"
+    path.write_text(plan.replace('[testbed.small]\n', '[testbed.small]\nmetrics = {final_win_rate = "final_gold_reward"}\n'))
+    with pytest.raises(PlanError, match="needs a margin, and none is given for 'final_gold_reward'"):
+        load_plan(path)
+    path.write_text(plan.replace('margins = {final_win_rate = 0.02}', 'margins = {final_win_rate = 0.02, '
+                                 'final_gold_reward = 0.04}').replace(
+        '[testbed.small]\n', '[testbed.small]\nmetrics = {final_win_rate = "final_gold_reward"}\n'))
+    assert load_plan(path).testbeds["small"].metric("final_win_rate") == "final_gold_reward"
+
+
 def test_a_section_that_carries_some_claims_runs_only_their_grids(tmp_path):
     path = tmp_path / "some.toml"
     path.write_text(PLAN.replace('[testbed.small]\n', '[testbed.small]\nclaims = ["largest-vs-random"]\n')

@@ -18,7 +18,7 @@ TINY_OPTIONS = ", ".join(f'"{option}"' for option in TINY_TESTBED)
 
 def _side(mean, low, high, p, n=MIN_SEEDS, std=0.05, gain=0.1, medians=(0.5, 0.5), noise=(0.0, 0.0)):
     stats = {"n": n, "mean": mean, "ci_low": low, "ci_high": high, "p_adjusted": p, "std": std,
-             "excludes_zero": low > 0 or high < 0, "verdict": "x"}
+             "excludes_zero": low > 0 or high < 0, "verdict": "x", "direction": "a > b"}
     diagnostics = {arm: {"median β·Δ": m, "label noise": z} for arm, m, z in zip("ab", medians, noise)}
     return Side("s", "final_win_rate", stats, gain, diagnostics)
 
@@ -34,6 +34,8 @@ def _side(mean, low, high, p, n=MIN_SEEDS, std=0.05, gain=0.1, medians=(0.5, 0.5
     (_side(0.1, 0.05, 0.15, 0.01), _side(0.02, 0.01, 0.03, 0.02, n=MIN_SEEDS - 1), False, "too few seeds"),
     (_side(0.1, 0.05, 0.15, 0.01), _side(0.02, 0.01, 0.03, 0.02), True, "too few seeds"),
     (_side(0.1, 0.05, 0.15, 0.01), Side("s", "m", None), False, "not run"),
+    (Side("s", "m", {**_side(0.1, 0.05, 0.15, 0.01).stats, "direction": "none"}), _side(0.0, -0.01, 0.01, 0.01),
+     False, "not compared"),
 ])
 def test_the_outcome_needs_both_sides_decided_and_enough_seeds(toy, real, quick, outcome):
     assert _outcome(toy, real, quick) == outcome
@@ -60,7 +62,43 @@ def test_power_scales_the_toys_effect_by_the_real_baselines_gain():
     assert mde(needed) <= 0.03 < mde(needed - 1)
     no_gain = _side(0.0, -0.01, 0.01, 0.5, n=4, std=0.04, gain=-0.01)
     assert _power(toy, no_gain)[0] == pytest.approx(0.10)  # the raw toy Δ when the real baseline did not gain
+    no_gain.metric = "final_gold_reward"  # ... but only on the same metric: another scale predicts nothing
+    assert _power(toy, no_gain) == (None, None)
     assert _power(toy, _side(0.0, 0.0, 0.0, 0.5, n=1))[1] is None
+
+
+def _fake_claim(evaluator, gold="verifier", annotator="verifier"):
+    from types import SimpleNamespace as NS
+
+    config = NS(evaluator=NS(name=evaluator) if evaluator else None, gold_judge=NS(name=gold),
+                annotator=NS(name=annotator), testbed=NS(name="hf"))
+    runs = {"g": {"A": [{"id": f"a{k}", "seed": k, "world_seed": k, "final_win_rate": 0.6 + 0.01 * k}
+                        for k in range(3)],
+                  "B": [{"id": f"b{k}", "seed": k, "world_seed": k, "final_win_rate": 0.5} for k in range(3)]}}
+    bound = NS(plan=NS(metric="final_win_rate"), a=("g", NS(config=config, config_hash="A")),
+               b=("g", NS(config=config, config_hash="B")), a_iteration=None, b_iteration=None)
+    real = NS(runs=runs, iterations={}, study=NS(label="p+hf"))
+    return real, NS(claim=bound), NS(metric=lambda m: "final_gold_reward" if m == "final_win_rate" else m)
+
+
+@pytest.mark.parametrize(("evaluator", "gold", "annotator", "checked"), [
+    ("embedding", "verifier", "verifier", True),
+    ("verifier", "verifier", "verifier", False),  # the gold judge itself
+    ("reward_model", "verifier", "reward_model", False),  # the annotator the pairs were bought from
+    ("verifier", "embedding", "embedding", False),  # an exact judge is a gold of its own, never a check
+    (None, "verifier", "verifier", False),
+])
+def test_the_second_evaluator_checks_gold_only_when_it_is_independent(evaluator, gold, annotator, checked):
+    from harness.experiments.transfer import _independent
+    from harness.plugins import load_registry
+
+    real, item, section = _fake_claim(evaluator, gold, annotator)
+    side, text = _independent(real, item, section, load_registry())
+    if checked:
+        assert side.stats["n"] == 3 and side.stats["mean"] == pytest.approx(0.11)
+        assert text.startswith("checked by the evaluator 'embedding', independent of the gold judge 'verifier'")
+    else:
+        assert side is None and text.startswith("reward hacking not checked")
 
 
 PLAN = textwrap.dedent(f'''
@@ -110,7 +148,11 @@ PLAN = textwrap.dedent(f'''
     metric = "final_win_rate"
     a = {{grid = "extra", selector = "largest"}}
     b = {{grid = "pair", selector = "random"}}
-    direction = "a < b"
+    direction = "a > b"
+
+    [[heterogeneity]]
+    claims = ["smallest-vs-random", "largest-vs-nothing"]
+    title = "a group the section carries only half of: its report leaves the group out"
 ''')
 
 
@@ -144,7 +186,8 @@ def test_a_study_under_a_section_writes_the_transfer_report(tmp_path):
     assert row["outcome"] == "too few seeds" and transfer["outcomes"]["too few seeds"] == 1
     assert (row["toy_metric"], row["real_metric"]) == ("final_win_rate", "final_gold_reward")
     assert row["toy_mean"] is not None and row["real_mean"] is not None
-    assert "checked by the evaluator 'synthetic_gold'" in row["independence"]
+    # the synthetic gold judge as evaluator reads the world's own gold: no independent check
+    assert "not checked: the evaluator 'synthetic_gold' is not independent" in row["independence"]
     text = (tmp_path / transfer["report"]).read_text()  # relative to the working directory
     assert "**Quick mode: too few seeds.**" in text
     assert "| smallest-vs-random | final_win_rate → final_gold_reward |" in text

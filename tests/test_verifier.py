@@ -18,13 +18,16 @@ SHIPPED = ROOT / "plugins" / "testbeds" / "hf" / "data" / "verifiable"
 
 
 @pytest.mark.parametrize(("check", "passes", "fails"), [
-    ({"kind": "number", "answer": 12}, ["12", "12.", "7 plus 5 equals 12.", "The answer is 1,2... no: 12"],
-     ["", "13", "12 is wrong, it is 13", "twelve"]),
+    ({"kind": "number", "answer": 12}, ["12", "12.", "7 plus 5 equals 12.", "The answer is 1,2... no: 12", "12.0"],
+     ["", "13", "12 is wrong, it is 13", "twelve", "12.5"]),
     ({"kind": "number", "answer": -3}, ["-3"], ["3"]),
+    ({"kind": "number", "answer": 78, "exclude": [34]}, ["78", "The larger number is 78."],
+     ["Which number is larger, 34 or 78?", "Of 34 and 78, 78", "34"]),
     ({"kind": "contains_word", "word": "APPLE", "case": "exact"}, ["APPLE", "It is APPLE."],
      ["apple", "Apple", "APPLES", "PINEAPPLE"]),
     ({"kind": "contains_word", "word": "river"}, ["The River was wide.", "a river"], ["rivers flow", ""]),
-    ({"kind": "yes_no", "answer": "yes"}, ["Yes.", "yes, it is", "Well, yes"], ["No.", "no, yes", "Indeed."]),
+    ({"kind": "yes_no", "answer": "yes"}, ["Yes.", "yes, it is", "Well, yes", "Yes, it is not smaller"],
+     ["No.", "no, yes", "Indeed.", "Answer yes or no: no", "I cannot say yes or no."]),
     ({"kind": "starts_with", "word": "Today"}, ["Today it rains.", "today, rain", "  Today"],
      ["It rains today.", "Todays", ""]),
     ({"kind": "lowercase", "min_words": 3}, ["i like the sea."], ["I like the sea.", "the sea", ""]),
@@ -44,8 +47,15 @@ def test_each_rule_accepts_what_it_should_and_nothing_else(check, passes, fails)
     ("{not json", "not JSON"),
     ('{"answer": 3}', "with a `kind`"),
     ('{"kind": "spelling"}', "unknown kind 'spelling'"),
-    ('{"kind": "number"}', "wrong parameters for kind 'number'"),
-    ('{"kind": "number", "answer": 3, "base": 8}', "wrong parameters"),
+    ('{"kind": "number"}', "answer is missing"),
+    ('{"kind": "number", "answer": 3, "base": 8}', "unknown base"),
+    ('{"kind": "number", "answer": "3"}', "answer must be an integer"),
+    ('{"kind": "number", "answer": 3, "exclude": 4}', "exclude must be a list of integers"),
+    ('{"kind": "yes_no", "answer": "Yes"}', 'answer must be "yes" or "no"'),
+    ('{"kind": "contains_word", "word": "a", "case": "exakt"}', 'case must be "any" or "exact"'),
+    ('{"kind": "contains_word", "word": null}', "word must be a word"),
+    ('{"kind": "list", "count": 2, "options": "apple, pear"}', "options must be a non-empty list of words"),
+    ('{"kind": "lowercase", "min_words": 0}', "min_words must be a positive integer"),
 ])
 def test_a_malformed_check_is_refused_with_what_is_wrong(check, message):
     with pytest.raises(ValueError, match=message):
@@ -211,6 +221,7 @@ def test_an_hf_run_with_the_verifier_as_gold_reports_gold_and_label_noise(cli, d
     assert out["config"]["gold_judge"]["name"] == "verifier"  # kept though no selector reads its scores
     for row in rows:
         assert 0.0 <= row["gold_reward"] <= 1.0 and row["gold_reward_se"] >= 0.0
+        assert 0.0 <= row["greedy_gold_reward"] <= 1.0  # the evaluator's greedy outputs, checked by gold
     for row in rows[1:]:
         assert 0.0 <= row["pool_gold_mean"] <= 1.0 and 0.0 <= row["pool_gold_split_share"] <= 1.0
         assert row["sel_label_noise"] == 0.0  # the annotator is the gold itself

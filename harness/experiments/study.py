@@ -313,7 +313,8 @@ def on_testbed(grid: Any, section: Any) -> dict[str, Any]:
 
 
 SECTION_QUICK = "_section_quick"
-"""Marks a quick table that is a testbed section's own: its options replace the section's of the same key."""
+"""In a testbed section's own quick table: the keys of the options the section (and its grid tables) set,
+which its options replace."""
 
 
 def quick_on_testbed(plan: StudyPlan, section: Any) -> dict[str, Any]:
@@ -321,7 +322,8 @@ def quick_on_testbed(plan: StudyPlan, section: Any) -> dict[str, Any]:
     section's own of the same key), else the plan's ``[quick]`` without its ``testbed.*`` options (they were
     written for the plan's testbed)."""
     if section.quick is not None:
-        return {**section.quick, SECTION_QUICK: True}
+        written = [*section.options, *(o for table in section.grids.values() for o in table.get("options", ()))]
+        return {**section.quick, SECTION_QUICK: tuple(dict.fromkeys(_option_key(o) for o in written))}
     quick = dict(plan.quick)
     quick["options"] = [option for option in quick.get("options", []) if not _option_key(option).startswith("testbed.")]
     return quick
@@ -547,20 +549,20 @@ def quick_steps(steps: int, quick: Mapping[str, Any]) -> int:
 def _apply_quick(args: dict[str, Any], quick: Mapping[str, Any]) -> dict[str, Any]:
     """A grid's arguments in the quick variant: its budget scaled, the quick options added.
 
-    The plan's ``[quick]`` options give way to a grid's own option of the same key. A testbed section's
-    own ``quick`` table (marked ``SECTION_QUICK``) was written beside the section's options, so its
-    options replace theirs (e.g. a smaller seed round for the quick variant).
+    The quick options give way to a grid's own option of the same key, with one exception: a testbed
+    section's own ``quick`` table (``SECTION_QUICK`` holds the keys of the options the section and its
+    grid tables set) was written beside those options, so its options replace them (e.g. a smaller seed
+    round). Any other option of the grid, its plan options and derived ones included, still wins.
     """
     args = dict(args)
     scale = float(quick.get("budget_scale", 1.0))
     if scale != 1.0:
         args["budget"] = max(1, int(round(args.get("budget", 3000) * scale)))
     quick_options = list(quick.get("options", []))
+    replaced = {_option_key(o) for o in quick_options} & set(quick.get(SECTION_QUICK, ()))
+    if replaced:  # a section's quick options replace the section's own options of those keys, nothing else
+        args["options"] = [o for o in args.get("options", []) if _option_key(o) not in replaced]
     own = {_option_key(o) for o in args.get("options", [])}
-    if quick.get(SECTION_QUICK):
-        replaced = {_option_key(o) for o in quick_options}
-        args["options"] = [o for o in args.get("options", []) if _option_key(o) not in replaced] + quick_options
-        return args
     extra = [o for o in quick_options if _option_key(o) not in own]
     if extra:
         args["options"] = [*args.get("options", []), *extra]
@@ -762,7 +764,8 @@ def results(study: ExpandedStudy, db_path: Path) -> StudyResults:
         matched = steps_seen = None
         pending = [(side, arm) for side, arm in (bound.tuning or {}).items() if arm.chosen is None]
         if claim.compare == "matched_kl":
-            matched, values, notes = _matched_kl_values(bound, runs, iterations)
+            matched, values, matched_notes = _matched_kl_values(bound, runs, iterations, metric)
+            notes.extend(matched_notes)
         elif claim.compare == "tuned" and pending:
             values = [{}, {}]
             notes.append("tuning not complete, so nothing is compared yet: " + "; ".join(
@@ -817,13 +820,13 @@ def _side_rows(side: tuple[str, Any], runs: Mapping[str, Any],
     return {(run["seed"], run["world_seed"]): iterations.get(run["id"], []) for run in runs[grid][cell.config_hash]}
 
 
-def _matched_kl_values(bound: BoundClaim, runs: Mapping[str, Any], iterations: Mapping[str, list[dict[str, Any]]]):
-    """A matched-KL claim's per-seed values at the common KL (:func:`harness.experiments.matched.matched_kl`),
-    and the notes naming every seed that did not reach it."""
+def _matched_kl_values(bound: BoundClaim, runs: Mapping[str, Any], iterations: Mapping[str, list[dict[str, Any]]],
+                       metric: str):
+    """A matched-KL claim's per-seed values of ``metric`` at the common KL
+    (:func:`harness.experiments.matched.matched_kl`), and the notes naming every seed that did not reach it."""
     from harness.experiments.matched import matched_kl
 
-    claim = bound.plan
-    result = matched_kl(_side_rows(bound.a, runs, iterations), _side_rows(bound.b, runs, iterations), claim.metric,
+    result = matched_kl(_side_rows(bound.a, runs, iterations), _side_rows(bound.b, runs, iterations), metric,
                         a_through=bound.a_iteration, b_through=bound.b_iteration)
     notes = []
     if result.missing:

@@ -435,7 +435,7 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
         from harness.experiments.regime_map import load_regime_map
 
         regime_map = load_regime_map(errors, data["regime_map"], claims)
-    testbeds = _load_testbeds(errors, data.get("testbed", {}), grid_names, [c.id for c in claims])
+    testbeds = _load_testbeds(errors, data.get("testbed", {}), grid_names, claims, margins)
     _check_seed_sets(errors, seeds, seeds_key, exploration, grids)
     _check_tune_seeds(errors, claims, seeds, exploration, grids)
     _check_claim_margins(errors, claims, margins)
@@ -453,9 +453,10 @@ def load_plan(path: str | Path, name: str | None = None) -> StudyPlan:
     )
 
 
-def _load_testbeds(errors: PlanErrors, table: Any, grid_names: Sequence[str],
-                   claim_ids: Sequence[str] = ()) -> dict[str, TestbedSection]:
+def _load_testbeds(errors: PlanErrors, table: Any, grid_names: Sequence[str], claims: Sequence[Any] = (),
+                   margins: Mapping[str, float] | None = None) -> dict[str, TestbedSection]:
     """The plan's ``[testbed.NAME]`` sections, checked key by key."""
+    claim_ids = [c.id for c in claims]
     if not isinstance(table, dict):
         errors.add(["testbed"], "must be a table of sections", 'write [testbed.hf] sections')
         return {}
@@ -517,6 +518,17 @@ def _load_testbeds(errors: PlanErrors, table: Any, grid_names: Sequence[str],
             errors.add([*where, "metrics"], "must be a table of metric names",
                        'write metrics = {final_win_rate = "final_gold_reward"}')
             metrics = {}
+        read = {c.metric for c in claims}
+        for key in sorted(set(metrics) - read):
+            errors.add([*where, "metrics", key], f"no claim of the plan reads {key!r} (they read "
+                       f"{', '.join(sorted(read))})", "map a metric a claim reads")
+        for claim in claims:  # a claim tested against a margin needs one for the metric read here too
+            mapped = metrics.get(claim.metric)
+            if (mapped and claim.direction in MARGIN_DIRECTIONS and (carried is None or claim.id in carried)
+                    and mapped not in (margins or {})):
+                errors.add([*where, "metrics", claim.metric],
+                           f"claim {claim.id!r} ({claim.direction}) needs a margin, and none is given for {mapped!r}",
+                           f"add {mapped} = ... to [study] margins")
         sections[name] = TestbedSection(name=name, testbed=testbed, description=str(item.get("description", "")),
                                         overrides=overrides, options=options, quick=quick, grids=grids,
                                         claims=carried, metrics=dict(metrics))

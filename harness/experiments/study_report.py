@@ -92,14 +92,17 @@ def verdict_rows(results: Any) -> list[dict[str, str]]:
     """One row per claim with the report's columns, as text (shared by report.md and the terminal)."""
     from harness.experiments.study import contrast_label
 
+    section = results.study.section
     rows = []
     for item in results.claims:
         claim = item.claim.plan
+        read = claim.metric if section is None else section.metric(claim.metric)
+        metric = claim.metric_label if read == claim.metric else f"{claim.metric_label} (read as {read})"
         source = claim.direction + (f" ({claim.source_value})" if claim.source_value else "")
         finding = claim.finding + {"question": " (the harness's question)",
                                    "unequal": " (unequal information)"}.get(claim.kind, "")
         rows.append({
-            "claim": claim.id, "finding": finding, "metric": claim.metric_label,
+            "claim": claim.id, "finding": finding, "metric": metric,
             "contrast": contrast_label(item.claim), "source": source, **_stats_cells(item.stats),
             "was": claim.was or "–", "compare": claim.compare_label, "regime": claim_regime(results.study, item.claim),
         })
@@ -434,6 +437,8 @@ def heterogeneity_rows(results: Any) -> list[dict[str, Any]]:
     stats = {item.claim.plan.id: item.stats for item in results.claims}
     rows = []
     for group in results.study.plan.heterogeneity:
+        if not all(claim in stats for claim in group.claims):  # a testbed section that does not carry them all
+            continue
         members = [stats[claim] for claim in group.claims]
         if any(s["std"] is None or s["n"] < 2 or s["std"] == 0 for s in members):
             rows.append({"group": group, "result": None})
@@ -471,7 +476,9 @@ def write_runs_csv(results: Any, path: Path) -> Path:
 
     from harness.experiments.tuned import TUNE_METRIC
 
-    metrics = list(dict.fromkeys(c.metric for c in (item.claim.plan for item in results.claims)
+    section = results.study.section
+    read = (lambda m: m) if section is None else section.metric  # noqa: E731  (the testbed's reading of a metric)
+    metrics = list(dict.fromkeys(read(c.metric) for c in (item.claim.plan for item in results.claims)
                                  if c.iteration is None and "iteration" not in c.a and "iteration" not in c.b))
     if results.study.arms and TUNE_METRIC not in metrics:
         metrics.append(TUNE_METRIC)

@@ -40,6 +40,7 @@ OUTCOMES = {
     "too few seeds": f"fewer than {MIN_SEEDS} paired seeds on the real testbed (or a quick run): no verdict",
     "no toy direction": "the toy itself did not decide this claim, so there is no prediction to test",
     "not run": "no runs of this claim on one of the testbeds (yet)",
+    "not compared": "an equivalence or non-inferiority claim: only direction claims are compared across testbeds",
 }
 
 #: The mechanism diagnostics compared, each (iteration-row column, label); ``kl_moved`` is derived.
@@ -141,7 +142,7 @@ def transfer(plan: Any, registry: Any, db_path: Path, testbed: str, *, quick: bo
         toy_item = toy_by_id[claim.id]
         toy_side = _side(toy, toy_item, toy_study.label, claim.metric)
         real_side = _side(real, item, real_study.label, section.metric(claim.metric))
-        independent, independence = _independent(real, item, section)
+        independent, independence = _independent(real, item, section, registry)
         row = TransferRow(claim, toy_side, real_side, _outcome(toy_side, real_side, quick), _flags(toy_side, real_side),
                           independent, independence)
         row.predicted, row.seeds_needed = _power(toy_side, real_side)
@@ -209,18 +210,29 @@ def _diagnostics(runs: list[dict[str, Any]], iterations: dict[str, list[dict[str
     return out
 
 
-def _independent(real: Any, item: Any, section: Any) -> tuple[Side | None, str]:
+def _independent(real: Any, item: Any, section: Any, registry: Any) -> tuple[Side | None, str]:
     """The claim's own metric on the real testbed when the section reads another one; what it says of reward
-    hacking (the claim's own metric is the evaluator's, which must not be the gold judge)."""
+    hacking. The claim's own metric is then the evaluator's, and it checks gold only when the evaluator is
+    not the gold judge, not the annotator, not the testbed's own gold judge, and not exact (an exact judge
+    is a gold itself)."""
     claim = item.claim.plan
     mapped = section.metric(claim.metric)
     if mapped == claim.metric:
         return None, "reward hacking not checked: the section reads the claim's own metric, no second evaluator"
     config = item.claim.a[1].config
-    evaluator = getattr(config.evaluator, "name", None) if getattr(config, "evaluator", None) else None
-    gold = getattr(config.gold_judge, "name", None) if getattr(config, "gold_judge", None) else None
-    if evaluator is None or evaluator == gold:
-        return None, "reward hacking not checked: no evaluator independent of the gold judge"
+
+    def name(role: str) -> str | None:
+        choice = getattr(config, role, None)
+        return None if choice is None else choice.name
+
+    evaluator, gold = name("evaluator"), name("gold_judge")
+    if evaluator is None:
+        return None, "reward hacking not checked: the runs have no evaluator judge"
+    testbed = registry.get("testbed", config.testbed.name).cls
+    related = {gold, name("annotator"), testbed.default_judges.get("gold")} - {None}
+    if evaluator in related or getattr(registry.get("judge", evaluator).cls, "exact", False):
+        return None, (f"reward hacking not checked: the evaluator {evaluator!r} is not independent of the gold "
+                      "(it is the gold judge, the annotator, the testbed's own gold, or exact)")
     from harness.experiments.study import metric_value
     from harness.experiments.verdicts import claim_statistics
 
@@ -235,8 +247,8 @@ def _independent(real: Any, item: Any, section: Any) -> tuple[Side | None, str]:
     # described, not decided: the interval of Δ on the evaluator's metric (the direction only selects the test)
     stats = claim_statistics(values[0], values[1], "a > b")
     independent = Side(f"{real.study.label} (evaluator)", claim.metric, stats if stats.get("n") else None)
-    gold_text = f"the gold judge {gold!r}" if gold else "the testbed's own gold"
-    return independent, f"checked by the evaluator {evaluator!r} (independent of {gold_text}), its {claim.metric}"
+    return independent, (f"checked by the evaluator {evaluator!r}, independent of the gold judge {gold!r}: its "
+                         f"{claim.metric}")
 
 
 # -- outcome, flags, power -------------------------------------------------------------------------
@@ -245,6 +257,8 @@ def _independent(real: Any, item: Any, section: Any) -> tuple[Side | None, str]:
 def _outcome(toy: Side, real: Side, quick: bool) -> str:
     if toy.stats is None or real.stats is None:
         return "not run"
+    if toy.stats.get("direction") not in ("a > b", "a < b"):
+        return "not compared"
     if quick or real.n < MIN_SEEDS:
         return "too few seeds"
     predicted = toy.decided
@@ -262,8 +276,10 @@ def _flags(toy: Side, real: Side) -> list[str]:
     if toy.saturated != real.saturated:
         which = "toy" if toy.saturated else "real"
         flags.append(f"β·Δ saturated on the {which} testbed only (|median β·Δ| > {SATURATION:g}: pairs already ordered)")
-    noise = [max((s.diagnostics.get(arm, {}).get("label noise") or 0.0) for arm in ("a", "b")) for s in (toy, real)]
-    if (noise[0] > 0.05) != (noise[1] > 0.05):
+    noise = [[s.diagnostics.get(arm, {}).get("label noise") for arm in ("a", "b")] for s in (toy, real)]
+    noise = [max(v for v in values if v is not None) if any(v is not None for v in values) else None
+             for values in noise]
+    if None not in noise and (noise[0] > 0.05) != (noise[1] > 0.05):
         flags.append(f"label noise differs: toy {noise[0]:.2f}, real {noise[1]:.2f}")
     gains = [s.baseline_gain for s in (toy, real)]
     if all(g is not None for g in gains) and (gains[0] > 0) != (gains[1] > 0):
@@ -275,7 +291,8 @@ def _power(toy: Side, real: Side) -> tuple[float | None, int | None]:
     """The effect the toy predicts on the real scale, and the seeds needed to detect it 80 % of the time.
 
     The prediction is the toy's Δ in units of its baseline's gain, times the real baseline's gain (the
-    toy's raw Δ where either gain is missing or not positive). The real side's runs are the pilot: their
+    toy's raw Δ where either gain is missing or not positive and both testbeds read the same metric; no
+    prediction when they read different ones). The real side's runs are the pilot: their
     sd of paired Δ, with the study engine's MDE rule ((t₀.₉₇₅,ₙ₋₁ + t₀.₈,ₙ₋₁)·sd/√n ≤ |prediction|).
     """
     from scipy import stats as scipy_stats
@@ -283,8 +300,12 @@ def _power(toy: Side, real: Side) -> tuple[float | None, int | None]:
     if toy.stats is None or real.stats is None or toy.stats.get("mean") is None:
         return None, None
     relative = toy.relative(toy.stats["mean"])
-    predicted = (relative * real.baseline_gain if relative is not None and real.baseline_gain
-                 and real.baseline_gain > 0 else toy.stats["mean"])
+    if relative is not None and real.baseline_gain and real.baseline_gain > 0:
+        predicted = relative * real.baseline_gain
+    elif toy.metric == real.metric:
+        predicted = toy.stats["mean"]
+    else:  # the toy's raw delta is on another metric's scale: nothing to predict
+        return None, None
     sd = real.stats.get("std")
     if sd is None or real.n < 2 or not predicted:
         return predicted, None

@@ -14,7 +14,8 @@ REPORT = "transfer.md"
 FIGURE = "transfer.png"
 
 OUTCOME_COLORS = {"confirmed": "tab:green", "contradicted": "tab:red", "not separable": "tab:gray",
-                  "too few seeds": "tab:purple", "no toy direction": "tab:olive", "not run": "lightgray"}
+                  "too few seeds": "tab:purple", "no toy direction": "tab:olive", "not run": "lightgray",
+                  "not compared": "tab:brown"}
 
 
 def _num(value: float | None, digits: int = 3, signed: bool = True) -> str:
@@ -76,7 +77,9 @@ def transfer_lines(results: TransferResults, *, command: str) -> list[str]:
         "",
         "Each claim's paired Δ = A − B is computed on each testbed by the study engine (paired t interval, exact "
         "sign-flip p, p adjusted within the claim's family). *Relative* is Δ divided by the baseline arm's (B's) "
-        "mean gain over π_0 on that testbed, so the two testbeds share a scale. Outcomes on the real testbed:",
+        "mean gain over π_0 on that testbed (over all of B's runs, treated as a constant: its own uncertainty is "
+        "not in the interval, and a gain near 0 makes the ratio large), so the two testbeds share a scale. "
+        "Outcomes on the real testbed:",
         "",
         *[f"- **{name}**: {text}." for name, text in OUTCOMES.items()],
         "",

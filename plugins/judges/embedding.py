@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from harness import hookimpl
-from plugins.judges._text import compare_by_text_scores
+from plugins.judges._text import compare_by_text_scores, score_by_text_scores
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
@@ -191,13 +191,7 @@ class EmbeddingJudge(ModelSources, Judge):
 
     def score(self, *, world, prompts, responses: Responses, rng) -> np.ndarray:
         """``(M, N)`` float64 similarity of every response to its target (``rng`` unused: deterministic)."""
-        if not hasattr(world, "texts"):
-            raise UsageError(f"{LABEL} reads text, and {type(world).__name__} cannot render any")
-        prompt_texts, response_texts = world.texts(prompts, responses)
-        m, n = responses.lengths.shape
-        flat = self.score_texts([prompt_texts[i] for i in range(m) for _ in range(n)],
-                                [response_texts[i][j] for i in range(m) for j in range(n)])
-        return flat.reshape(m, n)
+        return score_by_text_scores(self.score_texts, world, prompts, responses, LABEL)
 
     def compare(self, *, world, prompts, responses: Responses, pairs: Pairs, rng) -> Labels:
         """The response closer to the target wins (equal similarity: a tie), embedding only the paired responses."""

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from harness import hookimpl
-from plugins.judges._text import compare_by_text_scores
+from plugins.judges._text import compare_by_text_scores, score_by_text_scores
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
@@ -151,14 +151,9 @@ class RewardModelJudge(ModelSources, Judge):
 
     def score(self, *, world, prompts, responses: Responses, rng) -> np.ndarray:
         """``(M, N)`` float64 reward of every response (``rng`` is unused: the model is deterministic)."""
-        if not hasattr(world, "texts"):
-            raise UsageError(f"judge 'reward_model' reads text, and {type(world).__name__} cannot render any")
-        self._require_model()
-        prompt_texts, response_texts = world.texts(prompts, responses)
-        m, n = responses.lengths.shape
-        flat = self.score_texts([prompt_texts[i] for i in range(m) for _ in range(n)],
-                                [response_texts[i][j] for i in range(m) for j in range(n)])
-        return flat.reshape(m, n)
+        if hasattr(world, "texts"):  # a world without text is refused below, before the model is asked for
+            self._require_model()
+        return score_by_text_scores(self.score_texts, world, prompts, responses, "judge 'reward_model'")
 
     def compare(self, *, world, prompts, responses: Responses, pairs: Pairs, rng) -> Labels:
         """The base verdict (higher score wins, equal scores tie), scoring only the paired responses."""

@@ -28,7 +28,7 @@ from harness import hookimpl
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
-from plugins.judges._text import compare_by_text_scores
+from plugins.judges._text import compare_by_text_scores, score_by_text_scores
 
 LABEL = "judge 'verifier'"
 
@@ -104,13 +104,7 @@ class VerifierJudge(Judge):
 
     def score(self, *, world, prompts, responses: Responses, rng) -> np.ndarray:
         """``(M, N)`` float64: 1 where the response satisfies its prompt's check, else 0."""
-        if not hasattr(world, "texts"):
-            raise UsageError(f"{LABEL} reads text, and {type(world).__name__} cannot render any")
-        prompt_texts, response_texts = world.texts(prompts, responses)
-        m, n = responses.lengths.shape
-        flat = self.score_texts([prompt_texts[i] for i in range(m) for _ in range(n)],
-                                [response_texts[i][j] for i in range(m) for j in range(n)])
-        return flat.reshape(m, n)
+        return score_by_text_scores(self.score_texts, world, prompts, responses, LABEL)
 
     def compare(self, *, world, prompts, responses: Responses, pairs: Pairs, rng) -> Labels:
         """The base verdict on the paired responses only: satisfied beats unsatisfied, alike ties."""

@@ -113,8 +113,8 @@ def _successor(rng: random.Random) -> Task:
 def _comparison(rng: random.Random) -> Task:
     a, b = rng.sample(range(10, 100), 2)
     return Task("comparison", f"Which number is larger, {a} or {b}? Answer with the number.",
-                {"kind": "number", "answer": max(a, b)}, f"{max(a, b)}.",
-                f"Of {a} and {b}, the larger number is {max(a, b)}.")
+                {"kind": "number", "answer": max(a, b), "exclude": [min(a, b)]}, f"{max(a, b)}.",
+                f"The larger number is {max(a, b)}.")
 
 
 def _greater(rng: random.Random) -> Task:
