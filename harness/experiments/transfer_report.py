@@ -173,9 +173,11 @@ def _figure(results: TransferResults, path: Path, dpi: int) -> Path:
     ax.set_xlabel("Δ (A − B) in units of the baseline arm's gain over π_0" if relative_everywhere
                   else "Δ (A − B), each testbed's own metric")
     ax.grid(axis="x", alpha=0.3)
+    present = [name for name in OUTCOME_COLORS if any(r.outcome == name for r in rows)]
     handles = [Line2D([], [], color="tab:blue", marker="o", linewidth=2),
-               *[Line2D([], [], color=c, marker="s", linewidth=2) for c in OUTCOME_COLORS.values()]]
-    ax.legend(handles, ["toy", *[f"real: {name}" for name in OUTCOME_COLORS]], fontsize=7, loc="lower right")
+               *[Line2D([], [], color=OUTCOME_COLORS[name], marker="s", linewidth=2) for name in present]]
+    ax.legend(handles, ["toy", *[f"real: {name}" for name in present]], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.set_title(f"{results.plan.name}: toy ({results.toy_label}) and real ({results.real_label})", fontsize=10)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
