@@ -87,7 +87,9 @@ TestbedOption = Annotated[
                                 help="Run every grid as the plan's [testbed.NAME] section says: on that testbed, "
                                      "with its budget, iterations, responses, keep and options (the grids' own "
                                      "testbed.* options are dropped). Exit 2 when the plan has no such section. "
-                                     "The report and the published section are named NAME+TESTBED.")
+                                     "The report and the published section are named NAME+TESTBED, and "
+                                     "transfer.md beside the report compares each claim the section carries "
+                                     "with the plan's own testbed (from the same database).")
 ]
 RegimeMapOption = Annotated[
     bool, typer.Option("--regime-map",
