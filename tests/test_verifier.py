@@ -96,6 +96,11 @@ def test_every_reference_output_passes_its_check_and_differs_from_the_target():
             assert verify(row["check"], row["target"]) == 1.0, row
 
 
+def test_the_probe_samples_every_candidate_in_a_fixed_order():
+    assert sorted(verifiable.PROBE_ORDER) == sorted(f for f, _, _ in (*verifiable.FAMILIES, *verifiable.REJECTED))
+    assert not {f for f, _, _ in verifiable.FAMILIES} & {f for f, _, _ in verifiable.REJECTED}
+
+
 def test_generation_depends_on_the_seed_only():
     first = [t.row() for t in verifiable.generate(50, 3)]
     assert first == [t.row() for t in verifiable.generate(50, 3)]

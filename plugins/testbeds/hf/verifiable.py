@@ -184,7 +184,6 @@ def _lowercase(rng: random.Random) -> Task:
 FAMILIES: tuple[tuple[str, Callable[[random.Random], Task], int], ...] = (
     ("addition", _addition, 1),
     ("multiplication", _multiplication, 1),
-    ("comparison", _comparison, 1),
     ("yes_no", _greater, 1),
     ("repeat", _repeat, 1),
     ("starts_with", _starts_with, 1),
@@ -195,12 +194,19 @@ candidates whose share of passing samples from pi_ref (SmolLM2-135M-Instruct) la
 when :func:`probe` drew 16 prompts of each, 4 samples per prompt, with the hf testbed's default sampling."""
 
 REJECTED: tuple[tuple[str, Callable[[random.Random], Task], int], ...] = (
+    ("comparison", _comparison, 0),
     ("successor", _successor, 0),
     ("list", _list, 0),
     ("uppercase", _uppercase, 0),
     ("lowercase", _lowercase, 0),
 )
-"""Candidates the probe rejected: pi_ref almost never passed them (0-5 %), so their pairs would all tie."""
+"""Candidates the probe rejected: pi_ref almost never passed them (0-6 %), so their pairs would nearly all tie.
+``comparison`` passed 30 % under the first form of the ``number`` rule, which also accepted an answer that
+named both numbers; under the rule as it is (the smaller number must not appear) it passed 6 %."""
+
+PROBE_ORDER = ("addition", "multiplication", "comparison", "yes_no", "repeat", "starts_with", "include_word",
+               "successor", "list", "uppercase", "lowercase")
+"""The order :func:`probe` samples the candidates in (fixed, so a table it printed can be reproduced)."""
 
 PASS_LOW, PASS_HIGH = 0.15, 0.85
 """A family is kept when pi_ref's pass share lies here: only then can two samples of a prompt differ."""
@@ -257,8 +263,9 @@ def probe(model: str, *, per_family: int = 16, responses: int = 4, max_new_token
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    makers = {family: make for family, make, _ in (*FAMILIES, *REJECTED)}
     rows: list[tuple[str, Task]] = []
-    for family, make, _ in (*FAMILIES, *REJECTED):
+    for family, make in ((name, makers[name]) for name in PROBE_ORDER):
         rng, seen = random.Random(f"{seed}:{family}"), set()
         for _ in range(50 * per_family):
             if len(seen) == per_family:
