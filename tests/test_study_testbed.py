@@ -94,25 +94,16 @@ def test_a_bad_section_is_a_plan_error(tmp_path, section, problem):
         load_plan(path)
 
 
-@pytest.mark.parametrize("claims, problem", [
-    ('"smallest-vs-random"', "must be a non-empty list"),
-    ("[]", "must be a non-empty list"),
-    ('["smallest-vs-nothing"]', "names no claim of the plan: smallest-vs-nothing"),
+@pytest.mark.parametrize("line, problem", [
+    ('claims = "smallest-vs-random"', "must be a non-empty list"),
+    ("claims = []", "must be a non-empty list"),
+    ('claims = ["smallest-vs-nothing"]', "names no claim of the plan: smallest-vs-nothing"),
+    ('metrics = "final_gold_reward"', "must be a table of metric names"),
+    ('metrics = {final_gold_reward = "final_win_rate"}', "no claim of the plan reads 'final_gold_reward'"),
 ])
-def test_a_section_carries_only_claims_the_plan_has(tmp_path, claims, problem):
+def test_a_sections_claims_and_metrics_name_what_the_plan_has(tmp_path, line, problem):
     path = tmp_path / "bad.toml"
-    path.write_text(PLAN.replace('[testbed.small]\n', f'[testbed.small]\nclaims = {claims}\n'))
-    with pytest.raises(PlanError, match=problem):
-        load_plan(path)
-
-
-@pytest.mark.parametrize("metrics, problem", [
-    ('"final_gold_reward"', "must be a table of metric names"),
-    ('{final_gold_reward = "final_win_rate"}', "no claim of the plan reads 'final_gold_reward'"),
-])
-def test_a_sections_metrics_map_only_what_claims_read(tmp_path, metrics, problem):
-    path = tmp_path / "bad.toml"
-    path.write_text(PLAN.replace('[testbed.small]\n', f'[testbed.small]\nmetrics = {metrics}\n'))
+    path.write_text(PLAN.replace('[testbed.small]\n', f'[testbed.small]\n{line}\n'))
     with pytest.raises(PlanError, match=problem):
         load_plan(path)
 
