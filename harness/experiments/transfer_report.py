@@ -1,4 +1,4 @@
-"""The transfer report: ``transfer.md`` and ``transfer.png`` (both testbeds' effects on one axis).
+"""The transfer report: transfer.md and transfer.png (both testbeds' effects on one axis).
 
 The numbers are :func:`harness.experiments.transfer.transfer`'s; this module only writes them.
 """
@@ -137,7 +137,7 @@ def transfer_lines(results: TransferResults, *, command: str) -> list[str]:
 
 
 def write_transfer(results: TransferResults, out_dir: Path, *, command: str, dpi: int = 110) -> list[Path]:
-    """Write ``transfer.md`` and ``transfer.png`` under ``out_dir``; return their paths."""
+    """Write transfer.md and transfer.png under ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = _figure(results, out_dir / FIGURE, dpi)
     report = out_dir / REPORT
