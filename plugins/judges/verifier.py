@@ -20,6 +20,8 @@ satisfied response beats an unsatisfied one, and two alike tie.
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,37 @@ from harness.options import Option
 from plugins.judges._text import compare_by_text_scores, score_by_text_scores
 
 LABEL = "judge 'verifier'"
+#: The formats the judge reads with the standard library; parquet needs ``datasets`` (the hf extra).
+PLAIN_FORMATS = (".jsonl", ".json", ".csv")
+FORMATS = (*PLAIN_FORMATS, ".parquet")
+
+
+def read_rows(path: Path, label: str) -> list[dict]:
+    """The rows of a JSONL, JSON (a list of objects) or CSV file, read with the standard library; a parquet
+    file through ``datasets``. UsageError naming the file and line for anything malformed."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            from plugins._hf import loading
+        except ImportError:  # pragma: no cover - the hf extra brings datasets
+            raise UsageError(f"{label}: reading {path.name} needs the hf extra (pip install -e '.[hf]'); or "
+                             "write the tasks as JSONL, JSON or CSV") from None
+        columns = loading.load_columns(path, [], label)
+        names = list(columns)
+        return [dict(zip(names, values)) for values in zip(*(columns[n] for n in names))]
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix == ".jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        elif suffix == ".json":
+            rows = json.loads(text)
+        else:
+            rows = list(csv.DictReader(text.splitlines()))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{label}: {path.name} is not valid {suffix[1:].upper()} (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise UsageError(f"{label}: {path.name} must hold one object per row")
+    return rows
 
 
 class VerifierJudge(Judge):
@@ -53,22 +86,23 @@ class VerifierJudge(Judge):
         self._items = 0
 
     def _files(self) -> list[Path]:
-        from plugins._hf import loading
-
         label = f"option 'tasks' of {LABEL}"
-        path = Path(str(self.settings["tasks"])).expanduser()
+        value = str(self.settings["tasks"])
+        path = Path(value).expanduser()
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in loading.DATA_FORMATS)
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in FORMATS)
             if not files:
-                raise UsageError(f"{label}: directory {str(path)!r} has no data files "
-                                 f"({', '.join(sorted(loading.DATA_FORMATS))})")
+                raise UsageError(f"{label}: directory {value!r} has no data files ({', '.join(FORMATS)})")
             return files
-        return [loading.local_data_file(self.settings["tasks"], label)]
+        if not path.exists():
+            raise UsageError(f"{label}: no such file or directory {value!r}")
+        if path.suffix.lower() not in FORMATS:
+            raise UsageError(f"{label}: {value!r} has an unsupported extension; use one of {', '.join(FORMATS)}")
+        return [path]
 
     def checks(self) -> dict[str, dict]:
         """The check of every prompt text, read from ``tasks`` once and validated."""
         if self._checks is None:
-            from plugins._hf import loading
             from plugins._verifiable import parse_check
 
             if not self.settings["tasks"]:
@@ -79,8 +113,12 @@ class VerifierJudge(Judge):
             checks: dict[str, dict] = {}
             for path in self._files():
                 label = f"option 'tasks' of {LABEL} ({path.name})"
-                found = loading.load_columns(path, [prompt_column, check_column], label)
-                for number, (prompt, check) in enumerate(zip(found[prompt_column], found[check_column]), start=1):
+                rows = read_rows(path, label)
+                absent = [c for c in (prompt_column, check_column) if rows and c not in rows[0]]
+                if absent:
+                    raise UsageError(f"{label}: no column {absent[0]!r} (its columns: {', '.join(rows[0])})")
+                for number, row in enumerate(rows, start=1):
+                    prompt, check = row.get(prompt_column), row.get(check_column)
                     try:
                         parsed = parse_check(check, f"{label}, row {number}")
                     except ValueError as exc:
