@@ -31,6 +31,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "docs": {"mkdocs": "mkdocs", "mkdocs-material": "material", "mkdocstrings": "mkdocstrings",
              "mkdocstrings-python": "mkdocstrings_handlers.python"},
     "ray": {"ray": "ray"},
+    "peft": {"peft": "peft"},
     "tensorboard": {"tensorboard": "tensorboard"},
     "wandb": {"wandb": "wandb"},
     "browse": {"datasette": "datasette"},

@@ -127,7 +127,7 @@ def _run(script: str, folder: Path, tiny_hf: Path | None) -> subprocess.Complete
 
 #: What in a block's script needs an extra: such a block is skipped, naming the extra, where it is absent.
 NEEDS_EXTRA = (("$TINY_HF", "hf"), ("mkdocs", "docs"), ("--report-to tensorboard", "tensorboard"),
-               ("--report-to wandb", "wandb"))
+               ("--report-to wandb", "wandb"), ("testbed.lora_rank", "peft"))
 
 
 @pytest.fixture(scope="module")

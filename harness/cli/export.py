@@ -174,6 +174,9 @@ def model_command(
         "--iteration", metavar="K", min=0,
         help="The policy after iteration K (0 = pi_0). Default: the run's latest checkpoint. Any K needs a run "
              "started with --keep-checkpoints all.")] = None,
+    adapter: Annotated[bool, typer.Option(
+        "--adapter", help="For a LoRA run (lora_rank > 0): write the adapter as PEFT saves one (adapter_config.json "
+                          "naming the base model) instead of merging it into the base weights.")] = False,
     db: DbOption = None,
 ) -> None:
     """A run's policy as a folder AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained load.
@@ -182,7 +185,10 @@ def model_command(
     checkpoint's weights (model.safetensors), a generation_config.json with the
     sampling settings the run used (temperature, top_k, top_p,
     max_new_tokens), and a model card (README.md) with the run id, config
-    hash, budget, strategy and metrics. Exit 2, writing nothing, for an
+    hash, budget, strategy and metrics. A LoRA run's adapter is merged into
+    the base weights; with --adapter it is written as a PEFT adapter
+    (adapter_config.json, adapter_model.safetensors) that
+    PeftModel.from_pretrained loads on the base model. Exit 2, writing nothing, for an
     iteration whose checkpoint was not kept, a run of a testbed other than hf,
     a policy file whose sha256 differs from the one the run recorded, or an
     --out that exists and is not empty.
@@ -193,6 +199,6 @@ def model_command(
     with cli_errors():
         db_path = resolve_db(db)
         board, run = open_run(db_path, run_id)
-        exported = export_model(board, run, db_path=db_path, out=out, iteration=iteration)
+        exported = export_model(board, run, db_path=db_path, out=out, iteration=iteration, adapter=adapter)
     stderr_console().print(f"wrote the policy of run {run_id} after iteration {exported.iteration} to {out} "
                            f"({', '.join(exported.files)})")

@@ -34,6 +34,9 @@ from harness.experiments import checkpoints
 
 #: The testbeds whose checkpoints hold a transformers causal LM.
 MODEL_TESTBEDS = ("hf",)
+#: How the exported weights relate to the base model, as the model card says it.
+WEIGHTS = {"full": "every weight fine-tuned", "merged": "a LoRA adapter, merged into the base weights",
+           "adapter": "a LoRA adapter (load it with peft's PeftModel.from_pretrained on the base model)"}
 #: The run-row metrics the model card lists, in this order, where the run has them.
 CARD_METRICS = ("final_win_rate", "final_win_rate_se", "initial_win_rate", "final_gold_reward", "final_kl",
                 "labels_used")
@@ -93,8 +96,10 @@ def find_checkpoint(run: Mapping[str, Any], run_dir: Path, iteration: int | None
 
 
 def export_model(board: Any, run: Mapping[str, Any], *, db_path: Path, out: Path,
-                 iteration: int | None = None) -> ExportedModel:
-    """Write ``run``'s policy at ``iteration`` (latest when None) to the new folder ``out``; see the module docstring."""
+                 iteration: int | None = None, adapter: bool = False) -> ExportedModel:
+    """Write ``run``'s policy at ``iteration`` (latest when None) to the new folder ``out``; see the module docstring.
+
+    A LoRA run's adapter is merged into the base weights, or with ``adapter`` written as a PEFT adapter."""
     run_id = str(run["id"])
     config = run.get("config") or {}
     testbed = (config.get("testbed") or {}).get("name") or run.get("testbed")
@@ -117,13 +122,14 @@ def export_model(board: Any, run: Mapping[str, Any], *, db_path: Path, out: Path
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        written = write_model(settings, sources, policy_file, staging)
+        written = write_model(settings, sources, policy_file, staging, adapter=adapter)
         card = model_card(run, exported_iteration, rows, written, state.get("policy_sha256"))
         (staging / "README.md").write_text(card, encoding="utf-8")
         (staging / "pairsel_export.json").write_text(json.dumps({
             "run_id": run_id, "iteration": exported_iteration, "config_hash": run.get("config_hash"),
             "policy_sha256": state.get("policy_sha256"), "checkpoint": str(directory),
-            "base_model": written["base_model"], "generation": written["generation"]}, indent=2) + "\n")
+            "base_model": written["base_model"], "weights": written["weights"],
+            "generation": written["generation"]}, indent=2) + "\n")
         _usual_permissions(staging)
         check_out(out)  # nothing took the name meanwhile
         if out.exists():
@@ -163,7 +169,8 @@ def model_card(run: Mapping[str, Any], iteration: int, rows: Sequence[Mapping[st
     selectors = instance if instance == corpus else f"{instance} (instance) / {corpus} (corpus)"
     tags = ["pairsel-harness", "dpo", "iterative-dpo", "trl"] if run.get("trainer") == "trl" else [
         "pairsel-harness", "dpo", "iterative-dpo"]
-    front = ["---", "library_name: transformers", "pipeline_tag: text-generation"]
+    library = "peft" if written.get("weights") == "adapter" else "transformers"
+    front = ["---", f"library_name: {library}", "pipeline_tag: text-generation"]
     if written.get("base_model_hub_id"):
         front.append(f"base_model: {_yaml_string(written['base_model_hub_id'])}")
     front += ["tags:", *[f"- {_yaml_string(tag)}" for tag in tags], "---", ""]
@@ -171,7 +178,8 @@ def model_card(run: Mapping[str, Any], iteration: int, rows: Sequence[Mapping[st
     body = [
         f"# Policy of run {run_id}, iteration {iteration}",
         "",
-        f"Exported by `harness export model {run_id} --iteration {iteration}` from the run's checkpoint "
+        f"Exported by `harness export model {run_id} --iteration {iteration}"
+        f"{' --adapter' if written.get('weights') == 'adapter' else ''}` from the run's checkpoint "
         f"(policy sha256 `{policy_sha256}`). Iteration 0 is pi_0, the policy before any preference labels; "
         f"iteration i is the policy after i rounds of iterative DPO.",
         "",
@@ -189,6 +197,7 @@ def model_card(run: Mapping[str, Any], iteration: int, rows: Sequence[Mapping[st
         f"| DPO reference | {config.get('reference', 'fixed')} |",
         f"| seed | {run.get('seed')} (world {run.get('world_seed')}) |",
         f"| base model | `{written.get('base_model')}` ({written.get('architecture')}, {written.get('dtype')}) |",
+        f"| weights | {WEIGHTS.get(written.get('weights'), WEIGHTS['full'])} |",
         "",
         "## Metrics",
         "",

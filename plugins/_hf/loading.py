@@ -68,7 +68,9 @@ def resolve_model(value: str | None, label: str, *, allow_download: bool = False
     A value that exists on disk is a local directory, whatever it looks
     like; otherwise ``ORG/NAME[@revision]`` is looked up in the Hugging Face
     cache (downloaded only with ``allow_download``; :func:`plugins._hf.hub.resolve`).
-    Either way the directory must hold a ``config.json``. ``download_hint``
+    Either way the directory must hold a ``config.json`` (or, for a PEFT
+    adapter, an ``adapter_config.json``: the hf world loads one only with
+    LoRA, on its ``model``). ``download_hint``
     names the option that allows downloads, for the error message.
     """
     if value is None or not str(value).strip():
@@ -122,7 +124,7 @@ def _model_dir(path: Path, value: str, label: str) -> Path:
             raise UsageError(f"{label}: {value!r} is a GGUF file; the harness loads save_pretrained directories: "
                              f"{CONVERT_GGUF_HINT}")
         raise UsageError(f"{label}: {value!r} is a file; expected a model directory written by save_pretrained")
-    if not (path / "config.json").is_file():
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         hint = ""
         if any(path.glob("*.gguf")):
             hint = f"; it holds a GGUF file: {CONVERT_GGUF_HINT}"

@@ -10,6 +10,11 @@ or tensors; the table holds their text and the token ids the policy sees
 (chat template applied when the tokenizer has one). All policies of a world
 share one tokenizer and one table.
 
+With LoRA (:mod:`plugins._hf.lora`) all policies of a world share one PEFT
+model: :attr:`HFPolicy.adapter` names a policy's adapter (None: pi_ref, every
+adapter off), reading :attr:`HFPolicy.model` switches the model to it, and
+:meth:`HFPolicy.clone` copies the adapter, not the model.
+
 Log-probs (:meth:`HFPolicy.sequence_logprobs`) are computed exactly as TRL's
 DPOTrainer does: the sequence ``prompt ids + response ids`` (no padding
 between them, right padding after), one forward, the sum of the log-softmax
@@ -41,6 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from plugins._hf import lora
 
 
 @dataclass(frozen=True)
@@ -187,36 +194,98 @@ def scored_logps(split: SplitHead, states: torch.Tensor, tokens: torch.Tensor,
 class HFPolicy:
     """A causal LM the hf world samples from, scores and trains (see the module docstring)."""
 
-    def __init__(self, model, tokenizer, table: PromptTable, pad_id: int, *, source_dir=None):
-        self.model = model
+    def __init__(self, model, tokenizer, table: PromptTable, pad_id: int, *, source_dir=None,
+                 adapter: str | None = None):
+        self._model = model
         self.tokenizer = tokenizer
         self.table = table
         self.pad_id = int(pad_id)
         # The local directory whose weights this policy holds unchanged (pi_ref, a given pi_0), or None once
         # trained: a sampling engine that loads models from disk (vLLM) reads it instead of saving a copy.
         self.source_dir = source_dir
+        # With LoRA (plugins._hf.lora): this policy's adapter on the shared model; None = adapters off (pi_ref)
+        self.adapter = adapter
+        lora.share(model, adapter, self)
         # (model, its SplitHead or None for the full forward), probed on the first log-prob call of that model
         self._split: tuple[object, SplitHead | None] | None = None
 
     def __repr__(self) -> str:
-        return f"<HFPolicy {type(self.model).__name__} {self.model.config._name_or_path!r}>"
+        where = f" adapter {self.adapter!r}" if self.adapter else (" adapters off" if self.is_lora else "")
+        return f"<HFPolicy {type(self._model).__name__} {self._model.config._name_or_path!r}{where}>"
+
+    @property
+    def model(self):
+        """The model, switched to this policy's weights: with LoRA the shared model with this policy's adapter
+        active (or every adapter off, for pi_ref); read it again before each use, as the code here does."""
+        lora.activate(self._model, self.adapter)
+        return self._model
+
+    @model.setter
+    def model(self, model) -> None:
+        """Hold another model object (its head is probed again on the next log-prob call)."""
+        self._model = model
+
+    @property
+    def is_lora(self) -> bool:
+        """True when this policy is an adapter (or the adapters-off base) on a shared LoRA model."""
+        return lora.spec(self._model) is not None
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self._model.parameters()).device
 
     def clone(self) -> HFPolicy:
-        """An independent copy: parameters copied, tokenizer and prompt table shared (both are read-only).
+        """An independent copy: tokenizer and prompt table shared (both are read-only), weights copied.
 
+        Full fine-tuning copies the model. With LoRA only the adapter is copied, into a new adapter on the same
+        model (a fresh one, equal to the base, when this is pi_ref), so the base weights are never duplicated.
         The copy has no ``source_dir``: a trainer changes its weights, so they are no longer those on disk.
         """
-        strip_patched_forward(self.model)
-        model = copy.deepcopy(self.model)
+        strip_patched_forward(lora.unwrap(self._model))
+        if self.is_lora:
+            clone = HFPolicy(self._model, self.tokenizer, self.table, self.pad_id)
+            clone.adapter = lora.new_adapter(self._model, self.adapter, clone)
+            return clone
+        model = copy.deepcopy(self._model)
+        model.eval()
+        return HFPolicy(model, self.tokenizer, self.table, self.pad_id)
+
+    def with_table(self, table: PromptTable) -> HFPolicy:
+        """The same weights (the same model object, the same adapter) over another prompt table."""
+        return HFPolicy(self._model, self.tokenizer, table, self.pad_id, source_dir=self.source_dir,
+                        adapter=self.adapter)
+
+    def save_pretrained(self, folder, *, base_model: str) -> None:
+        """Write the weights where transformers or PEFT read them: the model's ``save_pretrained``, or with LoRA the
+        adapter in PEFT's layout with ``base_model`` recorded (:func:`plugins._hf.lora.write_adapter`)."""
+        if self.is_lora:
+            if self.adapter is None:
+                raise ValueError("pi_ref of a LoRA run is the base model with its adapters off: save the base")
+            lora.write_adapter(self._model, self.adapter, folder, base_model=base_model)
+        else:
+            lora.unwrap(self._model).save_pretrained(folder, safe_serialization=True)
+
+    def load_pretrained(self, folder, *, dtype: str) -> HFPolicy:
+        """The weights in ``folder`` (as :meth:`save_pretrained` writes them) as a policy like this one (pi_ref):
+        with LoRA a new adapter on the shared model, else a model loaded from ``folder``."""
+        if self.is_lora:
+            policy = self.clone()
+            lora.read_adapter(self._model, policy.adapter, folder)
+            return policy
+        from plugins._hf import loading
+
+        model = loading.load_model(folder, "the saved policy", auto_class="AutoModelForCausalLM", dtype=dtype,
+                                   device=self.device, trust_remote_code=False)
         model.eval()
         return HFPolicy(model, self.tokenizer, self.table, self.pad_id)
 
     def parameters(self):
-        return self.model.parameters()
+        """The trainable parameters: every parameter of the model, or with LoRA this policy's adapter only."""
+        if self.is_lora:
+            if self.adapter is None:
+                return iter(())  # pi_ref: the frozen base, nothing a trainer may change
+            return iter(lora.trainable_parameters(self._model, self.adapter))
+        return self._model.parameters()
 
     def prompt_ids(self, prompts) -> list[list[int]]:
         """Token ids of the prompts at the given rows (a ``(B, 1)`` array/tensor or a flat sequence)."""
@@ -295,7 +364,7 @@ class HFPolicy:
         if self._split is None or self._split[0] is not self.model:
             ids = next((x for x in self.table.ids if x), None)
             probe = torch.tensor([list(ids[:8]) if ids else [self.pad_id]], dtype=torch.long, device=self.device)
-            self._split = (self.model, split_head(self.model, probe))
+            self._split = (self.model, split_head(lora.unwrap(self.model), probe))
         return self._split[1]
 
 

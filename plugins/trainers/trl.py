@@ -25,6 +25,14 @@ With ``precompute_ref_log_probs=True`` and ``ref_model=None`` TRL keeps no
 reference model; the trainer checks ``ref_model is None`` and no reference
 forward ever runs. Tests compare the losses with TRL's own live-reference run.
 
+**LoRA.** With the hf testbed's ``lora_rank`` the policy is an adapter on a
+shared PEFT model (:mod:`plugins._hf.lora`). TRL gets the transformers model
+inside it, with the policy's adapter active and its weights the only trainable
+ones, so TRL's own PEFT path (which would add a ``ref`` adapter) stays out and
+the reference log-probs still come precomputed. With
+``gradient_checkpointing`` the embeddings' outputs are made to require grad
+for the call, so gradients reach the adapters below the frozen embeddings.
+
 **Options.** ``loss_type`` is any of TRL's loss types (:data:`LOSS_TYPES`) or
 a comma-separated list combined with ``loss_weights`` (same length; default
 all 1), e.g. ``loss_type=sigmoid,bco_pair,sft`` with ``loss_weights=0.8,0.2,1``
@@ -84,6 +92,7 @@ from harness import hookimpl, tracking
 from harness.errors import UsageError
 from harness.interfaces import PreferenceData, Trainer, TrainResult
 from harness.options import Option
+from plugins._hf import lora
 
 LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
@@ -372,7 +381,10 @@ def build_trainer(policy, rows: dict[str, list], settings: dict[str, Any], *, se
     output_dir = tempfile.mkdtemp(prefix="pairsel-trl-")
     config = dpo_config(settings, output_dir=output_dir, seed=seed, use_cpu=policy.device.type == "cpu",
                         **config_overrides)
-    trainer = _trainer_class()(model=policy.model, ref_model=None, args=config, train_dataset=dataset,
+    model = lora.unwrap(policy.model)  # with LoRA: the policy's adapter active and alone trainable
+    if getattr(policy, "is_lora", False) and settings["gradient_checkpointing"]:
+        model.enable_input_require_grads()  # the embeddings are frozen: gradients must still reach the adapters
+    trainer = _trainer_class()(model=model, ref_model=None, args=config, train_dataset=dataset,
                                processing_class=policy.tokenizer)
     trainer._pairsel_warmup_ratio = float(settings["warmup_ratio"])
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -391,8 +403,11 @@ def release(trainer, policy) -> None:
 
     from plugins._hf.policy import strip_patched_forward
 
-    strip_patched_forward(policy.model)
-    policy.model.eval()
+    model = lora.unwrap(policy.model)
+    strip_patched_forward(model)
+    if getattr(policy, "is_lora", False) and getattr(model, "_require_grads_hook", None) is not None:
+        model.disable_input_require_grads()
+    model.eval()
     shutil.rmtree(getattr(trainer, "_pairsel_output_dir", ""), ignore_errors=True)
     trainer.model = trainer.model_wrapped = None
     trainer.optimizer = trainer.lr_scheduler = None

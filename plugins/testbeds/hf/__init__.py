@@ -53,6 +53,9 @@ Optional parts, each described in ``docs/real-models-extras.md``:
   log-probs are still computed with transformers.
 * ``alpaca_dir`` writes AlpacaEval's ``model_outputs.json`` and
   ``reference_outputs.json`` at every evaluation (:mod:`plugins.testbeds.hf.alpaca`).
+* ``lora_rank`` > 0 trains LoRA adapters (the ``peft`` extra): pi_ref is the base
+  model with its adapters off, every other policy an adapter on the same model
+  (:mod:`plugins._hf.lora`; ``docs/real-models/lora.md``).
 * ``seed_pairs`` makes pi_0 = pi_ref after one offline DPO round on a file of
   (prompt, chosen, rejected) texts; ``seed_prompt_share`` (or
   ``seed_prompts``) makes it on-policy: pi_ref's own samples on held-out seed
@@ -71,6 +74,7 @@ torch and transformers are imported when a world is built.
 from __future__ import annotations
 
 from harness import hookimpl
+from harness.errors import UsageError
 from harness.interfaces import Testbed
 from harness.memory import MemoryNeeds
 from harness.options import Option
@@ -179,8 +183,18 @@ class HFTestbed(ModelSources, Testbed):
         Option("seed_epochs", float, 2.0, "passes over the seed pairs", min=0.0, min_inclusive=False),
         Option("seed_batch_size", int, 8, "pairs per forward of the seed round", min=1),
         Option("seed_grad_accum", int, 1, "gradient accumulation of the seed round (trl only)", min=1),
-        Option("seed_save_dir", str, None, "also save the seed-trained pi_0 here (save_pretrained), so later "
-               "runs can pass it as initial_model instead of training it again"),
+        Option("seed_save_dir", str, None, "also save the seed-trained pi_0 here (save_pretrained; with LoRA the "
+               "adapter), so later runs can pass it as initial_model instead of training it again"),
+        # LoRA (plugins._hf.lora; the peft extra)
+        Option("lora_rank", int, 0, "train LoRA adapters of this rank instead of every weight; pi_ref is the "
+               "base with its adapters off, so no reference copy is held; 0 = full fine-tuning", min=0,
+               omit_at_default=True),
+        Option("lora_alpha", float, 16.0, "LoRA alpha (the update is scaled by alpha / rank)", **_POSITIVE,
+               omit_at_default=True),
+        Option("lora_dropout", float, 0.05, "dropout on the LoRA branch while training", min=0.0, max=1.0,
+               max_inclusive=False, omit_at_default=True),
+        Option("lora_target_modules", str, "all-linear", "the modules that get adapters: all-linear (every linear "
+               "layer but the output head) or comma-separated names, e.g. q_proj,v_proj", omit_at_default=True),
     )
 
     def __init__(self, settings=None):
@@ -194,6 +208,20 @@ class HFTestbed(ModelSources, Testbed):
                     resolve_model(self.settings[name], f"testbed option `{name}`",
                                   download_hint="-o testbed.allow_download=true")
             self.check_data()
+        if self.settings["lora_rank"] > 0:
+            self.check_lora()
+
+    def check_lora(self) -> None:
+        """UsageError (exit 2) when LoRA is asked for where it cannot run: peft missing, or the vLLM backend
+        (which samples from full weights on disk; an adapter would have to be merged every iteration)."""
+        from plugins._hf import lora
+
+        lora.require()
+        if self.settings["backend"] == "vllm":
+            raise UsageError("testbed options lora_rank > 0 and backend=vllm cannot be combined yet: the vLLM "
+                             "backend loads full weights; use backend=transformers with LoRA")
+        lora.lora_config(rank=self.settings["lora_rank"], alpha=self.settings["lora_alpha"],
+                         dropout=self.settings["lora_dropout"], target_modules=self.settings["lora_target_modules"])
 
     def check_data(self) -> None:
         """UsageError (exit 2, before the run starts) for a data option that is missing, unreadable, lacks its

@@ -20,12 +20,13 @@ torch, transformers and safetensors are imported inside the functions.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from plugins._hf import hub, loading
+from plugins._hf import hub, loading, lora
 
 #: safetensors dtype names -> the ``dtype`` option value the model is loaded in, so the weights copy exactly.
 _DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
@@ -66,12 +67,19 @@ def sampling_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
-def write_model(settings: Mapping[str, Any], sources: Mapping[str, Any], policy_file: Path, out: Path) -> dict[str, Any]:
+def write_model(settings: Mapping[str, Any], sources: Mapping[str, Any], policy_file: Path, out: Path, *,
+                adapter: bool = False) -> dict[str, Any]:
     """Write the policy in ``policy_file`` into the (existing, empty) folder ``out``; see the module docstring.
 
+    A LoRA run's policy (its checkpoint holds an adapter) is merged into the base weights, so the folder loads
+    as a plain model; with ``adapter`` it is written as a PEFT adapter instead (``adapter_config.json`` naming
+    the base model, ``adapter_model.safetensors``) for ``PeftModel.from_pretrained``, with the tokenizer and
+    generation config beside it.
+
     Returns what was written: ``base_model`` (the run's ``model`` value), ``base_model_hub_id`` (its Hub id, or
-    None for a local directory), ``architecture``, ``dtype``, ``generation`` (the generation config's fields).
-    UsageError when the file is not an hf policy of that model, or the model cannot be loaded.
+    None for a local directory), ``architecture``, ``dtype``, ``generation`` (the generation config's fields),
+    ``weights`` (``full``, ``merged`` LoRA or ``adapter``). UsageError when the file is not an hf policy of that
+    model, or the model cannot be loaded.
     """
     import torch
     from safetensors.torch import load_model as load_weights
@@ -94,8 +102,18 @@ def write_model(settings: Mapping[str, Any], sources: Mapping[str, Any], policy_
     if metadata.get("architecture") not in (None, architecture):
         raise UsageError(f"{policy_file} holds a {metadata['architecture']}, but the run's model {value!r} loads as "
                          f"a {architecture}: the model directory changed since the run")
+    weights = "full"
+    if "lora" in metadata:
+        weights = "adapter" if adapter else "merged"
+    elif adapter:
+        raise UsageError("--adapter: the run fine-tuned every weight (no lora_rank), so its policy has no adapter; "
+                         "export it without --adapter")
     try:
-        load_weights(model, str(policy_file), strict=True, device="cpu")
+        if "lora" in metadata:
+            wrapped, name = _with_adapter(model, json.loads(metadata["lora"]), policy_file)
+            model = wrapped if adapter else wrapped.merge_and_unload()
+        else:
+            load_weights(model, str(policy_file), strict=True, device="cpu")
     except Exception as exc:
         raise UsageError(f"{policy_file} does not fit the run's model {value!r}: {type(exc).__name__}: {exc}") from None
     eos = loading.eos_token_ids(model, tokenizer)
@@ -105,7 +123,13 @@ def write_model(settings: Mapping[str, Any], sources: Mapping[str, Any], policy_
     if bos is not None:
         generation["bos_token_id"] = bos
     model.generation_config = GenerationConfig(**generation)
-    model.save_pretrained(str(out))
+    if weights == "adapter":
+        hub_id = None if Path(value).expanduser().exists() else hub.parse(value)
+        lora.write_adapter(model, name, out, base_model=hub_id[0] if hub_id else value,
+                           revision=hub_id[1] if hub_id else None)
+        model.generation_config.save_pretrained(str(out))
+    else:
+        model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     if not (out / "generation_config.json").exists():  # every version writes it; make sure all the same
         model.generation_config.save_pretrained(str(out))
@@ -113,4 +137,19 @@ def write_model(settings: Mapping[str, Any], sources: Mapping[str, Any], policy_
     exists = Path(value).expanduser().exists()
     return {"base_model": str(settings.get("model")), "base_model_hub_id": None if exists or parsed is None else parsed[0],
             "architecture": architecture, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "generation": generation}
+            "generation": generation, "weights": weights}
+
+
+def _with_adapter(model, config: Mapping[str, Any], policy_file: Path):
+    """``model`` wrapped with the LoRA config of a checkpoint and its adapter loaded: ``(peft model, adapter name)``."""
+    from safetensors.torch import load_file
+
+    targets = config.get("target_modules")
+    targets = targets if isinstance(targets, str) else ",".join(targets or [])
+    lora_config = lora.lora_config(rank=int(config["r"]), alpha=float(config["lora_alpha"]),
+                                   dropout=float(config.get("lora_dropout") or 0.0), target_modules=targets)
+    wrapped = lora.wrap(model, lora_config, seed=0)
+    name = lora.new_adapter(wrapped, None)
+    lora.load_adapter_state(wrapped, name, load_file(str(policy_file)))
+    lora.activate(wrapped, name)
+    return wrapped, name

@@ -108,14 +108,14 @@ def train_initial_policy(
 ) -> tuple[Any, dict[str, Any]]:
     """pi_0: a copy of ``reference`` (an HFPolicy) trained with DPO on the pairs in ``path``; and diagnostics.
 
-    Returns ``(model, info)``: the trained transformers model (in eval mode)
+    Returns ``(policy, info)``: the trained HFPolicy (in eval mode; over the seed pairs' prompt table)
     and ``{"seed_pairs": used, "seed_pairs_dropped": dropped, "seed_train_steps": ...,
     "seed_loss_first": ..., "seed_loss_last": ...}``.
     """
     import torch
 
     from plugins._hf import loading
-    from plugins._hf.policy import HFPolicy, PromptTable
+    from plugins._hf.policy import PromptTable
 
     s = settings
     label = "testbed option `seed_pairs`"
@@ -145,7 +145,7 @@ def train_initial_policy(
 
     k = len(prompt_ids)
     table = PromptTable(texts=tuple(texts), ids=tuple(prompt_ids), n_train=k)
-    seed_reference = HFPolicy(reference.model, tokenizer, table, reference.pad_id)
+    seed_reference = reference.with_table(table)
     rows = np.arange(k, dtype=np.int64)[:, None]
 
     def padded(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -176,10 +176,10 @@ def train_initial_policy(
         ref_chosen_logps=reference_logps(chosen_tokens, chosen_lengths),
         ref_rejected_logps=reference_logps(rejected_tokens, rejected_lengths),
     )
-    model, trained = _train_round(s, seed_reference, data, world_seed, trainers)
+    policy, trained = _train_round(s, seed_reference, data, world_seed, trainers)
     info = {"seed_round": "pairs", "seed_pairs": k, "seed_pairs_dropped": dropped, **trained}
-    _save_copy(s, model, tokenizer, info)
-    return model, info
+    _save_copy(s, policy, tokenizer, info)
+    return policy, info
 
 
 def _train_round(settings: Mapping[str, Any], reference, data: PreferenceData, world_seed: int, trainers=None):
@@ -199,9 +199,8 @@ def _train_round(settings: Mapping[str, Any], reference, data: PreferenceData, w
             f"the seed round trained nothing: {len(data)} pairs, {result.steps} optimiser steps{rate}, and pi_0 "
             "equals pi_ref bit for bit, so every margin of iteration 1 would be 0. Raise the testbed options "
             "seed_lr or seed_epochs, or lower seed_batch_size / seed_grad_accum")
-    model = result.policy.model
-    model.eval()
-    return model, {
+    result.policy.model.eval()
+    return result.policy, {
         "seed_trainer": str(settings["seed_trainer"]),
         "seed_train_steps": int(result.steps),
         "seed_loss_first": float(result.loss_first),
@@ -210,14 +209,14 @@ def _train_round(settings: Mapping[str, Any], reference, data: PreferenceData, w
     }
 
 
-def _save_copy(settings: Mapping[str, Any], model, tokenizer, info: dict[str, Any]) -> None:
+def _save_copy(settings: Mapping[str, Any], policy, tokenizer, info: dict[str, Any]) -> None:
     """``seed_save_dir``: pi_0 saved with its tokenizer, for later runs' ``initial_model``."""
     if not settings["seed_save_dir"]:
         return
     target = Path(str(settings["seed_save_dir"])).expanduser()
     if launched_rank() == 0:  # under a multi-process launch every process holds this pi_0: one writes it
         target.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(target)
+        policy.save_pretrained(target, base_model=str(settings["model"]))
         tokenizer.save_pretrained(target)
     info["seed_saved_to"] = str(target)
 
@@ -261,14 +260,12 @@ def bootstrap_initial_policy(
 
     ``reference`` is pi_ref (an HFPolicy), ``seed_table`` a PromptTable whose
     rows are the seed prompts (all of them "training" rows), ``source`` says
-    where they came from (recorded). Returns ``(model, info)``; a cached pi_0
+    where they came from (recorded). Returns ``(policy, info)`` (an HFPolicy over ``seed_table``); a cached pi_0
     is loaded instead of trained when one matches (``seed_cache``).
     """
     from harness.progress import NullReporter
     from harness.ranks import launched_processes
-    from plugins._hf import loading
     from plugins.testbeds.hf import seed_cache
-    from plugins._hf.policy import HFPolicy
     from plugins.testbeds.hf.world import HFWorld
 
     reporter = reporter or NullReporter()
@@ -300,12 +297,10 @@ def bootstrap_initial_policy(
         if folder is not None:
             say(f"pi_0: seed-round cache hit ({folder}); {cached.get('seed_labels', '?')} seed labels were bought "
                 "by the run that trained it")
-            model = loading.load_model(folder, "the cached pi_0", auto_class="AutoModelForCausalLM",
-                                       dtype=str(s["dtype"]), device=reference.device, trust_remote_code=False)
-            model.eval()
+            policy = reference.load_pretrained(folder, dtype=str(s["dtype"]))
             info = {**cached, **base, "seed_cache": "hit", "seed_cache_key": key[:32], "seed_labels_paid": 0}
-            _save_copy(s, model, reference.tokenizer, info)
-            return model, info
+            _save_copy(s, policy, reference.tokenizer, info)
+            return policy, info
         say(f"pi_0: seed-round cache {'miss' if state == 'miss' else 'entry damaged, rebuilding'} "
             f"({seed_cache.entry(key)})")
     if launched_processes() > 1:
@@ -314,7 +309,7 @@ def bootstrap_initial_policy(
                          "then launch it; or set seed_save_dir and pass that directory as initial_model")
 
     n = int(s["seed_responses"])
-    seed_reference = HFPolicy(reference.model, reference.tokenizer, seed_table, reference.pad_id)
+    seed_reference = reference.with_table(seed_table)
     world = HFWorld(settings=s, seed=world_seed, tokenizer=reference.tokenizer, table=seed_table,
                     reference_policy=seed_reference, initial_policy=seed_reference, reference_outputs=None, info={},
                     sampler=sampler)
@@ -348,7 +343,7 @@ def bootstrap_initial_policy(
     data = PreferenceData.from_labels(prompts=rows, responses=responses, pairs=trained_pairs, prefer_a=prefer_a,
                                       ref_logps=ref_logps)
     with reporter.stage(f"pi_0: DPO on {len(data)} seed pairs", total=None):
-        model, trained = _train_round(s, seed_reference, data, world_seed, trainers)
+        policy, trained = _train_round(s, seed_reference, data, world_seed, trainers)
     info = {
         **base,
         "seed_labels": int(len(pairs)),
@@ -359,15 +354,15 @@ def bootstrap_initial_policy(
         **trained,
     }
     if use_cache and key is not None:
-        folder = seed_cache.store(key, model, info)
+        folder = seed_cache.store(key, policy, info, base_model=str(s["model"]))
         info["seed_cache"] = "miss" if state == "miss" else "rebuilt"
         info["seed_cache_key"] = key[:32]
         if folder is not None:
             say(f"pi_0: trained on {len(data)} seed pairs and cached in {folder}")
     else:
         info["seed_cache"] = "off"
-    _save_copy(s, model, reference.tokenizer, info)
-    return model, info
+    _save_copy(s, policy, reference.tokenizer, info)
+    return policy, info
 
 
 def torch_no_grad():

@@ -9,11 +9,12 @@ sha256 of everything it depends on (:func:`cache_key`):
 * the annotator judge: its name, class and settings, with the contents of
   any file or directory a setting names;
 * every testbed option that shapes sampling or the round (evaluation-only
-  options, thread counts and output locations are left out);
+  options, thread counts and output locations are left out; so are the
+  LoRA options while at their defaults, so full fine-tuning keys are as they were);
 * the world seed, the seed trainer's name and resolved options, and the
   versions of torch, transformers, trl, datasets and the harness.
 
-An entry is a ``save_pretrained`` directory plus ``manifest.json`` (the sha256
+An entry is a ``save_pretrained`` directory (with LoRA: the adapter, in PEFT's layout) plus ``manifest.json`` (the sha256
 of every model file, and the round's diagnostics), written to a temporary
 folder beside it and moved into place in one rename, manifest last. On load
 every file is hashed again: an entry that is incomplete or does not match
@@ -94,6 +95,10 @@ def judge_identity(judge) -> dict[str, Any]:
 def cache_key(*, settings: Mapping[str, Any], judge, world_seed: int, trainer: str,
               trainer_settings: Mapping[str, Any]) -> str:
     """The hex sha256 naming the entry of this pi_0 (see the module docstring)."""
+    from harness.options import recorded_settings
+    from plugins.testbeds.hf import HFTestbed
+
+    settings = recorded_settings(HFTestbed.options, settings)  # options at an omitted default do not change a key
     options = {}
     for key in sorted(settings):
         if key in _NOT_IN_KEY:
@@ -150,14 +155,15 @@ def lookup(key: str) -> tuple[Path | None, dict[str, Any] | None, str]:
     return folder, dict(manifest.get("info", {})), "hit"
 
 
-def store(key: str, model, info: Mapping[str, Any]) -> Path | None:
-    """Save ``model`` as the entry of ``key`` (atomically); None, with a warning, when the cache is not writable."""
+def store(key: str, policy, info: Mapping[str, Any], *, base_model: str = "pi_ref") -> Path | None:
+    """Save ``policy`` (an HFPolicy: the model, or with LoRA its adapter on ``base_model``) as the entry of ``key``
+    (atomically); None, with a warning, when the cache is not writable."""
     folder = entry(key)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
-            model.save_pretrained(staging, safe_serialization=True)
+            policy.save_pretrained(staging, base_model=base_model)
             files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
             manifest = {"format": FORMAT_VERSION, "key": key, "files": files, "info": dict(info)}
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=str),

@@ -52,7 +52,7 @@ from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Labels, Pairs, Responses
 from harness.progress import NullReporter
 from harness.rng import torch_seed
-from plugins._hf import loading
+from plugins._hf import loading, lora
 from plugins.testbeds.hf import alpaca
 from plugins._hf.policy import HFPolicy, PromptTable
 
@@ -618,31 +618,58 @@ class HFWorld:
     # ------------------------------------------------------------------ checkpoints
 
     def save_policy(self, policy, path: Path) -> None:
-        """Write ``policy``'s weights to the single file ``path`` (safetensors; tied weights stored once)."""
-        from safetensors.torch import save_model
+        """Write ``policy``'s weights to the single file ``path`` (safetensors; tied weights stored once).
+
+        With LoRA the file holds the policy's adapter only (metadata ``lora``: its config); pi_ref, the base with
+        its adapters off, is written as an adapter of zeros, which loads back as the base exactly.
+        """
+        import json
+
+        from safetensors.torch import save_file, save_model
 
         policy = self._check_policy(policy)
-        save_model(policy.model, str(path), metadata={"format": CHECKPOINT_FORMAT,
-                                                      "architecture": type(policy.model).__name__})
+        metadata = {"format": CHECKPOINT_FORMAT, "architecture": type(lora.unwrap(policy.model)).__name__}
+        if not policy.is_lora:
+            save_model(policy.model, str(path), metadata=metadata)
+            return
+        metadata["lora"] = json.dumps(lora.config_dict(policy.model), sort_keys=True, default=str)
+        if policy.adapter is None:
+            state = {k: torch.zeros_like(v) for k, v in lora.adapter_state(policy.model, self._any_adapter()).items()}
+        else:
+            state = lora.adapter_state(policy.model, policy.adapter)
+        save_file(state, str(path), metadata=metadata)
+
+    def _any_adapter(self) -> str:
+        return next(iter(self.reference_policy.model.peft_config))
 
     def load_policy(self, path: Path) -> HFPolicy:
-        """The policy saved at ``path``: a copy of pi_ref with the file's weights (safetensors only, never unpickled)."""
-        from safetensors import safe_open
-        from safetensors.torch import load_model
+        """The policy saved at ``path``: a copy of pi_ref with the file's weights (safetensors only, never unpickled).
 
+        A LoRA world reads LoRA checkpoints only, into a new adapter; a full-weights world full checkpoints only.
+        """
+        from safetensors import safe_open
+        from safetensors.torch import load_file, load_model
+
+        reference = self.reference_policy
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
             if metadata.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"format {metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-            expected = type(self.reference_policy.model).__name__
+            expected = type(lora.unwrap(reference.model)).__name__
             if metadata.get("architecture") != expected:
                 raise ValueError(f"architecture {metadata.get('architecture')!r}, this world's is {expected!r}")
-            policy = self.reference_policy.clone()
-            load_model(policy.model, str(path), strict=True, device=str(policy.device))
+            if ("lora" in metadata) != reference.is_lora:
+                raise ValueError("it holds a LoRA adapter, but this run fine-tunes every weight" if "lora" in metadata
+                                 else "it holds full weights, but this run trains LoRA adapters (lora_rank > 0)")
+            policy = reference.clone()
+            if policy.is_lora:
+                lora.load_adapter_state(policy.model, policy.adapter, load_file(str(path), device=str(policy.device)))
+            else:
+                load_model(policy.model, str(path), strict=True, device=str(policy.device))
         except Exception as exc:  # truncated, corrupt, or from another model
             raise CheckpointError(f"policy checkpoint {path} is unusable: {type(exc).__name__}: {exc}") from None
-        if not all(bool(torch.isfinite(p).all()) for p in policy.model.parameters()):
+        if not all(bool(torch.isfinite(p).all()) for p in policy.parameters()):
             raise CheckpointError(f"policy checkpoint {path} holds non-finite weights")
         policy.model.eval()
         return policy
@@ -847,12 +874,25 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
             eval_texts = eval_texts[:limit]
             reference_outputs = None if reference_outputs is None else reference_outputs[:limit]
 
+    use_lora = int(s.get("lora_rank") or 0) > 0
+    if (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file():
+        raise UsageError(f"testbed option `model`: {str(model_dir)!r} is a PEFT adapter, not a model; set `model` "
+                         "to its base model and, with lora_rank, `initial_model` to the adapter")
+    initial_adapter = initial_dir is not None and (initial_dir / "adapter_config.json").is_file() and not (
+        initial_dir / "config.json").is_file()
+    if initial_adapter and not use_lora:
+        raise UsageError(f"testbed option `initial_model`: {str(initial_dir)!r} is a PEFT adapter; set lora_rank "
+                         "(and the adapter's alpha and target modules) to load it on `model` as pi_0")
+    if use_lora and initial_dir is not None and not initial_adapter:
+        raise UsageError(f"testbed option `initial_model`: with LoRA (lora_rank > 0) pi_0 is an adapter on `model`, "
+                         f"but {str(initial_dir)!r} is a full model; give a PEFT adapter directory, or unset "
+                         "lora_rank to fine-tune every weight")
     with reporter.stage(f"loading {model_dir}", total=None):
         reference_model = loading.load_model(model_dir, "testbed option `model`", auto_class="AutoModelForCausalLM",
                                              dtype=str(s["dtype"]), device=device,
                                              trust_remote_code=s["trust_remote_code"])
         initial_model = None
-        if initial_dir is not None:
+        if initial_dir is not None and not initial_adapter:
             initial_model = loading.load_model(initial_dir, "testbed option `initial_model`",
                                                auto_class="AutoModelForCausalLM", dtype=str(s["dtype"]), device=device,
                                                trust_remote_code=s["trust_remote_code"])
@@ -931,6 +971,13 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
 
     table = PromptTable(texts=tuple(kept_texts + eval_texts), ids=tuple(kept_ids + eval_ids), n_train=len(kept_ids))
     pad_id = int(tokenizer.pad_token_id)
+    lora_info: dict[str, Any] = {}
+    if use_lora:
+        config = lora.lora_config(rank=s["lora_rank"], alpha=s["lora_alpha"], dropout=s["lora_dropout"],
+                                  target_modules=s["lora_target_modules"])
+        reference_model = lora.wrap(reference_model, config, seed=seed)
+        lora_info = {"lora_adapter_parameters": int(sum(
+            p.numel() for p in lora.trainable_parameters(reference_model, lora.PLACEHOLDER)))}
     reference = HFPolicy(reference_model, tokenizer, table, pad_id, source_dir=model_dir)
     seed_info: dict[str, Any] = {}
     sampler = None
@@ -944,19 +991,27 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         from plugins.testbeds.hf.seed import bootstrap_initial_policy
 
         seed_table = PromptTable(texts=tuple(seed_texts), ids=tuple(seed_ids), n_train=len(seed_ids))
-        initial_model, seed_info = bootstrap_initial_policy(
+        seeded, seed_info = bootstrap_initial_policy(
             settings=s, reference=reference, seed_table=seed_table, annotator=annotator, world_seed=seed,
             source=seed_source, reporter=reporter, sampler=sampler, trainers=trainers)
-        initial = HFPolicy(initial_model, tokenizer, table, pad_id)
+        initial = seeded.with_table(table)
     elif seed_file is not None:
         from plugins.testbeds.hf.seed import train_initial_policy
 
         with reporter.stage("pi_0: offline DPO on the seed pairs", total=None):
-            initial_model, seed_info = train_initial_policy(
+            seeded, seed_info = train_initial_policy(
                 settings=s, path=seed_file, reference=reference,
                 encode_prompt=prompts.encode,
                 position_limit=limit_positions, world_seed=seed, trainers=trainers)
-        initial = HFPolicy(initial_model, tokenizer, table, pad_id)
+        initial = seeded.with_table(table)
+    elif initial_adapter:
+        initial = reference.clone()
+        try:
+            lora.read_adapter(reference_model, initial.adapter, initial_dir)
+        except ValueError as exc:
+            raise UsageError(f"testbed option `initial_model`: the adapter in {str(initial_dir)!r} does not fit "
+                             f"`model` with this run's LoRA options ({exc}); set lora_rank, lora_alpha and "
+                             "lora_target_modules as the adapter was trained") from None
     else:
         initial = (reference if initial_model is None
                    else HFPolicy(initial_model, tokenizer, table, pad_id, source_dir=initial_dir))
@@ -969,7 +1024,9 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         "chat_template": use_template,
         "conversational_prompts": sum(1 for t in kept_texts + eval_texts + seed_texts if t in prompts.messages),
         **sources,
-        "parameters": int(sum(p.numel() for p in reference_model.parameters())),
+        "parameters": int(sum(p.numel() for name, p in lora.unwrap(reference_model).named_parameters()
+                              if ".lora_" not in name)),
+        **lora_info,
         "initial_is_reference": initial is reference,
         "backend": str(s.get("backend", "transformers")),
         **model_source.provenance("model"),

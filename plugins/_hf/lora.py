@@ -1,0 +1,249 @@
+"""LoRA adapters on one shared base model: pi_ref is the base with its adapters off, every other policy an adapter.
+
+With the hf testbed's ``lora_rank`` > 0 the base model is wrapped once in a
+PEFT model (:func:`wrap`). From then on:
+
+* pi_ref is that model with **every adapter layer off** (:func:`activate`
+  with ``None``): exactly the base model's outputs, so no second copy of the
+  weights is ever held for the reference;
+* every trained policy (pi_0 after a seed round, pi_1, ...) is one named
+  adapter on the same model; :meth:`plugins._hf.policy.HFPolicy.clone` adds a
+  new adapter (a copy of the policy's own, or a fresh one for pi_ref) instead
+  of copying the model, so a run holds one base plus a few adapters;
+* a policy switches the shared model to its adapter whenever its ``model`` is
+  read (:func:`activate`: layers on, that adapter active and the only one
+  trainable); the switch is skipped when the model is already in that state;
+* adapters whose policies are gone are deleted on the next clone
+  (:func:`prune`).
+
+A fresh adapter is PEFT's LoRA initialisation (``B = 0``, so it equals the
+base exactly) with ``A`` drawn from a generator seeded with the world seed
+(:attr:`LoraSpec.seed`), so the same run gives the same adapters however
+many were made before.
+
+An adapter's weights are a small state dict (:func:`adapter_state`, keys as
+PEFT saves them, without the adapter's name); :func:`write_adapter` writes the
+standard PEFT layout (``adapter_config.json`` with the base recorded,
+``adapter_model.safetensors``) that ``PeftModel.from_pretrained`` reads, and
+:func:`read_adapter` reads it back.
+
+peft is imported inside the functions (the ``peft`` extra); :func:`require`
+turns its absence into a UsageError naming the install.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UsageError
+
+INSTALL = "pip install -e '.[peft]'"
+#: The attribute of the PEFT model that holds its :class:`LoraSpec`.
+SPEC_ATTRIBUTE = "_pairsel_lora"
+#: The name of the adapter :func:`wrap` must create (PEFT needs one); no policy uses it, so the first clone prunes it.
+PLACEHOLDER = "unused"
+
+
+@dataclass
+class LoraSpec:
+    """The shared model's LoRA bookkeeping: its config, the seed of fresh adapters and who uses which adapter."""
+
+    config: Any  # peft.LoraConfig
+    seed: int
+    made: int = 0
+    active: tuple[str | None] | None = None  # (adapter,) the model is switched to; None: not switched yet
+    users: dict[str, weakref.WeakSet] = field(default_factory=dict)
+    kept: set[str] = field(default_factory=set)  # adapters made without a user: never pruned
+
+
+def require():
+    """The ``peft`` module, or a UsageError naming the install."""
+    try:
+        import peft
+    except ImportError:
+        raise UsageError(f"LoRA (testbed option lora_rank > 0) needs peft: {INSTALL}") from None
+    return peft
+
+
+def lora_config(*, rank: int, alpha: float, dropout: float, target_modules: str):
+    """PEFT's ``LoraConfig`` for the testbed options (``target_modules``: ``all-linear`` or comma-separated names)."""
+    peft = require()
+    targets: str | list[str] = str(target_modules).strip()
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+        if not targets:
+            raise UsageError("testbed option `lora_target_modules` is empty: all-linear, or module names such as "
+                             "q_proj,v_proj")
+    return peft.LoraConfig(r=int(rank), lora_alpha=float(alpha), lora_dropout=float(dropout), bias="none",
+                           target_modules=targets, task_type="CAUSAL_LM")
+
+
+def wrap(model, config, *, seed: int):
+    """``model`` wrapped in a PEFT model with ``config`` (in place: the base weights are not copied), adapters off."""
+    peft = require()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")  # GPT-2's Conv1D layers: PEFT handles them
+        try:
+            wrapped = peft.get_peft_model(model, config, adapter_name=PLACEHOLDER)
+        except ValueError as exc:  # e.g. target modules that the model does not have
+            raise UsageError(f"LoRA on {type(model).__name__}: {exc}; set the testbed option `lora_target_modules` "
+                             "to module names the model has (all-linear works for most)") from None
+    setattr(wrapped, SPEC_ATTRIBUTE, LoraSpec(config=config, seed=int(seed)))
+    activate(wrapped, None)
+    return wrapped
+
+
+def spec(model) -> LoraSpec | None:
+    """The model's :class:`LoraSpec`, or None for a model without LoRA adapters (full fine-tuning)."""
+    return getattr(model, SPEC_ATTRIBUTE, None)
+
+
+def unwrap(model):
+    """The transformers model inside a PEFT model (LoRA layers in place), or ``model`` itself."""
+    return model.get_base_model() if spec(model) is not None else model
+
+
+def activate(model, adapter: str | None) -> None:
+    """Switch the shared model to ``adapter`` (its layers on, it alone trainable) or, for None, every adapter off."""
+    found = spec(model)
+    if found is None or found.active == (adapter,):
+        return
+    if adapter is None:
+        model.base_model.disable_adapter_layers()
+    else:
+        model.base_model.enable_adapter_layers()
+        model.set_adapter(adapter)  # PEFT: this adapter's weights require grad, every other's do not
+    found.active = (adapter,)
+
+
+def new_adapter(model, source: str | None, user=None) -> str:
+    """Add an adapter to the shared model: a copy of ``source``'s weights, or fresh (equal to the base) for None.
+
+    ``user`` (the policy that will hold it) is registered, so the adapter is pruned once no policy holds it;
+    without one the adapter is kept for good (a one-off model, such as an export's).
+    """
+    import torch
+
+    found = spec(model)
+    prune(model)
+    found.made += 1
+    name = f"policy{found.made}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+        model.add_adapter(name, found.config)
+    with torch.no_grad():
+        if source is None:
+            generator = torch.Generator().manual_seed(found.seed)
+            for key, parameter in sorted(model.named_parameters()):
+                if f".lora_A.{name}." in key:  # PEFT's default: kaiming-uniform A, zero B (B already zero)
+                    fresh = torch.empty(parameter.shape, dtype=torch.float32)
+                    torch.nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=generator)
+                    parameter.copy_(fresh.to(parameter.dtype))
+        else:
+            for key, parameter in model.named_parameters():
+                if f".{name}." in key:
+                    parameter.copy_(model.get_parameter(key.replace(f".{name}.", f".{source}.")))
+    if user is None:
+        found.kept.add(name)
+    else:
+        found.users[name] = weakref.WeakSet([user])
+    found.active = None  # add_adapter may have changed what is active or trainable
+    return name
+
+
+def share(model, adapter: str | None, user) -> None:
+    """Register one more ``user`` of ``adapter`` (a policy that reads the same weights through another table)."""
+    found = spec(model)
+    if found is not None and adapter is not None:
+        found.users.setdefault(adapter, weakref.WeakSet()).add(user)
+
+
+def prune(model) -> list[str]:
+    """Delete the adapters no live policy holds; their names."""
+    found = spec(model)
+    gone = [name for name in list(model.peft_config) if not found.users.get(name) and name not in found.kept]
+    for name in gone:
+        if len(model.peft_config) == 1:
+            break  # PEFT keeps at least one adapter
+        with warnings.catch_warnings():  # PEFT notes that it moved the active adapter on: nothing uses it now
+            warnings.filterwarnings("ignore", message=".*was active which is now deleted.*")
+            model.delete_adapter(name)
+        found.users.pop(name, None)
+        found.active = None
+    return gone
+
+
+def trainable_parameters(model, adapter: str) -> list:
+    """The parameters of ``adapter`` (what a trainer updates)."""
+    return [p for key, p in model.named_parameters() if f".{adapter}." in key and ".lora_" in key]
+
+
+def adapter_state(model, adapter: str) -> dict:
+    """``adapter``'s weights as PEFT saves them (keys without the adapter's name), detached copies."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=adapter)
+    return {key: value.detach().clone().contiguous() for key, value in state.items()}
+
+
+def load_adapter_state(model, adapter: str, state: dict) -> None:
+    """Put ``state`` (from :func:`adapter_state`) into ``adapter``; ValueError when it does not fit exactly."""
+    from peft import set_peft_model_state_dict
+
+    expected = set(adapter_state(model, adapter))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(f"adapter weights do not fit this model's LoRA config: {len(missing)} missing "
+                         f"(e.g. {missing[:1]}), {len(extra)} unexpected (e.g. {extra[:1]})")
+    set_peft_model_state_dict(model, state, adapter_name=adapter)
+    spec(model).active = None
+
+
+def config_dict(model) -> dict[str, Any]:
+    """The LoRA config as JSON-ready values (recorded with checkpoints and exports)."""
+    config = spec(model).config.to_dict()
+    return {key: (sorted(value) if isinstance(value, set) else value) for key, value in config.items()}
+
+
+def write_adapter(model, adapter: str, out: Path, *, base_model: str, revision: str | None = None) -> None:
+    """The standard PEFT adapter layout in ``out``: ``adapter_config.json`` (``base_model_name_or_path`` =
+    ``base_model``, ``revision`` its Hub commit when known) and ``adapter_model.safetensors``;
+    ``PeftModel.from_pretrained(base, out)`` loads it."""
+    import copy
+
+    from safetensors.torch import save_file
+
+    config = copy.deepcopy(spec(model).config)
+    config.base_model_name_or_path = str(base_model)
+    config.revision = revision
+    config.inference_mode = True
+    config.save_pretrained(str(out))
+    save_file(adapter_state(model, adapter), str(Path(out) / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def read_adapter(model, adapter: str, folder: Path) -> None:
+    """Load the PEFT adapter in ``folder`` (:func:`write_adapter`'s layout) into ``adapter``; ValueError when its
+    rank, alpha or target modules differ from the model's LoRA config, or its weights do not fit."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    mine = spec(model).config
+    targets = mine.target_modules if isinstance(mine.target_modules, str) else sorted(mine.target_modules)
+    theirs = saved.get("target_modules")
+    theirs = theirs if isinstance(theirs, str) or theirs is None else sorted(theirs)
+    for key, expected, found in (("r", mine.r, saved.get("r")), ("lora_alpha", mine.lora_alpha, saved.get("lora_alpha")),
+                                 ("target_modules", targets, theirs)):
+        if found != expected:
+            raise ValueError(f"its {key} is {found!r}, this run's is {expected!r}")
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{weights.name} is missing (only safetensors adapters are read)")
+    load_adapter_state(model, adapter, load_file(str(weights)))
