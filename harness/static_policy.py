@@ -40,7 +40,14 @@ class ParameterChange:
 
 
 def _trainable(policy: Any) -> list[Any] | None:
-    """The policy's parameters that require gradients, or None when it exposes no torch parameters."""
+    """The policy's parameters that require gradients, or None when it exposes no torch parameters.
+
+    A policy whose trainable weights do not show as ``requires_grad`` parameters (LoRA adapters on a shared model,
+    where that flag follows the active adapter) says which they are with ``trainable_weights()``.
+    """
+    weights = getattr(policy, "trainable_weights", None)
+    if callable(weights):
+        return list(weights())
     parameters = getattr(policy, "parameters", None)
     if not callable(parameters):
         return None

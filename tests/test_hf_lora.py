@@ -29,21 +29,29 @@ skip_unless_extra("peft")
 
 import torch  # noqa: E402
 
+from plugins._hf import lora  # noqa: E402
 from tests.hf_tiny import tiny_paths, tiny_world, world_settings  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),
               pytest.mark.filterwarnings("ignore:.*fan_in_fan_out.*:UserWarning")]
 
-LORA = {"initial_model": None, "lora_rank": 4, "lora_alpha": 8.0, "lora_dropout": 0.0}
+# the default lora_dropout (0.05) on purpose: sampling, scoring and evaluation must run without it
+LORA = {"initial_model": None, "lora_rank": 4, "lora_alpha": 8.0}
 
 
 @pytest.fixture(scope="module")
 def worlds():
-    """A LoRA world, a full-weights world of the same model, and 6 prompts x 4 responses sampled from pi_ref."""
-    lora_world, full_world = tiny_world(**LORA), tiny_world(initial_model=None)
-    prompts = lora_world.draw_prompts(6, np.random.default_rng(0))
+    """A LoRA world, a full-weights world of the same model, and 6 prompts x 4 responses sampled hot from pi_ref
+    (the tiny model is nearly deterministic at temperature 1), each prompt with two distinct responses."""
+    lora_world, full_world = tiny_world(**LORA), tiny_world(initial_model=None, temperature=2.0)
+    prompts = lora_world.draw_prompts(24, np.random.default_rng(0))
     responses = full_world.sample(full_world.reference_policy, prompts, 4, np.random.default_rng(1))
-    return lora_world, full_world, prompts, responses
+    keep = np.flatnonzero(responses.distinct_mask().sum(axis=1) >= 2)[:6]
+    assert len(keep) == 6
+    from harness.interfaces import Responses
+
+    return lora_world, full_world, prompts[keep], Responses(tokens=responses.tokens[keep],
+                                                            lengths=responses.lengths[keep])
 
 
 def _logps(world, policy, prompts, responses) -> np.ndarray:
@@ -52,8 +60,10 @@ def _logps(world, policy, prompts, responses) -> np.ndarray:
 
 
 def _data(prompts, responses, ref_logps) -> PreferenceData:
+    """One pair per prompt of two distinct responses, the first preferred."""
     n = len(prompts)
-    pairs = Pairs(prompt=np.arange(n), a=np.zeros(n, dtype=np.int64), b=np.ones(n, dtype=np.int64))
+    firsts = [np.flatnonzero(row)[:2] for row in responses.distinct_mask()]
+    pairs = Pairs(prompt=np.arange(n), a=np.array([f[0] for f in firsts]), b=np.array([f[1] for f in firsts]))
     return PreferenceData.from_labels(prompts=prompts, responses=responses, pairs=pairs, prefer_a=np.ones(n, bool),
                                       ref_logps=ref_logps)
 
@@ -124,17 +134,57 @@ def test_gradient_checkpointing_still_reaches_the_adapter(worlds):
     assert not np.allclose(_logps(lora_world, result.policy, prompts, responses), ref_logps)
 
 
-def test_fresh_adapters_depend_on_the_world_seed_only(worlds):
-    """The same training from pi_ref in another world of the same seed, after other adapters were made: same numbers."""
+@pytest.mark.parametrize("trainer", ["trl", "native"])
+def test_the_same_seed_gives_the_same_numbers_and_another_seed_other_fresh_adapters(worlds, trainer):
+    """Training from pi_ref in another world of the same seed, after other adapters were made and dropped, gives
+    the same log-probs (default dropout included); a world of another seed starts from other fresh adapters."""
+    from harness.progress import NullReporter
+    from plugins._hf import lora
+    from plugins.testbeds.hf import HFTestbed
+
     lora_world, _, prompts, responses = worlds
     ref_logps = _logps(lora_world, lora_world.reference_policy, prompts, responses)
     other = tiny_world(**LORA)
     for _ in range(3):
         other.reference_policy.clone()  # adapters made (and dropped) before do not shift the next one
-    results = [_trainer("native").train(policy=w.reference_policy, data=_data(prompts, responses, ref_logps),
-                                        rng=np.random.default_rng(5)) for w in (lora_world, other)]
+    results = [_trainer(trainer).train(policy=w.reference_policy, data=_data(prompts, responses, ref_logps),
+                                       rng=np.random.default_rng(5)) for w in (lora_world, other)]
     assert np.array_equal(_logps(lora_world, results[0].policy, prompts, responses),
                           _logps(other, results[1].policy, prompts, responses))
+    seed_1 = HFTestbed(world_settings(**LORA)).build_world(seed=1, reporter=NullReporter())
+    mine, theirs = (lora.spec(w.reference_policy._model).fresh for w in (lora_world, seed_1))
+    assert mine.keys() == theirs.keys() and not all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_the_shared_model_stays_in_eval_mode_outside_training(worlds):
+    """No dropout (LoRA's or the model's own) while sampling, scoring or evaluating: only the trainer's call trains."""
+    lora_world, _, prompts, responses = worlds
+    model = lora_world.reference_policy._model
+    assert not any(m.training for m in model.modules())
+    ref_logps = _logps(lora_world, lora_world.reference_policy, prompts, responses)
+    trained = _trainer("trl").train(policy=lora_world.reference_policy, data=_data(prompts, responses, ref_logps),
+                                    rng=np.random.default_rng(0)).policy
+    trained.clone()
+    assert not any(m.training for m in model.modules())
+    assert np.array_equal(_logps(lora_world, trained, prompts, responses),
+                          _logps(lora_world, trained, prompts, responses))
+
+
+def test_the_static_policy_check_sees_adapters_whatever_is_active(worlds):
+    from harness.static_policy import compare_parameters
+
+    lora_world, _, prompts, responses = worlds
+    reference = lora_world.reference_policy
+    ref_logps = _logps(lora_world, reference, prompts, responses)
+    fresh = reference.clone()
+    assert compare_parameters(reference, fresh).static  # a fresh adapter is pi_ref
+    trained = _trainer("native").train(policy=reference, data=_data(prompts, responses, ref_logps),
+                                       rng=np.random.default_rng(0)).policy
+    change = compare_parameters(reference, trained)
+    assert not change.static and change.total == len(lora.weights(reference._model, trained.adapter))
+    copy = trained.clone()
+    reference.model  # noqa: B018  (switch the shared model elsewhere: the answer must not depend on it)
+    assert compare_parameters(trained, copy).static
 
 
 def test_adapters_of_dropped_policies_are_deleted(worlds):
@@ -146,6 +196,21 @@ def test_adapters_of_dropped_policies_are_deleted(worlds):
     gc.collect()
     lora_world.reference_policy.clone()  # pruning happens when an adapter is made
     assert kept.adapter in model.peft_config and len(model.peft_config) <= 3
+
+
+def test_pi_ref_checkpointed_loads_as_pi_ref_and_still_trains(worlds, tmp_path):
+    """Checkpoint 0 of a run whose pi_0 is pi_ref: it must load as pi_ref (adapters off), from which training
+    moves the policy (an adapter of zeros would have zero gradients for good)."""
+    lora_world, _, prompts, responses = worlds
+    reference = lora_world.reference_policy
+    lora_world.save_policy(reference, tmp_path / "reference.safetensors")
+    loaded = lora_world.load_policy(tmp_path / "reference.safetensors")
+    assert loaded.adapter is None and loaded._model is reference._model
+    ref_logps = _logps(lora_world, reference, prompts, responses)
+    assert np.array_equal(_logps(lora_world, loaded, prompts, responses), ref_logps)
+    trained = _trainer("native").train(policy=loaded, data=_data(prompts, responses, ref_logps),
+                                       rng=np.random.default_rng(0)).policy
+    assert not np.allclose(_logps(lora_world, trained, prompts, responses), ref_logps)
 
 
 def test_a_checkpoint_holds_the_adapter_and_loads_back_exactly(worlds, tmp_path):
@@ -163,9 +228,6 @@ def test_a_checkpoint_holds_the_adapter_and_loads_back_exactly(worlds, tmp_path)
     loaded = lora_world.load_policy(path)
     assert np.array_equal(_logps(lora_world, loaded, prompts, responses),
                           _logps(lora_world, policy, prompts, responses))
-    lora_world.save_policy(lora_world.reference_policy, tmp_path / "reference.safetensors")  # pi_ref: zero adapter
-    assert np.array_equal(_logps(lora_world, lora_world.load_policy(tmp_path / "reference.safetensors"), prompts,
-                                 responses), ref_logps)
     full_world.save_policy(full_world.reference_policy, tmp_path / "full.safetensors")
     with pytest.raises(CheckpointError, match="full weights, but this run trains LoRA"):
         lora_world.load_policy(tmp_path / "full.safetensors")
@@ -183,6 +245,50 @@ def test_only_a_lora_checkpoint_exports_as_an_adapter(worlds, tmp_path):
     with pytest.raises(UsageError, match="fine-tuned every weight .* has no adapter"):
         write_model(world_settings(initial_model=None), {}, path, tmp_path / "out", adapter=True)
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_adapters_on_embeddings_are_copied_trained_and_seeded(worlds):
+    lora_world, _, prompts, responses = worlds
+    world = tiny_world(**{**LORA, "lora_target_modules": "c_attn,wte"})
+    reference = world.reference_policy
+    assert any("lora_embedding_A" in key for key in lora.spec(reference._model).fresh)
+    ref_logps = _logps(world, reference, prompts, responses)
+    trained = _trainer("native").train(policy=reference, data=_data(prompts, responses, ref_logps),
+                                       rng=np.random.default_rng(0)).policy
+    assert len(list(trained.parameters())) == len(lora.spec(reference._model).fresh)
+    moved = {k: v for k, v in zip(sorted(lora.spec(reference._model).fresh), trained.trainable_weights())
+             if not torch.equal(v, lora.spec(reference._model).fresh[k])}
+    assert any("lora_embedding" in key for key in moved)  # the embedding adapter was trained too
+    assert np.array_equal(_logps(world, trained.clone(), prompts, responses),
+                          _logps(world, trained, prompts, responses))  # and copied with the rest
+
+
+def test_a_bf16_run_exports_merged_in_bf16(worlds, tmp_path):
+    from plugins.testbeds.hf.export import write_model
+
+    _, _, prompts, responses = worlds
+    world = tiny_world(**{**LORA, "dtype": "bfloat16"})
+    ref_logps = _logps(world, world.reference_policy, prompts, responses)
+    policy = _trainer("native").train(policy=world.reference_policy, data=_data(prompts, responses, ref_logps),
+                                      rng=np.random.default_rng(0)).policy
+    world.save_policy(policy, tmp_path / "policy.safetensors")
+    (tmp_path / "out").mkdir()
+    written = write_model(world_settings(**{**LORA, "dtype": "bfloat16"}), {}, tmp_path / "policy.safetensors",
+                          tmp_path / "out")
+    assert written["weights"] == "merged" and written["dtype"] == "bfloat16"
+
+
+def test_an_adapter_with_another_scaling_is_refused_as_initial_model(worlds, tmp_path):
+    lora_world = worlds[0]
+    folder = tmp_path / "adapter"
+    lora.write_adapter(lora_world.reference_policy._model, lora_world.reference_policy.clone().adapter, folder,
+                       base_model="base")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "use_rslora": True}))
+    with pytest.raises(UsageError, match="its use_rslora is True"):
+        tiny_world(**{**LORA, "initial_model": str(folder)})
+    with pytest.raises(UsageError, match="is a PEFT adapter, not a model"):
+        tiny_world(**{**LORA, "model": str(folder)})
 
 
 def test_seed_save_dir_writes_an_adapter_that_a_later_run_loads_as_pi0(worlds, tmp_path, monkeypatch):
@@ -257,7 +363,7 @@ def _run_args() -> list[str]:
     options = {"testbed.model": paths.policy, "testbed.prompts": paths.prompts, "testbed.eval_prompts": paths.eval,
                "testbed.eval_limit": 8, "testbed.threads": 1, "testbed.max_new_tokens": 8, "testbed.temperature": 2.0,
                "testbed.lora_rank": 4,
-               "testbed.lora_dropout": 0.0, "annotator.model": paths.reward, "evaluator.model": paths.reward}
+               "annotator.model": paths.reward, "evaluator.model": paths.reward}
     plugins = [arg for module in MODULES if module not in DEFAULT_PLUGINS for arg in ("--plugin", module)]
     return ["run", *plugins, "--testbed", "hf", "--selector", "smallest", "--responses", "4", "--iterations", "2",
             "--budget", "16", "--seed", "3", *[a for k, v in options.items() for a in ("-o", f"{k}={v}")]]
@@ -275,7 +381,9 @@ def _harness(*args, db: Path, kill_at: int | None = None, runs: Path | None = No
 
 
 @pytest.mark.fault
-def test_a_lora_run_killed_in_iteration_2_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("kill_at", [1, 2])
+def test_a_lora_run_killed_then_resumed_ends_with_the_numbers_of_an_uninterrupted_run(tmp_path, kill_at):
+    """Killed in iteration 1 it resumes from checkpoint 0 (pi_0 = pi_ref), in iteration 2 from an adapter."""
     from killer_plugin import KILLER
     from leaderboard.store import Leaderboard
 
@@ -283,7 +391,7 @@ def test_a_lora_run_killed_in_iteration_2_resumes_to_the_numbers_of_an_uninterru
     killer.write_text(KILLER)
     db = tmp_path / "board.db"
     args = [*_run_args(), "--trainer", "native_killer", "-o", "trainer.lr=0.05", "--plugin", str(killer)]
-    killed = _harness(*args, db=db, kill_at=2)
+    killed = _harness(*args, db=db, kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     (run,) = Leaderboard(db).runs(status=None)
     resumed = _harness("run", "--resume", run["id"], "--plugin", str(killer), "--json", db=db)

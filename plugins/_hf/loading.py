@@ -62,26 +62,26 @@ def _missing(value: str, what: str, label: str) -> UsageError:
 
 
 def resolve_model(value: str | None, label: str, *, allow_download: bool = False,
-                  download_hint: str = "") -> ModelSource:
+                  download_hint: str = "", allow_adapter: bool = False) -> ModelSource:
     """Where the model option ``value`` leads: a local directory, or a Hub id's snapshot in the HF cache.
 
     A value that exists on disk is a local directory, whatever it looks
     like; otherwise ``ORG/NAME[@revision]`` is looked up in the Hugging Face
     cache (downloaded only with ``allow_download``; :func:`plugins._hf.hub.resolve`).
-    Either way the directory must hold a ``config.json`` (or, for a PEFT
-    adapter, an ``adapter_config.json``: the hf world loads one only with
-    LoRA, on its ``model``). ``download_hint``
+    Either way the directory must hold a ``config.json`` (or, with
+    ``allow_adapter``, a PEFT adapter's ``adapter_config.json``: the hf
+    world's ``initial_model`` under LoRA). ``download_hint``
     names the option that allows downloads, for the error message.
     """
     if value is None or not str(value).strip():
         raise UsageError(f"{label} is required: {MODEL_VALUES}")
     path = Path(str(value)).expanduser()
     if path.exists():
-        return ModelSource(path=_model_dir(path, str(value), label))
+        return ModelSource(path=_model_dir(path, str(value), label, allow_adapter))
     if hub.parse(str(value)) is None:
         raise UsageError(f"{label}: no such directory: {value!r}")
     source = hub.resolve(str(value), label, allow_download=allow_download, download_hint=download_hint)
-    _model_dir(source.path, str(value), label)
+    _model_dir(source.path, str(value), label, allow_adapter)
     return source
 
 
@@ -95,7 +95,7 @@ def model_sources(settings, names, owner: str) -> dict[str, str | None]:
         if not value:
             continue
         try:
-            source = resolve_model(value, f"{owner} option `{name}`")
+            source = resolve_model(value, f"{owner} option `{name}`", allow_adapter=True)
         except UsageError:
             found.update({f"{name}_source": str(value), f"{name}_revision": None})
         else:
@@ -118,13 +118,16 @@ def local_model_dir(value: str | None, label: str, *, allow_download: bool = Fal
     return resolve_model(value, label, allow_download=allow_download, download_hint=download_hint).path
 
 
-def _model_dir(path: Path, value: str, label: str) -> Path:
+def _model_dir(path: Path, value: str, label: str, allow_adapter: bool = False) -> Path:
     if not path.is_dir():
         if path.suffix.lower() == ".gguf":
             raise UsageError(f"{label}: {value!r} is a GGUF file; the harness loads save_pretrained directories: "
                              f"{CONVERT_GGUF_HINT}")
         raise UsageError(f"{label}: {value!r} is a file; expected a model directory written by save_pretrained")
-    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+    if not (path / "config.json").is_file() and not (allow_adapter and (path / "adapter_config.json").is_file()):
+        if (path / "adapter_config.json").is_file():
+            raise UsageError(f"{label}: {value!r} is a PEFT adapter, not a model; give its base model here (an "
+                             "adapter can be the hf testbed's initial_model, with lora_rank set)")
         hint = ""
         if any(path.glob("*.gguf")):
             hint = f"; it holds a GGUF file: {CONVERT_GGUF_HINT}"

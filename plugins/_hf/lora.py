@@ -17,9 +17,9 @@ PEFT model (:func:`wrap`). From then on:
   (:func:`prune`).
 
 A fresh adapter is PEFT's LoRA initialisation (``B = 0``, so it equals the
-base exactly) with ``A`` drawn from a generator seeded with the world seed
-(:attr:`LoraSpec.seed`), so the same run gives the same adapters however
-many were made before.
+base exactly) drawn once, from torch's RNG seeded with the world seed, when
+the model is wrapped (:attr:`LoraSpec.fresh`): the same run gives the same
+adapters however many were made before.
 
 An adapter's weights are a small state dict (:func:`adapter_state`, keys as
 PEFT saves them, without the adapter's name); :func:`write_adapter` writes the
@@ -33,7 +33,6 @@ turns its absence into a UsageError naming the install.
 
 from __future__ import annotations
 
-import math
 import warnings
 import weakref
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ class LoraSpec:
     active: tuple[str | None] | None = None  # (adapter,) the model is switched to; None: not switched yet
     users: dict[str, weakref.WeakSet] = field(default_factory=dict)
     kept: set[str] = field(default_factory=set)  # adapters made without a user: never pruned
+    fresh: dict = field(default_factory=dict)  # a fresh adapter's weights (adapter_state keys): B = 0, A seeded
 
 
 def require():
@@ -84,16 +84,29 @@ def lora_config(*, rank: int, alpha: float, dropout: float, target_modules: str)
 
 
 def wrap(model, config, *, seed: int):
-    """``model`` wrapped in a PEFT model with ``config`` (in place: the base weights are not copied), adapters off."""
+    """``model`` wrapped in a PEFT model with ``config`` (in place: the base weights are not copied), adapters off,
+    in eval mode (a trainer switches to train mode for its call only).
+
+    PEFT initialises the first adapter from torch's global RNG, here forked and seeded with ``seed``; its weights
+    are kept as every fresh adapter's (:attr:`LoraSpec.fresh`), so fresh adapters are a function of the seed.
+    """
+    import torch
+
     peft = require()
-    with warnings.catch_warnings():
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=devices):
         warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")  # GPT-2's Conv1D layers: PEFT handles them
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        torch.manual_seed(int(seed))
         try:
             wrapped = peft.get_peft_model(model, config, adapter_name=PLACEHOLDER)
         except ValueError as exc:  # e.g. target modules that the model does not have
             raise UsageError(f"LoRA on {type(model).__name__}: {exc}; set the testbed option `lora_target_modules` "
                              "to module names the model has (all-linear works for most)") from None
-    setattr(wrapped, SPEC_ATTRIBUTE, LoraSpec(config=config, seed=int(seed)))
+    found = LoraSpec(config=config, seed=int(seed))
+    setattr(wrapped, SPEC_ATTRIBUTE, found)
+    found.fresh = adapter_state(wrapped, PLACEHOLDER)
+    wrapped.eval()
     activate(wrapped, None)
     return wrapped
 
@@ -122,13 +135,12 @@ def activate(model, adapter: str | None) -> None:
 
 
 def new_adapter(model, source: str | None, user=None) -> str:
-    """Add an adapter to the shared model: a copy of ``source``'s weights, or fresh (equal to the base) for None.
+    """Add an adapter to the shared model: a copy of ``source``'s weights, or fresh (:attr:`LoraSpec.fresh`,
+    equal to the base) for None; the model is left in eval mode.
 
     ``user`` (the policy that will hold it) is registered, so the adapter is pruned once no policy holds it;
     without one the adapter is kept for good (a one-off model, such as an export's).
     """
-    import torch
-
     found = spec(model)
     prune(model)
     found.made += 1
@@ -136,18 +148,8 @@ def new_adapter(model, source: str | None, user=None) -> str:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
         model.add_adapter(name, found.config)
-    with torch.no_grad():
-        if source is None:
-            generator = torch.Generator().manual_seed(found.seed)
-            for key, parameter in sorted(model.named_parameters()):
-                if f".lora_A.{name}." in key:  # PEFT's default: kaiming-uniform A, zero B (B already zero)
-                    fresh = torch.empty(parameter.shape, dtype=torch.float32)
-                    torch.nn.init.kaiming_uniform_(fresh, a=math.sqrt(5), generator=generator)
-                    parameter.copy_(fresh.to(parameter.dtype))
-        else:
-            for key, parameter in model.named_parameters():
-                if f".{name}." in key:
-                    parameter.copy_(model.get_parameter(key.replace(f".{name}.", f".{source}.")))
+    load_adapter_state(model, name, found.fresh if source is None else adapter_state(model, source))
+    model.eval()  # PEFT makes the new adapter's dropout modules in train mode
     if user is None:
         found.kept.add(name)
     else:
@@ -178,9 +180,23 @@ def prune(model) -> list[str]:
     return gone
 
 
+def _owned(key: str, adapter: str) -> bool:
+    """Whether the parameter ``key`` is one of ``adapter``'s LoRA weights (linear ``lora_A.NAME.weight``,
+    embedding ``lora_embedding_A.NAME``, ...)."""
+    parts = key.split(".")
+    return adapter in parts and any(part.startswith("lora_") for part in parts)
+
+
 def trainable_parameters(model, adapter: str) -> list:
-    """The parameters of ``adapter`` (what a trainer updates)."""
-    return [p for key, p in model.named_parameters() if f".{adapter}." in key and ".lora_" in key]
+    """The parameters of ``adapter`` (what a trainer updates), whatever is active."""
+    return [p for key, p in model.named_parameters() if _owned(key, adapter)]
+
+
+def weights(model, adapter: str | None) -> list:
+    """``adapter``'s weights in a fixed order, whatever is active; for None (pi_ref) a fresh adapter's, which
+    equal the base: what the "did training change anything" check compares (:mod:`harness.static_policy`)."""
+    state = spec(model).fresh if adapter is None else adapter_state(model, adapter)
+    return [state[key] for key in sorted(state)]
 
 
 def adapter_state(model, adapter: str) -> dict:
@@ -239,9 +255,15 @@ def read_adapter(model, adapter: str, folder: Path) -> None:
     targets = mine.target_modules if isinstance(mine.target_modules, str) else sorted(mine.target_modules)
     theirs = saved.get("target_modules")
     theirs = theirs if isinstance(theirs, str) or theirs is None else sorted(theirs)
-    for key, expected, found in (("r", mine.r, saved.get("r")), ("lora_alpha", mine.lora_alpha, saved.get("lora_alpha")),
-                                 ("target_modules", targets, theirs)):
-        if found != expected:
+    if saved.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"it is a {saved.get('peft_type')} adapter, not LoRA")
+    checks = [("r", mine.r, saved.get("r")), ("lora_alpha", mine.lora_alpha, saved.get("lora_alpha")),
+              ("target_modules", targets, theirs)]
+    # what changes the scaling or the shapes without changing the names of the weights
+    for key in ("use_rslora", "use_dora", "rank_pattern", "alpha_pattern", "layers_to_transform", "bias"):
+        checks.append((key, getattr(mine, key, None), saved.get(key, getattr(mine, key, None))))
+    for key, expected, found in checks:
+        if found != expected and not (found in (None, {}, []) and expected in (None, {}, [])):
             raise ValueError(f"its {key} is {found!r}, this run's is {expected!r}")
     weights = folder / "adapter_model.safetensors"
     if not weights.is_file():

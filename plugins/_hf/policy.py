@@ -279,6 +279,14 @@ class HFPolicy:
         model.eval()
         return HFPolicy(model, self.tokenizer, self.table, self.pad_id)
 
+    def trainable_weights(self) -> list[torch.Tensor]:
+        """What a trainer may change, in a fixed order, whatever adapter is active: the parameters that require
+        grad, or with LoRA the adapter's weights (pi_ref: a fresh adapter's, which equal the base). The
+        "did training change anything" check compares these (:mod:`harness.static_policy`)."""
+        if self.is_lora:
+            return lora.weights(self._model, self.adapter)
+        return [p for p in self._model.parameters() if p.requires_grad]
+
     def parameters(self):
         """The trainable parameters: every parameter of the model, or with LoRA this policy's adapter only."""
         if self.is_lora:

@@ -29,9 +29,9 @@ forward ever runs. Tests compare the losses with TRL's own live-reference run.
 shared PEFT model (:mod:`plugins._hf.lora`). TRL gets the transformers model
 inside it, with the policy's adapter active and its weights the only trainable
 ones, so TRL's own PEFT path (which would add a ``ref`` adapter) stays out and
-the reference log-probs still come precomputed. With
-``gradient_checkpointing`` the embeddings' outputs are made to require grad
-for the call, so gradients reach the adapters below the frozen embeddings.
+the reference log-probs still come precomputed. ``gradient_checkpointing``
+works with it as it is (transformers' non-reentrant checkpointing passes the
+gradients to the adapters below the frozen embeddings; a test checks it).
 
 **Options.** ``loss_type`` is any of TRL's loss types (:data:`LOSS_TYPES`) or
 a comma-separated list combined with ``loss_weights`` (same length; default
@@ -216,15 +216,17 @@ class TRLDPOTrainer(Trainer):
             return TrainResult(policy=model, steps=0, epochs=0.0, loss_first=0.0, loss_last=0.0)
         with _restored_global_rngs():
             trainer = build_trainer(model, dataset_rows, self.settings, seed=seed)
-            session = tracking.active()
-            if session is not None:  # --report-to: TRL's per-step log to the run's tracker
-                trainer.add_callback(_tracking_callback(session))
-            trainer.train()
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        steps = int(trainer.state.global_step)
-        epochs = float(trainer.state.epoch or 0.0)
-        log = summarise_log(trainer.state.log_history)
-        release(trainer, model)
+            try:
+                session = tracking.active()
+                if session is not None:  # --report-to: TRL's per-step log to the run's tracker
+                    trainer.add_callback(_tracking_callback(session))
+                trainer.train()
+                history = list(trainer.state.log_history)
+                steps, epochs = int(trainer.state.global_step), float(trainer.state.epoch or 0.0)
+            finally:  # also after a failure: with LoRA the model is shared with every other policy
+                release(trainer, model)
+        losses = [entry["loss"] for entry in history if "loss" in entry]
+        log = summarise_log(history)
         return TrainResult(
             policy=model,
             steps=steps,
@@ -382,8 +384,6 @@ def build_trainer(policy, rows: dict[str, list], settings: dict[str, Any], *, se
     config = dpo_config(settings, output_dir=output_dir, seed=seed, use_cpu=policy.device.type == "cpu",
                         **config_overrides)
     model = lora.unwrap(policy.model)  # with LoRA: the policy's adapter active and alone trainable
-    if getattr(policy, "is_lora", False) and settings["gradient_checkpointing"]:
-        model.enable_input_require_grads()  # the embeddings are frozen: gradients must still reach the adapters
     trainer = _trainer_class()(model=model, ref_model=None, args=config, train_dataset=dataset,
                                processing_class=policy.tokenizer)
     trainer._pairsel_warmup_ratio = float(settings["warmup_ratio"])
@@ -403,11 +403,8 @@ def release(trainer, policy) -> None:
 
     from plugins._hf.policy import strip_patched_forward
 
-    model = lora.unwrap(policy.model)
-    strip_patched_forward(model)
-    if getattr(policy, "is_lora", False) and getattr(model, "_require_grads_hook", None) is not None:
-        model.disable_input_require_grads()
-    model.eval()
+    strip_patched_forward(lora.unwrap(policy.model))
+    policy.model.eval()  # with LoRA the PEFT model around it too: sampling and evaluation run without dropout
     shutil.rmtree(getattr(trainer, "_pairsel_output_dir", ""), ignore_errors=True)
     trainer.model = trainer.model_wrapped = None
     trainer.optimizer = trainer.lr_scheduler = None

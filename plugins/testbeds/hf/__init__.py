@@ -206,7 +206,8 @@ class HFTestbed(ModelSources, Testbed):
             for name in ("model", "initial_model"):
                 if self.settings[name]:
                     resolve_model(self.settings[name], f"testbed option `{name}`",
-                                  download_hint="-o testbed.allow_download=true")
+                                  download_hint="-o testbed.allow_download=true",
+                                  allow_adapter=name == "initial_model")
             self.check_data()
         if self.settings["lora_rank"] > 0:
             self.check_lora()

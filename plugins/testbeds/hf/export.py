@@ -88,6 +88,8 @@ def write_model(settings: Mapping[str, Any], sources: Mapping[str, Any], policy_
     from plugins.testbeds.hf.world import CHECKPOINT_FORMAT
 
     metadata, dtype = policy_metadata(policy_file)
+    if "lora" in metadata:  # the adapter's tensors may be float32 on a half-precision base: load the base as it ran
+        dtype = metadata.get("dtype") or str(settings.get("dtype") or "auto")
     if metadata.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"{policy_file} is not an hf policy (format {metadata.get('format')!r}, expected "
                          f"{CHECKPOINT_FORMAT!r}); only the hf testbed's checkpoints hold a transformers model")

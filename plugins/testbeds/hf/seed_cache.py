@@ -12,7 +12,7 @@ sha256 of everything it depends on (:func:`cache_key`):
   options, thread counts and output locations are left out; so are the
   LoRA options while at their defaults, so full fine-tuning keys are as they were);
 * the world seed, the seed trainer's name and resolved options, and the
-  versions of torch, transformers, trl, datasets and the harness.
+  versions of torch, transformers, trl, datasets and the harness (and peft, with LoRA).
 
 An entry is a ``save_pretrained`` directory (with LoRA: the adapter, in PEFT's layout) plus ``manifest.json`` (the sha256
 of every model file, and the round's diagnostics), written to a temporary
@@ -51,11 +51,12 @@ def cache_dir() -> Path:
     return cache_root() / "pi0"
 
 
-def _versions() -> dict[str, str]:
+def _versions(lora: bool = False) -> dict[str, str]:
+    """The libraries a pi_0 depends on; peft too when it is a LoRA adapter (full fine-tuning keys stay as they were)."""
     from importlib import metadata
 
     found = {}
-    for name in ("torch", "transformers", "trl", "datasets", "pairsel-harness"):
+    for name in ("torch", "transformers", "trl", "datasets", "pairsel-harness", *(("peft",) if lora else ())):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -113,7 +114,7 @@ def cache_key(*, settings: Mapping[str, Any], judge, world_seed: int, trainer: s
         "judge": judge_identity(judge),
         "world_seed": int(world_seed),
         "trainer": {"name": trainer, "settings": dict(sorted(trainer_settings.items()))},
-        "versions": _versions(),
+        "versions": _versions(lora=int(settings.get("lora_rank") or 0) > 0),
     }
     blob = json.dumps(payload, sort_keys=True, default=repr).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()

@@ -620,8 +620,9 @@ class HFWorld:
     def save_policy(self, policy, path: Path) -> None:
         """Write ``policy``'s weights to the single file ``path`` (safetensors; tied weights stored once).
 
-        With LoRA the file holds the policy's adapter only (metadata ``lora``: its config); pi_ref, the base with
-        its adapters off, is written as an adapter of zeros, which loads back as the base exactly.
+        With LoRA the file holds the policy's adapter only (metadata ``lora``: its config, ``dtype``: the base's);
+        pi_ref, the base with its adapters off, is written as a fresh adapter marked ``lora_reference``, and loads
+        back as pi_ref itself.
         """
         import json
 
@@ -633,14 +634,13 @@ class HFWorld:
             save_model(policy.model, str(path), metadata=metadata)
             return
         metadata["lora"] = json.dumps(lora.config_dict(policy.model), sort_keys=True, default=str)
+        metadata["dtype"] = str(next(lora.unwrap(policy.model).parameters()).dtype).replace("torch.", "")
         if policy.adapter is None:
-            state = {k: torch.zeros_like(v) for k, v in lora.adapter_state(policy.model, self._any_adapter()).items()}
+            metadata["lora_reference"] = "true"
+            state = dict(lora.spec(policy.model).fresh)
         else:
             state = lora.adapter_state(policy.model, policy.adapter)
         save_file(state, str(path), metadata=metadata)
-
-    def _any_adapter(self) -> str:
-        return next(iter(self.reference_policy.model.peft_config))
 
     def load_policy(self, path: Path) -> HFPolicy:
         """The policy saved at ``path``: a copy of pi_ref with the file's weights (safetensors only, never unpickled).
@@ -662,6 +662,9 @@ class HFWorld:
             if ("lora" in metadata) != reference.is_lora:
                 raise ValueError("it holds a LoRA adapter, but this run fine-tunes every weight" if "lora" in metadata
                                  else "it holds full weights, but this run trains LoRA adapters (lora_rank > 0)")
+            if metadata.get("lora_reference") == "true":  # pi_ref (checkpoint 0 of a run whose pi_0 is pi_ref)
+                load_file(str(path))  # read through: a truncated file is refused like any other
+                return reference.with_table(reference.table)
             policy = reference.clone()
             if policy.is_lora:
                 lora.load_adapter_state(policy.model, policy.adapter, load_file(str(path), device=str(policy.device)))
@@ -782,7 +785,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
     model_source = loading.resolve_model(s["model"], "testbed option `model`", allow_download=allow_download,
                                          download_hint=hint)
     initial_source = (loading.resolve_model(s["initial_model"], "testbed option `initial_model`",
-                                            allow_download=allow_download, download_hint=hint)
+                                            allow_download=allow_download, download_hint=hint, allow_adapter=True)
                       if s["initial_model"] else None)
     model_dir = model_source.path
     initial_dir = initial_source.path if initial_source is not None else None
@@ -875,9 +878,6 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
             reference_outputs = None if reference_outputs is None else reference_outputs[:limit]
 
     use_lora = int(s.get("lora_rank") or 0) > 0
-    if (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file():
-        raise UsageError(f"testbed option `model`: {str(model_dir)!r} is a PEFT adapter, not a model; set `model` "
-                         "to its base model and, with lora_rank, `initial_model` to the adapter")
     initial_adapter = initial_dir is not None and (initial_dir / "adapter_config.json").is_file() and not (
         initial_dir / "config.json").is_file()
     if initial_adapter and not use_lora:
