@@ -134,6 +134,27 @@ def register_studies(register):
 
 
 @hookspec
+def register_executors(register):
+    """Register executors: where the runs of a sweep or a study execute (``--executor NAME``).
+
+    Called when the host builds its registry. An executor takes planned
+    runs, runs them somewhere (worker processes, a Ray cluster, a batch
+    scheduler) and reports how each ended; the interface is small and
+    described in ``harness/experiments/executors.py``. One whose workers
+    cannot reach the leaderboard database sets ``workers_record = False``,
+    sends each task with no database path (the worker then journals its run
+    and returns the journal with its result) and hands every result to
+    :func:`harness.experiments.executors.record_returned`, so the driver
+    alone writes the database.
+
+    :param register: call ``register(cls)`` with a subclass of
+        :class:`harness.experiments.executors.Executor` whose ``name`` is
+        unique. A name registered by two plugins is an error that names both.
+    :return: ignored.
+    """
+
+
+@hookspec
 def register_commands(app):
     """Add commands to the ``harness`` command line.
 

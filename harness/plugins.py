@@ -64,7 +64,13 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.judges.verifier",
     "plugins.judges.pairrm",
     "plugins.studies.builtin",
+    "plugins.executors.local",
+    "plugins.executors.ray",
+    "plugins.executors.batch",
 )
+
+#: The register hooks that register something other than a component class (a plan file, an executor).
+OTHER_REGISTER_HOOKS = ("register_studies", "register_executors")
 
 REGISTER_HOOKS: dict[str, str] = {
     "scorer": "register_scorers",
@@ -114,6 +120,24 @@ class Registry:
     hooks: dict[str, list[str]] = field(default_factory=dict)
     #: Study plan files by name: ``{name: (path, plugin)}`` (the ``register_studies`` hook).
     studies: dict[str, tuple[Path, PluginInfo]] = field(default_factory=dict)
+    #: Executor classes by name: ``{name: (class, plugin)}`` (the ``register_executors`` hook).
+    executors: dict[str, tuple[type, PluginInfo]] = field(default_factory=dict)
+
+    def add_executor(self, cls: Any, plugin: PluginInfo) -> None:
+        """Register the executor class ``cls`` (a subclass of ``harness.experiments.executors.Executor``)."""
+        from harness.experiments.executors import Executor
+
+        if not (isinstance(cls, type) and issubclass(cls, Executor)) or not isinstance(getattr(cls, "name", None),
+                                                                                         str):
+            raise PluginError(f"plugin {plugin.name!r} registered an invalid executor {cls!r}: register(cls) takes a "
+                              "subclass of harness.experiments.executors.Executor with a string `name`")
+        existing = self.executors.get(cls.name)
+        if existing is not None and existing[0] is not cls:
+            raise PluginError(
+                f"executor name {cls.name!r} is registered by two plugins: {existing[1].name!r} and "
+                f"{plugin.name!r}. Uninstall one, or rename the executor in the plugin you control."
+            )
+        self.executors[cls.name] = (cls, plugin)
 
     def add_study(self, path: Any, plugin: PluginInfo) -> None:
         """Register the study plan file ``path`` (named after its file, without ``.toml``)."""
@@ -178,6 +202,9 @@ class Registry:
         studies = sorted(name for name, (_, info) in self.studies.items() if info.name == plugin_name)
         if studies:
             found["study"] = studies
+        executors = sorted(name for name, (_, info) in self.executors.items() if info.name == plugin_name)
+        if executors:
+            found["executor"] = executors
         return found
 
 
@@ -263,7 +290,7 @@ def build_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(
             f"plugin {pm.get_name(exc.plugin)!r} implements a hook that does not exist ({exc}). "
-            f"Known hooks: {', '.join(sorted([*REGISTER_HOOKS.values(), 'register_studies']) + ['register_commands'])}"
+            f"Known hooks: {', '.join(sorted([*REGISTER_HOOKS.values(), *OTHER_REGISTER_HOOKS]) + ['register_commands'])}"
         ) from None
     return pm, infos
 
@@ -292,6 +319,14 @@ def build_registry(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo]) ->
             registry.add_study(path, _info)
 
         kwargs = {"register": register_study}
+        impl.function(**{name: kwargs[name] for name in impl.argnames})
+    for impl in pm.hook.register_executors.get_hookimpls():
+        info = infos[impl.plugin_name]
+
+        def register_executor(cls: Any, _info: PluginInfo = info) -> None:
+            registry.add_executor(cls, _info)
+
+        kwargs = {"register": register_executor}
         impl.function(**{name: kwargs[name] for name in impl.argnames})
     return registry
 

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 
 from harness.judgements import VERDICTS, Judgement, JudgementKey, digest
 from leaderboard.migrations import JUDGEMENTS_TABLE_SQL  # created if missing, as the migration does
-from leaderboard.store import busy_timeout, enable_wal
+from leaderboard.store import busy_timeout, enable_wal, refuse_if_forbidden
 
 __all__ = ["JUDGEMENTS_TABLE_SQL", "Judgement", "JudgementCache", "JudgementKey", "VERDICTS", "digest"]
 
@@ -67,6 +67,7 @@ class JudgementCache:
     """
 
     def __init__(self, path: str | os.PathLike[str]):
+        refuse_if_forbidden(path)
         self.path = path if str(path) == ":memory:" else pathlib.Path(path)
         memory = self.path == ":memory:"
         if not memory:

@@ -167,6 +167,22 @@ def new_run_id() -> str:
     return "r" + secrets.token_hex(5)
 
 
+#: Set (to anything) in processes that must never open a leaderboard file: a sweep's Ray workers, whose runs
+#: the driver records (SQLite on a filesystem shared by several nodes is not safe).
+NO_LEADERBOARD_ENV = "HARNESS_NO_LEADERBOARD"
+
+
+class LeaderboardForbidden(RuntimeError):
+    """This process was told never to open a leaderboard (``$HARNESS_NO_LEADERBOARD``)."""
+
+
+def refuse_if_forbidden(path: str | os.PathLike[str]) -> None:
+    """LeaderboardForbidden when ``$HARNESS_NO_LEADERBOARD`` is set and ``path`` is a file (not ``:memory:``)."""
+    if os.environ.get(NO_LEADERBOARD_ENV) and str(path) != ":memory:":
+        raise LeaderboardForbidden(f"this process may not open the leaderboard {path} (${NO_LEADERBOARD_ENV} is "
+                                   "set: it is a sweep worker whose driver records its runs)")
+
+
 class Leaderboard:
     """Open (creating if needed) the leaderboard database at ``path``.
 
@@ -177,6 +193,7 @@ class Leaderboard:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+        refuse_if_forbidden(path)
         self.path = path if str(path) == ":memory:" else pathlib.Path(path)
         memory = self.path == ":memory:"
         if not memory:

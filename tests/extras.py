@@ -32,6 +32,7 @@ EXTRAS: dict[str, dict[str, str]] = {
              "mkdocstrings-python": "mkdocstrings_handlers.python"},
     "ray": {"ray": "ray"},
     "peft": {"peft": "peft"},
+    "submitit": {"submitit": "submitit"},
     "tensorboard": {"tensorboard": "tensorboard"},
     "wandb": {"wandb": "wandb"},
     "browse": {"datasette": "datasette"},

@@ -310,7 +310,8 @@ def test_seed_save_dir_writes_an_adapter_that_a_later_run_loads_as_pi0(worlds, t
     first = build(**seeded)
     assert first.info["seed_cache"] == "miss" and first.initial_policy.adapter
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in saved.iterdir()}
-    assert json.loads((saved / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_paths().policy)
+    recorded = json.loads((saved / "adapter_config.json").read_text())
+    assert recorded["base_model_name_or_path"] == str(tiny_paths().policy)
     pi0 = _logps(first, first.initial_policy, prompts, responses)
     assert not np.array_equal(pi0, _logps(first, first.reference_policy, prompts, responses))
     again = build(**seeded)  # the cache holds the adapter

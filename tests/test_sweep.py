@@ -186,6 +186,11 @@ def test_plan_rule_skip_busy_resume_redo_new(registry, tmp_path):
     assert plan[5].run_id == failed
     forced = make_plan([cell], range(7), sweep=sweep, db_path=db, force=True)
     assert {p.action for p in forced} == {"new"}
+    # an executor whose workers never open the leaderboard cannot resume: the checkpointed run is redone
+    driver = make_plan([cell], range(7), sweep=sweep, db_path=db, alive=lambda run: alive[run["pid"]],
+                       resumable=False)
+    assert [p.action for p in driver] == ["skip", "busy", "busy", "redo", "redo", "redo", "new"]
+    assert driver[3].run_id == dead and "do not resume runs" in driver[3].reason
 
 
 # -- the command ---------------------------------------------------------------------

@@ -51,7 +51,27 @@ ReferenceOption = Annotated[
 JobsOption = Annotated[
     Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs in parallel. Default: the number of cores.")
 ]
-ExecutorOption = Annotated[str, typer.Option("--executor", help="Where runs execute: local (processes) or ray.")]
+ExecutorOption = Annotated[str, typer.Option(
+    "--executor", help="Where runs execute: local (processes), ray, submitit (SLURM or local jobs), or a plugin's.")]
+CpusPerRunOption = Annotated[int, typer.Option(
+    "--cpus-per-run", min=1, help="CPUs (torch threads) each run gets; with --executor ray, asked of Ray.")]
+GpusPerRunOption = Annotated[float, typer.Option(
+    "--gpus-per-run", min=0.0, help="GPUs Ray gives each run (--executor ray; fractions share a GPU). Default 0.")]
+RayAddressOption = Annotated[Optional[str], typer.Option(
+    "--ray-address", metavar="ADDRESS", help="The Ray cluster to run on (--executor ray), e.g. ray://head:10001. "
+                                             "Default: $RAY_ADDRESS, else a local Ray.")]
+
+
+def executor_choice(registry, executor: str, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
+                    ray_address: str | None = None):
+    """The :class:`~harness.experiments.executors.ExecutorChoice` of the flags: the executor of that name in
+    ``registry``, checked usable here and able to place runs so (exit 2 otherwise)."""
+    from harness.experiments.executors import ExecutorChoice, Placement, executor_class
+
+    placement = Placement(cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, address=ray_address)
+    cls = executor_class(executor, registry)
+    cls.check_placement(placement)
+    return ExecutorChoice(cls, placement)
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Validate, print the plan, run nothing.")]
 
 

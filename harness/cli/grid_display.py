@@ -70,7 +70,7 @@ def result_line(item: Any, result: Any) -> str:
     return text
 
 
-def run_with_progress(console, executor: str, jobs: int, plugins: Sequence[str], tasks: Sequence[Any],
+def run_with_progress(console, executor, jobs: int, plugins: Sequence[str], tasks: Sequence[Any],
                       plan: Sequence[Any], *, title: str = "sweep"):
     """Run ``tasks`` (indexes into ``plan``) under a live progress display: a bar per running run and one
     overall; returns the :class:`harness.experiments.grid_run.GridOutcome`. A worker that cannot start

@@ -12,13 +12,17 @@ from typing import Annotated, Any, Optional
 import typer
 
 from harness.cli.common import (
+    CpusPerRunOption,
     DbOption,
     DryRunOption,
     ExecutorOption,
+    GpusPerRunOption,
     JobsOption,
     JsonOption,
     PluginOption,
+    RayAddressOption,
     cli_errors,
+    executor_choice,
     plugins_for_workers,
     resolve_db,
     stderr_console,
@@ -59,7 +63,8 @@ Markdown file such as docs/reproduction.md) is written or updated in place too.
 """
 
 QuickOption = Annotated[
-    bool, typer.Option("--quick", help="The plan's quick variant ([quick]: few seeds, small pools). Checks mechanics.")
+    bool, typer.Option("--quick", help="The plan's quick variant (its \\[quick] table: few seeds, small pools). "
+                                       "Checks mechanics.")
 ]
 SeedsOption = Annotated[
     Optional[str], typer.Option("--seeds", help="Run seeds for every grid, as in harness sweep: 0-9, 0,2,5. "
@@ -93,7 +98,7 @@ TestbedOption = Annotated[
 ]
 RegimeMapOption = Annotated[
     bool, typer.Option("--regime-map",
-                       help="Run (or, with study report, rebuild) the plan's [regime_map] instead of its claims: "
+                       help="Run (or, with study report, rebuild) the plan's \\[regime_map] instead of its claims: "
                             "each knob moved one at a time around the regime, the claims re-tested in every cell. "
                             "Exploratory; writes regime-map.md and regime_map.png, publishes nothing.")
 ]
@@ -170,6 +175,9 @@ def run_command(
     regime_map: RegimeMapOption = False,
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
+    cpus_per_run: CpusPerRunOption = 1,
+    gpus_per_run: GpusPerRunOption = 0.0,
+    ray_address: RayAddressOption = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every run of the study as a new run.")] = False,
     dry_run: DryRunOption = False,
     report_dir: ReportDirOption = None,
@@ -184,7 +192,6 @@ def run_command(
     from harness.experiments import study as st
     from harness.experiments import sweep as sw
     from harness.cli.grid_display import escape, plan_counts_line, plan_line, run_with_progress
-    from harness.experiments.executors import executor_class
     from harness.experiments.grid_run import GridOutcome, count_actions
 
     console = stderr_console()
@@ -196,9 +203,9 @@ def run_command(
         mapped = _load_map(study, registry, publish) if regime_map else None
         if mapped is None:
             st.bind_tuned(study, registry, db_path)
-        executor_class(executor)
+        choice = executor_choice(registry, executor, cpus_per_run, gpus_per_run, ray_address)
         target = study if mapped is None else _map_planning_study(study, mapped)
-        planned = st.make_plan(target, db_path, force=force)
+        planned = st.make_plan(target, db_path, force=force, resumable=choice.workers_record)
         jobs = jobs or os.cpu_count() or 1
         # each planned item is one cell x seed; only those that will run need memory at once
         sw.check_parallel_memory([p.item.cell for p in planned if p.item.runs_something], jobs)
@@ -234,14 +241,14 @@ def run_command(
     tasks = st.tasks(target, planned, db_path.resolve())
     grid_outcome = GridOutcome()
     if tasks:
-        grid_outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, display,
+        grid_outcome = run_with_progress(console, choice, min(jobs, len(tasks)), plugin, tasks, display,
                                          title="study")
     ran, wanted = len(tasks), len(display)
     if pending and not grid_outcome.exit_code:
         with cli_errors():
             chosen = st.bind_tuned(study, registry, db_path)
         if chosen:
-            tasks, planned, display, grid_outcome = _run_tuned(console, study, db_path, executor, jobs, plugin)
+            tasks, planned, display, grid_outcome = _run_tuned(console, study, db_path, choice, jobs, plugin)
             ran, wanted = ran + len(tasks), wanted + sum(1 for p in planned if study.grid(p.grid).tuning == "tuned")
     command = _command("run", plan, quick=quick, seeds=seeds, jobs=jobs, report_dir=report_dir, db=db, plugin=plugin,
                        publish=publish, regime=regime, regime_map=regime_map,
@@ -266,7 +273,7 @@ def run_command(
         raise typer.Exit(code)
 
 
-def _run_tuned(console, study, db_path: Path, executor: str, jobs: int, plugin):
+def _run_tuned(console, study, db_path: Path, executor, jobs: int, plugin):
     """The second phase of a study with tuned claims: the points tuning chose, on the confirmation seeds."""
     from harness.experiments import study as st
     from harness.cli.grid_display import plan_counts_line, run_with_progress
@@ -276,7 +283,7 @@ def _run_tuned(console, study, db_path: Path, executor: str, jobs: int, plugin):
     for arm in study.arms.values():
         if arm.chosen is not None:
             console.print(f"  tuned {arm.grid}: {arm.base.key or 'its cell'} -> {describe_point(arm.chosen_point())}")
-    planned = st.make_plan(study, db_path)
+    planned = st.make_plan(study, db_path, resumable=executor.workers_record)
     display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
                for p in planned]
     console.print("tuned points on the confirmation seeds: " + plan_counts_line(count_actions(display)))

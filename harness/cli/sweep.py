@@ -10,15 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from harness.cli.common import (
+    CpusPerRunOption,
     DbOption,
     DryRunOption,
     ExecutorOption,
+    GpusPerRunOption,
     JobsOption,
     JsonOption,
     LoggingDirOption,
     PluginOption,
+    RayAddressOption,
     ReportToOption,
     cli_errors,
+    executor_choice,
     plugins_for_workers,
     stderr_console,
     tracking_options,
@@ -70,8 +74,15 @@ starts; --dry-run prints all of it and exits.
 thread each. Ctrl-C stops cleanly: finished runs stay, running ones are
 marked interrupted, exit code 130; run the same command again to resume.
 A run that fails does not stop the sweep; the exit code is 1 if any did.
---executor ray runs on Ray instead (pip install 'pairsel-harness\\[ray]';
-$RAY_ADDRESS, else a local Ray).
+--cpus-per-run N gives each run N torch threads. --executor ray runs on Ray
+instead (pip install 'pairsel-harness\\[ray]'; --ray-address, else
+$RAY_ADDRESS, else a local Ray), asking Ray for --cpus-per-run CPUs and
+--gpus-per-run GPUs per run. --executor submitit submits each run as a SLURM
+job (a local subprocess where there is no SLURM; pip install
+'pairsel-harness\\[submitit]'). Their workers never open the database: each
+returns its run's record and this process alone writes it, so the nodes need
+no shared database file; unfinished runs are redone there, not resumed.
+Executors are plugins (the register_executors hook).
 
 Schedule and strategy differences can be small: size a grid by the detectable
 difference you need (harness study reports it per claim). Findings are in
@@ -89,6 +100,9 @@ def sweep_command(
     seeds: Annotated[str, typer.Option("--seeds", help="Run seeds: 0-4, 0,2,5 or 0-2,7.")] = "0",
     jobs: JobsOption = None,
     executor: ExecutorOption = "local",
+    cpus_per_run: CpusPerRunOption = 1,
+    gpus_per_run: GpusPerRunOption = 0.0,
+    ray_address: RayAddressOption = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every cell × seed as a new run.")] = False,
     dry_run: DryRunOption = False,
     report_to: ReportToOption = None,
@@ -100,7 +114,6 @@ def sweep_command(
 ) -> None:
     from harness.cli.grid_display import run_with_progress
     from harness.experiments import sweep as sw
-    from harness.experiments.executors import executor_class
     from harness.experiments.grid_run import GridOutcome, count_actions
     from harness.plugins import load_registry
 
@@ -116,9 +129,10 @@ def sweep_command(
         spec = sw.GridSpec.from_cli(registry, **run_request_values(request))
         world_seed = spec.world_seed
         cells = sw.expand_grid(registry, spec, first_seed=seed_list[0])
-        executor_class(executor)
+        choice = executor_choice(registry, executor, cpus_per_run, gpus_per_run, ray_address)
         sweep = sw.sweep_id(cells, world_seed)
-        plan = sw.make_plan(cells, seed_list, sweep=sweep, db_path=db_path, world_seed=world_seed, force=force)
+        plan = sw.make_plan(cells, seed_list, sweep=sweep, db_path=db_path, world_seed=world_seed, force=force,
+                            resumable=choice.workers_record)
         sw.check_parallel_memory(cells, jobs, seeds=len(seed_list))
 
     _print_plan(console, sweep, cells, seed_list, plan, db_path, executor, jobs, full=dry_run)
@@ -131,7 +145,7 @@ def sweep_command(
                                report_to=backends if report_to is not None else None, logging_dir=logging_dir)
     outcome = GridOutcome()
     if tasks:
-        outcome = run_with_progress(console, executor, min(jobs, len(tasks)), plugin, tasks, plan)
+        outcome = run_with_progress(console, choice, min(jobs, len(tasks)), plugin, tasks, plan)
     results = [(plan[result.index], result) for result in outcome.results]
 
     runs = sw.sweep_runs(db_path, sweep)

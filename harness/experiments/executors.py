@@ -13,28 +13,32 @@ The interface is small (:class:`Executor`):
 Progress events (``started`` with a run id, ``iteration``) go to the
 ``on_event`` callback given to the constructor, in the parent process.
 
-Two executors, chosen by name (``--executor``):
+Executors are plugins (the ``register_executors`` hook), chosen by name
+(``--executor``); the built-ins are registered exactly as a third party's:
 
-``local`` (:class:`LocalProcessExecutor`, the default)
+``local`` (:class:`LocalProcessExecutor`, the default; ``plugins/executors/local.py``)
     ``jobs`` worker processes started with the ``spawn`` method, so the parent
-    never imports torch. Each worker sets ``OMP_NUM_THREADS=1`` and
-    ``torch.set_num_threads(1)``, rebuilds the plugin registry from the same
+    never imports torch. Each worker sets its torch threads to
+    ``cpus_per_run`` (default 1), rebuilds the plugin registry from the same
     ``--plugin`` specs, silences its stdout/stderr (only the parent prints),
     and runs one task at a time through :func:`harness.experiments.sweep.run_task`. A
     worker whose parent disappears interrupts its own run and exits.
 
-``ray`` (:class:`RayExecutor`, ``pip install 'pairsel-harness[ray]'``)
-    One Ray task (``num_cpus=1``) per run, at most ``jobs`` at once. It uses
-    an already initialised Ray, else connects to ``$RAY_ADDRESS`` when set,
-    else starts a local Ray with ``ray.init()``. Every worker writes to the
-    same SQLite file, so the nodes must share the database's filesystem (with
-    working file locks): in practice one machine.
+``ray`` (``plugins/executors/ray.py``) and ``submitit`` (``plugins/executors/batch.py``)
+    Runs on other machines. Their workers never open the leaderboard: each
+    task goes without its database path (:meth:`DriverRecords.detach`), the
+    run journals its record and returns it, and the driver writes it
+    (:func:`record_returned`), so the nodes share no SQLite file.
+
+An executor whose workers record their runs themselves has ``workers_record``
+True; the planner then may resume unfinished runs
+(:func:`harness.experiments.sweep.make_plan`); for the others they are redone.
 """
 
 from __future__ import annotations
 
 import collections
-import importlib.util
+import dataclasses
 import os
 import signal
 import threading
@@ -63,21 +67,45 @@ class Event:
     win_rate: float | None = None
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What each run asks for, and where the cluster is: ``--cpus-per-run``, ``--gpus-per-run``, ``--ray-address``."""
+
+    cpus_per_run: int = 1
+    gpus_per_run: float = 0.0
+    address: str | None = None
+
+    def __post_init__(self):
+        if self.cpus_per_run < 1:
+            raise UsageError(f"--cpus-per-run must be >= 1; got {self.cpus_per_run}")
+        if self.gpus_per_run < 0:
+            raise UsageError(f"--gpus-per-run must be >= 0; got {self.gpus_per_run}")
+
+
 class Executor(ABC):
     """Runs :class:`~harness.experiments.sweep.RunTask` objects somewhere and reports how they ended."""
 
     name: ClassVar[str]
+    #: True: the workers write the leaderboard themselves (and may resume runs); False: they return their runs'
+    #: journals and the driver records them (:func:`record_returned`).
+    workers_record: ClassVar[bool] = True
 
-    def __init__(self, *, jobs: int, plugins: Sequence[str] = (), on_event: Callable[[Event], None] | None = None):
+    def __init__(self, *, jobs: int, plugins: Sequence[str] = (), on_event: Callable[[Event], None] | None = None,
+                 placement: Placement | None = None):
         if jobs < 1:
             raise UsageError(f"--jobs must be >= 1; got {jobs}")
         self.jobs = jobs
         self.plugins = tuple(plugins)
         self.on_event = on_event or (lambda event: None)
+        self.placement = placement or Placement()
 
     @classmethod
     def check_available(cls) -> None:
         """UsageError (exit 2) if this executor cannot run here (a missing optional dependency)."""
+
+    @classmethod
+    def check_placement(cls, placement: Placement) -> None:
+        """UsageError (exit 2) if this executor cannot place runs as ``placement`` asks."""
 
     @abstractmethod
     def submit(self, task: RunTask) -> None:
@@ -117,19 +145,21 @@ def _on_sigint(signum, frame):  # pragma: no cover - runs in workers
     raise KeyboardInterrupt
 
 
-def _set_one_thread() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ.setdefault("MKL_NUM_THREADS", "1")
+def set_threads(threads: int = 1) -> None:
+    """Give this worker process ``threads`` torch (and OpenMP) threads."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process
         pass
 
 
-def _registry(plugins: tuple[str, ...]):
+def worker_registry(plugins: tuple[str, ...]):
+    """The registry of ``plugins`` (the sweep's --plugin specs), built once per worker process."""
     if plugins not in _REGISTRIES:
         from harness.plugins import load_registry
 
@@ -156,7 +186,8 @@ def _watch_parent(parent_pid: int) -> None:  # pragma: no cover - runs in worker
             return
 
 
-def _local_worker(conn, plugins: tuple[str, ...], parent_pid: int, quiet: bool) -> None:  # pragma: no cover
+def _local_worker(conn, plugins: tuple[str, ...], parent_pid: int, quiet: bool,
+                  threads: int = 1) -> None:  # pragma: no cover
     """A local worker: receive tasks over ``conn`` until told to stop (None) or interrupted."""
     signal.signal(signal.SIGINT, _on_sigint)
     signal.signal(signal.SIGTERM, _on_sigint)  # a SIGTERM to the whole group (a scheduler's stop) is an interrupt too
@@ -176,8 +207,8 @@ def _local_worker(conn, plugins: tuple[str, ...], parent_pid: int, quiet: bool) 
 
     try:
         try:
-            _set_one_thread()
-            registry = _registry(plugins)
+            set_threads(threads)
+            registry = worker_registry(plugins)
         except KeyboardInterrupt:
             return
         except BaseException:
@@ -230,8 +261,9 @@ class LocalProcessExecutor(Executor):
     name = "local"
 
     def __init__(self, *, jobs: int, plugins: Sequence[str] = (), on_event: Callable[[Event], None] | None = None,
-                 start_method: str = "spawn", quiet: bool = True):
-        super().__init__(jobs=jobs, plugins=plugins, on_event=on_event)
+                 placement: Placement | None = None, start_method: str = "spawn", quiet: bool = True):
+        super().__init__(jobs=jobs, plugins=plugins, on_event=on_event, placement=placement)
+        self.check_placement(self.placement)
         import multiprocessing
 
         self._ctx = multiprocessing.get_context(start_method)
@@ -240,6 +272,12 @@ class LocalProcessExecutor(Executor):
         self._workers: list[_Worker] = []
         self._outstanding = 0
         self._stopping = False
+
+    @classmethod
+    def check_placement(cls, placement: Placement) -> None:
+        if placement.gpus_per_run or placement.address:
+            raise UsageError("--gpus-per-run and --ray-address are for --executor ray; the local executor runs on "
+                             "this machine, on the devices the runs' options name (-o testbed.device=cuda)")
 
     def submit(self, task: RunTask) -> None:
         if self._stopping:
@@ -252,7 +290,8 @@ class LocalProcessExecutor(Executor):
     def _start_worker(self) -> _Worker:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_local_worker, args=(child_end, self.plugins, os.getpid(), self._quiet),
+            target=_local_worker, args=(child_end, self.plugins, os.getpid(), self._quiet,
+                                        self.placement.cpus_per_run),
             name="harness-sweep-worker", daemon=True,
         )
         process.start()
@@ -423,123 +462,106 @@ def _signal(pid: int | None, signum: int) -> None:
 # -- Ray -----------------------------------------------------------------------------
 
 
-def _ray_task(task: RunTask, plugins: tuple[str, ...]) -> TaskResult:  # pragma: no cover - runs in Ray workers
-    """One run inside a Ray worker (one torch thread; the registry is built once per worker)."""
-    from harness.experiments.sweep import run_task
+class DriverRecords:
+    """For an executor whose workers never open the leaderboard (``workers_record = False``): :meth:`detach` a
+    task from its database before sending it (the worker then journals its run and returns the journal), and
+    :meth:`record` each result, which writes that journal into the database here, on the driver."""
 
-    _set_one_thread()
-    return run_task(task, _registry(plugins))
+    workers_record = False
 
+    def detach(self, task: RunTask) -> RunTask:
+        """``task`` without its database path, its run directory under the driver's runs root."""
+        from pathlib import Path
 
-class RayExecutor(Executor):
-    """One Ray task per run (``num_cpus=1``), at most ``jobs`` at once."""
+        from harness.experiments.runner import runs_root
 
-    name = "ray"
+        if task.db_path is None:
+            raise ValueError("a task handed to an executor names the driver's leaderboard (db_path)")
+        databases = self.__dict__.setdefault("_driver_databases", {})
+        databases[task.index] = task.db_path
+        return dataclasses.replace(task, db_path=None, runs_dir=task.runs_dir or str(runs_root(Path(task.db_path))))
 
-    def __init__(self, *, jobs: int, plugins: Sequence[str] = (), on_event: Callable[[Event], None] | None = None):
-        super().__init__(jobs=jobs, plugins=plugins, on_event=on_event)
-        self.check_available()
-        import ray
-
-        self._ray = ray
-        self._started_ray = False
-        if not ray.is_initialized():
-            import logging
-
-            runtime_env = {"env_vars": {"OMP_NUM_THREADS": "1"}}
-            if os.environ.get("RAY_ADDRESS"):
-                ray.init(runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING)
-            else:
-                ray.init(num_cpus=max(jobs, 1), include_dashboard=False, runtime_env=runtime_env,
-                         log_to_driver=False, logging_level=logging.WARNING)
-            self._started_ray = True
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-        self._pending: collections.deque[RunTask] = collections.deque()
-        self._running: dict[Any, RunTask] = {}
-        self._stopping = False
-
-    @classmethod
-    def check_available(cls) -> None:
-        if importlib.util.find_spec("ray") is None:
-            raise UsageError(
-                "--executor ray needs Ray, which is not installed: pip install 'pairsel-harness[ray]' "
-                "(or use --executor local)"
-            )
-
-    def submit(self, task: RunTask) -> None:
-        self._pending.append(task)
-
-    def _dispatch(self) -> None:
-        while self._pending and len(self._running) < self.jobs and not self._stopping:
-            task = self._pending.popleft()
-            self._running[self._remote.remote(task, self.plugins)] = task
-
-    def _collect(self, ref) -> TaskResult:
-        task = self._running.pop(ref)
-        try:
-            return self._ray.get(ref)
-        except self._ray.exceptions.TaskCancelledError:
-            return TaskResult(task.index, "interrupted")
-        except Exception as exc:  # the worker died, or Ray failed around the task
-            return TaskResult(task.index, "crashed", run_id=task.run_id, error=f"{type(exc).__name__}: {exc}")
-
-    def as_completed(self) -> Iterator[TaskResult]:
-        self._dispatch()
-        while self._running and not self._stopping:
-            done, _ = self._ray.wait(list(self._running), num_returns=1, timeout=1.0)
-            for ref in done:
-                yield self._collect(ref)
-            self._dispatch()
-
-    def cancel(self) -> list[TaskResult]:
-        """Drop pending tasks; ``ray.cancel`` (a KeyboardInterrupt in the task) the running ones; wait."""
-        self._stopping = True
-        results = [TaskResult(task.index, "cancelled") for task in self._pending]
-        self._pending.clear()
-        for ref in list(self._running):
-            try:
-                self._ray.cancel(ref, force=False)
-            except Exception:
-                pass
-        deadline = time.monotonic() + CANCEL_TIMEOUT_SECONDS
-        while self._running and time.monotonic() < deadline:
-            done, _ = self._ray.wait(list(self._running), num_returns=len(self._running), timeout=0.5)
-            for ref in done:
-                results.append(self._collect(ref))
-        for ref, task in list(self._running.items()):
-            self._ray.cancel(ref, force=True)
-            self._running.pop(ref)
-            results.append(TaskResult(task.index, "crashed", error="did not stop within the timeout; killed"))
-        return results
-
-    def close(self) -> None:
-        if self._started_ray:
-            self._ray.shutdown()
-            self._started_ray = False
+    def record(self, result: TaskResult) -> TaskResult:
+        """``result`` with the journal its worker returned written into the driver's database."""
+        return record_returned(result, self.__dict__["_driver_databases"][result.index])
 
 
-EXECUTORS: dict[str, type[Executor]] = {
-    LocalProcessExecutor.name: LocalProcessExecutor,
-    RayExecutor.name: RayExecutor,
-}
+def record_returned(result: TaskResult, db_path: str | os.PathLike[str]) -> TaskResult:
+    """Write the journal a worker returned with ``result`` into the leaderboard at ``db_path`` (the driver's
+    only write path for executors whose workers never open it); the result comes back without it.
+
+    Entries already recorded are skipped, so a result seen twice does no harm. Where the run's journal file is
+    reachable from here (a shared runs directory) it is marked imported, as ``harness leaderboard import`` does.
+    When the database cannot take it (locked past the busy timeout, read-only), the journal is written to the
+    run's directory under this machine's runs root instead, and the result's ``unrecorded`` names it, so
+    ``harness leaderboard import`` records it later, as for any run whose database failed.
+    """
+    import json
+    import sqlite3
+    from pathlib import Path
+
+    from harness.experiments.journal import IMPORTED, JOURNAL, replay_entries
+    from harness.experiments.runner import runs_root
+    from leaderboard.store import Leaderboard
+
+    if not result.journal:
+        return result
+    try:
+        with Leaderboard(db_path) as board:
+            replay_entries(board, result.journal, where=f"the journal of run {result.run_id}")
+    except sqlite3.OperationalError:
+        kept = runs_root(Path(db_path)) / str(result.run_id) / JOURNAL
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if not kept.exists():  # a shared runs directory: the worker's own journal is this file already
+            kept.write_text("".join(json.dumps(entry) + "\n" for entry in result.journal), encoding="utf-8")
+        return dataclasses.replace(result, journal=None, unrecorded=str(kept))
+    if result.unrecorded and Path(result.unrecorded).name == JOURNAL and Path(result.unrecorded).exists():
+        Path(result.unrecorded).rename(Path(result.unrecorded).with_name(IMPORTED))
+    return dataclasses.replace(result, journal=None, unrecorded=None)
 
 
-def executor_class(name: str) -> type[Executor]:
-    """The executor called ``name``, checked usable here; UsageError (exit 2) otherwise."""
+def executor_class(name: str, registry: Any = None) -> type[Executor]:
+    """The executor called ``name`` in ``registry`` (default: the built-ins and installed plugins), checked usable
+    here; UsageError (exit 2) otherwise."""
     from harness.ranks import launched_processes
 
     if launched_processes() > 1:
         raise UsageError("sweeps and studies start their runs in worker processes of their own; start them as one "
                          "process, not under torchrun or accelerate launch (a multi-process launch is for one "
                          "harness run at a time)")
+    if registry is None:
+        from harness.plugins import load_registry
+
+        registry = load_registry()
+    known = {found: cls for found, (cls, _) in registry.executors.items()}
     try:
-        cls = EXECUTORS[name]
+        cls = known[name]
     except KeyError:
-        raise UnknownNameError("executor", name, EXECUTORS) from None
+        raise UnknownNameError("executor", name, known) from None
     cls.check_available()
     return cls
 
 
-def create_executor(name: str, *, jobs: int, plugins: Sequence[str] = (),
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """The executor a sweep or study asked for (``--executor``, found in the registry) and what each run asks of
+    it (:class:`Placement`)."""
+
+    cls: type[Executor]
+    placement: Placement = Placement()
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+    @property
+    def workers_record(self) -> bool:
+        """Whether its workers write the leaderboard (so unfinished runs may be resumed)."""
+        return self.cls.workers_record
+
+
+def create_executor(executor: str | ExecutorChoice, *, jobs: int, plugins: Sequence[str] = (),
                     on_event: Callable[[Event], None] | None = None) -> Executor:
-    return executor_class(name)(jobs=jobs, plugins=plugins, on_event=on_event)
+    """An executor by name (looked up in the default registry) or as chosen (:class:`ExecutorChoice`)."""
+    choice = executor if isinstance(executor, ExecutorChoice) else ExecutorChoice(executor_class(executor))
+    return choice.cls(jobs=jobs, plugins=plugins, on_event=on_event, placement=choice.placement)

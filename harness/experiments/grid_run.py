@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.experiments.sweep import IDLE_ACTIONS, RUN_ACTIONS, RunTask, TaskResult
+
+if TYPE_CHECKING:
+    from harness.experiments.executors import ExecutorChoice
 
 #: Statuses of a result that count as a failure of the sweep.
 FAILED_STATUSES = ("failed", "crashed")
@@ -42,14 +45,15 @@ class GridOutcome:
 def run_tasks(
     tasks: Sequence[RunTask],
     *,
-    executor: str,
+    executor: str | ExecutorChoice,
     jobs: int,
     plugins: Sequence[str] = (),
     on_event: Callable[[Any], None] | None = None,
     on_result: Callable[[TaskResult], None] | None = None,
     on_stopping: Callable[[], None] | None = None,
 ) -> GridOutcome:
-    """Run ``tasks`` on ``jobs`` workers of ``executor`` (``local`` or ``ray``); returns their outcome.
+    """Run ``tasks`` on ``jobs`` workers of ``executor`` (``local`` or ``ray``, or an :class:`ExecutorChoice` with
+    what each run asks for); returns their outcome.
 
     ``on_event`` receives the executor's events, ``on_result`` every result as
     it arrives. On Ctrl-C (KeyboardInterrupt, which a SIGTERM handler may raise

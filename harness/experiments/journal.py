@@ -78,25 +78,40 @@ class ReplayResult:
     skipped: int
 
 
-def replay(board: Any, run_dir: Path) -> ReplayResult:
-    """Write ``RUN_DIR/unrecorded.jsonl`` into ``board``; entries already recorded are skipped.
-
-    The journal is renamed ``unrecorded.imported.jsonl`` once every entry is in.
-    """
-    from leaderboard.labels import PairLabel, record_pairs, record_scores
-
-    path = Path(run_dir) / JOURNAL
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} holds no {JOURNAL}: its run was recorded in the leaderboard already "
-                                "(or this is not a run directory)")
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of the journal file ``path``; ValueError naming the line of a damaged one."""
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg}); the journal was damaged") from None
+    return entries
+
+
+def replay(board: Any, run_dir: Path) -> ReplayResult:
+    """Write ``RUN_DIR/unrecorded.jsonl`` into ``board``; entries already recorded are skipped.
+
+    The journal is renamed ``unrecorded.imported.jsonl`` once every entry is in.
+    """
+    path = Path(run_dir) / JOURNAL
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no {JOURNAL}: its run was recorded in the leaderboard already "
+                                "(or this is not a run directory)")
+    result = replay_entries(board, read_entries(path), where=str(path))
+    path.rename(path.with_name(IMPORTED))
+    return result
+
+
+def replay_entries(board: Any, entries: list[dict[str, Any]], *, where: str = "the journal") -> ReplayResult:
+    """Write journal ``entries`` (as :class:`Recorder` wrote them) into ``board``; those already there are skipped.
+
+    A sweep's driver calls it with the entries its workers return (they never open the leaderboard).
+    """
+    from leaderboard.labels import PairLabel, record_pairs, record_scores
+
     runs: list[str] = []
     iterations = labels = skipped = 0
     for entry in entries:
@@ -134,6 +149,5 @@ def replay(board: Any, run_dir: Path) -> ReplayResult:
             else:
                 board.await_labels(run_id)
         else:
-            raise ValueError(f"{path}: unknown journal entry {op!r}")
-    path.rename(path.with_name(IMPORTED))
+            raise ValueError(f"{where}: unknown journal entry {op!r}")
     return ReplayResult(runs, iterations, labels, skipped)

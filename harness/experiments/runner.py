@@ -60,6 +60,10 @@ class RunOutcome:
     unrecorded_reason: str | None = None
 
 
+#: Why a run's writes go to its journal when a sweep's driver records it (a worker never opens the leaderboard).
+DRIVER_RECORDS = "recorded by the sweep's driver: this worker does not open the leaderboard"
+
+
 def runs_root(db_path: Path) -> Path:
     """Where run directories live: ``$HARNESS_RUNS_DIR``, else ``runs/`` beside the database."""
     configured = os.environ.get(RUNS_DIR_ENV, "").strip()
@@ -113,7 +117,7 @@ def execute(
     config: RunConfig,
     registry: Registry,
     *,
-    db_path: Path,
+    db_path: Path | None,
     reporter: Any = None,
     on_row: Callable[[str, dict[str, Any]], None] | None = None,
     tags: Mapping[str, Any] | None = None,
@@ -122,8 +126,14 @@ def execute(
     components: Components | None = None,
     report_to: Sequence[str] = (),
     logging_dir: str | Path | None = None,
+    runs_dir: str | Path | None = None,
 ) -> RunOutcome:
     """Run ``config`` as a new leaderboard run; see the module docstring.
+
+    ``db_path`` None: this process never opens a leaderboard (a sweep's worker on another node, whose driver
+    records the run): every write goes to the run's journal (:mod:`harness.experiments.journal`), which the
+    caller hands back, and the run directory is ``runs_dir/RUN_ID``. Otherwise ``runs_dir`` overrides
+    :func:`runs_root`.
 
     ``components`` are the config's instances when the caller already built
     them (:func:`harness.config.plan_run`); they are built here otherwise.
@@ -145,7 +155,9 @@ def execute(
         return _follow(ranks.share(None), config, components, ranks, restore=None)
     import secrets
 
-    root = runs_root(db_path)
+    if db_path is None and runs_dir is None:
+        raise ValueError("a run recorded by a driver (db_path None) needs runs_dir")
+    root = Path(runs_dir) if runs_dir is not None else runs_root(db_path)
     token = secrets.token_hex(8)  # the run directory's owner mark, also on the run row
     record = {**run_record(config, components, registry), "runs_root": str(root), "run_dir_token": token,
               **dict(tags or {})}
@@ -168,10 +180,13 @@ def _start(record, run_id, root, token, config, components, reporter, on_row, on
     from harness.experiments.journal import Recorder
     from leaderboard.store import Leaderboard
 
-    try:
-        board, failure = Leaderboard(db_path), None
-    except sqlite3.OperationalError as exc:  # locked past the busy timeout, read-only, I/O error
-        board, failure = None, f"{type(exc).__name__}: {exc}"
+    if db_path is None:
+        board, failure = None, DRIVER_RECORDS
+    else:
+        try:
+            board, failure = Leaderboard(db_path), None
+        except sqlite3.OperationalError as exc:  # locked past the busy timeout, read-only, I/O error
+            board, failure = None, f"{type(exc).__name__}: {exc}"
     recorder = Recorder(board, run_id, root / run_id, failure=failure)
     started_at = _utc_now()
     recorder.write("start", {"record": record, "started_at": started_at},
@@ -419,7 +434,7 @@ def _drive(board, run_id, config, components, run_dir, reporter, on_row, restore
     # Judges that pay per call keep every answer in the database (harness.interfaces.Judge.use_cache).
     paying = [j for j in components.judges().values() if type(j).use_cache is not Judge.use_cache]
     cache = None
-    if paying:
+    if paying and db_path is not None:  # a worker whose driver records the run keeps answers in memory
         try:
             cache = JudgementCache(db_path)
         except sqlite3.OperationalError:  # locked or read-only: the judges keep their answers in memory only

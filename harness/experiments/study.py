@@ -626,14 +626,17 @@ class StudyPlanItem:
     item: Any  # harness.experiments.sweep.PlannedRun
 
 
-def make_plan(study: ExpandedStudy, db_path: Path, *, force: bool = False) -> list[StudyPlanItem]:
-    """Per grid, :func:`harness.experiments.sweep.make_plan` (skip / busy / resume / redo / new); in grid order."""
+def make_plan(study: ExpandedStudy, db_path: Path, *, force: bool = False,
+              resumable: bool = True) -> list[StudyPlanItem]:
+    """Per grid, :func:`harness.experiments.sweep.make_plan` (skip / busy / resume / redo / new); in grid order.
+
+    ``resumable`` False (an executor whose workers never open the leaderboard): unfinished runs are redone."""
     from harness.experiments.sweep import make_plan as sweep_plan
 
     items = []
     for grid in study.grids:
         for planned in sweep_plan(grid.cells, grid.seeds, sweep=grid.sweep_id, db_path=db_path,
-                                  world_seed=grid.spec.world_seed, force=force):
+                                  world_seed=grid.spec.world_seed, force=force, resumable=resumable):
             items.append(StudyPlanItem(grid.plan.name, planned))
     return items
 

@@ -587,6 +587,7 @@ def make_plan(
     world_seed: int | None = None,
     force: bool = False,
     alive: Callable[[Mapping[str, Any]], bool | None] = recorder_alive,
+    resumable: bool = True,
 ) -> list[PlannedRun]:
     """For every cell × seed, what to do. A run matches when it is tagged with this
     ``sweep`` id and has the cell's ``config_hash``, the ``seed`` and the ``world_seed``.
@@ -603,7 +604,8 @@ def make_plan(
     - else a **failed** match: **redo** it as a new run (the failed row stays);
     - else: a **new** run.
 
-    ``force`` starts a new run for every cell × seed whatever exists.
+    ``force`` starts a new run for every cell × seed whatever exists. With ``resumable`` False (an executor
+    whose workers never open the leaderboard, which resuming reads) an unfinished match is redone instead.
     """
     existing = [] if force else sweep_runs(db_path, sweep)
     index: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
@@ -614,11 +616,11 @@ def make_plan(
         for seed in seeds:
             world = seed if world_seed is None else world_seed
             matches = index.get((cell.config_hash, seed, world), [])
-            plan.append(_decide(cell, seed, world, matches, db_path, alive, force))
+            plan.append(_decide(cell, seed, world, matches, db_path, alive, force, resumable))
     return plan
 
 
-def _decide(cell, seed, world, matches, db_path, alive, force) -> PlannedRun:
+def _decide(cell, seed, world, matches, db_path, alive, force, resumable=True) -> PlannedRun:
     make = lambda action, run=None, reason="", claim=None: PlannedRun(  # noqa: E731
         cell, seed, world, action, None if run is None else run["id"], reason, claim
     )
@@ -638,6 +640,10 @@ def _decide(cell, seed, world, matches, db_path, alive, force) -> PlannedRun:
             unfinished.append((run, "its process is gone"))
         elif run["status"] == "interrupted":
             unfinished.append((run, "interrupted"))
+    if unfinished and not resumable:
+        run, why = unfinished[0]
+        return make("redo", run, f"{why}; this executor's workers do not resume runs (resuming reads the "
+                                 "leaderboard, which they never open)")
     for run, why in unfinished:
         if _has_checkpoint(run, db_path):
             claim = (run.get("pid"), run.get("hostname"), run.get("pid_start"))
@@ -662,7 +668,7 @@ class RunTask:
     cell_key: str
     seed: int
     action: str  # "new", "redo" (both start a new run) or "resume"
-    db_path: str
+    db_path: str | None  # None: the worker never opens the leaderboard; its result carries the run's journal
     config: dict[str, Any] | None = None
     run_id: str | None = None
     claim: tuple[Any, Any, Any] | None = None
@@ -670,6 +676,7 @@ class RunTask:
     # tracking (harness.tracking): backends, or None to resume a run with the tracking it was started with
     report_to: tuple[str, ...] | None = None
     logging_dir: str | None = None
+    runs_dir: str | None = None  # where the run directory goes (required when db_path is None)
 
 
 @dataclass
@@ -685,6 +692,7 @@ class TaskResult:
     error: str | None = None
     seconds: float = 0.0
     unrecorded: str | None = None  # the run's journal, when the leaderboard could not take its writes
+    journal: list[dict[str, Any]] | None = None  # the run's record, returned to the driver (db_path None)
 
 
 def tasks_from_plan(plan: Sequence[PlannedRun], *, sweep: str, db_path: Path,
@@ -748,6 +756,7 @@ def run_task(task: RunTask, registry: Registry, emit: Callable[..., None] | None
     outside the runner's own handling, the row is marked here).
     """
     from harness.experiments import runner
+    from harness.experiments.journal import JOURNAL, read_entries
 
     emit = emit or (lambda kind, **data: None)
     started = time.monotonic()
@@ -763,6 +772,16 @@ def run_task(task: RunTask, registry: Registry, emit: Callable[..., None] | None
     def result(status: str, **more: Any) -> TaskResult:
         return TaskResult(task.index, status, seconds=round(time.monotonic() - started, 3), **more)
 
+    def returned(outcome: TaskResult) -> TaskResult:
+        """With no leaderboard here, the run's journal goes back to the driver in the result."""
+        if task.db_path is None and outcome.run_id is not None:
+            path = Path(task.runs_dir) / outcome.run_id / JOURNAL
+            outcome.journal = read_entries(path) if path.exists() else None
+        return outcome
+
+    if task.db_path is None and task.action == "resume":
+        return result("failed", run_id=task.run_id, error="resuming a run reads the leaderboard, which this worker "
+                                                          "does not open; the driver plans no resumes for it")
     try:
         if task.action == "resume":
             assert task.run_id is not None
@@ -775,17 +794,19 @@ def run_task(task: RunTask, registry: Registry, emit: Callable[..., None] | None
             config = RunConfig.from_dict(task.config or {})
             tags = {**task.tags, **recorder_tags()}
             outcome = runner.execute(
-                config, registry, db_path=Path(task.db_path), tags=tags, on_start=on_start, on_row=on_row,
-                report_to=task.report_to or (), logging_dir=task.logging_dir,
+                config, registry, db_path=None if task.db_path is None else Path(task.db_path), tags=tags,
+                on_start=on_start, on_row=on_row, report_to=task.report_to or (), logging_dir=task.logging_dir,
+                runs_dir=task.runs_dir,
             )
     except KeyboardInterrupt:
-        _mark_interrupted(task.db_path, current["run_id"])
-        return result("interrupted", run_id=current["run_id"])
+        if task.db_path is not None:
+            _mark_interrupted(task.db_path, current["run_id"])
+        return returned(result("interrupted", run_id=current["run_id"]))
     except Exception:  # before the runner owned the row (e.g. a resume with a damaged checkpoint)
-        return result("failed", run_id=current["run_id"], error=traceback.format_exc())
+        return returned(result("failed", run_id=current["run_id"], error=traceback.format_exc()))
     final = {key: outcome.final.get(key) for key in FINAL_KEYS} if outcome.final else None
-    return result(outcome.status, run_id=outcome.run_id, final=final, error=outcome.error,
-                  unrecorded=outcome.unrecorded)
+    return returned(result(outcome.status, run_id=outcome.run_id, final=final, error=outcome.error,
+                           unrecorded=outcome.unrecorded))
 
 
 def _mark_interrupted(db_path: str, run_id: str | None) -> None:
