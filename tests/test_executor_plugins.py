@@ -7,6 +7,7 @@ and must record what the local executor records. Unknown or doubly registered na
 executor cannot give, exit 2 before anything runs.
 """
 
+import json
 import textwrap
 
 import pytest
@@ -80,8 +81,9 @@ def test_a_plugin_executor_runs_a_sweep_and_the_driver_records_it(cli, tmp_path)
     for run in runs.values():  # recorded from the journal the run wrote in its directory, now marked imported
         assert (tmp_path / "runs" / run["id"] / "unrecorded.imported.jsonl").is_file()
     listed = cli("plugins", "--plugin", str(plugin), "--json")
-    assert listed.exit_code == 0
-    assert "inline" in listed.stdout
+    assert listed.exit_code == 0, listed.output
+    (row,) = [r for r in json.loads(listed.stdout) if r["name"] == "inline_executor"]
+    assert row["registered"] == {"executor": ["inline"]} and "register_executors" in row["hooks"]
 
 
 def test_an_unknown_executor_exits_2_naming_the_known_ones(cli, db_path):
@@ -110,6 +112,18 @@ def test_submitit_jobs_record_what_local_workers_record(cli, tmp_path, monkeypat
     runs = _same_as_local(cli, tmp_path, args, Leaderboard(db))
     assert {r["executor"] for r in runs.values()} == {"submitit"} and all(r["batch_job"] for r in runs.values())
     assert any((tmp_path / "jobs").iterdir())  # submitit's folder: the jobs' pickles and logs
+
+
+def test_submitit_jobs_get_a_day_unless_told_otherwise(monkeypatch, tmp_path):
+    """submitit's own time limit is minutes: a job would end "timed-out" long before a real-model run does."""
+    skip_unless_extra("submitit")
+    from plugins.executors.batch import TIMEOUT_MINUTES, SubmititExecutor
+
+    monkeypatch.setenv("HARNESS_SUBMITIT_CLUSTER", "local")
+    monkeypatch.setenv("HARNESS_SUBMITIT_FOLDER", str(tmp_path))
+    assert SubmititExecutor(jobs=1)._executor._executor.parameters["timeout_min"] == TIMEOUT_MINUTES == 24 * 60
+    monkeypatch.setenv("HARNESS_SUBMITIT_PARAMETERS", '{"timeout_min": 30}')
+    assert SubmititExecutor(jobs=1)._executor._executor.parameters["timeout_min"] == 30
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -57,8 +57,36 @@ def _labels(board, run_id):
                               "ORDER BY iteration, position", [run_id]).fetchall()
 
 
+#: A trainer that says, in its log (the iteration row's train_no_leaderboard), whether its process may open a
+#: leaderboard; otherwise the native trainer.
+WITNESS = """
+import os
+
+from harness import hookimpl
+from leaderboard.store import NO_LEADERBOARD_ENV
+from plugins.trainers.native import NativeDPOTrainer
+
+
+class WitnessTrainer(NativeDPOTrainer):
+    name = "witness"
+
+    def train(self, *, policy, data, rng):
+        result = super().train(policy=policy, data=data, rng=rng)
+        result.log["no_leaderboard"] = 1.0 if os.environ.get(NO_LEADERBOARD_ENV) else 0.0
+        return result
+
+
+@hookimpl
+def register_trainers(register):
+    register(WitnessTrainer)
+"""
+
+
 def test_ray_workers_return_their_runs_and_the_driver_records_them(cli, tmp_path, local_ray):
-    args = ["sweep", *TINY_RUN, "--selector", "smallest,random", "--seeds", "0", "--json"]
+    witness = tmp_path / "witness.py"
+    witness.write_text(WITNESS)
+    args = ["sweep", *TINY_RUN, "--selector", "smallest,random", "--seeds", "0", "--trainer", "witness",
+            "--plugin", str(witness), "--json"]
     on_ray = tmp_path / "ray.db"
     result = cli(*args, "--executor", "ray", "--jobs", "2", "--cpus-per-run", "1", "--db", on_ray)
     assert result.exit_code == 0, result.output
@@ -73,7 +101,11 @@ def test_ray_workers_return_their_runs_and_the_driver_records_them(cli, tmp_path
         assert run["status"] == "finished" and run["ray_node"] == node and run["executor"] == "ray"
         assert run["config_hash"] == local_runs[cell]["config_hash"]
         assert run["final_win_rate"] == local_runs[cell]["final_win_rate"]
-        assert _rows(ray_board, run["id"]) == _rows(local_board, local_runs[cell]["id"])
+        ray_rows, local_rows = _rows(ray_board, run["id"]), _rows(local_board, local_runs[cell]["id"])
+        # the Ray worker could not have opened a leaderboard; the local worker could (it writes its own)
+        assert [r.pop("train_no_leaderboard", None) for r in ray_rows] == [None, 1.0, 1.0]
+        assert [r.pop("train_no_leaderboard", None) for r in local_rows] == [None, 0.0, 0.0]
+        assert ray_rows == local_rows
         labels = _labels(ray_board, run["id"])
         assert labels and labels == _labels(local_board, local_runs[cell]["id"])
         run_dir = tmp_path / "runs" / run["id"]  # the journal the worker wrote, marked imported by the driver
@@ -124,3 +156,31 @@ def test_a_returned_journal_the_database_cannot_take_is_kept_for_leaderboard_imp
     imported = cli("leaderboard", "import", str(kept.parent), "--db", target)
     assert imported.exit_code == 0, imported.output
     assert Leaderboard(target).get_run(run["id"])["final_win_rate"] == run["final_win_rate"]
+
+
+def test_a_journal_the_database_refuses_fails_that_run_only_and_is_kept(cli, tmp_path):
+    """An entry the store refuses (a log key it cannot take) reaches the driver only when the run has ended:
+    that run is reported failed with the reason, its record is kept on disk, and the sweep goes on."""
+    from harness.experiments.executors import record_returned
+    from harness.experiments.journal import read_entries
+    from harness.experiments.sweep import TaskResult
+    from tests.test_executor_plugins import INLINE
+
+    plugin = tmp_path / "inline_executor.py"
+    plugin.write_text(INLINE)
+    source = tmp_path / "source.db"
+    assert cli("sweep", *TINY_RUN, "--seeds", "0", "--plugin", str(plugin), "--executor", "inline",
+               "--db", source).exit_code == 0
+    (run,) = Leaderboard(source).runs(status=None)
+    entries = read_entries(tmp_path / "runs" / run["id"] / "unrecorded.imported.jsonl")
+    bad = [dict(e) for e in entries]
+    for entry in bad:
+        if entry["op"] == "iteration" and entry["row"]["iteration"] == 2:
+            entry["row"] = {**entry["row"], "train_grad_json": 1.0}  # a key the store refuses
+    target = tmp_path / "elsewhere" / "board.db"
+    result = record_returned(TaskResult(0, "finished", run_id=run["id"], journal=bad), target)
+    assert result.status == "failed" and "could not record run" in result.error and result.journal is None
+    kept = tmp_path / "elsewhere" / "runs" / run["id"] / "unrecorded.jsonl"
+    assert result.unrecorded == str(kept) and len(read_entries(kept)) == len(bad)
+    row = Leaderboard(target).get_run(run["id"])
+    assert row is not None and row["status"] == "running"  # what got in before the refused entry; named above

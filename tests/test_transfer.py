@@ -67,6 +67,21 @@ def test_power_scales_the_toys_effect_by_the_real_baselines_gain():
     assert _power(toy, _side(0.0, 0.0, 0.0, 0.5, n=1))[1] is None
 
 
+def test_the_report_says_why_there_is_no_prediction():
+    from types import SimpleNamespace
+
+    from harness.experiments.transfer import TransferRow
+    from harness.experiments.transfer_report import no_prediction
+
+    toy = _side(0.10, 0.05, 0.15, 0.01, gain=0.20)
+    other_metric = _side(0.0, -0.01, 0.01, 0.5, n=4, gain=-0.01)
+    other_metric.metric = "final_gold_reward"
+    claim = SimpleNamespace(id="c")
+    assert _power(toy, other_metric)[0] is None
+    assert "did not gain over pi_0" in no_prediction(TransferRow(claim, toy, other_metric, "too few seeds", []))
+    assert no_prediction(TransferRow(claim, toy, Side("s", "m", None), "not run", [])) == "a side has no runs"
+
+
 def _fake_claim(evaluator, gold="verifier", annotator="verifier"):
     from types import SimpleNamespace as NS
 

@@ -49,7 +49,8 @@ ReferenceOption = Annotated[
 
 # Running many runs: shared by `harness sweep` and `harness study run`.
 JobsOption = Annotated[
-    Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs in parallel. Default: the number of cores.")
+    Optional[int], typer.Option("--jobs", "-j", min=1, help="Runs in parallel. Default: the number of cores (divided "
+                                                            "by --cpus-per-run).")
 ]
 ExecutorOption = Annotated[str, typer.Option(
     "--executor", help="Where runs execute: local (processes), ray, submitit (SLURM or local jobs), or a plugin's.")]
@@ -60,6 +61,14 @@ GpusPerRunOption = Annotated[float, typer.Option(
 RayAddressOption = Annotated[Optional[str], typer.Option(
     "--ray-address", metavar="ADDRESS", help="The Ray cluster to run on (--executor ray), e.g. ray://head:10001. "
                                              "Default: $RAY_ADDRESS, else a local Ray.")]
+
+
+def rerun_advice(choice) -> str:
+    """What a re-run of a sweep or study that did not end cleanly will do with ``choice``'s runs."""
+    if choice.workers_record:
+        return "Run the same command again to resume interrupted runs and redo failed ones (finished runs are skipped)."
+    return (f"Run the same command again to redo interrupted and failed runs (finished runs are skipped; "
+            f"{choice.name} workers do not resume runs).")
 
 
 def executor_choice(registry, executor: str, cpus_per_run: int = 1, gpus_per_run: float = 0.0,

@@ -23,6 +23,7 @@ from harness.cli.common import (
     RayAddressOption,
     cli_errors,
     executor_choice,
+    rerun_advice,
     plugins_for_workers,
     resolve_db,
     stderr_console,
@@ -206,9 +207,9 @@ def run_command(
         choice = executor_choice(registry, executor, cpus_per_run, gpus_per_run, ray_address)
         target = study if mapped is None else _map_planning_study(study, mapped)
         planned = st.make_plan(target, db_path, force=force, resumable=choice.workers_record)
-        jobs = jobs or os.cpu_count() or 1
-        # each planned item is one cell x seed; only those that will run need memory at once
-        sw.check_parallel_memory([p.item.cell for p in planned if p.item.runs_something], jobs)
+        jobs = jobs or max(1, (os.cpu_count() or 1) // max(1, cpus_per_run))
+        if choice.workers_record:  # runs on this machine: only those that will run need memory at once
+            sw.check_parallel_memory([p.item.cell for p in planned if p.item.runs_something], jobs)
     display = [dataclasses.replace(p.item, cell=dataclasses.replace(p.item.cell, key=f"{p.grid}: {p.item.cell.key}"))
                for p in planned]
     console.print(
@@ -260,8 +261,7 @@ def run_command(
         outcome = _map_report(console, study, mapped, db_path, _report_dir(report_dir, study), command)
     code = grid_outcome.exit_code
     if code:
-        console.print("Run the same command again to resume interrupted runs and redo failed ones "
-                      "(finished runs are skipped).")
+        console.print(rerun_advice(choice))
     seconds = time.monotonic() - started
     console.print(f"ran {ran} of {wanted} runs in {seconds:.1f} s")
     if as_json:

@@ -23,6 +23,7 @@ from harness.cli.common import (
     ReportToOption,
     cli_errors,
     executor_choice,
+    rerun_advice,
     plugins_for_workers,
     stderr_console,
     tracking_options,
@@ -120,7 +121,7 @@ def sweep_command(
     console = stderr_console()
     backends, logging_dir = tracking_options(report_to, logging_dir)
     db_path = writable_db(db)
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or max(1, (os.cpu_count() or 1) // max(1, cpus_per_run))
     # Workers load the same plugins; a plugin file is passed to them by its absolute path.
     plugin = plugins_for_workers(plugin)
     with cli_errors():
@@ -133,7 +134,8 @@ def sweep_command(
         sweep = sw.sweep_id(cells, world_seed)
         plan = sw.make_plan(cells, seed_list, sweep=sweep, db_path=db_path, world_seed=world_seed, force=force,
                             resumable=choice.workers_record)
-        sw.check_parallel_memory(cells, jobs, seeds=len(seed_list))
+        if choice.workers_record:  # runs on this machine (others run where their executor puts them)
+            sw.check_parallel_memory(cells, jobs, seeds=len(seed_list))
 
     _print_plan(console, sweep, cells, seed_list, plan, db_path, executor, jobs, full=dry_run)
     if dry_run:
@@ -153,8 +155,7 @@ def sweep_command(
     _print_summary(console, sweep, summary, results, db_path)
     code = outcome.exit_code
     if code:
-        console.print("Run the same command again to resume interrupted runs and redo failed ones "
-                      "(finished runs are skipped).")
+        console.print(rerun_advice(choice))
     if as_json:
         typer.echo(json.dumps({
             "sweep_id": sweep,

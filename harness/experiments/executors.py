@@ -490,14 +490,15 @@ def record_returned(result: TaskResult, db_path: str | os.PathLike[str]) -> Task
     """Write the journal a worker returned with ``result`` into the leaderboard at ``db_path`` (the driver's
     only write path for executors whose workers never open it); the result comes back without it.
 
-    Entries already recorded are skipped, so a result seen twice does no harm. Where the run's journal file is
-    reachable from here (a shared runs directory) it is marked imported, as ``harness leaderboard import`` does.
-    When the database cannot take it (locked past the busy timeout, read-only), the journal is written to the
-    run's directory under this machine's runs root instead, and the result's ``unrecorded`` names it, so
-    ``harness leaderboard import`` records it later, as for any run whose database failed.
+    Entries already recorded are skipped, so a result seen twice does no harm. A row the journal leaves
+    ``running`` (the run ended outside the runner's handlers) is closed with the result's status: its worker
+    has returned, so nothing runs it any more. Where the run's journal file is reachable from here (a shared
+    runs directory) it is marked imported, as ``harness leaderboard import`` does. When the journal cannot be
+    written (the database locked past the busy timeout or read-only, or an entry it refuses) it is kept in
+    the run's directory under this machine's runs root, the result's ``unrecorded`` names it and its error
+    says why, so nothing is lost and the sweep goes on.
     """
     import json
-    import sqlite3
     from pathlib import Path
 
     from harness.experiments.journal import IMPORTED, JOURNAL, replay_entries
@@ -506,17 +507,25 @@ def record_returned(result: TaskResult, db_path: str | os.PathLike[str]) -> Task
 
     if not result.journal:
         return result
+    journal = runs_root(Path(db_path)) / str(result.run_id) / JOURNAL
     try:
         with Leaderboard(db_path) as board:
             replay_entries(board, result.journal, where=f"the journal of run {result.run_id}")
-    except sqlite3.OperationalError:
-        kept = runs_root(Path(db_path)) / str(result.run_id) / JOURNAL
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        if not kept.exists():  # a shared runs directory: the worker's own journal is this file already
-            kept.write_text("".join(json.dumps(entry) + "\n" for entry in result.journal), encoding="utf-8")
-        return dataclasses.replace(result, journal=None, unrecorded=str(kept))
-    if result.unrecorded and Path(result.unrecorded).name == JOURNAL and Path(result.unrecorded).exists():
-        Path(result.unrecorded).rename(Path(result.unrecorded).with_name(IMPORTED))
+            run = board.get_run(str(result.run_id))
+            if run is not None and run["status"] == "running":
+                status = result.status if result.status in ("failed", "interrupted") else "failed"
+                board.fail_run(str(result.run_id), status, result.error or
+                               f"the run ended {result.status} without recording an end; its worker has returned")
+    except Exception as exc:  # noqa: BLE001 - the database or an entry: keep the record, go on with the sweep
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        if not journal.exists():  # a shared runs directory: the worker's own journal is this file already
+            journal.write_text("".join(json.dumps(entry) + "\n" for entry in result.journal), encoding="utf-8")
+        why = f"the driver could not record run {result.run_id} ({type(exc).__name__}: {exc}); its record is in {journal}"
+        return dataclasses.replace(result, status="failed" if result.status == "finished" else result.status,
+                                   journal=None, unrecorded=str(journal),
+                                   error=f"{result.error}\n{why}" if result.error else why)
+    if journal.exists():
+        journal.rename(journal.with_name(IMPORTED))
     return dataclasses.replace(result, journal=None, unrecorded=None)
 
 

@@ -123,10 +123,12 @@ def transfer_lines(results: TransferResults, *, command: str) -> list[str]:
     lines += ["", "## Seeds the real testbed needs", "",
               "The real side's runs are the pilot: from their spread of paired Δ, the seeds a design needs to detect "
               "the effect the toy predicts (the toy's relative Δ times the real baseline's gain) 80 % of the time at "
-              "α = 0.05, two-sided, before any family adjustment.", ""]
+              "α = 0.05, two-sided, before any family adjustment."
+              + (" In quick mode the toy side is the quick variant too: its effects, the predictions here, are "
+                 "the quick toy's, not the full study's." if results.quick else ""), ""]
     for row in results.rows:
         if row.predicted is None:
-            lines.append(f"- **{row.claim.id}**: no estimate (a side has no runs).")
+            lines.append(f"- **{row.claim.id}**: no estimate ({no_prediction(row)}).")
             continue
         needed = ("no estimate (fewer than 2 paired seeds in the pilot)" if row.real.n < 2 else
                   f"{row.seeds_needed} seeds" if row.seeds_needed is not None else "more than 1,000 seeds")
@@ -134,6 +136,14 @@ def transfer_lines(results: TransferResults, *, command: str) -> list[str]:
                      f"n = {row.real.n}; {needed}.")
     lines += ["", f"![Both testbeds' effects]({FIGURE})", ""]
     return lines
+
+
+def no_prediction(row) -> str:
+    """Why the toy predicts no effect on the real testbed's scale for ``row`` (its ``predicted`` is None)."""
+    if row.toy.stats is None or row.real.stats is None or row.toy.stats.get("mean") is None:
+        return "a side has no runs"
+    return (f"the real baseline arm did not gain over pi_0, and the toy reads another metric ({row.toy.metric}), "
+            "so the toy's effect has no scale on the real testbed")
 
 
 def write_transfer(results: TransferResults, out_dir: Path, *, command: str, dpi: int = 110) -> list[Path]:

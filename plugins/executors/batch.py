@@ -7,7 +7,9 @@ with SLURM (``sbatch`` on the PATH) a SLURM job, elsewhere a local subprocess
 Each job asks for ``--cpus-per-run`` CPUs (``cpus_per_task``, and that many torch
 threads) and ``--gpus-per-run`` GPUs (``gpus_per_node``, a whole number); any
 other parameter of submitit (``slurm_partition``, ``timeout_min``, ``mem_gb``,
-``slurm_account`` ...) comes from ``$HARNESS_SUBMITIT_PARAMETERS``, a JSON object.
+``slurm_account`` ...) comes from ``$HARNESS_SUBMITIT_PARAMETERS``, a JSON object;
+the time limit is 24 hours unless it sets ``timeout_min`` (submitit's own default
+is a few minutes).
 At most ``--jobs`` jobs are queued or running at once.
 
 submitit exchanges the task and its result through a folder every node can
@@ -40,6 +42,9 @@ from harness.experiments.sweep import RunTask, TaskResult
 FOLDER_ENV = "HARNESS_SUBMITIT_FOLDER"
 CLUSTER_ENV = "HARNESS_SUBMITIT_CLUSTER"
 PARAMETERS_ENV = "HARNESS_SUBMITIT_PARAMETERS"
+#: A job's time limit unless ``$HARNESS_SUBMITIT_PARAMETERS`` sets ``timeout_min``: submitit's own default is
+#: minutes (its jobs end as "timed-out"), far shorter than a real-model run.
+TIMEOUT_MINUTES = 24 * 60
 #: How often the driver asks submitit whether jobs have ended (seconds).
 POLL_SECONDS = 1.0
 
@@ -79,7 +84,8 @@ class SubmititExecutor(DriverRecords, Executor):
             raise UsageError(f"${PARAMETERS_ENV} must be a JSON object of submitit parameters, got {extra!r}")
         self._executor = submitit.AutoExecutor(folder=os.environ.get(FOLDER_ENV) or "submitit",
                                                cluster=os.environ.get(CLUSTER_ENV) or None)
-        parameters: dict[str, Any] = {"cpus_per_task": self.placement.cpus_per_run, "name": "pairsel-run"}
+        parameters: dict[str, Any] = {"cpus_per_task": self.placement.cpus_per_run, "name": "pairsel-run",
+                                      "timeout_min": TIMEOUT_MINUTES}
         if self.placement.gpus_per_run:
             parameters["gpus_per_node"] = int(self.placement.gpus_per_run)
         try:

@@ -75,9 +75,14 @@ class RayExecutor(DriverRecords, Executor):
             if address:
                 ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             else:
-                ray.init(num_cpus=max(jobs, 1) * threads, include_dashboard=False, log_to_driver=False,
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
             self._started_ray = True
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if threads > cpus:
+            self.close()
+            raise UsageError(f"--cpus-per-run {threads}: the Ray cluster has {cpus:g} CPUs, so no run could ever be "
+                             "placed; lower it")
         gpus = float(ray.cluster_resources().get("GPU", 0))
         if self.placement.gpus_per_run > gpus:
             self.close()
