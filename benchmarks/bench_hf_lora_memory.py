@@ -29,25 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-from _common import REPO, load_average
+from _common import REPO, load_average, peak_mib, rss_mib
 
 TARGET = 0.6
 PROMPT, RESPONSE = 32, 64
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def smollm2_135m():
