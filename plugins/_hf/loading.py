@@ -36,6 +36,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.textfiles import NotUTF8Error, read_utf8
+from plugins import shipped
 from plugins._hf import hub
 from plugins._hf.hub import ModelSource
 
@@ -140,6 +141,7 @@ def local_data_file(value: str | None, label: str) -> Path:
     """The local data file ``value`` with a supported extension; UsageError otherwise."""
     if value is None or not str(value).strip():
         raise UsageError(f"{label} is required: a local JSONL, JSON, CSV or parquet file")
+    value = shipped.resolve(str(value))
     path = Path(str(value)).expanduser()
     if not path.exists():
         raise _missing(str(value), "file", label)
@@ -347,7 +349,8 @@ class DataSource:
 #: The split options of the hf testbed and their defaults.
 SPLIT_DEFAULTS = {"prompts_split": "train", "eval_split": "test"}
 DATA_VALUES = ("a local JSONL/JSON/CSV/parquet file, a local directory (a `save_to_disk` output or a folder of "
-               "data files), or a Hugging Face Hub dataset id ORG/NAME[@revision] in the local Hugging Face cache")
+               "data files), a Hugging Face Hub dataset id ORG/NAME[@revision] in the local Hugging Face cache, or "
+               "shipped:NAME (data the package ships, e.g. shipped:verifiable)")
 
 
 def load_data(value: str | None, columns: Sequence[str], label: str, *, optional: Sequence[str] = (),
@@ -371,6 +374,7 @@ def load_data(value: str | None, columns: Sequence[str], label: str, *, optional
     """
     if value is None or not str(value).strip():
         raise UsageError(f"{label} is required: {DATA_VALUES}")
+    value = shipped.resolve(str(value))
     option = split_option or "the split option"
     path = Path(str(value)).expanduser()
     if not path.exists() and hub.parse(str(value)) is not None:

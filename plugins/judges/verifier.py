@@ -30,6 +30,7 @@ from harness import hookimpl
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
+from plugins import shipped
 from plugins.judges._text import compare_by_text_scores, score_by_text_scores
 
 LABEL = "judge 'verifier'"
@@ -88,7 +89,7 @@ class VerifierJudge(Judge):
     def _files(self) -> list[Path]:
         label = f"option 'tasks' of {LABEL}"
         value = str(self.settings["tasks"])
-        path = Path(value).expanduser()
+        path = Path(shipped.resolve(value)).expanduser()
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in FORMATS)
             if not files:
@@ -108,7 +109,7 @@ class VerifierJudge(Judge):
             if not self.settings["tasks"]:
                 raise UsageError(f"{LABEL} needs its `tasks` option: a file or directory with the check of every "
                                  "prompt (columns prompt and check), e.g. "
-                                 "-o gold_judge.tasks=plugins/testbeds/hf/data/verifiable")
+                                 "-o gold_judge.tasks=shipped:verifiable (the verifiable regime's checks)")
             prompt_column, check_column = self.settings["prompt_column"], self.settings["check_column"]
             checks: dict[str, dict] = {}
             for path in self._files():

@@ -69,7 +69,9 @@ def _contents(value: Any, repo_type: str = "model") -> Any:
     cache (its snapshot's files; a dataset's for ``repo_type="dataset"``); ``value`` itself otherwise."""
     if not isinstance(value, str) or not value:
         return value
-    path = Path(value).expanduser()
+    from plugins import shipped
+
+    path = Path(shipped.resolve(value)).expanduser()
     if path.exists():
         return {"path_sha256": content_sha256(path)}
     from plugins._hf import hub

@@ -52,6 +52,7 @@ from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Labels, Pairs, Responses
 from harness.progress import NullReporter
 from harness.rng import torch_seed
+from plugins import shipped
 from plugins._hf import loading, lora
 from plugins.testbeds.hf import alpaca
 from plugins._hf.policy import HFPolicy, PromptTable
@@ -812,7 +813,8 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
                          "`reference_outputs` (one with `prompt` and `output` columns)")
     for name in ("seed_prompts", "prompts", "eval_prompts", "reference_outputs"):  # a wrong path stops us early
         value = s.get(name)
-        if value and not Path(str(value)).expanduser().exists() and loading.hub.parse(str(value)) is None:
+        found = shipped.resolve(str(value)) if value else value
+        if value and not Path(found).expanduser().exists() and loading.hub.parse(str(value)) is None:
             raise UsageError(f"testbed option `{name}`: no such file or directory: {str(value)!r}; it must be "
                              f"{loading.DATA_VALUES}")
     device = loading.torch_device(str(s["device"]), "testbed option `device`")
