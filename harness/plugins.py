@@ -71,6 +71,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 
 #: The register hooks that register something other than a component class (a plan file, an executor).
 OTHER_REGISTER_HOOKS = ("register_studies", "register_executors")
+#: What the sweep calls on an executor class and its instances (harness.experiments.executors.Executor).
+EXECUTOR_METHODS = ("check_available", "check_placement", "submit", "as_completed", "cancel", "close")
 
 REGISTER_HOOKS: dict[str, str] = {
     "scorer": "register_scorers",
@@ -124,13 +126,14 @@ class Registry:
     executors: dict[str, tuple[type, PluginInfo]] = field(default_factory=dict)
 
     def add_executor(self, cls: Any, plugin: PluginInfo) -> None:
-        """Register the executor class ``cls`` (a subclass of ``harness.experiments.executors.Executor``)."""
-        from harness.experiments.executors import Executor
-
-        if not (isinstance(cls, type) and issubclass(cls, Executor)) or not isinstance(getattr(cls, "name", None),
-                                                                                         str):
-            raise PluginError(f"plugin {plugin.name!r} registered an invalid executor {cls!r}: register(cls) takes a "
-                              "subclass of harness.experiments.executors.Executor with a string `name`")
+        """Register the executor class ``cls``: a class with a string ``name`` and the methods of
+        ``harness.experiments.executors.Executor`` (usually a subclass of it). Checked by its interface, so the
+        core never imports the experiment layer."""
+        missing = [method for method in EXECUTOR_METHODS if not callable(getattr(cls, method, None))]
+        if not isinstance(cls, type) or not isinstance(getattr(cls, "name", None), str) or missing:
+            lacks = f" (it lacks {', '.join(missing)})" if isinstance(cls, type) and missing else ""
+            raise PluginError(f"plugin {plugin.name!r} registered an invalid executor {cls!r}{lacks}: register(cls) "
+                              "takes a subclass of harness.experiments.executors.Executor with a string `name`")
         existing = self.executors.get(cls.name)
         if existing is not None and existing[0] is not cls:
             raise PluginError(

@@ -2,13 +2,18 @@
 
 Layers: the **core** (``harness`` outside ``harness.cli`` and ``harness.experiments``),
 the **experiment layer** (``harness.experiments``), the **CLI** (``harness.cli``),
-the **store** (``leaderboard``) and the **built-ins** (``plugins``).
+the **store** (``leaderboard``), the **built-ins** (``plugins``) and the **built-in executors**
+(``plugins.executors``: plugins *of the experiment layer*, since an executor runs a sweep's tasks and
+implements ``harness.experiments.executors.Executor``).
 
 * the core imports neither the experiment layer, nor the CLI, nor the store, nor the built-ins;
 * the store imports neither the experiment layer, nor the built-ins, nor the CLI;
 * the experiment layer does not import the CLI;
 * a built-in imports neither the store, nor the CLI, nor the experiment layer, nor
-  another built-in's modules (its own package and ``plugins._*`` shared modules are fine).
+  another built-in's modules (its own package and ``plugins._*`` shared modules are fine);
+* a built-in executor may import the experiment layer, but neither the store (the experiment layer
+  decides what a worker may open), nor the CLI, nor another built-in's modules; nothing but the
+  plugin host's list of module names refers to it.
 
 :data:`KNOWN` lists the imports that still break a rule, each with what removes it; the
 test fails when a new one appears and when a listed one is gone (so the list stays true).
@@ -69,15 +74,20 @@ def layer(name: str) -> str:
         return "core"
     if name.startswith("leaderboard"):
         return "store"
+    if name.startswith("plugins.executors"):
+        return "executor"
     return "builtin"
 
 
 FORBIDDEN = {
-    "core": {"experiments", "cli", "store", "builtin"},
-    "store": {"experiments", "builtin", "cli"},
-    "experiments": {"cli"},
-    "builtin": {"store", "cli", "experiments"},
+    "core": {"experiments", "cli", "store", "builtin", "executor"},
+    "store": {"experiments", "builtin", "cli", "executor"},
+    "experiments": {"cli", "executor"},
+    "cli": {"executor"},
+    "builtin": {"store", "cli", "experiments", "executor"},
+    "executor": {"store", "cli"},
 }
+PLUGIN_LAYERS = {"builtin", "executor"}
 
 
 def _plugin_package(name: str) -> str:
@@ -92,7 +102,7 @@ def violations(edges: dict[str, set[str]]) -> set[tuple[str, str]]:
         for target in targets:
             if layer(target) in FORBIDDEN.get(layer(source), set()):
                 found.add((source, target))
-            elif layer(source) == layer(target) == "builtin":
+            elif layer(source) in PLUGIN_LAYERS and layer(target) in PLUGIN_LAYERS:
                 shared = target.split(".")[1].startswith("_") or target.split(".")[-1].startswith("_")
                 own = _plugin_package(source) == _plugin_package(target)
                 if not (shared and target.count(".") <= 2) and not own and target != "plugins":
@@ -133,6 +143,21 @@ def test_a_planted_forbidden_import_is_caught(tmp_path):
         ("leaderboard.query", "harness.experiments.runner"),
         ("harness.budget", "harness.experiments.runner"),
         ("harness.budget", "leaderboard.store"),
+    }
+
+
+def test_a_built_in_executor_may_use_the_experiment_layer_and_nothing_else_may_use_it(tmp_path):
+    plant(tmp_path, {
+        "harness/experiments/executors.py": "X = 1\n",
+        "leaderboard/store.py": "X = 1\n",
+        "plugins/executors/cluster.py": "from harness.experiments.executors import X\nimport leaderboard.store\n",
+        "plugins/selectors/greedy.py": "from harness.experiments.executors import X\n",
+        "harness/experiments/sweep.py": "from plugins.executors import cluster\n",
+    })
+    assert violations(graph(tmp_path)) == {
+        ("plugins.executors.cluster", "leaderboard.store"),
+        ("plugins.selectors.greedy", "harness.experiments.executors"),
+        ("harness.experiments.sweep", "plugins.executors.cluster"),
     }
 
 

@@ -101,6 +101,22 @@ def test_two_plugins_registering_one_executor_name_is_an_error(tmp_path):
         load_registry([str(tmp_path / "first.py"), str(tmp_path / "second.py")])
 
 
+@pytest.mark.parametrize("registered, message", [
+    ("object()", "invalid executor"),
+    ("type('Nameless', (), {})", "invalid executor"),
+    ("type('Half', (), {'name': 'half', 'submit': lambda self, task: None})",
+     "lacks check_available, check_placement, as_completed, cancel, close"),
+])
+def test_an_executor_without_the_interface_is_refused_at_registration(tmp_path, registered, message):
+    from harness.plugins import load_registry
+
+    (tmp_path / "bad_executor.py").write_text(
+        "from harness import hookimpl\n\n\n@hookimpl\ndef register_executors(register):\n"
+        f"    register({registered})\n")
+    with pytest.raises(PluginError, match=message):
+        load_registry([str(tmp_path / "bad_executor.py")])
+
+
 def test_submitit_jobs_record_what_local_workers_record(cli, tmp_path, monkeypatch):
     skip_unless_extra("submitit")
     monkeypatch.setenv("HARNESS_SUBMITIT_CLUSTER", "local")

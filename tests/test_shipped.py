@@ -3,7 +3,7 @@
 import pytest
 
 from harness.errors import UsageError
-from plugins import shipped
+from plugins import _shipped as shipped
 
 
 def test_a_shipped_name_is_the_packaged_file_and_anything_else_is_left_alone(tmp_path, monkeypatch):

@@ -158,6 +158,14 @@ def set_threads(threads: int = 1) -> None:
         pass
 
 
+def remote_worker_environment(threads: int = 1) -> dict[str, str]:
+    """The environment variables of a worker on another machine: ``threads`` threads, and no leaderboard (the
+    driver records its runs, so a worker that tried to open the leaderboard fails loudly instead)."""
+    from leaderboard.store import NO_LEADERBOARD_ENV
+
+    return {"OMP_NUM_THREADS": str(threads), NO_LEADERBOARD_ENV: "1"}
+
+
 def worker_registry(plugins: tuple[str, ...]):
     """The registry of ``plugins`` (the sweep's --plugin specs), built once per worker process."""
     if plugins not in _REGISTRIES:

@@ -36,7 +36,7 @@ from typing import Any
 
 from harness.errors import UsageError
 from harness.textfiles import NotUTF8Error, read_utf8
-from plugins import shipped
+from plugins import _shipped as shipped
 from plugins._hf import hub
 from plugins._hf.hub import ModelSource
 

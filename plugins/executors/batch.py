@@ -36,7 +36,15 @@ from typing import Any
 
 from harness import hookimpl
 from harness.errors import UsageError
-from harness.experiments.executors import DriverRecords, Event, Executor, Placement, set_threads, worker_registry
+from harness.experiments.executors import (
+    DriverRecords,
+    Event,
+    Executor,
+    Placement,
+    remote_worker_environment,
+    set_threads,
+    worker_registry,
+)
 from harness.experiments.sweep import RunTask, TaskResult
 
 FOLDER_ENV = "HARNESS_SUBMITIT_FOLDER"
@@ -54,9 +62,8 @@ def run_job(task: RunTask, plugins: tuple[str, ...], threads: int) -> TaskResult
     import dataclasses
 
     from harness.experiments.sweep import run_task
-    from leaderboard.store import NO_LEADERBOARD_ENV
 
-    os.environ[NO_LEADERBOARD_ENV] = "1"
+    os.environ.update(remote_worker_environment(threads))
     set_threads(threads)
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or str(os.getpid())
     return run_task(dataclasses.replace(task, tags={**task.tags, "executor": "submitit", "batch_job": job}),

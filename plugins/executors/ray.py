@@ -28,6 +28,7 @@ from harness.experiments.executors import (
     Event,
     Executor,
     Placement,
+    remote_worker_environment,
     set_threads,
     worker_registry,
 )
@@ -62,12 +63,10 @@ class RayExecutor(DriverRecords, Executor):
         self.check_available()
         import ray
 
-        from leaderboard.store import NO_LEADERBOARD_ENV
-
         self._ray = ray
         self._started_ray = False
         threads = self.placement.cpus_per_run
-        env = {"OMP_NUM_THREADS": str(threads), NO_LEADERBOARD_ENV: "1"}
+        env = remote_worker_environment(threads)
         if not ray.is_initialized():
             import logging
 

@@ -30,7 +30,7 @@ from harness import hookimpl
 from harness.errors import UsageError
 from harness.interfaces import Judge, Labels, Pairs, Responses
 from harness.options import Option
-from plugins import shipped
+from plugins import _shipped as shipped
 from plugins.judges._text import compare_by_text_scores, score_by_text_scores
 
 LABEL = "judge 'verifier'"

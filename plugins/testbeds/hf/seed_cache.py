@@ -69,7 +69,7 @@ def _contents(value: Any, repo_type: str = "model") -> Any:
     cache (its snapshot's files; a dataset's for ``repo_type="dataset"``); ``value`` itself otherwise."""
     if not isinstance(value, str) or not value:
         return value
-    from plugins import shipped
+    from plugins import _shipped as shipped
 
     path = Path(shipped.resolve(value)).expanduser()
     if path.exists():

@@ -52,7 +52,7 @@ from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Labels, Pairs, Responses
 from harness.progress import NullReporter
 from harness.rng import torch_seed
-from plugins import shipped
+from plugins import _shipped as shipped
 from plugins._hf import loading, lora
 from plugins.testbeds.hf import alpaca
 from plugins._hf.policy import HFPolicy, PromptTable
