@@ -462,7 +462,7 @@ def check_features_and_sources(components: Components, config: RunConfig) -> Non
     missing = [source for source in steering.samples_from if source not in offered]
     if missing:
         hint = (" (its vLLM backend draws each response from one model: use -o testbed.backend=transformers)"
-                if getattr(testbed, "settings", {}).get("backend") == "vllm" else "")
+                if str(getattr(testbed, "settings", {}).get("backend", "")).startswith("vllm") else "")
         raise UsageError(
             f"selector {steering.name!r} samples responses from {', '.join(missing)}, but testbed "
             f"{config.testbed.name!r} with these settings samples only from {', '.join(offered)}{hint}; pick "

@@ -631,6 +631,13 @@ class World(Protocol):
         a win rate against the reference outputs.
         """
 
+    def close(self) -> None:
+        """Release what the world holds outside this process: an inference engine, a server's adapters.
+
+        Optional: the loop calls it once when the run ends, finished or not.
+        Models in this process need nothing (they go with the world).
+        """
+
     seed_round: Mapping[str, Any]
     """Optional: how pi_0 was made when the world trained it (keys ``seed_*``), e.g. ``seed_labels``,
     the labels of its seed ledger. Recorded on pi_0's iteration row; never charged to the run's budget."""

@@ -140,6 +140,9 @@ def run_experiment(
                         ranks, steps)
     finally:
         gc.unfreeze()
+        close = getattr(world, "close", None)  # optional (World.close): an engine, a server's adapters
+        if callable(close):
+            close()
 
 
 def build_world(components: Components, world_seed: int, reporter: Reporter):

@@ -1872,6 +1872,7 @@ class TestbedContract(_ComponentContract):
       when the testbed declares ``exact_gold = True``); ``seed_round``
       (``seed_*`` keys with bool, int, float or str values, which is what the
       loop records); ``evaluation_report`` (finite numbers by name);
+      ``close`` (callable twice; the world still scores afterwards);
       ``stochastic_logprobs`` (scorer contract 2: ``(K, M, N)`` finite
       float64 log-probs <= 0, equal for equal Generator seeds, a spread
       somewhere, the policy, its ``logprobs`` and the global RNGs unchanged);
@@ -2321,6 +2322,18 @@ class TestbedContract(_ComponentContract):
             assert isinstance(key, str) and _is_real(value) and math.isfinite(value), (
                 f"evaluation_report[{key!r}] = {value!r} is not a finite number"
             )
+
+    def test_close(self):
+        world = self.build()
+        self._optional(world, "close")
+        rng = np.random.default_rng(19)
+        prompts = world.draw_prompts(2, rng)
+        responses = world.sample(world.initial_policy, prompts, 2, rng)
+        before = world.logprobs(world.initial_policy, prompts, responses)
+        world.close()
+        world.close()  # the loop calls it once, but a second call must not fail
+        after = world.logprobs(world.initial_policy, prompts, responses)
+        assert np.allclose(before, after), "close changed what the world computes for its policies"
 
 
 CONTRACTS: dict[str, type] = {

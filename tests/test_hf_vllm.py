@@ -24,6 +24,7 @@ import torch
 from harness.errors import UsageError
 from tests.extras import skip_unless_extra
 from tests.hf_tiny import tiny_paths, tiny_world
+from tests.vllm_standin import complete
 
 skip_unless_extra("hf")
 
@@ -57,6 +58,7 @@ class StandInLLM:
         self.hf = AutoModelForCausalLM.from_pretrained(model, local_files_only=True).eval()
         self.requests: list[tuple[list[int], StandInSamplingParams]] = []
         self.generate_calls = 0
+        self.rpc_calls = self.prefix_resets = self.loaded_tensors = 0
         StandInLLM.built.append(self)
 
     def generate(self, prompts, sampling_params=None, use_tqdm=True):
@@ -70,32 +72,26 @@ class StandInLLM:
         return results
 
     def _complete(self, ids, params):
-        stop = set(params.stop_token_ids)
-        greedy = params.temperature == 0
-        options = dict(do_sample=not greedy, max_new_tokens=params.max_tokens, num_return_sequences=params.n,
-                       eos_token_id=list(params.stop_token_ids), pad_token_id=self.hf.config.pad_token_id)
-        if not greedy:
-            options.update(temperature=params.temperature, top_k=max(params.top_k, 0), top_p=params.top_p)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(params.seed)
-            out = self.hf.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                   **options)
-        completions = []
-        for index, row in enumerate(out[:, len(ids):].tolist()):
-            tokens = []
-            for token in row:  # vLLM's token_ids: up to and including the stop token
-                tokens.append(token)
-                if token in stop:
-                    break
-            finish = "stop" if tokens and tokens[-1] in stop else "length"
-            logprob = None
-            if params.logprobs is not None:  # the raw model's log-probs of the sampled tokens (vLLM's default mode)
-                with torch.no_grad():
-                    logits = self.hf(input_ids=torch.tensor([ids + tokens])).logits[0, len(ids) - 1 : -1]
-                logprob = float(torch.log_softmax(logits.double(), -1).gather(-1, torch.tensor(tokens)[:, None]).sum())
-            completions.append(SimpleNamespace(index=index, token_ids=tokens, cumulative_logprob=logprob,
-                                               finish_reason=finish, text=""))
-        return completions
+        return complete(self.hf, ids, n=params.n, temperature=params.temperature, top_k=params.top_k,
+                        top_p=params.top_p, max_tokens=params.max_tokens, stop_token_ids=list(params.stop_token_ids),
+                        seed=params.seed, logprobs=params.logprobs is not None)
+
+    # what the weight push reaches: vLLM V1's LLM.collective_rpc(function, args) runs function(worker, *args) on
+    # every worker, whose model_runner.model.load_weights takes (name, tensor) pairs; here one worker, the HF model
+    def collective_rpc(self, method, args=(), kwargs=None):
+        self.rpc_calls += 1
+        worker = SimpleNamespace(model_runner=SimpleNamespace(model=SimpleNamespace(load_weights=self._load_weights)))
+        return [method(worker, *args, **(kwargs or {}))]
+
+    def _load_weights(self, weights):
+        state = dict(weights)
+        missing, unexpected = self.hf.load_state_dict(state, strict=False)
+        assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+        self.loaded_tensors += len(state)
+
+    def reset_prefix_cache(self):
+        self.prefix_resets += 1
+        return True
 
 
 @pytest.fixture
@@ -286,18 +282,24 @@ def test_wrong_number_of_completions_is_an_error(monkeypatch):
 # ------------------------------------------------------------------ policy updates
 
 
-def test_engine_is_rebuilt_on_the_current_policy_only_when_it_changes(vllm_world, standin):
-    world = vllm_world
+def _nudged(policy):
+    """What a trainer returns: a new policy with new weights."""
+    trained = policy.clone()
+    with torch.no_grad():
+        for parameter in trained.model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return trained
+
+
+def test_with_rebuild_the_engine_is_rebuilt_on_the_current_policy_only_when_it_changes(standin):
+    world = tiny_world(backend="vllm", vllm_weight_sync="rebuild")
     rng = np.random.default_rng(0)
     rows = world.draw_prompts(3, rng)
     world.sample(world.initial_policy, rows, 2, rng)
     world.sample(world.initial_policy, rows, 1, rng, mode="greedy")
     assert world.sampler.engines_built == 1  # same policy, same engine
 
-    trained = world.initial_policy.clone()  # what a trainer returns: a new policy with new weights
-    with torch.no_grad():
-        for parameter in trained.model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
+    trained = _nudged(world.initial_policy)
     got = world.sample(trained, world.eval_rows, 1, rng, mode="greedy")
     assert world.sampler.engines_built == 2
     llm = standin.built[-1]
@@ -313,6 +315,84 @@ def test_engine_is_rebuilt_on_the_current_policy_only_when_it_changes(vllm_world
     assert not weights_dir.exists()  # the copy of the trained weights is gone with its engine
     world.close()
     assert world.sampler._llm is None
+    assert world.sampler.weight_pushes == 0 and standin.built[0].rpc_calls == 0
+
+
+def test_a_new_policy_is_pushed_into_the_running_engine(vllm_world, standin):
+    world = vllm_world
+    rng = np.random.default_rng(0)
+    world.sample(world.initial_policy, world.draw_prompts(3, rng), 2, rng)
+    trained = _nudged(world.initial_policy)
+    got = world.sample(trained, world.eval_rows, 1, rng, mode="greedy")
+    (llm,) = standin.built  # one engine for the whole run
+    assert world.sampler.engines_built == 1 and world.sampler.weight_pushes == 1
+    assert llm.rpc_calls == 1 and llm.prefix_resets == 1  # the old weights' KV cache is dropped with them
+    assert llm.loaded_tensors == len([k for k in trained.model.state_dict() if k != "lm_head.weight"])
+    plain = tiny_world(generation_batch_size=1)
+    expected = plain.sample(trained, plain.eval_rows, 1, rng, mode="greedy")
+    np.testing.assert_array_equal(got.tokens, expected.tokens)  # the engine sampled the pushed weights
+
+    world.sample(world.reference_policy, world.eval_rows, 1, rng, mode="greedy")  # pi_ref: from its own files
+    assert world.sampler.weight_pushes == 2 and world.sampler.engines_built == 1
+    reference = plain.sample(plain.reference_policy, plain.eval_rows, 1, rng, mode="greedy")
+    again = world.sample(world.reference_policy, world.eval_rows, 1, rng, mode="greedy")
+    np.testing.assert_array_equal(again.tokens, reference.tokens)
+    assert world.sampler.weight_pushes == 2  # same policy: nothing pushed
+
+
+@pytest.mark.parametrize("version, llm_change, reason", [
+    ("0.9.2", {}, "older than 0.10"),
+    ("0.31.0", {"collective_rpc": None}, "no collective_rpc"),
+    ("0.31.0", {"collective_rpc": "raise"}, "the push failed (RuntimeError: worker moved"),
+])
+def test_where_a_push_cannot_work_the_engine_is_rebuilt_with_a_warning(monkeypatch, version, llm_change, reason):
+    from plugins.testbeds.hf import vllm_backend
+
+    def broken(self, method, args=(), kwargs=None):
+        raise RuntimeError("worker moved")
+
+    attributes = {name: (broken if value == "raise" else value) for name, value in llm_change.items()}
+    engine = type("OtherLLM", (StandInLLM,), attributes)
+    StandInLLM.built = []
+    monkeypatch.setattr(vllm_backend, "load_engine_api", lambda: vllm_backend.EngineAPI(
+        LLM=engine, SamplingParams=StandInSamplingParams, version=version))
+    world = tiny_world(backend="vllm")
+    try:
+        rng = np.random.default_rng(0)
+        world.sample(world.initial_policy, world.eval_rows, 1, rng, mode="greedy")
+        trained = _nudged(world.initial_policy)
+        with pytest.warns(RuntimeWarning, match="rebuilding the engine instead") as caught:
+            got = world.sample(trained, world.eval_rows, 1, rng, mode="greedy")
+        assert reason in str(caught[0].message)
+        assert world.sampler.engines_built == 2 and world.sampler.weight_pushes == 0
+        plain = tiny_world(generation_batch_size=1)
+        np.testing.assert_array_equal(got.tokens, plain.sample(trained, plain.eval_rows, 1, rng,
+                                                               mode="greedy").tokens)
+    finally:
+        world.close()
+
+
+def test_version_numbers_are_read_as_vllm_writes_them():
+    from plugins.testbeds.hf.vllm_backend import version_tuple
+
+    assert version_tuple("0.31.0rc1+cu128") == (0, 31) and version_tuple("0.9.2") == (0, 9)
+    assert version_tuple("1.0") == (1, 0) and version_tuple("dev") == ()
+
+
+def test_tensor_parallelism_is_an_engine_argument_and_asks_for_gpus_that_exist(standin):
+    from plugins.testbeds.hf import vllm_backend
+
+    world = tiny_world(backend="vllm")
+    try:
+        world.sample(world.initial_policy, world.eval_rows, 1, np.random.default_rng(0), mode="greedy")
+        assert standin.built[-1].kwargs["tensor_parallel_size"] == 1
+    finally:
+        world.close()
+    if torch.cuda.device_count() < 2:
+        with pytest.raises(UsageError, match="vllm_tensor_parallel_size=2: this machine has"):
+            vllm_backend.check_tensor_parallel(2)
+        with pytest.raises(UsageError, match="vllm_tensor_parallel_size=2"):
+            tiny_world(backend="vllm", vllm_tensor_parallel_size=2)
 
 
 def test_a_run_with_the_vllm_backend(cli, db_path, standin, monkeypatch):
@@ -331,9 +411,8 @@ def test_a_run_with_the_vllm_backend(cli, db_path, standin, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout.strip().splitlines()[-1])["iterations"]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
-    # pi_0 from its directory, then pi_1 and pi_2 each from a fresh copy of their weights: one engine per policy
-    paths_built = [llm.model_path for llm in standin.built]
-    assert len(paths_built) == 3 and paths_built[0] == str(paths.initial)
-    assert len(set(paths_built)) == 3
+    # one engine, built on pi_0's directory; pi_1 and pi_2 pushed into it
+    (llm,) = standin.built
+    assert llm.model_path == str(paths.initial) and llm.rpc_calls == 2 and llm.prefix_resets == 2
     for llm in standin.built:  # every request asked for the run's N responses, or 1 greedy / eval_samples pure
         assert {p.n for _, p in llm.requests} <= {4, 1, 2}

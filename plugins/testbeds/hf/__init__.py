@@ -49,8 +49,10 @@ The verifiable regime (``plugins/testbeds/hf/data/verifiable``, made by
 
 Optional parts, each described in ``docs/real-models-extras.md``:
 
-* ``backend=vllm`` samples with vLLM on a GPU (:mod:`plugins.testbeds.hf.vllm_backend`);
-  log-probs are still computed with transformers.
+* ``backend=vllm`` samples with vLLM on a GPU (:mod:`plugins.testbeds.hf.vllm_backend`),
+  ``backend=vllm_server`` with a running ``vllm serve`` over HTTP, LoRA policies as
+  adapters (:mod:`plugins.testbeds.hf.vllm_server`); log-probs are still computed
+  with transformers.
 * ``alpaca_dir`` writes AlpacaEval's ``model_outputs.json`` and
   ``reference_outputs.json`` at every evaluation (:mod:`plugins.testbeds.hf.alpaca`).
 * ``lora_rank`` > 0 trains LoRA adapters (the ``peft`` extra): pi_ref is the base
@@ -81,6 +83,8 @@ from harness.options import Option
 from plugins._hf.loading import ModelSources
 
 _POSITIVE = {"min": 0.0, "min_inclusive": False}
+#: The backends that sample with vLLM (each request from one model: no steered sampling).
+VLLM_BACKENDS = ("vllm", "vllm_server")
 #: Each data option and the option choosing its split.
 DATA_SPLITS = {"prompts": "prompts_split", "eval_prompts": "eval_split", "reference_outputs": "eval_split",
                "seed_prompts": "prompts_split"}
@@ -98,7 +102,7 @@ class HFTestbed(ModelSources, Testbed):
     def sampling_sources(self) -> tuple[str, ...]:
         """Every source with the transformers backend; only pi_{i-1} with vLLM, which draws each request from one
         model and cannot mix two models' logits (World.steered_sample refuses there too)."""
-        if self.settings.get("backend") == "vllm":
+        if self.settings.get("backend") in VLLM_BACKENDS:
             return ("policy",)
         return ("policy", "reference", "plus", "minus")
     options = (
@@ -145,13 +149,30 @@ class HFTestbed(ModelSources, Testbed):
                "transformers backend)", min=1),
         Option("logprob_batch_size", int, 16, "sequences per log-prob forward", min=1),
         # sampling backend (docs/real-models-extras.md)
-        Option("backend", str, "transformers", "what samples responses: transformers (generate) or vllm "
-               "(the vllm extra, CUDA GPU only); log-probs are always computed with transformers",
-               choices=("transformers", "vllm")),
+        Option("backend", str, "transformers", "what samples responses: transformers (generate), vllm (an "
+               "in-process engine: the vllm extra, CUDA GPU only) or vllm_server (a running `vllm serve`, over HTTP; "
+               "needs lora_rank > 0); log-probs are always computed with transformers",
+               choices=("transformers", "vllm", "vllm_server")),
         Option("vllm_gpu_memory_utilization", float, 0.4, "share of the GPU's memory vLLM may take (the "
                "transformers models and the trainer share the GPU)", min=0.0, max=1.0, min_inclusive=False),
         Option("vllm_enforce_eager", bool, False, "skip CUDA-graph capture (faster engine start, slower decoding; "
                "the engine is rebuilt every iteration)"),
+        Option("vllm_weight_sync", str, "push", "how pi_i reaches the in-process vLLM engine: push (load its "
+               "weights into the running engine; falls back to rebuild, with a warning, where this vLLM cannot) "
+               "or rebuild (a new engine per policy)", choices=("push", "rebuild"), omit_at_default=True),
+        Option("vllm_tensor_parallel_size", int, 1, "GPUs the in-process vLLM engine is spread over (tensor "
+               "parallelism)", min=1, omit_at_default=True),
+        Option("vllm_server_url", str, "http://127.0.0.1:8000/v1", "backend=vllm_server: the server's "
+               "OpenAI-compatible base URL (API key, if any, from $VLLM_API_KEY)", omit_at_default=True),
+        Option("vllm_server_model", str, "", "backend=vllm_server: the served id of the base model (pi_ref); "
+               "empty = the server's only base model", omit_at_default=True),
+        Option("vllm_server_adapter_dir", str, "", "backend=vllm_server: where each policy's LoRA adapter is "
+               "written for the server to load (it must read the same path); empty = a temporary folder",
+               omit_at_default=True),
+        Option("vllm_server_concurrency", int, 16, "backend=vllm_server: requests in flight at once", min=1,
+               omit_at_default=True),
+        Option("vllm_server_timeout", float, 600.0, "backend=vllm_server: seconds to wait for one answer",
+               min=0.0, min_inclusive=False, omit_at_default=True),
         Option("vllm_logprobs_mode", str, "", "vLLM's logprobs_mode for the log-probs it reports "
                "(raw_logprobs or processed_logprobs); empty = vLLM's default",
                choices=("", "raw_logprobs", "processed_logprobs")),
@@ -211,6 +232,10 @@ class HFTestbed(ModelSources, Testbed):
             self.check_data()
         if self.settings["lora_rank"] > 0:
             self.check_lora()
+        elif self.settings["backend"] == "vllm_server":
+            raise UsageError("testbed option backend=vllm_server needs LoRA (-o testbed.lora_rank=16, say): a running "
+                             "vLLM server takes each new policy as a LoRA adapter, and a fully fine-tuned policy has "
+                             "no way into it; use backend=vllm for full fine-tuning")
 
     def check_lora(self) -> None:
         """UsageError (exit 2) when LoRA is asked for where it cannot run: peft missing, or the vLLM backend
@@ -219,8 +244,9 @@ class HFTestbed(ModelSources, Testbed):
 
         lora.require()
         if self.settings["backend"] == "vllm":
-            raise UsageError("testbed options lora_rank > 0 and backend=vllm cannot be combined yet: the vLLM "
-                             "backend loads full weights; use backend=transformers with LoRA")
+            raise UsageError("testbed options lora_rank > 0 and backend=vllm cannot be combined yet: the in-process "
+                             "vLLM engine loads full weights; use backend=vllm_server (a running vLLM server takes "
+                             "each policy as an adapter) or backend=transformers with LoRA")
         lora.lora_config(rank=self.settings["lora_rank"], alpha=self.settings["lora_alpha"],
                          dropout=self.settings["lora_dropout"], target_modules=self.settings["lora_target_modules"])
 

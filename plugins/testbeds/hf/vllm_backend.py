@@ -36,25 +36,31 @@ backend the world sends them to an in-process ``vllm.LLM``:
   pi_ref, so the world computes both with transformers whatever the backend.
 
 **Getting the current policy into vLLM.** pi_i changes every iteration. The
-adapter takes the simple, robust way: when asked to sample from a policy other
-than the one its engine holds, it shuts the old engine down, writes the policy
-with ``save_pretrained`` to a temporary directory (skipped for pi_ref or a
-pi_0 loaded unchanged from a directory: their own directory is used) and
-builds a new ``LLM`` on it. The engine is kept while the policy is the same
-object (trainers return new policies and never modify their input), so a run
-builds one engine per iteration: pi_i is evaluated right after training and
-then sampled from in iteration i+1 by the same engine. Cost per iteration: one
-write of the weights (an 8B model in bf16: 16 GB to local disk) and one engine
-start (weight load, memory profiling, CUDA-graph capture unless
-``vllm_enforce_eager``; tens of seconds to minutes for an 8B model). Loading
-weights into a live engine (``load_weights`` on the worker's model, as TRL's
-colocated mode does) would avoid both, but reaches into vLLM internals that
-change between releases; not done here.
+engine is kept while the policy is the same object (trainers return new
+policies and never modify their input), so pi_i is evaluated right after
+training and sampled from in iteration i+1 by the same weights. When asked to
+sample from another policy, with ``vllm_weight_sync=push`` (the default) the
+adapter **pushes the new weights into the running engine**: the policy's
+safetensors files (its own directory for pi_ref or a pi_0 loaded unchanged,
+else a ``save_pretrained`` dump to a temporary directory, deleted once loaded)
+are loaded on every worker by ``LLM.collective_rpc`` calling the worker
+model's ``load_weights`` (tensor-parallel workers each take their shard), then
+``reset_prefix_cache()`` drops the KV cache computed with the old weights.
+This skips the engine start (weight load, memory profiling, CUDA-graph
+capture: tens of seconds to minutes for an 8B model) but reaches into vLLM's
+worker internals, so it runs behind a check: a vLLM older than
+:data:`PUSH_MIN_VERSION` (the V0 engine), an ``LLM`` without
+``collective_rpc``/``reset_prefix_cache``, or a push that raises falls back
+to rebuilding the engine, with a warning, and ``vllm_weight_sync=rebuild``
+always rebuilds: the old engine is shut down and a new ``LLM`` is built on the
+policy's directory (or its ``save_pretrained`` dump). ``vllm_tensor_parallel_size``
+spreads the engine over that many GPUs.
 
 **Not verified against a real vLLM**: the tests drive this adapter with a
 stand-in class that has ``vllm.LLM``'s call signature
 (``tests/test_hf_vllm.py``); no GPU or vLLM was available where it was
-written. See ``docs/real-models-extras.md``.
+written. See ``docs/real-models-extras.md``. A vLLM server (``backend=vllm_server``)
+is :mod:`plugins.testbeds.hf.vllm_server`.
 
 vllm and torch are imported inside functions only; :func:`load_engine_api` is
 the seam tests replace.
@@ -64,7 +70,9 @@ from __future__ import annotations
 
 import gc
 import importlib.util
+import re
 import tempfile
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,12 +87,19 @@ FIX = ("install the vLLM extra on a machine with a CUDA GPU (pip install 'pairse
        "see docs/real-models-extras.md), or use the testbed option backend=transformers")
 
 
+#: The oldest vLLM whose weights are pushed into the running engine (``vllm_weight_sync=push``): the V1 engine,
+#: where ``LLM.collective_rpc`` runs a function on every worker; older releases are rebuilt each iteration.
+PUSH_MIN_VERSION = (0, 10)
+
+
 @dataclass(frozen=True)
 class EngineAPI:
-    """The two vLLM names the adapter uses: ``LLM`` and ``SamplingParams`` (or stand-ins with their signatures)."""
+    """The vLLM names the adapter uses: ``LLM`` and ``SamplingParams`` (or stand-ins with their signatures), and
+    the installed ``vllm.__version__``."""
 
     LLM: Any
     SamplingParams: Any
+    version: str = ""
 
 
 def load_engine_api() -> EngineAPI:
@@ -96,11 +111,62 @@ def load_engine_api() -> EngineAPI:
     if not torch.cuda.is_available():
         raise UsageError(f"testbed option backend=vllm needs a CUDA GPU and torch sees none; {FIX}")
     try:
+        import vllm
         from vllm import LLM, SamplingParams
     except Exception as exc:  # a broken install: CUDA/torch mismatch, missing kernels, ...
         raise UsageError(f"testbed option backend=vllm: importing vllm failed ({type(exc).__name__}: {exc}); "
                          f"{FIX}") from None
-    return EngineAPI(LLM=LLM, SamplingParams=SamplingParams)
+    return EngineAPI(LLM=LLM, SamplingParams=SamplingParams, version=str(getattr(vllm, "__version__", "")))
+
+
+def check_tensor_parallel(size: int) -> None:
+    """UsageError (exit 2) when ``vllm_tensor_parallel_size`` > 1 asks for more GPUs than torch sees (one GPU is
+    checked where the engine API is loaded)."""
+    import torch
+
+    if int(size) <= 1:
+        return
+    available = torch.cuda.device_count()
+    if int(size) > available:
+        raise UsageError(f"testbed option vllm_tensor_parallel_size={size}: this machine has {available} CUDA "
+                         "GPU(s); lower it")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"0.31.0rc1+cu128"`` -> ``(0, 31)``: the major and minor numbers of a version string (``()`` if none)."""
+    found = re.match(r"\s*(\d+)\.(\d+)", str(version))
+    return (int(found.group(1)), int(found.group(2))) if found else ()
+
+
+def load_weight_files(worker, files: Sequence[str]) -> int:  # pragma: no cover - runs inside vLLM's workers
+    """On one vLLM worker: load the tensors of the safetensors ``files`` into its model (vLLM's own
+    ``load_weights`` maps Hugging Face names onto its fused and sharded layers). Returns the tensors read."""
+    from safetensors import safe_open
+
+    count = 0
+
+    def tensors():
+        nonlocal count
+        for path in files:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    count += 1
+                    yield key, handle.get_tensor(key)
+
+    worker.model_runner.model.load_weights(weights=tensors())
+    return count
+
+
+def sampling_shape(settings: Mapping[str, Any], mode: str) -> dict[str, float | int]:
+    """Temperature, top-k (-1 = off, vLLM's convention) and top-p of ``mode``: the testbed's options for
+    ``sample``, the model's own distribution for ``pure``, temperature 0 for ``greedy``."""
+    if mode == "greedy":
+        return {"temperature": 0.0, "top_k": -1, "top_p": 1.0}
+    if mode == "pure":
+        return {"temperature": 1.0, "top_k": -1, "top_p": 1.0}
+    top_k = int(settings["top_k"])
+    return {"temperature": float(settings["temperature"]), "top_k": top_k if top_k > 0 else -1,
+            "top_p": float(settings["top_p"])}
 
 
 @dataclass(frozen=True)
@@ -125,9 +191,10 @@ class VLLMSampler:
     ``settings`` are the testbed's; ``tokenizer_dir`` is pi_ref's directory
     (every policy shares its tokenizer); ``max_model_len`` bounds prompt plus
     response; ``seed`` is the engine's seed (each request carries its own).
-    Counters: ``engines_built``, ``requests`` (one per prompt),
-    ``stops_without_eos`` (responses vLLM reported as stopped whose last
-    token is none of the world's EOS ids; should stay 0).
+    Counters: ``engines_built``, ``weight_pushes`` (policies pushed into a
+    running engine), ``requests`` (one per prompt), ``stops_without_eos``
+    (responses vLLM reported as stopped whose last token is none of the
+    world's EOS ids; should stay 0).
     """
 
     def __init__(self, *, api: EngineAPI, settings: Mapping[str, Any], tokenizer_dir: Path, eos_ids: Sequence[int],
@@ -139,6 +206,7 @@ class VLLMSampler:
         self.max_model_len = int(max_model_len)
         self.seed = int(seed)
         self.engines_built = 0
+        self.weight_pushes = 0
         self.requests = 0
         self.stops_without_eos = 0
         self.last_cumulative_logprobs: np.ndarray | None = None
@@ -163,6 +231,7 @@ class VLLMSampler:
             "gpu_memory_utilization": float(s["vllm_gpu_memory_utilization"]),
             "max_model_len": self.max_model_len,
             "enforce_eager": bool(s["vllm_enforce_eager"]),
+            "tensor_parallel_size": int(s.get("vllm_tensor_parallel_size", 1)),
             "trust_remote_code": False,
         }
         if s["vllm_logprobs_mode"]:
@@ -170,8 +239,11 @@ class VLLMSampler:
         return kwargs
 
     def engine_for(self, policy) -> Any:
-        """The engine holding ``policy``'s weights: the current one, or a new one built on them."""
+        """The engine holding ``policy``'s weights: the current one, the current one with ``policy``'s weights
+        pushed into it, or a new one built on them."""
         if self._llm is not None and self._holds is not None and self._holds() is policy:
+            return self._llm
+        if self._llm is not None and self.settings.get("vllm_weight_sync", "push") == "push" and self._push(policy):
             return self._llm
         self.close()
         model_dir = getattr(policy, "source_dir", None)
@@ -183,6 +255,47 @@ class VLLMSampler:
         self._holds = weakref.ref(policy)
         self.engines_built += 1
         return self._llm
+
+    def push_unavailable(self) -> str | None:
+        """Why weights cannot be pushed into this engine (None: they can): an old vLLM or a missing method."""
+        version = version_tuple(self.api.version)
+        if version and version < PUSH_MIN_VERSION:
+            return (f"vLLM {self.api.version} is older than {'.'.join(map(str, PUSH_MIN_VERSION))} (no V1 "
+                    "engine)")
+        missing = [name for name in ("collective_rpc", "reset_prefix_cache")
+                   if not callable(getattr(self._llm, name, None))]
+        if missing:
+            return f"this vLLM's LLM has no {' or '.join(missing)}"
+        return None
+
+    def _push(self, policy) -> bool:
+        """Load ``policy``'s weights into the running engine; False (with a warning) when that is not possible
+        here or fails, so the caller rebuilds the engine."""
+        reason = self.push_unavailable()
+        if reason is None:
+            dump = None
+            try:
+                source = getattr(policy, "source_dir", None)
+                files = sorted(Path(source).glob("*.safetensors")) if source is not None else []
+                if not files:
+                    dump = tempfile.TemporaryDirectory(prefix="pairsel-vllm-push-")
+                    policy.model.save_pretrained(dump.name)
+                    files = sorted(Path(dump.name).glob("*.safetensors"))
+                self._llm.collective_rpc(load_weight_files, args=([str(f) for f in files],))
+                self._llm.reset_prefix_cache()  # its KV blocks were computed with the old weights
+            except Exception as exc:  # vLLM's internals moved: rebuild instead
+                reason = f"the push failed ({type(exc).__name__}: {exc})"
+            finally:
+                if dump is not None:
+                    dump.cleanup()
+        if reason is not None:
+            warnings.warn(f"vLLM backend: cannot push the new policy's weights into the running engine: {reason}; "
+                          "rebuilding the engine instead (slower; -o testbed.vllm_weight_sync=rebuild silences "
+                          "this)", RuntimeWarning, stacklevel=3)
+            return False
+        self._holds = weakref.ref(policy)
+        self.weight_pushes += 1
+        return True
 
     def close(self) -> None:
         """Shut the engine down, free its GPU memory and delete the weights it was built from."""
@@ -210,14 +323,7 @@ class VLLMSampler:
     def sampling_params(self, n: int, seed: int, mode: str):
         """``SamplingParams`` of one request: ``mode`` is sample, pure (temperature 1, no truncation) or greedy."""
         s = self.settings
-        if mode == "greedy":
-            shape = {"temperature": 0.0, "top_k": -1, "top_p": 1.0}
-        elif mode == "pure":
-            shape = {"temperature": 1.0, "top_k": -1, "top_p": 1.0}
-        else:
-            top_k = int(s["top_k"])
-            shape = {"temperature": float(s["temperature"]), "top_k": top_k if top_k > 0 else -1,
-                     "top_p": float(s["top_p"])}
+        shape = sampling_shape(s, mode)
         return self.api.SamplingParams(
             n=int(n),
             max_tokens=int(s["max_new_tokens"]),

@@ -781,6 +781,7 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         from plugins.testbeds.hf import vllm_backend
 
         engine_api = vllm_backend.load_engine_api()
+        vllm_backend.check_tensor_parallel(int(s.get("vllm_tensor_parallel_size", 1)))
     allow_download = bool(s.get("allow_download", False))
     hint = "-o testbed.allow_download=true"
     model_source = loading.resolve_model(s["model"], "testbed option `model`", allow_download=allow_download,
@@ -989,6 +990,13 @@ def build_world(settings: Mapping[str, Any], *, seed: int, reporter=None, annota
         sampler = VLLMSampler(api=engine_api, settings=s, tokenizer_dir=model_dir,
                               eos_ids=loading.eos_token_ids(reference_model, tokenizer),
                               max_model_len=longest + int(s["max_new_tokens"]), seed=seed)
+    elif s.get("backend") == "vllm_server":
+        from plugins.testbeds.hf.vllm_server import VLLMServerSampler
+
+        sampler = VLLMServerSampler(settings=s, eos_ids=loading.eos_token_ids(reference_model, tokenizer),
+                                    max_model_len=longest + int(s["max_new_tokens"]))
+        sampler.check_adapters(reference.clone())  # a server that cannot take adapters stops the run here
+        lora.prune(reference_model)
     if on_policy:
         from plugins.testbeds.hf.seed import bootstrap_initial_policy
 
