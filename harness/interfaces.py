@@ -166,6 +166,18 @@ class Responses:
     def n_prompts(self) -> int:
         return int(self.tokens.shape[0])
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Responses], pad_id: int) -> Responses:
+        """The responses of ``parts`` (prompts split in row order) as one: widths padded to the widest with
+        ``pad_id``; ``sources`` kept when every part has them."""
+        width = max(int(part.tokens.shape[2]) for part in parts)
+        tokens = np.concatenate([np.pad(part.tokens, ((0, 0), (0, 0), (0, width - part.tokens.shape[2])),
+                                        constant_values=pad_id) for part in parts], axis=0)
+        lengths = np.concatenate([part.lengths for part in parts], axis=0)
+        sources = (np.concatenate([part.sources for part in parts], axis=0)
+                   if all(part.sources is not None for part in parts) else None)
+        return cls(tokens=tokens, lengths=lengths, sources=sources)
+
     @property
     def n_responses(self) -> int:
         return int(self.tokens.shape[1])
@@ -601,6 +613,13 @@ class World(Protocol):
         selector that declares ``needs_exact_gold``, as that selector's
         :class:`ExactGold`; its testbed then declares ``exact_gold = True``.
         """
+
+    shards_sampling: bool
+    """Optional: True when :meth:`sample` draws each prompt's responses from a stream of its own (derived from
+    ``rng`` and the prompt, not from which other prompts share the call), so every response of a prompt is
+    the same whichever share of the prompts one call gets. Under a multi-process launch the loop then splits
+    the sampling between the processes (:mod:`harness.ranks`); else the main process samples alone. The
+    world's padding value is ``pad_id`` (0 when it has none)."""
 
     def steered_sample(self, policy: Policy, reference: Policy, prompts: np.ndarray, sources: np.ndarray,
                        beta: float, rng: np.random.Generator) -> Responses:

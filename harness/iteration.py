@@ -191,11 +191,18 @@ def sample(run: RunContext, it: Iteration) -> None:
     the iteration's own ``sources`` stream; the responses from
     :meth:`World.steered_sample` with the ``sample`` stream. A run without a
     steering selector draws exactly what it drew before selector contract 3.
+    Under a multi-process launch the main process samples alone, unless the
+    world draws each prompt from a stream of its own (``World.shards_sampling``):
+    then every process samples its share of the prompts.
     """
     if it.pending is not None:
         return
     n = run.config.n_responses
     steering = run.components.steering_selector()
+
+    if steering is None and run.ranks.parallel and getattr(run.world, "shards_sampling", False):
+        it.responses = _sharded_sample(run, it, n)
+        return
 
     def main() -> Responses:
         rng = streams.stream(run.config.seed, it.number, "sample")
@@ -215,6 +222,20 @@ def sample(run: RunContext, it: Iteration) -> None:
         return responses
 
     it.responses = run.ranks.main_only(main)
+
+
+def _sharded_sample(run: RunContext, it: Iteration, n: int) -> Responses:
+    """The responses of a world that samples each prompt from a stream of its own (``World.shards_sampling``),
+    the prompts split between the processes as in scoring: each process's share is drawn with the iteration's
+    ``sample`` stream, so every prompt gets what a one-process run draws for it."""
+    def share(part: slice) -> Responses:
+        rng = streams.stream(run.config.seed, it.number, "sample")
+        return run.world.sample(run.policy, it.prompts[part], n, rng)
+
+    with run.reporter.stage(f"{it.title}: sample {it.pool.prompts}×{n} ({run.ranks.size} processes)"), \
+            run.timer("sample"):
+        parts = run.ranks.gather(len(it.prompts), share)
+    return Responses.concatenate(parts, pad_id=int(getattr(run.world, "pad_id", 0)))
 
 
 def check_steered_sampling(components: Components, world) -> None:

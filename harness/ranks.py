@@ -123,17 +123,22 @@ class Ranks:
         bounds = np.linspace(0, n, self.size + 1).round().astype(int)
         return slice(int(bounds[self.rank]), int(bounds[self.rank + 1]))
 
-    def split(self, n: int, work: Callable[[slice], np.ndarray]) -> np.ndarray:
-        """``work(rows)`` on each process's share of ``n`` rows, concatenated in row order on every process."""
+    def gather(self, n: int, work: Callable[[slice], T]) -> list[T]:
+        """``work(rows)`` on each process's share of ``n`` rows; every share's result, in row order, on every
+        process (a process with no rows, when there are fewer rows than processes, contributes nothing)."""
         if not self.parallel or n == 0:
-            return work(slice(0, n))
+            return [work(slice(0, n))]
         import torch.distributed as dist
 
         mine = self.rows(n)
         part = work(mine) if mine.stop > mine.start else None  # fewer rows than processes: some idle
         parts: list[Any] = [None] * self.size
         dist.all_gather_object(parts, part)
-        return np.concatenate([p for p in parts if p is not None], axis=0)
+        return [p for p in parts if p is not None]
+
+    def split(self, n: int, work: Callable[[slice], np.ndarray]) -> np.ndarray:
+        """``work(rows)`` on each process's share of ``n`` rows, concatenated in row order on every process."""
+        return np.concatenate(self.gather(n, work), axis=0)
 
     def barrier(self) -> None:
         if self.parallel:

@@ -30,6 +30,12 @@ def torch_seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**62))
 
 
+def keyed_seed(base: int, key: int) -> int:
+    """A torch seed for ``key`` (e.g. a prompt's row) under ``base``: the same whichever other keys are drawn,
+    in whatever order, so work split by key between processes draws what one process would."""
+    return int(np.random.SeedSequence([int(base), int(key)]).generate_state(1, np.uint64)[0] >> np.uint64(2))
+
+
 def global_rng_state() -> tuple[Any, Any, Any]:
     """The global ``numpy.random``, ``random`` and torch CPU RNG states (torch's None when it is not imported)."""
     torch = sys.modules.get("torch")

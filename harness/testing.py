@@ -1873,6 +1873,8 @@ class TestbedContract(_ComponentContract):
       (``seed_*`` keys with bool, int, float or str values, which is what the
       loop records); ``evaluation_report`` (finite numbers by name);
       ``close`` (callable twice; the world still scores afterwards);
+      ``shards_sampling`` (when True: a prompt's responses are the same
+      whichever other prompts share the ``sample`` call);
       ``stochastic_logprobs`` (scorer contract 2: ``(K, M, N)`` finite
       float64 log-probs <= 0, equal for equal Generator seeds, a spread
       somewhere, the policy, its ``logprobs`` and the global RNGs unchanged);
@@ -2322,6 +2324,18 @@ class TestbedContract(_ComponentContract):
             assert isinstance(key, str) and _is_real(value) and math.isfinite(value), (
                 f"evaluation_report[{key!r}] = {value!r} is not a finite number"
             )
+
+    def test_shards_sampling(self):
+        world = self.build()
+        if not getattr(world, "shards_sampling", False):
+            raise unittest.SkipTest(f"{type(world).__name__} does not declare shards_sampling")
+        prompts = world.draw_prompts(5, np.random.default_rng(23))
+        whole = world.sample(world.initial_policy, prompts, 2, np.random.default_rng(29))
+        parts = [world.sample(world.initial_policy, prompts[part], 2, np.random.default_rng(29))
+                 for part in (slice(0, 2), slice(2, 5))]
+        joined = Responses.concatenate(parts, pad_id=int(getattr(world, "pad_id", 0)))
+        assert np.array_equal(joined.lengths, whole.lengths) and np.array_equal(joined.tokens, whole.tokens), (
+            "shards_sampling is True but a prompt's responses change with the other prompts of the sample call")
 
     def test_close(self):
         world = self.build()

@@ -521,6 +521,10 @@ class _ReportsText(WorldWrapper):
         return {"alpaca_note": "n/a"}
 
 
+class _ClaimsToShard(WorldWrapper):
+    shards_sampling = True  # but the synthetic world draws all its prompts' responses from one stream
+
+
 class _NeedsADevice(SyntheticTestbed):
     def build_world(self, *, seed, reporter, device):
         return super().build_world(seed=seed, reporter=reporter)
@@ -553,6 +557,7 @@ class _NeedsADevice(SyntheticTestbed):
     (wrapped(_GoldByPosition), "test_gold_rewards", "identical responses have different gold", {}),
     (wrapped(_SeedRoundNumpy), "test_seed_round", "is a int64; the loop records only", {}),
     (wrapped(_SeedRoundUnprefixed), "test_seed_round", "does not start with seed_", {}),
+    (wrapped(_ClaimsToShard), "test_shards_sampling", "change with the other prompts of the sample call", {}),
 ])
 def test_the_testbed_contract_fails_for_broken_testbeds(testbed, method, match, attributes):
     assert_fails(check_of_testbed(testbed, **attributes), method, match)

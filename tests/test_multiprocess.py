@@ -103,6 +103,38 @@ def test_trl_trains_data_parallel_under_accelerate_launch(tmp_path):
         assert row["train_steps"] == math.ceil(math.ceil(pairs / 2) / 2), row
 
 
+@pytest.mark.slow
+def test_per_prompt_streams_split_the_sampling_and_draw_what_one_process_draws(tmp_path):
+    """With sampling_streams=per_prompt both processes sample (each its half of the prompts) and the iteration
+    buys the labels of the same pairs, selected on the same scores, as a one-process run."""
+    skip_unless_extra("hf")
+    from tests.hf_tiny import tiny_paths
+
+    paths = tiny_paths()
+    options = {
+        "testbed.model": paths.policy, "testbed.initial_model": paths.initial, "testbed.prompts": paths.prompts,
+        "testbed.eval_prompts": paths.eval, "testbed.max_new_tokens": 16, "testbed.sampling_streams": "per_prompt",
+        "annotator.model": paths.reward, "evaluator.model": paths.reward, "trainer.batch_size": 2,
+        "trainer.grad_accum": 1,
+    }
+    runs = {}
+    for processes in (1, 2):
+        db = tmp_path / f"{processes}.db"
+        args = ["run", "--testbed", "hf", "--trainer", "trl", "--selector", "smallest", "--iterations", "1",
+                "--budget", "16", "--responses", "4", "--db", db, "--json",
+                *[a for key, value in options.items() for a in ("-o", f"{key}={value}")]]
+        result = _harness(args, processes=processes, cwd=tmp_path, launcher=_accelerate())
+        runs[processes] = (_final(result), _table(db, "select iteration, position, prompt_hash, a_hash, b_hash, "
+                                                      "label from labels order by iteration, position"), result)
+    (one, one_labels, _), (two, two_labels, _) = runs[1], runs[2]
+    assert one_labels and two_labels == one_labels  # the same prompts, responses, pairs and verdicts
+    first_one, first_two = one["iterations"][1], two["iterations"][1]
+    for key, value in first_one.items():
+        if key.startswith(("selected_", "pool_")) and isinstance(value, float):
+            assert first_two[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    # that both processes sampled their half is checked in tests/test_hf_sampling_streams.py
+
+
 CRASHY = textwrap.dedent('''
     from harness import hookimpl
     from plugins.selectors.margin import SmallestMargin

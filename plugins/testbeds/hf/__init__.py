@@ -147,6 +147,10 @@ class HFTestbed(ModelSources, Testbed):
         Option("eval_samples", int, 2, "responses per evaluation prompt for the KL estimate", min=1),
         Option("generation_batch_size", int, 64, "sequences per generate call (prompts x responses; "
                "transformers backend)", min=1),
+        Option("sampling_streams", str, "batch", "transformers backend: batch (prompts generated together, one "
+               "seed per generate call) or per_prompt (each prompt's responses from a seed of its own: slower, "
+               "but a multi-process launch then splits the sampling between the processes and draws what one "
+               "process draws)", choices=("batch", "per_prompt"), omit_at_default=True),
         Option("logprob_batch_size", int, 16, "sequences per log-prob forward", min=1),
         # sampling backend (docs/real-models-extras.md)
         Option("backend", str, "transformers", "what samples responses: transformers (generate), vllm (an "

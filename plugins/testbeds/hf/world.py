@@ -51,7 +51,7 @@ import torch
 from harness.errors import CheckpointError, UsageError
 from harness.interfaces import Labels, Pairs, Responses
 from harness.progress import NullReporter
-from harness.rng import torch_seed
+from harness.rng import keyed_seed, torch_seed
 from plugins import _shipped as shipped
 from plugins._hf import loading, lora
 from plugins.testbeds.hf import alpaca
@@ -158,6 +158,13 @@ class HFWorld:
 
     # ------------------------------------------------------------------ models
 
+    @property
+    def shards_sampling(self) -> bool:
+        """Whether :meth:`sample` draws each prompt's responses from a stream of its own (testbed option
+        ``sampling_streams=per_prompt``, transformers backend), so the loop may split the prompts between the
+        processes of a multi-process launch and get what one process would (World.shards_sampling)."""
+        return self.sampler is None and self.settings.get("sampling_streams", "batch") == "per_prompt"
+
     def _check_policy(self, policy) -> HFPolicy:
         if not isinstance(policy, HFPolicy):
             raise TypeError(f"the hf world runs only HFPolicy objects, got {type(policy).__name__}")
@@ -215,7 +222,9 @@ class HFWorld:
         ``mode="greedy"`` decodes greedily, ``mode="pure"`` samples the model's
         own distribution (temperature 1, no top-k/top-p; what a Monte-Carlo KL
         needs). With the transformers backend prompts are generated in chunks
-        of ``generation_batch_size`` sequences, each seeded from ``rng``; with
+        of ``generation_batch_size`` sequences, each seeded from ``rng``, or,
+        with ``sampling_streams=per_prompt``, one prompt per call, seeded by
+        one draw from ``rng`` keyed by the prompt's row (:attr:`shards_sampling`); with
         vLLM every prompt is one request with ``n = n_responses`` and its own
         seed from ``rng``, and vLLM's cumulative log-probs of the sampled
         responses are kept in ``last_sampling_logprobs`` (``(M, N)``; see
@@ -231,11 +240,16 @@ class HFWorld:
             completions = self.sampler.generate(policy, [self.table.ids[r] for r in rows], n, seeds, mode)
             self.last_sampling_logprobs = self.sampler.last_cumulative_logprobs
             return self._responses([[c.tokens for c in row] for row in completions], n)
+        eos = torch.tensor(self.eos_ids, dtype=torch.long)
+        if self.shards_sampling:  # one stream per prompt: the same responses however the prompts are split
+            base = torch_seed(rng)
+            self.last_sampling_logprobs = None
+            return self._responses([_until_eos(self._generate(policy, [row], n, keyed_seed(base, row), mode)[0], eos)
+                                    for row in rows], n)
         per_call = max(1, int(self.settings["generation_batch_size"]) // max(n, 1))
         chunks = [rows[i : i + per_call] for i in range(0, m, per_call)]
         seeds = [torch_seed(rng) for _ in chunks]
         generated: list[list[list[int]]] = []
-        eos = torch.tensor(self.eos_ids, dtype=torch.long)
         for chunk, seed in zip(chunks, seeds):
             for block in self._generate(policy, chunk, n, seed, mode):  # (n, width)
                 generated.append(_until_eos(block, eos))
