@@ -6,7 +6,9 @@ samples, selects, buys labels, evaluates and writes the leaderboard; both
 score and train. Checked: one run row and one set of labels whatever the
 number of processes, the numbers of a one-process run on the synthetic
 testbed, TRL's data parallelism on the hf testbed (half the optimiser steps),
-and a failure or a stop for labels on the main process ending every process.
+two processes with per-prompt sampling streams reproducing a one-process run
+of the same global batch, FSDP and DeepSpeed launches refused, and a failure
+or a stop for labels on the main process ending every process.
 """
 
 from __future__ import annotations
@@ -104,9 +106,11 @@ def test_trl_trains_data_parallel_under_accelerate_launch(tmp_path):
 
 
 @pytest.mark.slow
-def test_per_prompt_streams_split_the_sampling_and_draw_what_one_process_draws(tmp_path):
-    """With sampling_streams=per_prompt both processes sample (each its half of the prompts) and the iteration
-    buys the labels of the same pairs, selected on the same scores, as a one-process run."""
+def test_two_data_parallel_processes_give_the_responses_and_numbers_of_one(tmp_path):
+    """With sampling_streams=per_prompt both processes sample (each its half of the prompts) and the iteration buys
+    the labels of the same pairs, selected on the same scores, as a one-process run; two processes with batch 2
+    each then train exactly as one process with batch 4 (12 pairs: whole batches, so no process repeats a pair
+    to even out the last one), so every number of the iteration agrees."""
     skip_unless_extra("hf")
     from tests.hf_tiny import tiny_paths
 
@@ -114,25 +118,30 @@ def test_per_prompt_streams_split_the_sampling_and_draw_what_one_process_draws(t
     options = {
         "testbed.model": paths.policy, "testbed.initial_model": paths.initial, "testbed.prompts": paths.prompts,
         "testbed.eval_prompts": paths.eval, "testbed.max_new_tokens": 16, "testbed.sampling_streams": "per_prompt",
-        "annotator.model": paths.reward, "evaluator.model": paths.reward, "trainer.batch_size": 2,
+        "testbed.temperature": 2.0,  # diverse responses: no prompt lacks a pair, so all 12 labels are bought
+        "annotator.model": paths.reward, "evaluator.model": paths.reward, "trainer.lr": 1e-3,
         "trainer.grad_accum": 1,
     }
     runs = {}
-    for processes in (1, 2):
+    for processes, batch in ((1, 4), (2, 2)):
         db = tmp_path / f"{processes}.db"
         args = ["run", "--testbed", "hf", "--trainer", "trl", "--selector", "smallest", "--iterations", "1",
-                "--budget", "16", "--responses", "4", "--db", db, "--json",
+                "--budget", "12", "--responses", "4", "--db", db, "--json", "-o", f"trainer.batch_size={batch}",
                 *[a for key, value in options.items() for a in ("-o", f"{key}={value}")]]
         result = _harness(args, processes=processes, cwd=tmp_path, launcher=_accelerate())
         runs[processes] = (_final(result), _table(db, "select iteration, position, prompt_hash, a_hash, b_hash, "
-                                                      "label from labels order by iteration, position"), result)
-    (one, one_labels, _), (two, two_labels, _) = runs[1], runs[2]
-    assert one_labels and two_labels == one_labels  # the same prompts, responses, pairs and verdicts
+                                                      "label from labels order by iteration, position"))
+    (one, one_labels), (two, two_labels) = runs[1], runs[2]
+    assert len(one_labels) == 12 and two_labels == one_labels  # the same prompts, responses, pairs and verdicts
     first_one, first_two = one["iterations"][1], two["iterations"][1]
-    for key, value in first_one.items():
-        if key.startswith(("selected_", "pool_")) and isinstance(value, float):
-            assert first_two[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
-    # that both processes sampled their half is checked in tests/test_hf_sampling_streams.py
+    assert first_one["train_steps"] == first_two["train_steps"] == 3
+    compared = [key for key, value in first_one.items()
+                if isinstance(value, float) and not key.startswith("time_") and key != "peak_rss_mib"]
+    assert {"kl", "win_rate", "sel_mean_abs_margin", "sel_ranking_accuracy", "train_grad_norm_last",
+            "train_margin_last", "loss_last"} <= set(compared), compared
+    for key in compared:
+        assert first_two[key] == pytest.approx(first_one[key], rel=1e-5, abs=1e-6), key
+    # that each process sampled its own half is checked in tests/test_hf_sampling_streams.py
 
 
 CRASHY = textwrap.dedent('''
@@ -272,3 +281,12 @@ def test_the_static_policy_guard_runs_on_the_main_process_and_stops_every_proces
     [(status, error)] = _table(tmp_path / "s.db", "select status, error from runs")
     assert status == "failed" and "StaticPolicyError" in error and "returned the policy it was given" in error
     assert _table(tmp_path / "s.db", "select iteration from iterations order by iteration") == [(0,)]
+
+
+@pytest.mark.parametrize("variable, name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_an_fsdp_or_deepspeed_launch_is_refused_by_the_trl_trainer(cli, db_path, monkeypatch, variable, name):
+    skip_unless_extra("hf")
+    monkeypatch.setenv(variable, "true")
+    result = cli("run", "--testbed", "hf", "--trainer", "trl", "--selector", "smallest")
+    assert result.exit_code == 2, result.output
+    assert f"trainer 'trl' under {name}" in result.output and "accelerate launch --multi_gpu" in result.output

@@ -66,6 +66,14 @@ and last value of the reward margin and accuracy and the gradient norm
 (:data:`LOGGED`). With no pairs the clone is returned untouched with
 ``steps = 0``, both losses 0.0 and an empty log.
 
+**Several processes.** Under ``accelerate launch --multi_gpu`` (or
+``torchrun``) TRL trains data-parallel: each process takes its share of the
+pairs, ``batch_size`` per process, gradients averaged. A launch with FSDP or
+DeepSpeed (``ACCELERATE_USE_FSDP`` / ``ACCELERATE_USE_DEEPSPEED``) is
+refused (exit 2): either would leave the policy's weights sharded across the
+processes after training, while the main process alone evaluates it, and
+neither has run here (accelerate turns both on only on accelerator devices).
+
 **Tracking.** With ``--report-to`` (:mod:`harness.tracking`) every entry of
 TRL's per-step log (loss, learning rate, reward margins and accuracies,
 gradient norm, ...) goes to the run's tracker under ``train/``, at a step
@@ -196,6 +204,7 @@ class TRLDPOTrainer(Trainer):
 
     def __init__(self, settings=None):
         super().__init__(settings)
+        check_parallelism()
         types = self.loss_types  # validate early: a typo is a UsageError before any model loads
         weights = self.settings["loss_weights"]
         if weights is not None and len(weights) != len(types):
@@ -235,6 +244,24 @@ class TRLDPOTrainer(Trainer):
             loss_last=float(losses[-1]) if losses else 0.0,
             log=log,
         )
+
+
+#: accelerate's launch variables for the sharded trainers the harness refuses, by name.
+SHARDED_LAUNCHES = {"ACCELERATE_USE_FSDP": "FSDP (--use_fsdp)", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed (--use_deepspeed)"}
+
+
+def check_parallelism(environ=None) -> None:
+    """UsageError (exit 2) under an FSDP or DeepSpeed launch (see the module docstring)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    for variable, name in SHARDED_LAUNCHES.items():
+        if str(env.get(variable, "")).lower() == "true":
+            raise UsageError(
+                f"trainer 'trl' under {name}: not supported yet. FSDP and DeepSpeed shard the policy's weights "
+                "across the processes, while the harness's main process evaluates the trained policy alone; that "
+                "combination has not been made to work or verified on GPUs. Launch data-parallel instead: "
+                "accelerate launch --multi_gpu --num_processes K -m harness run ... (docs/real-models/processes.md)")
 
 
 def preference_rows(policy, data: PreferenceData, *, max_length: int = 0) -> dict[str, list]:
