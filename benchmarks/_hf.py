@@ -60,8 +60,9 @@ def write_prompts(root: Path, n: int, seed: int = 0) -> tuple[Path, Path]:
 
 
 def build_world(root: Path, *, model: str | None, n_layer: int, n_embd: int, n_prompts: int,
-                logprob_batch_size: int = 16):
-    """The hf world on the benchmark models (or on the local model directory ``model``: pi_0 = pi_ref)."""
+                logprob_batch_size: int = 16, device: str = "cpu", dtype: str = "float32"):
+    """The hf world on the benchmark models (or on the local model directory ``model``: pi_0 = pi_ref), its
+    models on ``device`` in ``dtype``."""
     from harness.progress import NullReporter
     from plugins.testbeds.hf import HFTestbed
 
@@ -73,7 +74,7 @@ def build_world(root: Path, *, model: str | None, n_layer: int, n_embd: int, n_p
     prompts_file, eval_file = write_prompts(root, n_prompts)
     settings = {"model": reference, "initial_model": initial, "prompts": str(prompts_file),
                 "eval_prompts": str(eval_file), "threads": 1, "max_new_tokens": 128,
-                "logprob_batch_size": logprob_batch_size}
+                "logprob_batch_size": logprob_batch_size, "device": device, "dtype": dtype}
     return HFTestbed(settings).build_world(seed=0, reporter=NullReporter())
 
 

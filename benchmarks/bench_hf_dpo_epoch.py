@@ -21,6 +21,7 @@ parameters), 128 pairs, batch 8, 16 optimiser steps. Prints medians of the
 repeats (interleaved) and the load average; exits 1 when the target fails.
 
     .venv/bin/python benchmarks/bench_hf_dpo_epoch.py [--pairs 128] [--batch 8] [--repeats 3] [--model DIR]
+        [--device cuda --dtype bfloat16]   # on a GPU: the models there, bf16 training when the dtype is bf16
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", help="a local model directory instead of the GPT-2 built in code")
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args()
 
     import torch
@@ -70,7 +73,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     with tempfile.TemporaryDirectory(prefix="bench-hf-dpo-") as tmp:
         world = build_world(Path(tmp), model=args.model, n_layer=args.layers, n_embd=args.width,
-                            n_prompts=args.pairs)
+                            n_prompts=args.pairs, device=args.device, dtype=args.dtype)
     prompts, responses = random_responses(world, args.pairs, 2, min_length=args.min_length,
                                           max_length=args.max_length)
     reference = world.reference_policy
@@ -79,7 +82,7 @@ def main() -> int:
                           rejected=responses.tokens[:, 1], rejected_lengths=responses.lengths[:, 1],
                           ref_chosen_logps=ref_logps[:, 0], ref_rejected_logps=ref_logps[:, 1])
     trainer = TRLDPOTrainer({"lr": 1e-4, "epochs": 1.0, "batch_size": args.batch, "grad_accum": 1,
-                             "warmup_ratio": 0.0})
+                             "warmup_ratio": 0.0, "precision": "bf16" if args.dtype == "bfloat16" else "fp32"})
     settings = trainer.settings
 
     rows = preference_rows(reference, data)
@@ -100,7 +103,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="bench-stock-") as out:
             # the seed TRLDPOTrainer.train draws from a Generator seeded with `seed`
             config = dpo_config(settings, output_dir=out, seed=int(np.random.default_rng(seed).integers(0, 2**31 - 1)),
-                                use_cpu=True, precompute_ref_log_probs=False)
+                                use_cpu=args.device == "cpu", precompute_ref_log_probs=False)
             start = time.perf_counter()
             stock = DPOTrainer(model=model, ref_model=ref_model, args=config, train_dataset=text,
                                processing_class=world.tokenizer)
@@ -129,8 +132,9 @@ def main() -> int:
     harness_s, stock_s = statistics.median(harness_times), statistics.median(stock_times)
     speedup = stock_s / harness_s
     name = args.model or f"GPT-2 {args.layers}x{args.width}"
+    where = "1 thread" if args.device == "cpu" else f"{device_name(args.device)}, {args.dtype}"
     print(f"hf DPO epoch: {name} ({parameters(world) / 1e6:.1f}M params), {args.pairs} pairs, batch {args.batch}, "
-          f"{harness_steps} steps, 1 thread, median of {args.repeats}")
+          f"{harness_steps} steps, {where}, median of {args.repeats}")
     print(f"  harness trl trainer (precomputed ref, no ref model)  {harness_s:7.3f} s  first loss {harness_first:.6f}")
     print(f"  stock TRL DPOTrainer (live reference model)          {stock_s:7.3f} s  first loss {stock_first:.6f}"
           f"  ({stock_steps} steps)")
@@ -138,6 +142,13 @@ def main() -> int:
     print(f"  speed-up stock/harness  {speedup:.3f}x (target >= {TARGET}x) {verdict}")
     print(f"  load average {load_average()}")
     return 0 if speedup >= TARGET else 1
+
+
+def device_name(device: str) -> str:
+    """The GPU's name (``torch.cuda.get_device_name``) for a CUDA device, else the device string."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else device
 
 
 if __name__ == "__main__":
