@@ -4,7 +4,7 @@ Every check runs on the tiny GPT-2 built in code (tests/hf_tiny.py): pi_ref's lo
 world's bit for bit and no copy of the base is made; the trl and native trainers change the new adapter only;
 fresh adapters are a function of the world seed; checkpoints hold the adapter and resume after SIGKILL to the
 numbers of an uninterrupted run; exports merge the adapter or write it as PEFT saves one; pi_0 from an adapter
-directory, the seed round and its cache; and the refusals (vLLM, a full initial_model, no peft) exit 2.
+directory, the seed round and its cache; and the refusals (a full initial_model, no peft) exit 2.
 """
 
 from __future__ import annotations
@@ -327,7 +327,6 @@ def test_seed_save_dir_writes_an_adapter_that_a_later_run_loads_as_pi0(worlds, t
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"backend": "vllm"}, "lora_rank > 0 and backend=vllm cannot be combined"),
     ({"lora_target_modules": " , "}, "lora_target_modules` is empty"),
 ])
 def test_lora_options_that_cannot_run_are_usage_errors(overrides, message):

@@ -13,7 +13,9 @@ vLLM behaves as the stand-in does was not verified here (no GPU).
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,8 +46,18 @@ class StandInSamplingParams:
         self.logprobs, self.detokenize = logprobs, detokenize
 
 
+@dataclass(frozen=True)
+class StandInLoRARequest:
+    """Stand-in for ``vllm.lora.request.LoRARequest(lora_name, lora_int_id, lora_path)``."""
+
+    lora_name: str
+    lora_int_id: int
+    lora_path: str
+
+
 class StandInLLM:
-    """Stand-in for ``vllm.LLM`` (see the module docstring); every instance is kept in ``built``."""
+    """Stand-in for ``vllm.LLM`` (see the module docstring); every instance is kept in ``built``. With
+    ``enable_lora`` a request's ``lora_request`` samples the base with that PEFT adapter loaded (once per id)."""
 
     built: list[StandInLLM] = []
 
@@ -59,20 +71,32 @@ class StandInLLM:
         self.requests: list[tuple[list[int], StandInSamplingParams]] = []
         self.generate_calls = 0
         self.rpc_calls = self.prefix_resets = self.loaded_tensors = 0
+        self.adapters: dict[int, object] = {}
+        self.lora_requests: list = []
         StandInLLM.built.append(self)
 
-    def generate(self, prompts, sampling_params=None, use_tqdm=True):
+    def generate(self, prompts, sampling_params=None, use_tqdm=True, lora_request=None):
         self.generate_calls += 1
         assert len(prompts) == len(sampling_params)
+        model = self.hf
+        if lora_request is not None:
+            assert self.kwargs.get("enable_lora"), "a LoRA request to an engine built without enable_lora"
+            if lora_request.lora_int_id not in self.adapters:
+                import peft
+
+                self.adapters[lora_request.lora_int_id] = peft.PeftModel.from_pretrained(
+                    copy.deepcopy(self.hf), lora_request.lora_path).eval()
+            model = self.adapters[lora_request.lora_int_id]
+        self.lora_requests.append(lora_request)
         results = []
         for prompt, params in zip(prompts, sampling_params):
             ids = list(prompt["prompt_token_ids"])
             self.requests.append((ids, params))
-            results.append(SimpleNamespace(prompt_token_ids=ids, outputs=self._complete(ids, params)))
+            results.append(SimpleNamespace(prompt_token_ids=ids, outputs=self._complete(ids, params, model)))
         return results
 
-    def _complete(self, ids, params):
-        return complete(self.hf, ids, n=params.n, temperature=params.temperature, top_k=params.top_k,
+    def _complete(self, ids, params, model=None):
+        return complete(model if model is not None else self.hf, ids, n=params.n, temperature=params.temperature, top_k=params.top_k,
                         top_p=params.top_p, max_tokens=params.max_tokens, stop_token_ids=list(params.stop_token_ids),
                         seed=params.seed, logprobs=params.logprobs is not None)
 
@@ -101,7 +125,8 @@ def standin(monkeypatch):
 
     StandInLLM.built = []
     monkeypatch.setattr(vllm_backend, "load_engine_api",
-                        lambda: vllm_backend.EngineAPI(LLM=StandInLLM, SamplingParams=StandInSamplingParams))
+                        lambda: vllm_backend.EngineAPI(LLM=StandInLLM, SamplingParams=StandInSamplingParams,
+                                                       LoRARequest=StandInLoRARequest))
     return StandInLLM
 
 
@@ -393,6 +418,40 @@ def test_tensor_parallelism_is_an_engine_argument_and_asks_for_gpus_that_exist(s
             vllm_backend.check_tensor_parallel(2)
         with pytest.raises(UsageError, match="vllm_tensor_parallel_size=2"):
             tiny_world(backend="vllm", vllm_tensor_parallel_size=2)
+
+
+def test_with_lora_one_engine_on_the_base_samples_each_policy_through_its_adapter(standin):
+    skip_unless_extra("peft")
+    world = tiny_world(backend="vllm", initial_model=None, lora_rank=4, lora_alpha=8.0)
+    plain = tiny_world(initial_model=None, lora_rank=4, lora_alpha=8.0)
+    try:
+        rng = np.random.default_rng(0)
+        world.sample(world.reference_policy, world.eval_rows, 1, rng, mode="greedy")  # pi_ref: no adapter
+        trained = world.reference_policy.clone()
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for parameter in trained.parameters():
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
+        got = world.sample(trained, world.eval_rows, 1, rng, mode="greedy")
+        world.sample(trained, world.eval_rows, 1, rng, mode="greedy")  # same policy: same request, same folder
+        (llm,) = standin.built  # one engine for every policy
+        assert llm.model_path == str(tiny_paths().policy) and llm.kwargs["enable_lora"] is True
+        assert llm.kwargs["max_lora_rank"] == 8 and llm.kwargs["max_loras"] == 1  # vLLM's smallest rank >= 4
+        first, second, third = llm.lora_requests
+        assert first is None and second is third and second.lora_int_id == 1
+        adapter = json.loads((Path(second.lora_path) / "adapter_config.json").read_text())
+        assert adapter["r"] == 4 and adapter["base_model_name_or_path"] == str(tiny_paths().policy)
+        expected = plain.sample(trained, plain.eval_rows, 1, rng, mode="greedy")
+        np.testing.assert_array_equal(got.tokens, expected.tokens)  # the engine sampled pi_i, through its adapter
+        later = trained.clone()
+        world.sample(later, world.eval_rows, 1, rng, mode="greedy")
+        assert llm.lora_requests[-1].lora_int_id == 2 and not Path(second.lora_path).exists()
+        assert world.sampler.engines_built == 1 and world.sampler.weight_pushes == 0
+        folder = Path(llm.lora_requests[-1].lora_path)
+    finally:
+        world.close()
+        plain.close()
+    assert not folder.exists()
 
 
 def test_a_run_with_the_vllm_backend(cli, db_path, standin, monkeypatch):

@@ -242,15 +242,10 @@ class HFTestbed(ModelSources, Testbed):
                              "no way into it; use backend=vllm for full fine-tuning")
 
     def check_lora(self) -> None:
-        """UsageError (exit 2) when LoRA is asked for where it cannot run: peft missing, or the vLLM backend
-        (which samples from full weights on disk; an adapter would have to be merged every iteration)."""
+        """UsageError (exit 2) when LoRA is asked for where it cannot run: peft missing, or options peft refuses."""
         from plugins._hf import lora
 
         lora.require()
-        if self.settings["backend"] == "vllm":
-            raise UsageError("testbed options lora_rank > 0 and backend=vllm cannot be combined yet: the in-process "
-                             "vLLM engine loads full weights; use backend=vllm_server (a running vLLM server takes "
-                             "each policy as an adapter) or backend=transformers with LoRA")
         lora.lora_config(rank=self.settings["lora_rank"], alpha=self.settings["lora_alpha"],
                          dropout=self.settings["lora_dropout"], target_modules=self.settings["lora_target_modules"])
 

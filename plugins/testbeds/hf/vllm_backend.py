@@ -56,6 +56,12 @@ always rebuilds: the old engine is shut down and a new ``LLM`` is built on the
 policy's directory (or its ``save_pretrained`` dump). ``vllm_tensor_parallel_size``
 spreads the engine over that many GPUs.
 
+**LoRA** (``lora_rank`` > 0): the engine is built once, on the base model
+(pi_ref) with ``enable_lora=True``, and never changes; each policy's adapter is
+written in PEFT's layout to a temporary directory and sent with its requests
+as a ``LoRARequest`` (a new id per policy, so vLLM loads it once; the previous
+policy's folder is deleted). pi_ref's requests carry no adapter.
+
 **Not verified against a real vLLM**: the tests drive this adapter with a
 stand-in class that has ``vllm.LLM``'s call signature
 (``tests/test_hf_vllm.py``); no GPU or vLLM was available where it was
@@ -92,14 +98,19 @@ FIX = ("install the vLLM extra on a machine with a CUDA GPU (pip install 'pairse
 PUSH_MIN_VERSION = (0, 10)
 
 
+#: The ``max_lora_rank`` values vLLM accepts; an engine for LoRA rank r gets the smallest one >= r.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
 @dataclass(frozen=True)
 class EngineAPI:
-    """The vLLM names the adapter uses: ``LLM`` and ``SamplingParams`` (or stand-ins with their signatures), and
-    the installed ``vllm.__version__``."""
+    """The vLLM names the adapter uses: ``LLM``, ``SamplingParams`` and ``LoRARequest`` (or stand-ins with their
+    signatures), and the installed ``vllm.__version__``."""
 
     LLM: Any
     SamplingParams: Any
     version: str = ""
+    LoRARequest: Any = None
 
 
 def load_engine_api() -> EngineAPI:
@@ -113,10 +124,12 @@ def load_engine_api() -> EngineAPI:
     try:
         import vllm
         from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
     except Exception as exc:  # a broken install: CUDA/torch mismatch, missing kernels, ...
         raise UsageError(f"testbed option backend=vllm: importing vllm failed ({type(exc).__name__}: {exc}); "
                          f"{FIX}") from None
-    return EngineAPI(LLM=LLM, SamplingParams=SamplingParams, version=str(getattr(vllm, "__version__", "")))
+    return EngineAPI(LLM=LLM, SamplingParams=SamplingParams, version=str(getattr(vllm, "__version__", "")),
+                     LoRARequest=LoRARequest)
 
 
 def check_tensor_parallel(size: int) -> None:
@@ -213,6 +226,9 @@ class VLLMSampler:
         self._llm: Any = None
         self._holds: weakref.ref | None = None
         self._weights_dir: tempfile.TemporaryDirectory | None = None  # removed at close(), or at exit
+        self.lora_rank = int(self.settings.get("lora_rank", 0) or 0)
+        self.adapters_written = 0
+        self._adapter: tuple[weakref.ref, Any, tempfile.TemporaryDirectory] | None = None
 
     def __repr__(self) -> str:
         return f"<VLLMSampler engines_built={self.engines_built} requests={self.requests}>"
@@ -236,11 +252,19 @@ class VLLMSampler:
         }
         if s["vllm_logprobs_mode"]:
             kwargs["logprobs_mode"] = str(s["vllm_logprobs_mode"])
+        if self.lora_rank > 0:
+            kwargs.update(enable_lora=True, max_loras=1,
+                          max_lora_rank=next((r for r in VLLM_LORA_RANKS if r >= self.lora_rank), self.lora_rank))
         return kwargs
 
     def engine_for(self, policy) -> Any:
         """The engine holding ``policy``'s weights: the current one, the current one with ``policy``'s weights
-        pushed into it, or a new one built on them."""
+        pushed into it, or a new one built on them. With LoRA: the one engine on the base model."""
+        if self.lora_rank > 0:
+            if self._llm is None:
+                self._llm = self.api.LLM(**self.engine_kwargs(str(self.tokenizer_dir)))
+                self.engines_built += 1
+            return self._llm
         if self._llm is not None and self._holds is not None and self._holds() is policy:
             return self._llm
         if self._llm is not None and self.settings.get("vllm_weight_sync", "push") == "push" and self._push(policy):
@@ -297,6 +321,23 @@ class VLLMSampler:
         self.weight_pushes += 1
         return True
 
+    def lora_request(self, policy) -> Any:
+        """The ``LoRARequest`` of ``policy``'s adapter (None: pi_ref, or no LoRA): the current one, or a new one
+        on the adapter written now (the previous policy's folder is deleted)."""
+        if self.lora_rank <= 0 or getattr(policy, "adapter", None) is None:
+            return None
+        if self._adapter is not None and self._adapter[0]() is policy:
+            return self._adapter[1]
+        folder = tempfile.TemporaryDirectory(prefix="pairsel-vllm-lora-")
+        policy.save_pretrained(Path(folder.name) / "adapter", base_model=str(self.tokenizer_dir))
+        self.adapters_written += 1
+        request = self.api.LoRARequest(f"pairsel-{self.adapters_written}", self.adapters_written,
+                                       str(Path(folder.name) / "adapter"))
+        if self._adapter is not None:
+            self._adapter[2].cleanup()
+        self._adapter = (weakref.ref(policy), request, folder)
+        return request
+
     def close(self) -> None:
         """Shut the engine down, free its GPU memory and delete the weights it was built from."""
         llm, self._llm, self._holds = self._llm, None, None
@@ -317,6 +358,9 @@ class VLLMSampler:
         if self._weights_dir is not None:
             self._weights_dir.cleanup()
             self._weights_dir = None
+        if self._adapter is not None:
+            self._adapter[2].cleanup()
+            self._adapter = None
 
     # ------------------------------------------------------------------ sampling
 
@@ -348,7 +392,9 @@ class VLLMSampler:
         llm = self.engine_for(policy)
         requests = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompt_ids]
         params = [self.sampling_params(n, seed, mode) for seed in seeds]
-        outputs = list(llm.generate(requests, sampling_params=params, use_tqdm=False))
+        adapter = self.lora_request(policy)
+        extra = {"lora_request": adapter} if adapter is not None else {}
+        outputs = list(llm.generate(requests, sampling_params=params, use_tqdm=False, **extra))
         self.requests += len(requests)
         if len(outputs) != len(requests):
             raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(requests)} requests")
