@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,9 +141,20 @@ def run_experiment(
                         ranks, steps)
     finally:
         gc.unfreeze()
-        close = getattr(world, "close", None)  # optional (World.close): an engine, a server's adapters
-        if callable(close):
-            close()
+        _close(world)
+
+
+def _close(world) -> None:
+    """``world.close()`` where the world has one (optional, World.close): an engine, a server's adapters. A
+    failure there is a warning, so it never hides how the run itself ended."""
+    close = getattr(world, "close", None)
+    if not callable(close):
+        return
+    try:
+        close()
+    except Exception as exc:
+        warnings.warn(f"closing the world failed ({type(exc).__name__}: {exc}); the run's result stands",
+                      RuntimeWarning, stacklevel=2)
 
 
 def build_world(components: Components, world_seed: int, reporter: Reporter):

@@ -35,7 +35,8 @@ T = TypeVar("T")
 
 
 class MainProcessStopped(Exception):
-    """Raised on every other process when the main process stopped the run at a step.
+    """Raised on every other process when the main process stopped the run at a step (or, in a step the
+    processes share, when another process failed: the message names its rank).
 
     ``kind`` is what stopped it: ``"awaiting_labels"`` (an external annotator
     took the pairs), or ``"failed"``; ``message`` is the main process's error.
@@ -125,19 +126,33 @@ class Ranks:
 
     def gather(self, n: int, work: Callable[[slice], T]) -> list[T]:
         """``work(rows)`` on each process's share of ``n`` rows; every share's result, in row order, on every
-        process (a process with no rows, when there are fewer rows than processes, contributes nothing)."""
+        process (a process with no rows, when there are fewer rows than processes, contributes nothing). When
+        ``work`` fails on one process, that process raises its error and every other one
+        :class:`MainProcessStopped` naming it, instead of waiting for a share that never comes."""
         if not self.parallel or n == 0:
             return [work(slice(0, n))]
         import torch.distributed as dist
 
         mine = self.rows(n)
-        part = work(mine) if mine.stop > mine.start else None  # fewer rows than processes: some idle
-        parts: list[Any] = [None] * self.size
-        dist.all_gather_object(parts, part)
-        return [p for p in parts if p is not None]
+        failure: Exception | None = None
+        try:
+            message = ("ok", work(mine) if mine.stop > mine.start else None)  # fewer rows than processes: some idle
+        except Exception as exc:  # every process must still reach the gather, or the others wait forever
+            failure = exc
+            message = ("stop", _stop_kind(exc), f"rank {self.rank}: {type(exc).__name__}: {exc}")
+        messages: list[Any] = [None] * self.size
+        dist.all_gather_object(messages, message)
+        if failure is not None:
+            raise failure
+        stopped = next((m for m in messages if m[0] == "stop"), None)
+        if stopped is not None:
+            raise MainProcessStopped(stopped[1], stopped[2])
+        return [m[1] for m in messages if m[1] is not None]
 
     def split(self, n: int, work: Callable[[slice], np.ndarray]) -> np.ndarray:
         """``work(rows)`` on each process's share of ``n`` rows, concatenated in row order on every process."""
+        if not self.parallel or n == 0:
+            return work(slice(0, n))  # one process: exactly what work returns
         return np.concatenate(self.gather(n, work), axis=0)
 
     def barrier(self) -> None:

@@ -39,12 +39,21 @@ def test_a_prompt_draws_the_same_responses_whatever_shares_the_call(world):
     np.testing.assert_array_equal(joined.lengths, full.lengths)
     backwards = world.sample(world.initial_policy, rows[::-1], 3, np.random.default_rng(5))
     np.testing.assert_array_equal(backwards.lengths[::-1], full.lengths)  # order does not matter either
+    np.testing.assert_array_equal(backwards.tokens[::-1], full.tokens)
     other = world.sample(world.initial_policy, rows, 3, np.random.default_rng(6))
     assert not np.array_equal(other.tokens, full.tokens)  # the stream still decides
 
 
-def test_batch_streams_stay_the_default_and_vllm_never_shards():
+def test_batch_streams_stay_the_default_and_vllm_never_shards(monkeypatch):
+    from plugins.testbeds.hf import vllm_backend
+    from tests.test_hf_vllm import StandInLLM, StandInSamplingParams
+
     assert not tiny_world().shards_sampling
+    monkeypatch.setattr(vllm_backend, "load_engine_api",
+                        lambda: vllm_backend.EngineAPI(LLM=StandInLLM, SamplingParams=StandInSamplingParams))
+    engine = tiny_world(backend="vllm", sampling_streams="per_prompt")  # one engine, on the main process
+    assert not engine.shards_sampling
+    engine.close()
 
 
 def test_concatenate_pads_to_the_widest_part_with_the_worlds_pad():

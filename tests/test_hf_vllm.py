@@ -100,12 +100,21 @@ class StandInLLM:
                         top_p=params.top_p, max_tokens=params.max_tokens, stop_token_ids=list(params.stop_token_ids),
                         seed=params.seed, logprobs=params.logprobs is not None)
 
-    # what the weight push reaches: vLLM V1's LLM.collective_rpc(function, args) runs function(worker, *args) on
-    # every worker, whose model_runner.model.load_weights takes (name, tensor) pairs; here one worker, the HF model
+    # what the weight push reaches: vLLM V1's LLM.collective_rpc("name", args) calls the method `name` on every
+    # worker, which has the methods of the engine's worker_extension_cls mixed in and a model_runner.model whose
+    # load_weights takes (name, tensor) pairs; here one worker over the HF model. Like vLLM without its insecure
+    # serialization, it refuses a function in place of a name.
     def collective_rpc(self, method, args=(), kwargs=None):
+        if not isinstance(method, str):
+            raise TypeError("Object of type function is not serializable")
+        import importlib
+
+        module, _, name = self.kwargs["worker_extension_cls"].rpartition(".")
+        extension = getattr(importlib.import_module(module), name)
+        worker = type("StandInWorker", (extension,), {})()
+        worker.model_runner = SimpleNamespace(model=SimpleNamespace(load_weights=self._load_weights))
         self.rpc_calls += 1
-        worker = SimpleNamespace(model_runner=SimpleNamespace(model=SimpleNamespace(load_weights=self._load_weights)))
-        return [method(worker, *args, **(kwargs or {}))]
+        return [getattr(worker, method)(*args, **(kwargs or {}))]
 
     def _load_weights(self, weights):
         state = dict(weights)
@@ -341,6 +350,7 @@ def test_with_rebuild_the_engine_is_rebuilt_on_the_current_policy_only_when_it_c
     world.close()
     assert world.sampler._llm is None
     assert world.sampler.weight_pushes == 0 and standin.built[0].rpc_calls == 0
+    assert "worker_extension_cls" not in standin.built[0].kwargs
 
 
 def test_a_new_policy_is_pushed_into_the_running_engine(vllm_world, standin):
@@ -352,6 +362,8 @@ def test_a_new_policy_is_pushed_into_the_running_engine(vllm_world, standin):
     (llm,) = standin.built  # one engine for the whole run
     assert world.sampler.engines_built == 1 and world.sampler.weight_pushes == 1
     assert llm.rpc_calls == 1 and llm.prefix_resets == 1  # the old weights' KV cache is dropped with them
+    # the push reaches the workers by a method name, through the extension the engine was built with
+    assert llm.kwargs["worker_extension_cls"] == "plugins.testbeds.hf.vllm_backend.WeightLoader"
     assert llm.loaded_tensors == len([k for k in trained.model.state_dict() if k != "lm_head.weight"])
     plain = tiny_world(generation_batch_size=1)
     expected = plain.sample(trained, plain.eval_rows, 1, rng, mode="greedy")
@@ -376,6 +388,7 @@ def test_where_a_push_cannot_work_the_engine_is_rebuilt_with_a_warning(monkeypat
     def broken(self, method, args=(), kwargs=None):
         raise RuntimeError("worker moved")
 
+
     attributes = {name: (broken if value == "raise" else value) for name, value in llm_change.items()}
     engine = type("OtherLLM", (StandInLLM,), attributes)
     StandInLLM.built = []
@@ -397,6 +410,20 @@ def test_where_a_push_cannot_work_the_engine_is_rebuilt_with_a_warning(monkeypat
         world.close()
 
 
+def test_the_pushed_files_are_the_models_own_shards(tmp_path):
+    from plugins.testbeds.hf.vllm_backend import weight_files
+
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "consolidated.safetensors").write_bytes(b"")  # another layout of the same weights: never pushed
+    assert weight_files(tmp_path) == [tmp_path / "model.safetensors"]
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors",
+        "c": "model-00001-of-00002.safetensors"}}))
+    assert weight_files(tmp_path) == [tmp_path / "model-00001-of-00002.safetensors",
+                                      tmp_path / "model-00002-of-00002.safetensors"]
+    assert weight_files(tmp_path / "missing") == []
+
+
 def test_version_numbers_are_read_as_vllm_writes_them():
     from plugins.testbeds.hf.vllm_backend import version_tuple
 
@@ -404,7 +431,7 @@ def test_version_numbers_are_read_as_vllm_writes_them():
     assert version_tuple("1.0") == (1, 0) and version_tuple("dev") == ()
 
 
-def test_tensor_parallelism_is_an_engine_argument_and_asks_for_gpus_that_exist(standin):
+def test_tensor_parallelism_is_passed_to_the_engine_and_asks_for_gpus_that_exist(standin):
     from plugins.testbeds.hf import vllm_backend
 
     world = tiny_world(backend="vllm")
@@ -437,6 +464,7 @@ def test_with_lora_one_engine_on_the_base_samples_each_policy_through_its_adapte
         (llm,) = standin.built  # one engine for every policy
         assert llm.model_path == str(tiny_paths().policy) and llm.kwargs["enable_lora"] is True
         assert llm.kwargs["max_lora_rank"] == 8 and llm.kwargs["max_loras"] == 1  # vLLM's smallest rank >= 4
+        assert "worker_extension_cls" not in llm.kwargs  # nothing is pushed with LoRA
         first, second, third = llm.lora_requests
         assert first is None and second is third and second.lora_int_id == 1
         adapter = json.loads((Path(second.lora_path) / "adapter_config.json").read_text())

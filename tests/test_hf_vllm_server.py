@@ -151,6 +151,19 @@ def test_the_adapter_folder_can_be_one_the_server_shares(server, tmp_path):
     assert (tmp_path / "shared").is_dir() and not any((tmp_path / "shared").iterdir())  # its folder is kept
 
 
+def test_a_server_on_this_machine_is_reached_without_the_environments_proxy(server, monkeypatch):
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")  # a proxy nobody answers at
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    world = server_world(server)
+    try:
+        world.sample(world.initial_policy, world.eval_rows, 1, np.random.default_rng(0), mode="greedy")
+        assert server.requests
+    finally:
+        world.close()
+
+
 def test_an_api_key_is_sent_from_the_environment(monkeypatch):
     with StandinVLLMServer(tiny_paths().policy, api_key="secret-1") as server:
         with pytest.raises(UsageError, match="HTTP 401.*VLLM_API_KEY"):

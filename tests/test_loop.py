@@ -178,3 +178,20 @@ def test_without_a_leaderboard_labels_are_kept_in_memory_and_people_cannot_label
     assert {r.source for r in desk.records} == {"testbed:x"} and [r.iteration for r in desk.records] == [1, 2]
     with pytest.raises(UsageError, match="needs a leaderboard"):
         desk.request(1, None, None, np.random.default_rng(0))
+
+
+def test_closing_the_world_is_optional_and_a_failure_there_is_only_a_warning():
+    from types import SimpleNamespace
+
+    from harness.loop import _close
+
+    closed = []
+    _close(SimpleNamespace(close=lambda: closed.append(True)))
+    _close(SimpleNamespace())  # a world without close
+    assert closed == [True]
+
+    def broken():
+        raise RuntimeError("CUDA error: device-side assert")
+
+    with pytest.warns(RuntimeWarning, match="closing the world failed .RuntimeError: CUDA error"):
+        _close(SimpleNamespace(close=broken))

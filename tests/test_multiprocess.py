@@ -242,6 +242,44 @@ def test_one_process_calls_through_and_reads_no_launcher():
         SINGLE.main_only(lambda: 1 / 0)
 
 
+SHARED_STEP = textwrap.dedent('''
+    import sys
+    from harness.ranks import MainProcessStopped, Ranks
+
+    ranks = Ranks.from_environment()
+    out = open(sys.argv[1] + f"/rank{ranks.rank}.txt", "w")
+    print("gathered", ranks.gather(4, lambda rows: list(range(rows.start, rows.stop))), file=out, flush=True)
+
+    def share(rows):
+        if ranks.rank == 1:
+            raise MemoryError("out of memory while sampling")
+        return [rows.start]
+
+    try:
+        ranks.gather(4, share)
+    except MainProcessStopped as exc:
+        print("stopped", exc.kind, exc.message, file=out, flush=True)
+    except MemoryError as exc:
+        print("raised", exc, file=out, flush=True)
+''')
+
+
+@pytest.mark.slow
+def test_a_share_that_fails_on_one_process_stops_every_process(tmp_path):
+    """A step every process shares (scoring, split sampling) fails on rank 1: rank 1 raises its error, rank 0 stops
+    naming it, and neither waits for the other (the launch ends well inside its timeout)."""
+    script = tmp_path / "shared_step.py"
+    script.write_text(SHARED_STEP)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([*TORCHRUN, str(script), str(tmp_path)], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second = ((tmp_path / f"rank{r}.txt").read_text().splitlines() for r in (0, 1))
+    assert first[0] == second[0] == "gathered [[0, 1], [2, 3]]"
+    assert first[1] == "stopped failed rank 1: MemoryError: out of memory while sampling"
+    assert second[1] == "raised out of memory while sampling"
+
+
 def _gpus() -> int:
     import torch
 
@@ -283,10 +321,20 @@ def test_the_static_policy_guard_runs_on_the_main_process_and_stops_every_proces
     assert _table(tmp_path / "s.db", "select iteration from iterations order by iteration") == [(0,)]
 
 
-@pytest.mark.parametrize("variable, name", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_an_fsdp_or_deepspeed_launch_is_refused_by_the_trl_trainer(cli, db_path, monkeypatch, variable, name):
+@pytest.mark.parametrize("variable, value, name", [("ACCELERATE_USE_FSDP", "true", "FSDP"),
+                                                   ("ACCELERATE_USE_FSDP", "1", "FSDP"),
+                                                   ("ACCELERATE_USE_DEEPSPEED", "True", "DeepSpeed")])
+def test_an_fsdp_or_deepspeed_launch_is_refused_by_the_trl_trainer(cli, db_path, monkeypatch, variable, value, name):
     skip_unless_extra("hf")
-    monkeypatch.setenv(variable, "true")
+    monkeypatch.setenv(variable, value)
     result = cli("run", "--testbed", "hf", "--trainer", "trl", "--selector", "smallest")
     assert result.exit_code == 2, result.output
     assert f"trainer 'trl' under {name}" in result.output and "accelerate launch --multi_gpu" in result.output
+
+
+def test_a_data_parallel_launch_is_not_refused():
+    skip_unless_extra("hf")
+    from plugins.trainers.trl import check_parallelism
+
+    check_parallelism({"ACCELERATE_USE_FSDP": "false", "ACCELERATE_USE_DEEPSPEED": "0"})
+    check_parallelism({})

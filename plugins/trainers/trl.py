@@ -256,7 +256,7 @@ def check_parallelism(environ=None) -> None:
 
     env = os.environ if environ is None else environ
     for variable, name in SHARDED_LAUNCHES.items():
-        if str(env.get(variable, "")).lower() == "true":
+        if str(env.get(variable, "")).strip().lower() in ("1", "true", "yes", "y", "on"):  # accelerate's truth
             raise UsageError(
                 f"trainer 'trl' under {name}: not supported yet. FSDP and DeepSpeed shard the policy's weights "
                 "across the processes, while the harness's main process evaluates the trained policy alone; that "

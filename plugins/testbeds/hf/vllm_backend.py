@@ -43,9 +43,14 @@ sample from another policy, with ``vllm_weight_sync=push`` (the default) the
 adapter **pushes the new weights into the running engine**: the policy's
 safetensors files (its own directory for pi_ref or a pi_0 loaded unchanged,
 else a ``save_pretrained`` dump to a temporary directory, deleted once loaded)
-are loaded on every worker by ``LLM.collective_rpc`` calling the worker
-model's ``load_weights`` (tensor-parallel workers each take their shard), then
-``reset_prefix_cache()`` drops the KV cache computed with the old weights.
+are loaded on every worker by ``LLM.collective_rpc("load_weight_files")``, a
+method the engine's workers get from :class:`WeightLoader` (built with
+``worker_extension_cls``: vLLM sends a method *name* to its worker processes,
+where a function would need its insecure serialization), which hands them to
+the worker model's ``load_weights`` (tensor-parallel workers each take their
+shard); then ``reset_prefix_cache()`` drops the KV cache computed with the old
+weights. The files are those ``model.safetensors.index.json`` lists, else
+``model.safetensors``.
 This skips the engine start (weight load, memory profiling, CUDA-graph
 capture: tens of seconds to minutes for an 8B model) but reaches into vLLM's
 worker internals, so it runs behind a check: a vLLM older than
@@ -94,7 +99,7 @@ FIX = ("install the vLLM extra on a machine with a CUDA GPU (pip install 'pairse
 
 
 #: The oldest vLLM whose weights are pushed into the running engine (``vllm_weight_sync=push``): the V1 engine,
-#: where ``LLM.collective_rpc`` runs a function on every worker; older releases are rebuilt each iteration.
+#: whose ``LLM.collective_rpc`` calls a method of every worker; older releases are rebuilt each iteration.
 PUSH_MIN_VERSION = (0, 10)
 
 
@@ -151,23 +156,44 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return (int(found.group(1)), int(found.group(2))) if found else ()
 
 
-def load_weight_files(worker, files: Sequence[str]) -> int:  # pragma: no cover - runs inside vLLM's workers
-    """On one vLLM worker: load the tensors of the safetensors ``files`` into its model (vLLM's own
-    ``load_weights`` maps Hugging Face names onto its fused and sharded layers). Returns the tensors read."""
-    from safetensors import safe_open
+class WeightLoader:
+    """Mixed into vLLM's workers (``LLM(worker_extension_cls=WORKER_EXTENSION)``), so that
+    ``collective_rpc("load_weight_files", args=(files,))`` reaches every worker by name."""
 
-    count = 0
+    def load_weight_files(self, files: Sequence[str]) -> int:  # pragma: no cover - runs inside vLLM's workers
+        """Load the tensors of the safetensors ``files`` into this worker's model (vLLM's own ``load_weights``
+        maps Hugging Face names onto its fused and sharded layers); the number of tensors read."""
+        from safetensors import safe_open
 
-    def tensors():
-        nonlocal count
-        for path in files:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                for key in handle.keys():
-                    count += 1
-                    yield key, handle.get_tensor(key)
+        count = 0
 
-    worker.model_runner.model.load_weights(weights=tensors())
-    return count
+        def tensors():
+            nonlocal count
+            for path in files:
+                with safe_open(str(path), framework="pt", device="cpu") as handle:
+                    for key in handle.keys():
+                        count += 1
+                        yield key, handle.get_tensor(key)
+
+        self.model_runner.model.load_weights(weights=tensors())
+        return count
+
+
+#: :class:`WeightLoader`'s qualified name, as vLLM's ``worker_extension_cls`` takes it.
+WORKER_EXTENSION = f"{WeightLoader.__module__}.{WeightLoader.__qualname__}"
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a ``save_pretrained`` folder: those its index lists, else ``model.safetensors``
+    (other ``*.safetensors`` files, e.g. a consolidated copy in another layout, are not the model's weights)."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        return [folder / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    single = folder / "model.safetensors"
+    return [single] if single.is_file() else []
 
 
 def sampling_shape(settings: Mapping[str, Any], mode: str) -> dict[str, float | int]:
@@ -250,6 +276,8 @@ class VLLMSampler:
             "tensor_parallel_size": int(s.get("vllm_tensor_parallel_size", 1)),
             "trust_remote_code": False,
         }
+        if s.get("vllm_weight_sync", "push") == "push" and self.lora_rank <= 0:
+            kwargs["worker_extension_cls"] = WORKER_EXTENSION  # collective_rpc("load_weight_files")
         if s["vllm_logprobs_mode"]:
             kwargs["logprobs_mode"] = str(s["vllm_logprobs_mode"])
         if self.lora_rank > 0:
@@ -300,12 +328,12 @@ class VLLMSampler:
             dump = None
             try:
                 source = getattr(policy, "source_dir", None)
-                files = sorted(Path(source).glob("*.safetensors")) if source is not None else []
+                files = weight_files(source) if source is not None else []
                 if not files:
                     dump = tempfile.TemporaryDirectory(prefix="pairsel-vllm-push-")
                     policy.model.save_pretrained(dump.name)
-                    files = sorted(Path(dump.name).glob("*.safetensors"))
-                self._llm.collective_rpc(load_weight_files, args=([str(f) for f in files],))
+                    files = weight_files(Path(dump.name))
+                self._llm.collective_rpc("load_weight_files", args=([str(f) for f in files],))
                 self._llm.reset_prefix_cache()  # its KV blocks were computed with the old weights
             except Exception as exc:  # vLLM's internals moved: rebuild instead
                 reason = f"the push failed ({type(exc).__name__}: {exc})"

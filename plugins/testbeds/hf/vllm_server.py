@@ -37,7 +37,13 @@ server started without runtime LoRA loading, or with too small a
 where the server was started with one, is read from ``$VLLM_API_KEY``.
 
 Tested against a loopback stand-in server that speaks this part of the API
-(``tests/vllm_server_standin.py``); not yet against a real ``vllm serve``.
+(``tests/vllm_standin.py``); not yet against a real ``vllm serve``.
+
+**Repeating a run's numbers.** The stand-in answers one request at a time; a
+real server batches the requests in flight, and vLLM's numerics depend on the
+batch, so the same seeds need not give the same tokens unless the server runs
+batch-invariant. Requests to a server on this machine bypass the environment's
+proxies.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ class VLLMServerSampler:
         self.stops_without_eos = 0
         self.last_cumulative_logprobs: np.ndarray | None = None
         self._run_tag = uuid.uuid4().hex[:8]
+        self._open = _opener(self.url)
         folder = settings.get("vllm_server_adapter_dir") or ""
         self._own_folder = tempfile.TemporaryDirectory(prefix="pairsel-vllm-adapters-") if not folder else None
         self.adapter_root = Path(self._own_folder.name if self._own_folder else folder)
@@ -130,7 +137,7 @@ class VLLMServerSampler:
         for attempt in range(ATTEMPTS):
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                with self._open(request, timeout=self.timeout) as answer:
                     text = answer.read().decode("utf-8", "replace")
                 break
             except urllib.error.HTTPError as exc:
@@ -303,6 +310,17 @@ class VLLMServerSampler:
             result.append(row)
         self.last_cumulative_logprobs = logprobs
         return result
+
+
+def _opener(url: str):
+    """``urlopen`` for ``url``: without the environment's proxies for a server on this machine (a proxy would
+    see the requests and the API key), with them otherwise."""
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+        return urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+    return urllib.request.urlopen
 
 
 def _message(text: str) -> str:
