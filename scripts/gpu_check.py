@@ -27,7 +27,7 @@ every model is built in code.
    beside it (``target_met``), as measured.
 
 vLLM is not checked (it cannot be carried). Each step's output and timing go
-to ``gpu_check.json`` and ``gpu_check.md`` under ``--out``; a failing step
+to the files gpu_check.json and gpu_check.md under ``--out``; a failing step
 does not stop the others; the exit code is 1 when any step failed.
 ``--small --device cpu`` runs the same steps at toy sizes (how the script is
 tested without a GPU).

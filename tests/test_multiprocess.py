@@ -261,6 +261,10 @@ SHARED_STEP = textwrap.dedent('''
         print("stopped", exc.kind, exc.message, file=out, flush=True)
     except MemoryError as exc:
         print("raised", exc, file=out, flush=True)
+    ranks.barrier()  # both are past the failure: leave the process group together, so neither aborts at exit
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
 ''')
 
 
